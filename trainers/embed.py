@@ -1,0 +1,154 @@
+"""LLM embeddings of every item and user, as a Ray Data batch-inference job.
+
+An actor pool of encoder replicas (one GPU each where GPUs exist, CPUs
+otherwise) embeds texts sorted by length, so each batch pads little. Output:
+`items.parquet` (item_id, vector, text_hash), `users.parquet` (user_id, ...)
+and `embed.json` (encoder, dimension, templates, counts). The folder is also a
+vectors model: `coldstart evaluate --model OUT` scores a user's text against
+items' text. A rerun embeds only new or changed texts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from coldstart import artifacts
+from coldstart.config import JobConfig
+from coldstart.data.split import load_split
+from coldstart.text import EmbedOptions
+from coldstart.text.encoder import EncoderConfig, TextEncoder, set_threads
+from coldstart.text.templates import TextTemplates, item_texts, text_hash, user_texts
+from coldstart.config import RayOptions
+from trainers.common import ensure_ray
+
+log = logging.getLogger(__name__)
+
+KINDS = {"items": "item_id", "users": "user_id"}
+
+
+class EmbedConfig(JobConfig, EmbedOptions):
+    split: Path = Field(..., description="Split folder whose items and users to embed.")
+    out: Path = Field(..., description="Embeddings folder (items.parquet, users.parquet, embed.json).")
+    ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection.")
+
+
+@dataclass
+class EmbedResult:
+    out: Path
+    embedded: dict[str, int]
+    reused: dict[str, int]
+    seconds: float
+    texts_per_second: float
+
+
+def build_texts(split_dir: Path, templates: TextTemplates) -> dict[str, pd.DataFrame]:
+    """(id, text, text_hash) for items and users; user text uses train interactions only."""
+    split = load_split(split_dir)
+    all_users = sorted(set().union(*(set(f["user_id"]) for f in split.sets.values())))
+    frames = {"items": item_texts(split.items, templates).rename(columns={"item_id": "id"}),
+              "users": user_texts(split.users, split.train, split.items, templates, all_users)
+              .rename(columns={"user_id": "id"})}
+    for frame in frames.values():
+        frame["text_hash"] = frame["text"].map(text_hash)
+    return frames
+
+
+class EncodeBatch:
+    """One Ray Data actor: loads the encoder once, then embeds batch after batch."""
+
+    def __init__(self, encoder: dict, threads: int):
+        set_threads(threads)
+        self.encoder = TextEncoder(EncoderConfig.model_validate(encoder))
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        vectors = self.encoder.encode(batch["text"].tolist())
+        return pd.DataFrame({"id": batch["id"].to_numpy(), "kind": batch["kind"].to_numpy(),
+                             "text_hash": batch["text_hash"].to_numpy(),
+                             "empty": batch["text"].str.strip().eq("").to_numpy(),
+                             "vector": list(vectors)})
+
+
+def encoder_fingerprint(cfg: EncoderConfig) -> dict:
+    """What must match for stored vectors to be reused (not batch size or device)."""
+    return {"model": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
+            "normalize": cfg.normalize, "dtype": cfg.dtype}
+
+
+def _reusable(out: Path, kind: str, fingerprint: dict) -> pd.DataFrame | None:
+    meta_path, path = out / "embed.json", out / f"{kind}.parquet"
+    if not (meta_path.is_file() and path.is_file()):
+        return None
+    if artifacts.read_json(meta_path).get("fingerprint") != fingerprint:
+        log.info("encoder settings changed: re-embedding every %s", kind)
+        return None
+    return pd.read_parquet(path).rename(columns={KINDS[kind]: "id"})
+
+
+def run(cfg: EmbedConfig) -> EmbedResult:
+    started = time.perf_counter()
+    texts = build_texts(cfg.split, cfg.templates)
+    fingerprint = encoder_fingerprint(cfg.encoder)
+    todo, kept = [], {}
+    for kind, frame in texts.items():
+        old = _reusable(cfg.out, kind, fingerprint)
+        if old is not None:
+            same = frame.merge(old[["id", "text_hash", "vector"]], on=["id", "text_hash"], how="inner")
+            kept[kind] = same[["id", "vector", "text_hash"]]
+            frame = frame.loc[~frame["id"].isin(set(same["id"]))]
+        else:
+            kept[kind] = pd.DataFrame(columns=["id", "vector", "text_hash"])
+        todo.append(frame.assign(kind=kind))
+    pending = pd.concat(todo, ignore_index=True)
+    log.info("embedding %d text(s); reusing %s", len(pending), {k: len(v) for k, v in kept.items()})
+
+    new = _embed_with_ray(pending, cfg) if len(pending) else pd.DataFrame(
+        columns=["id", "kind", "text_hash", "empty", "vector"])
+    embedded, reused, empty = {}, {}, int(new["empty"].sum()) if len(new) else 0
+    if empty:
+        log.warning("%d empty text(s) got zero vectors", empty)
+    dim = None
+    with artifacts.atomic_dir(cfg.out) as tmp:
+        for kind, id_column in KINDS.items():
+            fresh = new.loc[new["kind"] == kind, ["id", "vector", "text_hash"]]
+            table = pd.concat([kept[kind], fresh], ignore_index=True)
+            table = table.set_index("id").loc[texts[kind]["id"]].reset_index()  # the split's order
+            table["vector"] = [np.asarray(v, dtype=np.float32) for v in table["vector"]]
+            dim = len(table["vector"].iloc[0])
+            table.rename(columns={"id": id_column}).to_parquet(tmp / f"{kind}.parquet", index=False)
+            embedded[kind], reused[kind] = len(fresh), len(kept[kind])
+        artifacts.write_json(tmp / "embed.json", {
+            "fingerprint": fingerprint, "encoder": cfg.encoder.model_dump(), "dim": dim,
+            "templates": cfg.templates.model_dump(), "templates_fingerprint": cfg.templates.fingerprint(),
+            "split": str(cfg.split), "counts": {k: len(v) for k, v in texts.items()},
+            "embedded": embedded, "empty_texts": empty})
+    seconds = time.perf_counter() - started
+    n = sum(embedded.values())
+    return EmbedResult(out=cfg.out, embedded=embedded, reused=reused, seconds=seconds,
+                       texts_per_second=n / seconds if seconds else 0.0)
+
+
+def _embed_with_ray(pending: pd.DataFrame, cfg: EmbedConfig) -> pd.DataFrame:
+    ray = ensure_ray(cfg.ray)
+    import ray.data
+
+    lengths = pending["text"].str.len().to_numpy()
+    ordered = pending.iloc[np.argsort(-lengths, kind="stable")].reset_index(drop=True)
+    blocks = [ordered.iloc[i:i + cfg.block_rows] for i in range(0, len(ordered), cfg.block_rows)]
+    ds = ray.data.from_pandas(blocks)
+    out = ds.map_batches(
+        EncodeBatch,
+        fn_constructor_kwargs={"encoder": cfg.encoder.model_dump(), "threads": cfg.threads_per_replica},
+        compute=ray.data.ActorPoolStrategy(size=min(cfg.replicas, len(blocks))),
+        batch_size=cfg.encoder.batch_size,
+        batch_format="pandas",
+        num_gpus=1 if cfg.use_gpu else 0,
+        num_cpus=0 if cfg.use_gpu else cfg.threads_per_replica,
+    )
+    return out.to_pandas()
