@@ -18,7 +18,8 @@ def test_split_evaluate_and_pipeline_on_tiny_data(tmp_path, tiny):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics) == {"cold", "warm", "all"} and "ndcg@20" in metrics["cold"]
-    result = runner.invoke(app, ["pipeline", "--split", str(tmp_path / "split"), "--out", str(tmp_path / "p")])
+    result = runner.invoke(app, ["pipeline", "--split", str(tmp_path / "split"), "--out", str(tmp_path / "p"),
+                                 "--stages", "[]"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "p" / "report" / "metrics.json").read_text())
     assert set(report) == {"random", "popularity", "content-knn"}
