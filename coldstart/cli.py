@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="LLM-powered cold-start recommendation, trained and served on Ray.")
 data_app = typer.Typer(no_args_is_help=True, help="Fetch, import and split datasets.")
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(no_args_is_help=True, help="Training jobs on Ray Train.")
+app.add_typer(train_app, name="train")
 
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -192,6 +194,29 @@ def embed_cmd(
     result = run(load_config(EmbedConfig, config, ctx.args))
     typer.echo(f"{result.out}: embedded {result.embedded}, reused {result.reused} "
                f"in {result.seconds:.1f} s ({result.texts_per_second:.0f} texts/s)")
+
+
+@train_app.command("encoder", context_settings=OVERRIDES)
+@_friendly_errors
+def train_encoder_cmd(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; --key value overrides it.")] = None,
+):
+    """Distil the teacher text encoder into a small student (Ray Train, DDP).
+
+    Needs --embeddings DIR (from `coldstart embed`) and --out DIR; --help-fields lists every field.
+    """
+    from coldstart.config import load_config
+    from trainers.distill_encoder import DistillEncoderConfig, run
+
+    if "--help-fields" in ctx.args:
+        _print_fields(DistillEncoderConfig)
+        return
+    result = run(load_config(DistillEncoderConfig, config, ctx.args))
+    for row in result.history:
+        typer.echo(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, held-out cosine {row['val_cosine']:.4f}")
+    typer.echo(f"student encoder written to {result.out} (best held-out cosine {result.best['val_cosine']:.4f}, "
+               f"{result.seconds:.0f} s)")
 
 
 def _print_fields(cls) -> None:

@@ -2,7 +2,7 @@
 
 An actor pool of encoder replicas (one GPU each where GPUs exist, CPUs
 otherwise) embeds texts sorted by length, so each batch pads little. Output:
-`items.parquet` (item_id, vector, text_hash), `users.parquet` (user_id, ...)
+`items.parquet` (item_id, vector, text_hash, text), `users.parquet` (user_id, ...)
 and `embed.json` (encoder, dimension, templates, counts). The folder is also a
 vectors model: `coldstart evaluate --model OUT` scores a user's text against
 items' text. A rerun embeds only new or changed texts.
@@ -70,7 +70,7 @@ class EncodeBatch:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         vectors = self.encoder.encode(batch["text"].tolist())
         return pd.DataFrame({"id": batch["id"].to_numpy(), "kind": batch["kind"].to_numpy(),
-                             "text_hash": batch["text_hash"].to_numpy(),
+                             "text_hash": batch["text_hash"].to_numpy(), "text": batch["text"].to_numpy(),
                              "empty": batch["text"].str.strip().eq("").to_numpy(),
                              "vector": list(vectors)})
 
@@ -100,23 +100,23 @@ def run(cfg: EmbedConfig) -> EmbedResult:
         old = _reusable(cfg.out, kind, fingerprint)
         if old is not None:
             same = frame.merge(old[["id", "text_hash", "vector"]], on=["id", "text_hash"], how="inner")
-            kept[kind] = same[["id", "vector", "text_hash"]]
+            kept[kind] = same[["id", "vector", "text_hash", "text"]]
             frame = frame.loc[~frame["id"].isin(set(same["id"]))]
         else:
-            kept[kind] = pd.DataFrame(columns=["id", "vector", "text_hash"])
+            kept[kind] = pd.DataFrame(columns=["id", "vector", "text_hash", "text"])
         todo.append(frame.assign(kind=kind))
     pending = pd.concat(todo, ignore_index=True)
     log.info("embedding %d text(s); reusing %s", len(pending), {k: len(v) for k, v in kept.items()})
 
     new = _embed_with_ray(pending, cfg) if len(pending) else pd.DataFrame(
-        columns=["id", "kind", "text_hash", "empty", "vector"])
+        columns=["id", "kind", "text_hash", "text", "empty", "vector"])
     embedded, reused, empty = {}, {}, int(new["empty"].sum()) if len(new) else 0
     if empty:
         log.warning("%d empty text(s) got zero vectors", empty)
     dim = None
     with artifacts.atomic_dir(cfg.out) as tmp:
         for kind, id_column in KINDS.items():
-            fresh = new.loc[new["kind"] == kind, ["id", "vector", "text_hash"]]
+            fresh = new.loc[new["kind"] == kind, ["id", "vector", "text_hash", "text"]]
             table = pd.concat([kept[kind], fresh], ignore_index=True)
             table = table.set_index("id").loc[texts[kind]["id"]].reset_index()  # the split's order
             table["vector"] = [np.asarray(v, dtype=np.float32) for v in table["vector"]]

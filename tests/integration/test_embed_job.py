@@ -17,7 +17,7 @@ def test_embed_job_then_incremental_rerun(ray_cluster, tiny_split, tmp_path):
     split = load_split(tiny_split)
     assert first.embedded == {"items": len(split.items), "users": 40}
     items = pd.read_parquet(tmp_path / "emb" / "items.parquet")
-    assert list(items.columns) == ["item_id", "vector", "text_hash"] and len(items["vector"].iloc[0]) == 384
+    assert list(items.columns) == ["item_id", "vector", "text_hash", "text"] and len(items["vector"].iloc[0]) == 384
 
     again = run(cfg)
     assert again.embedded == {"items": 0, "users": 0}

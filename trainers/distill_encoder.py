@@ -1,0 +1,228 @@
+"""Distil the large text encoder (teacher) into a small, fast student, on Ray Train.
+
+Inputs are the embed job's folder: every item and user text with its teacher
+vector. A TorchTrainer (DDP; GPU workers where present, CPU workers here)
+trains the student to reproduce those vectors, checkpoints each epoch
+(safetensors + JSON), resumes from the last checkpoint after a failure, and
+keeps the epoch with the best held-out cosine. The result is an encoder
+artifact that the embed job and serving load like any other encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field
+
+from coldstart import artifacts
+from coldstart.config import JobConfig, RayOptions
+from coldstart.data.schema import DataError
+from coldstart.models.student_encoder import (EncoderDistillation, build_student, load_student, save_student,
+                                              unwrap)
+from coldstart.text.encoder import DEFAULT_MODEL
+from trainers.common import ensure_ray
+
+log = logging.getLogger(__name__)
+
+
+class DistillEncoderConfig(JobConfig):
+    embeddings: Path = Field(..., description="The embed job's folder: texts and teacher vectors.")
+    out: Path = Field(..., description="Where the student encoder artifact is written.")
+    teacher: str = Field(DEFAULT_MODEL, description="The teacher model (its tokenizer and first layers seed the student).")
+    student_model: str | None = Field(None, description="A small model to use as the student instead of truncating the teacher.")
+    layers: int = Field(2, gt=0, description="Teacher layers the student keeps (when no student_model).")
+    loss: Literal["cosine", "mse"] = Field("cosine", description="Distillation loss against the teacher's vectors.")
+    epochs: int = Field(4, gt=0, description="Training epochs.")
+    batch_size: int = Field(64, gt=0, description="Texts per step on each worker.")
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    max_length: int = Field(128, gt=0, description="Max tokens per text for the student.")
+    holdout: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of texts held out to measure fidelity.")
+    limit: int | None = Field(None, gt=0, description="Use only this many texts (quick runs and tests).")
+    seed: int = Field(0, description="Seed of the hold-out draw and of training.")
+    num_workers: int = Field(2, gt=0, description="Ray Train workers (DDP ranks).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    threads_per_worker: int = Field(1, gt=0, description="torch threads per CPU worker.")
+    max_failures: int = Field(2, ge=0, description="Worker failures survived (each resumes from the last checkpoint).")
+    storage: Path | None = Field(None, description="Ray Train run storage (default: OUT's folder / ray_results).")
+    fail_at_epoch: int | None = Field(None, description="Testing only: rank 1 dies once at this epoch, to exercise resume.")
+    ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection.")
+
+
+@dataclass
+class DistillEncoderResult:
+    out: Path
+    history: list[dict]
+    best: dict
+    seconds: float
+
+
+def load_pairs(folder: Path, limit: int | None = None) -> pd.DataFrame:
+    """(text, target) for every non-empty text of the embed job's folder."""
+    frames = []
+    for kind in ("items", "users"):
+        path = folder / f"{kind}.parquet"
+        if path.is_file():
+            frame = pd.read_parquet(path, columns=["text", "vector", "text_hash"])
+            frames.append(frame)
+    if not frames:
+        raise DataError("no items.parquet or users.parquet: run `coldstart embed` first", file=folder)
+    pairs = pd.concat(frames, ignore_index=True).drop_duplicates("text_hash")
+    pairs = pairs.loc[pairs["text"].fillna("").str.strip() != ""]
+    if limit:
+        pairs = pairs.iloc[:limit]
+    pairs["target"] = [np.asarray(v, dtype=np.float32) for v in pairs.pop("vector")]
+    return pairs.reset_index(drop=True)
+
+
+def holdout_mask(hashes: pd.Series, fraction: float, seed: int) -> np.ndarray:
+    """Stable per text: the same text is held out whatever else is in the data."""
+    def unit(h: str) -> float:
+        return int(hashlib.sha1(f"{seed}:{h}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return hashes.map(unit).to_numpy() < fraction
+
+
+def _batches(shard, batch_size: int, seed: int | None = None):
+    kwargs = {"local_shuffle_buffer_size": 4 * batch_size, "local_shuffle_seed": seed} if seed is not None else {}
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", **kwargs):
+        yield list(batch["text"]), batch["target"]
+
+
+def train_loop(config: dict) -> None:
+    """What each Ray Train worker runs."""
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    cfg = DistillEncoderConfig.model_validate(config["cfg"])
+    teacher_dim = config["teacher_dim"]
+    torch.set_num_threads(cfg.threads_per_worker)
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(cfg.seed)
+
+    start_epoch, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            student, tokenizer, _ = load_student(Path(folder) / "encoder")
+            state = json.loads((Path(folder) / "train_state.json").read_text())
+            optimizer_state = torch.load(Path(folder) / "optimizer.pt", weights_only=True)
+        start_epoch, history = state["epoch"] + 1, state["history"]
+    else:
+        student, tokenizer = build_student(cfg.teacher, layers=cfg.layers, student_model=cfg.student_model,
+                                           teacher_dim=teacher_dim)
+        optimizer_state = None
+    model = ray.train.torch.prepare_model(student)
+    device = ray.train.torch.get_device()
+    trainer = EncoderDistillation(model, tokenizer, lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
+                                  max_length=cfg.max_length, device=device)
+    if optimizer_state is not None:
+        trainer.optimizer.load_state_dict(optimizer_state)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.fail_at_epoch == epoch and rank == min(1, ctx.get_world_size() - 1) and not checkpoint:
+            raise RuntimeError(f"injected failure at epoch {epoch} (fail_at_epoch)")
+        started = time.perf_counter()
+        metrics = trainer.train_epoch(_batches(train_shard, cfg.batch_size, seed=cfg.seed + epoch))
+        seconds = time.perf_counter() - started
+        val = trainer.evaluate(_batches(val_shard, cfg.batch_size))
+        sums = torch.tensor([metrics["train_loss"] * metrics["train_texts"], metrics["train_texts"],
+                             val["cosine_sum"], val["count"]], dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+        report = {"epoch": epoch, "train_loss": float(sums[0] / max(sums[1], 1)),
+                  "val_cosine": float(sums[2] / max(sums[3], 1)),
+                  "texts_per_second": float(sums[1]) / seconds if seconds else 0.0}
+        history.append(report)
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_student(Path(tmp) / "encoder", model, tokenizer, max_length=cfg.max_length,
+                             extra={"teacher": cfg.teacher, "val_cosine": report["val_cosine"], "epoch": epoch})
+                torch.save(trainer.optimizer.state_dict(), Path(tmp) / "optimizer.pt")
+                (Path(tmp) / "train_state.json").write_text(json.dumps({"epoch": epoch, "history": history}))
+                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(report)
+
+
+def run(cfg: DistillEncoderConfig) -> DistillEncoderResult:
+    ray = ensure_ray(cfg.ray)
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    started = time.perf_counter()
+    pairs = load_pairs(cfg.embeddings, cfg.limit)
+    held = holdout_mask(pairs["text_hash"], cfg.holdout, cfg.seed)
+    if held.all() or (~held).sum() < cfg.num_workers:
+        raise DataError(f"too few texts ({len(pairs)}) to train {cfg.num_workers} workers", file=cfg.embeddings)
+    columns = ["text", "target"]
+    datasets = {"train": ray.data.from_pandas(pairs.loc[~held, columns]),
+                "val": ray.data.from_pandas(pairs.loc[held, columns] if held.any() else pairs.loc[~held, columns].iloc[:64])}
+    storage = (cfg.storage or cfg.out.resolve().parent / "ray_results").resolve()
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "teacher_dim": int(len(pairs["target"].iloc[0]))},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.threads_per_worker}),
+        run_config=RunConfig(
+            name=f"distill-encoder-{cfg.out.name}", storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_cosine",
+                                               checkpoint_score_order="max")),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    best_checkpoint, best = _best(result)
+    with best_checkpoint.as_directory() as folder:
+        with artifacts.atomic_dir(cfg.out) as tmp:
+            shutil.copytree(Path(folder) / "encoder", tmp, dirs_exist_ok=True)
+    with result.checkpoint.as_directory() as folder:  # the latest: its history covers every epoch
+        history = json.loads((Path(folder) / "train_state.json").read_text())["history"]
+    return DistillEncoderResult(out=cfg.out, history=history, best=best, seconds=time.perf_counter() - started)
+
+
+def _best(result):
+    candidates = [(c, m) for c, m in (result.best_checkpoints or []) if c is not None]
+    if candidates:
+        return max(candidates, key=lambda cm: cm[1].get("val_cosine", -1.0))
+    if result.checkpoint is None:
+        raise RuntimeError(f"training produced no checkpoint: {result.error}")
+    return result.checkpoint, result.metrics or {}
+
+
+def train_in_process(cfg: DistillEncoderConfig, pairs: pd.DataFrame | None = None) -> tuple[object, list[dict]]:
+    """The same model and epochs without Ray: the baseline the benchmark compares the Ray path with."""
+    pairs = load_pairs(cfg.embeddings, cfg.limit) if pairs is None else pairs
+    held = holdout_mask(pairs["text_hash"], cfg.holdout, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    student, tokenizer = build_student(cfg.teacher, layers=cfg.layers, student_model=cfg.student_model,
+                                       teacher_dim=int(len(pairs["target"].iloc[0])))
+    trainer = EncoderDistillation(student, tokenizer, lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
+                                  max_length=cfg.max_length)
+    train, val = pairs.loc[~held], pairs.loc[held]
+
+    def batches(frame):
+        for i in range(0, len(frame), cfg.batch_size):
+            chunk = frame.iloc[i:i + cfg.batch_size]
+            yield chunk["text"].tolist(), np.stack(chunk["target"].to_numpy())
+
+    history = []
+    for epoch in range(cfg.epochs):
+        metrics = trainer.train_epoch(batches(train.sample(frac=1.0, random_state=cfg.seed + epoch)))
+        history.append({"epoch": epoch, **metrics, "val_cosine": trainer.evaluate(batches(val))["cosine"]})
+    return unwrap(trainer.model), tokenizer, history
