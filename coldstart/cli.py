@@ -219,6 +219,38 @@ def train_encoder_cmd(
                f"{result.seconds:.0f} s)")
 
 
+def _train_command(name: str, module: str, config_class: str, doc: str):
+    """Register `coldstart train NAME`: YAML plus --key value overrides, then the trainer's driver."""
+
+    @train_app.command(name, context_settings=OVERRIDES, help=doc)
+    @_friendly_errors
+    def command(
+        ctx: typer.Context,
+        config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; --key value overrides it.")] = None,
+    ):
+        import importlib
+
+        from coldstart.config import load_config
+
+        trainer = importlib.import_module(module)
+        cls = getattr(trainer, config_class)
+        if "--help-fields" in ctx.args:
+            _print_fields(cls)
+            return
+        result = trainer.run(load_config(cls, config, ctx.args))
+        for row in result.history:
+            typer.echo("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        typer.echo(f"{name}: best epoch {result.best['epoch']}, artifact {result.out} ({result.seconds:.0f} s)")
+
+    return command
+
+
+_train_command("backbone", "trainers.backbone", "BackboneConfig",
+               "Warm backbone: matrix factorisation with BPR (Ray Train). Needs --split and --out.")
+_train_command("distill", "trainers.distill", "DistillConfig",
+               "Student towers for cold items and users (Ray Train). Needs --split, --embeddings, --backbone, --out.")
+
+
 def _print_fields(cls) -> None:
     from coldstart.config import describe
 

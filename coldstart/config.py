@@ -33,6 +33,19 @@ class RayOptions(BaseModel):
 
 
 
+class ScaleOptions(BaseModel):
+    """How a Ray Train job runs: workers, devices, and how failures are survived."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_workers: int = Field(2, gt=0, description="Ray Train workers (DDP ranks).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    threads_per_worker: int = Field(1, gt=0, description="torch threads (and logical CPUs) per CPU worker.")
+    max_failures: int = Field(2, ge=0, description="Worker failures survived, each resuming from the last checkpoint.")
+    storage: Path | None = Field(None, description="Ray Train run storage (default: the output's folder / ray_results).")
+    kill_at_epoch: int | None = Field(None, description="Fault drill: the last rank SIGKILLs itself once at this "
+                                                        "epoch, before any checkpoint of it exists.")
+
+
 class ConfigError(ValueError):
     pass
 

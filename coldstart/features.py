@@ -1,4 +1,4 @@
-"""Attribute one-hot features for items and users, from whatever columns a table has.
+"""Attribute one-hot features for items and users, fitted on one table and applied to new rows.
 
 Column handling, so that any user's table works without configuration:
 - text containing '|' (e.g. genres): multi-hot over the values;
@@ -6,9 +6,14 @@ Column handling, so that any user's table works without configuration:
 - other numbers: one-hot by quantile bin;
 - other text with few distinct values: one-hot;
 - free text and near-unique columns (titles, zip codes): skipped.
+
+The fitted vocabulary is plain JSON, so a serving process encodes a new
+item's attributes exactly as training did; unseen values get no bit.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -16,61 +21,94 @@ import pandas as pd
 MAX_CATEGORIES = 64
 
 
+@dataclass
+class AttributeEncoder:
+    id_column: str
+    columns: list[dict] = field(default_factory=list)  # {"name", "kind", "values" | "edges"}
+
+    @classmethod
+    def fit(cls, table: pd.DataFrame, id_column: str, n_bins: int = 5) -> "AttributeEncoder":
+        enc = cls(id_column)
+        for column in table.columns:
+            if column == id_column:
+                continue
+            col = table[column]
+            if col.isna().all():
+                continue
+            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+                values = pd.to_numeric(col, errors="coerce").astype("float64").dropna()
+                if "year" in column.lower():
+                    decades = sorted({int(v // 10 * 10) for v in values})
+                    enc.columns.append({"name": column, "kind": "decade", "values": decades})
+                else:
+                    edges = sorted(set(np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1]).tolist()))
+                    enc.columns.append({"name": column, "kind": "bins", "edges": edges})
+            else:
+                text = col.dropna().astype(str)
+                if text.str.contains("|", regex=False).any():
+                    values = sorted({p.strip() for row in text for p in row.split("|") if p.strip()})
+                    enc.columns.append({"name": column, "kind": "multi", "values": values})
+                else:
+                    n_unique = text.nunique()
+                    if n_unique > MAX_CATEGORIES or n_unique > 0.5 * len(col):
+                        continue
+                    enc.columns.append({"name": column, "kind": "one", "values": sorted(text.unique())})
+        return enc
+
+    @property
+    def names(self) -> list[str]:
+        out = []
+        for c in self.columns:
+            labels = c["values"] if c["kind"] != "bins" else [f"bin{i}" for i in range(len(c["edges"]) + 1)]
+            out += [f"{c['name']}={v}" for v in labels]
+        return out
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def transform(self, table: pd.DataFrame) -> np.ndarray:
+        """Rows aligned with `table`, L2-normalised; absent columns and unseen values give zeros."""
+        blocks = []
+        for c in self.columns:
+            col = table[c["name"]] if c["name"] in table.columns else pd.Series([None] * len(table))
+            if c["kind"] == "bins":
+                block = np.zeros((len(table), len(c["edges"]) + 1), np.float32)
+                values = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                ok = ~np.isnan(values)
+                block[np.flatnonzero(ok), np.searchsorted(c["edges"], values[ok], side="right")] = 1.0
+            else:
+                index = {v: i for i, v in enumerate(c["values"])}
+                block = np.zeros((len(table), len(index)), np.float32)
+                for row, value in enumerate(col):
+                    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+                        continue
+                    if c["kind"] == "decade":
+                        keys = [int(float(value) // 10 * 10)]
+                    elif c["kind"] == "multi":
+                        keys = [p.strip() for p in str(value).split("|")]
+                    else:
+                        keys = [str(value)]
+                    for key in keys:
+                        j = index.get(key)
+                        if j is not None:
+                            block[row, j] = 1.0
+            blocks.append(block)
+        if not blocks:
+            return np.zeros((len(table), 0), np.float32)
+        matrix = np.concatenate(blocks, axis=1)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        return matrix / np.where(norms > 0, norms, 1.0)
+
+    def to_json(self) -> dict:
+        return {"id_column": self.id_column, "columns": self.columns}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "AttributeEncoder":
+        return cls(data["id_column"], data["columns"])
+
+
 def attribute_matrix(table: pd.DataFrame, id_column: str, *, n_bins: int = 5) -> tuple[np.ndarray, list[str]]:
-    """Rows aligned with `table`, L2-normalised; returns the matrix and the feature names."""
-    blocks: list[np.ndarray] = []
-    names: list[str] = []
-    for column in table.columns:
-        if column == id_column:
-            continue
-        col = table[column]
-        if col.isna().all():
-            continue
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            values = pd.to_numeric(col, errors="coerce").astype("float64")
-            if "year" in column.lower():
-                labels = (values // 10 * 10).astype("Int64").astype(str)
-            else:
-                labels = pd.qcut(values, q=n_bins, duplicates="drop").astype(str)
-            labels = labels.where(values.notna(), None)
-            block, feats = _one_hot(labels)
-        else:
-            text = col.astype("string")
-            if text.str.contains("|", regex=False).any():
-                block, feats = _multi_hot(text)
-            else:
-                n_unique = text.nunique(dropna=True)
-                if n_unique > MAX_CATEGORIES or n_unique > 0.5 * len(text):
-                    continue
-                block, feats = _one_hot(text)
-        blocks.append(block)
-        names.extend(f"{column}={f}" for f in feats)
-    if not blocks:
-        return np.zeros((len(table), 0), dtype=np.float32), []
-    matrix = np.concatenate(blocks, axis=1).astype(np.float32)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1.0), names
-
-
-def _one_hot(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
-    cats = sorted(v for v in pd.unique(labels.dropna()) if v not in ("", "<NA>", "nan"))
-    index = {c: i for i, c in enumerate(cats)}
-    out = np.zeros((len(labels), len(cats)), dtype=np.float32)
-    for row, value in enumerate(labels):
-        j = index.get(value)
-        if j is not None:
-            out[row, j] = 1.0
-    return out, [str(c) for c in cats]
-
-
-def _multi_hot(text: pd.Series) -> tuple[np.ndarray, list[str]]:
-    parts = text.fillna("").str.split("|")
-    cats = sorted({p.strip() for row in parts for p in row if p.strip()})
-    index = {c: i for i, c in enumerate(cats)}
-    out = np.zeros((len(text), len(cats)), dtype=np.float32)
-    for row, values in enumerate(parts):
-        for v in values:
-            j = index.get(v.strip())
-            if j is not None:
-                out[row, j] = 1.0
-    return out, cats
+    """Fit on `table` and encode it: the matrix and the feature names."""
+    enc = AttributeEncoder.fit(table, id_column, n_bins)
+    return enc.transform(table), enc.names

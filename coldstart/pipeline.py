@@ -18,12 +18,14 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from coldstart import artifacts
-from coldstart.config import JobConfig, RayOptions, to_yaml
+from coldstart.config import JobConfig, RayOptions, ScaleOptions, to_yaml
 from coldstart.data import movielens
 from coldstart.data.schema import load_dataset
 from coldstart.data.split import load_split, make_split, save_split
 from coldstart.evaluate import Recommender, SplitData, evaluate
 from coldstart.models import load_recommender
+from coldstart.models.mf import BackboneOptions
+from coldstart.models.towers import TowerOptions
 from coldstart.report import markdown_table, write_report
 from coldstart.text import EmbedOptions
 
@@ -40,8 +42,12 @@ class PipelineConfig(JobConfig):
     cache_dir: Path | None = Field(None, description="Dataset cache (default $COLDSTART_CACHE or ~/.cache/coldstart).")
     baselines: list[str] = Field(["random", "popularity", "content-knn"], description="Baselines to report.")
     ks: list[int] = Field([10, 20], description="Cut-offs of the ranking metrics.")
-    stages: list[str] = Field(["embed"], description="Ray stages to run after the baselines, in order.")
+    stages: list[str] = Field(["embed", "backbone", "distill"],
+                              description="Ray stages to run after the baselines, in order.")
     embed: EmbedOptions = Field(default_factory=EmbedOptions, description="The LLM embedding stage.")
+    backbone: BackboneOptions = Field(default_factory=BackboneOptions, description="The warm backbone.")
+    distill: TowerOptions = Field(default_factory=TowerOptions, description="The student towers.")
+    scale: ScaleOptions = Field(default_factory=ScaleOptions, description="Workers of the Ray Train stages.")
     ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection of the Ray stages.")
 
     @model_validator(mode="after")

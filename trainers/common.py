@@ -25,3 +25,64 @@ def ensure_ray(options: RayOptions | None = None):
         ray.init(num_cpus=cpus, log_to_driver=True)
     log.info("ray resources: %s", ray.cluster_resources())
     return ray
+
+
+def torch_trainer(loop, loop_config: dict, scale, *, name: str, out, datasets: dict | None = None,
+                  score: str | None = None):
+    """A TorchTrainer with our run settings: storage, failure handling and checkpoint retention."""
+    from pathlib import Path
+
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    storage = Path(scale.storage or Path(out).resolve().parent / "ray_results").resolve()
+    checkpoints = CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=score,
+                                   checkpoint_score_order="max") if score else CheckpointConfig(num_to_keep=2)
+    return TorchTrainer(
+        loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=scale.num_workers, use_gpu=scale.use_gpu,
+                                     resources_per_worker={"CPU": scale.threads_per_worker}),
+        run_config=RunConfig(name=name, storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=scale.max_failures),
+                             checkpoint_config=checkpoints),
+        datasets=datasets or {})
+
+
+def report_epoch(metrics: dict, write_checkpoint) -> None:
+    """Every rank reports; rank 0 also writes a checkpoint through `write_checkpoint(folder)`."""
+    import tempfile
+    from pathlib import Path
+
+    import ray.train
+
+    if ray.train.get_context().get_world_rank() == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_checkpoint(Path(tmp))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    else:
+        ray.train.report(metrics)
+
+
+def all_reduce_mean(values: dict[str, float], weight: float) -> dict[str, float]:
+    """Weighted mean of per-worker metrics across DDP ranks (identity on one process)."""
+    import torch
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    t = torch.tensor([values[k] * weight for k in keys] + [weight], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return {k: float(t[i] / max(float(t[-1]), 1e-12)) for i, k in enumerate(keys)}
+
+
+
+def fault_drill(scale, epoch: int, resumed: bool) -> None:
+    """Kill this worker's process outright (as an OOM or a lost node would) when the drill says so."""
+    import signal
+
+    import ray.train
+
+    ctx = ray.train.get_context()
+    if scale.kill_at_epoch == epoch and not resumed and ctx.get_world_rank() == ctx.get_world_size() - 1:
+        log.warning("fault drill: killing rank %d at epoch %d", ctx.get_world_rank(), epoch)
+        os.kill(os.getpid(), signal.SIGKILL)

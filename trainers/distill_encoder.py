@@ -45,11 +45,13 @@ class DistillEncoderConfig(JobConfig):
     loss: Literal["cosine", "mse"] = Field("cosine", description="Distillation loss against the teacher's vectors.")
     epochs: int = Field(4, gt=0, description="Training epochs.")
     batch_size: int = Field(64, gt=0, description="Texts per step on each worker.")
-    lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    lr: float = Field(5e-4, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     max_length: int = Field(128, gt=0, description="Max tokens per text for the student.")
     holdout: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of texts held out to measure fidelity.")
     limit: int | None = Field(None, gt=0, description="Use only this many texts (quick runs and tests).")
+    split: Path | None = Field(None, description="If set, this split's cold items/users stay out of training "
+                                                 "(they stand for entities that arrive after it).")
     seed: int = Field(0, description="Seed of the hold-out draw and of training.")
     num_workers: int = Field(2, gt=0, description="Ray Train workers (DDP ranks).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
@@ -68,14 +70,15 @@ class DistillEncoderResult:
     seconds: float
 
 
-def load_pairs(folder: Path, limit: int | None = None) -> pd.DataFrame:
-    """(text, target) for every non-empty text of the embed job's folder."""
+def load_pairs(folder: Path, limit: int | None = None, exclude: dict[str, set[str]] | None = None) -> pd.DataFrame:
+    """(text, target) for every non-empty text of the embed job's folder, less `exclude`d ids."""
     frames = []
-    for kind in ("items", "users"):
+    for kind, id_column in (("items", "item_id"), ("users", "user_id")):
         path = folder / f"{kind}.parquet"
         if path.is_file():
-            frame = pd.read_parquet(path, columns=["text", "vector", "text_hash"])
-            frames.append(frame)
+            frame = pd.read_parquet(path, columns=[id_column, "text", "vector", "text_hash"])
+            frame = frame.loc[~frame[id_column].isin((exclude or {}).get(kind, set()))]
+            frames.append(frame.drop(columns=[id_column]))
     if not frames:
         raise DataError("no items.parquet or users.parquet: run `coldstart embed` first", file=folder)
     pairs = pd.concat(frames, ignore_index=True).drop_duplicates("text_hash")
@@ -84,6 +87,15 @@ def load_pairs(folder: Path, limit: int | None = None) -> pd.DataFrame:
         pairs = pairs.iloc[:limit]
     pairs["target"] = [np.asarray(v, dtype=np.float32) for v in pairs.pop("vector")]
     return pairs.reset_index(drop=True)
+
+
+def excluded_ids(split_dir: Path | None) -> dict[str, set[str]]:
+    if split_dir is None:
+        return {}
+    from coldstart.data.split import load_split
+
+    split = load_split(split_dir)
+    return {split.cold: set(split.cold_ids["val"]) | set(split.cold_ids["test"])}
 
 
 def holdout_mask(hashes: pd.Series, fraction: float, seed: int) -> np.ndarray:
@@ -166,7 +178,7 @@ def run(cfg: DistillEncoderConfig) -> DistillEncoderResult:
     from ray.train.torch import TorchTrainer
 
     started = time.perf_counter()
-    pairs = load_pairs(cfg.embeddings, cfg.limit)
+    pairs = load_pairs(cfg.embeddings, cfg.limit, excluded_ids(cfg.split))
     held = holdout_mask(pairs["text_hash"], cfg.holdout, cfg.seed)
     if held.all() or (~held).sum() < cfg.num_workers:
         raise DataError(f"too few texts ({len(pairs)}) to train {cfg.num_workers} workers", file=cfg.embeddings)
@@ -207,7 +219,7 @@ def _best(result):
 
 def train_in_process(cfg: DistillEncoderConfig, pairs: pd.DataFrame | None = None) -> tuple[object, list[dict]]:
     """The same model and epochs without Ray: the baseline the benchmark compares the Ray path with."""
-    pairs = load_pairs(cfg.embeddings, cfg.limit) if pairs is None else pairs
+    pairs = load_pairs(cfg.embeddings, cfg.limit, excluded_ids(cfg.split)) if pairs is None else pairs
     held = holdout_mask(pairs["text_hash"], cfg.holdout, cfg.seed)
     torch.manual_seed(cfg.seed)
     student, tokenizer = build_student(cfg.teacher, layers=cfg.layers, student_model=cfg.student_model,

@@ -44,7 +44,32 @@ def embed_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Re
     }
 
 
-STAGES = {"embed": embed_stage}
+def backbone_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+    from coldstart.models.coldstart_model import load_recommender_artifact
+    from trainers.backbone import BackboneConfig, run
+
+    result = run(BackboneConfig(**cfg.backbone.model_dump(), split=split_dir(data), out=out / "backbone",
+                                scale=cfg.scale, ray=cfg.ray))
+    log.info("backbone: best epoch %s of %d", result.best["epoch"], len(result.history))
+    return {"backbone (MF-BPR)": load_recommender_artifact(result.out, data)}
+
+
+def distill_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+    from coldstart.models.coldstart_model import load_recommender_artifact
+    from trainers.distill import DistillConfig, run
+
+    for needed in ("embeddings", "backbone"):
+        if not (out / needed).is_dir():
+            from coldstart.config import ConfigError
+
+            raise ConfigError(f"stages: distill needs the {needed} stage before it (no {out / needed})")
+    result = run(DistillConfig(**cfg.distill.model_dump(), split=split_dir(data), embeddings=out / "embeddings",
+                               backbone=out / "backbone", out=out / "distill", scale=cfg.scale, ray=cfg.ray))
+    log.info("distill: best cold-val epoch %s of %d", result.best["epoch"], len(result.history))
+    return {"coldstart (distilled towers)": load_recommender_artifact(result.out, data)}
+
+
+STAGES = {"embed": embed_stage, "backbone": backbone_stage, "distill": distill_stage}
 
 
 def build_stages(cfg: PipelineConfig) -> list[ModelStage]:

@@ -1,7 +1,8 @@
 """Models: baselines, vector models, and (later) trained towers and generators.
 
 `load_recommender(spec, data)` turns what a user names on the command line
-into a scorer: a baseline name, or a folder of precomputed vectors.
+into a scorer: a baseline name, a trained model artifact, or a folder of
+precomputed vectors.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from coldstart.data.schema import DataError
 from coldstart.evaluate import SplitData
+from coldstart.models.artifact import is_artifact
 from coldstart.models.baselines import BASELINES
 from coldstart.models.vectors import VectorsRecommender
 
@@ -19,6 +21,10 @@ def load_recommender(spec: str, data: SplitData, *, seed: int = 0):
         cls = BASELINES[spec]
         return cls(data, seed=seed) if spec == "random" else cls(data)
     path = Path(spec)
+    if is_artifact(path):
+        from coldstart.models.coldstart_model import load_recommender_artifact
+
+        return load_recommender_artifact(path, data)
     if path.is_dir():
         return VectorsRecommender(data, path)
     raise DataError(f"'{spec}' is neither a baseline ({', '.join(BASELINES)}) nor a model folder", file=spec)

@@ -1,0 +1,79 @@
+"""Content features of items and users, as the towers see them.
+
+item: [LLM vector of the item's text | attribute one-hots]
+user: [LLM vector of the user's profile text (attributes only) | attribute one-hots]
+
+The user's profile text leaves out liked titles on purpose: a cold user has
+none, so a tower trained on history-laden text would meet other inputs at
+serving time than in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from coldstart import artifacts
+from coldstart.evaluate import SplitData
+from coldstart.features import AttributeEncoder
+from coldstart.models.vectors import read_vectors
+from coldstart.text.encoder import EncoderConfig, TextEncoder
+from coldstart.text.templates import TextTemplates, render
+
+
+@dataclass
+class ContentSpec:
+    """What a serving process needs to build the same features for a new item or user."""
+
+    encoder: dict
+    templates: dict
+    item_attributes: dict
+    user_attributes: dict
+    text_dim: int
+
+    def to_json(self) -> dict:
+        return self.__dict__.copy()
+
+
+def aligned(ids: pd.Index, matrix: np.ndarray, order: pd.Index) -> np.ndarray:
+    pos = ids.get_indexer(order)
+    out = np.zeros((len(order), matrix.shape[1]), np.float32)
+    out[pos >= 0] = matrix[pos[pos >= 0]]
+    return out
+
+
+def profile_texts(users: pd.DataFrame, templates: TextTemplates) -> list[str]:
+    return render(templates.user, users, "user_id", extra={"liked": pd.Series([""] * len(users))})
+
+
+def build_content(data: SplitData, embeddings: str | Path, encoder: TextEncoder | None = None):
+    """(item_features, user_features, user_text, item_text, spec), rows in `data`'s order."""
+    embeddings = Path(embeddings)
+    meta = artifacts.read_json(embeddings / "embed.json")
+    item_ids, item_matrix = read_vectors(embeddings / "items.parquet", "item_id")
+    item_text = aligned(item_ids, item_matrix, data.item_ids)
+    user_ids, user_matrix = read_vectors(embeddings / "users.parquet", "user_id")
+    user_text = aligned(user_ids, user_matrix, data.user_ids)
+
+    items = data.split.items.set_index("item_id").reindex(data.item_ids).reset_index(names="item_id")
+    item_attr = AttributeEncoder.fit(items, "item_id")
+    item_features = np.concatenate([item_text, item_attr.transform(items)], axis=1)
+
+    templates = TextTemplates.model_validate(meta["templates"])
+    if data.split.users is not None:
+        users = data.split.users.set_index("user_id").reindex(data.user_ids).reset_index(names="user_id")
+    else:
+        users = pd.DataFrame({"user_id": list(data.user_ids)})
+    user_attr = AttributeEncoder.fit(users, "user_id")
+    texts = profile_texts(users, templates)
+    encoder = encoder or TextEncoder(EncoderConfig.model_validate(meta["encoder"]))
+    distinct = sorted(set(texts))  # profiles repeat: age x gender x occupation
+    vectors = dict(zip(distinct, encoder.encode(distinct)))
+    profile = np.stack([vectors[t] for t in texts]) if texts else np.zeros((0, item_text.shape[1]), np.float32)
+    user_features = np.concatenate([profile, user_attr.transform(users)], axis=1)
+    spec = ContentSpec(encoder=meta["encoder"], templates=meta["templates"], item_attributes=item_attr.to_json(),
+                       user_attributes=user_attr.to_json(), text_dim=int(item_text.shape[1]))
+    return item_features.astype(np.float32), user_features.astype(np.float32), user_text, item_text, spec

@@ -1,0 +1,84 @@
+"""The trained recommender as one artifact: backbone vectors, towers and content features.
+
+`save_*` write self-describing folders (model.json + weights.safetensors);
+`load_recommender_artifact` rebuilds a scorer over any SplitData from the
+folder alone, aligning ids (an id the artifact does not know scores zero).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from coldstart.evaluate import SplitData
+from coldstart.models.artifact import load_artifact, save_artifact
+from coldstart.models.mf import EmbeddingRecommender
+from coldstart.models.towers import ColdStartTowers, cold_start_vectors
+
+MF_KIND = "mf-bpr"
+TOWERS_KIND = "coldstart-towers"
+
+
+def save_backbone(folder: str | Path, data: SplitData, user: np.ndarray, item: np.ndarray, meta: dict) -> Path:
+    return save_artifact(folder, MF_KIND, {
+        "config": {"n_users": data.n_users, "n_items": data.n_items, "dim": int(user.shape[1])},
+        "user_ids": list(data.user_ids), "item_ids": list(data.item_ids), **meta},
+        {"user": user, "item": item})
+
+
+def load_backbone(folder: str | Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    meta, tensors = load_artifact(folder)
+    if meta["kind"] != MF_KIND:
+        raise ValueError(f"{folder}: expected a {MF_KIND} artifact, found {meta['kind']}")
+    return meta, tensors["user"].numpy(), tensors["item"].numpy()
+
+
+def save_towers(folder: str | Path, data: SplitData, towers: ColdStartTowers, *, user_vectors, item_vectors,
+                user_features, item_features, content: dict, meta: dict) -> Path:
+    tensors = {f"towers.{k}": v for k, v in towers.state_dict().items()}
+    tensors.update(user_vectors=user_vectors, item_vectors=item_vectors, user_features=user_features,
+                   item_features=item_features,
+                   warm_users=np.asarray(data.train.getnnz(axis=1) > 0, np.uint8),
+                   warm_items=data.warm_items.astype(np.uint8))
+    return save_artifact(folder, TOWERS_KIND, {"config": towers.config, "content": content,
+                                               "user_ids": list(data.user_ids), "item_ids": list(data.item_ids),
+                                               **meta}, tensors)
+
+
+def load_towers(folder: str | Path):
+    meta, tensors = load_artifact(folder)
+    if meta["kind"] != TOWERS_KIND:
+        raise ValueError(f"{folder}: expected a {TOWERS_KIND} artifact, found {meta['kind']}")
+    towers = ColdStartTowers(**meta["config"])
+    towers.load_state_dict({k[len("towers."):]: v for k, v in tensors.items() if k.startswith("towers.")})
+    towers.eval()
+    arrays = {k: v.numpy() for k, v in tensors.items() if not k.startswith("towers.")}
+    return meta, towers, arrays
+
+
+def _align(source_ids: list[str], matrix: np.ndarray, target: pd.Index) -> np.ndarray:
+    pos = pd.Index(source_ids).get_indexer(target)
+    out = np.zeros((len(target), matrix.shape[1]), np.float32)
+    out[pos >= 0] = matrix[pos[pos >= 0]]
+    return out
+
+
+def load_recommender_artifact(folder: str | Path, data: SplitData) -> EmbeddingRecommender:
+    meta, _ = load_artifact(folder)
+    name = Path(folder).name
+    if meta["kind"] == MF_KIND:
+        _, user, item = load_backbone(folder)
+        return EmbeddingRecommender(_align(meta["user_ids"], user, data.user_ids),
+                                    _align(meta["item_ids"], item, data.item_ids), name=name)
+    if meta["kind"] == TOWERS_KIND:
+        meta, towers, arrays = load_towers(folder)
+        users, items = cold_start_vectors(
+            towers, user_vectors=arrays["user_vectors"], item_vectors=arrays["item_vectors"],
+            warm_users=arrays["warm_users"].astype(bool), warm_items=arrays["warm_items"].astype(bool),
+            user_features=arrays["user_features"], item_features=arrays["item_features"])
+        return EmbeddingRecommender(_align(meta["user_ids"], users, data.user_ids),
+                                    _align(meta["item_ids"], items, data.item_ids), name=name)
+    raise ValueError(f"{folder}: unknown model kind {meta['kind']!r}")

@@ -1,0 +1,113 @@
+"""The warm collaborative backbone: matrix factorisation trained with BPR.
+
+It only knows users and items seen in train; an entity it never saw has a
+zero vector (never learnt from anything), so it cannot rank cold items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class BackboneOptions(BaseModel):
+    """Hyper-parameters of the backbone, shared by `coldstart train backbone` and the pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+    dim: int = Field(64, gt=0, description="Embedding dimension.")
+    epochs: int = Field(60, gt=0, description="Most epochs.")
+    patience: int = Field(8, gt=0, description="Stop after this many epochs without a better warm-val NDCG@20.")
+    batch_size: int = Field(2048, gt=0, description="Interactions per step on each worker.")
+    lr: float = Field(5e-3, gt=0, description="Adam learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="L2 on the embeddings of each batch.")
+    seed: int = Field(42, description="Seed of initialisation and sampling.")
+
+
+class MatrixFactorization(nn.Module):
+    def __init__(self, n_users: int, n_items: int, dim: int = 64, init_std: float = 0.1):
+        super().__init__()
+        self.config = {"n_users": n_users, "n_items": n_items, "dim": dim}
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.user.weight, std=init_std)
+        nn.init.normal_(self.item.weight, std=init_std)
+
+    def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
+        """Scores of (user, pos) and (user, neg), and the squared norms of the rows used.
+
+        One call per step, so DDP sees a single forward before each backward.
+        """
+        u, p, n = self.user(users), self.item(pos), self.item(neg)
+        sq = u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()
+        return (u * p).sum(-1), (u * n).sum(-1), sq
+
+
+def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    return -nn.functional.logsigmoid(pos - neg).mean()
+
+
+class TrainPairs:
+    """Train (user, item) pairs with uniform negative sampling among warm items."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, warm_items: np.ndarray, seed: int = 0):
+        self.users, self.items = users.astype(np.int64), items.astype(np.int64)
+        self.warm_items = warm_items.astype(np.int64)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def batches(self, batch_size: int, shard: tuple[int, int] = (0, 1)) -> Iterable[tuple[torch.Tensor, ...]]:
+        """Shuffled (user, pos, neg) batches; `shard` = (rank, world) takes an equal slice per worker."""
+        order = self.rng.permutation(len(self.users))
+        rank, world = shard
+        per_worker = len(order) // world
+        order = order[rank * per_worker:(rank + 1) * per_worker]
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            neg = self.warm_items[self.rng.integers(0, len(self.warm_items), len(idx))]
+            yield (torch.from_numpy(self.users[idx]), torch.from_numpy(self.items[idx]), torch.from_numpy(neg))
+
+
+class BackboneTraining:
+    """One epoch at a time; the Ray worker loop, Tune and tests all drive it."""
+
+    def __init__(self, model: nn.Module, *, lr: float = 5e-3, weight_decay: float = 1e-4):
+        self.model = model
+        self.weight_decay = weight_decay
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def train_epoch(self, batches: Iterable[tuple[torch.Tensor, ...]]) -> dict[str, float]:
+        self.model.train()
+        total, count = 0.0, 0
+        for users, pos, neg in batches:
+            pos_scores, neg_scores, sq = self.model(users, pos, neg)
+            loss = bpr_loss(pos_scores, neg_scores)
+            reg = self.weight_decay * sq / len(users)
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss + reg).backward()
+            self.optimizer.step()
+            total += float(loss.detach()) * len(users)
+            count += len(users)
+        return {"train_loss": total / max(count, 1)}
+
+
+class EmbeddingRecommender:
+    """Score = user vector . item vector; what the evaluator and the index consume."""
+
+    def __init__(self, user_vectors: np.ndarray, item_vectors: np.ndarray, name: str = "model",
+                 item_bias: np.ndarray | None = None):
+        self.user_vectors = np.asarray(user_vectors, np.float32)
+        self.item_vectors = np.asarray(item_vectors, np.float32)
+        self.item_bias = None if item_bias is None else np.asarray(item_bias, np.float32)
+        self.name = name
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        out = self.user_vectors[users] @ self.item_vectors.T
+        if self.item_bias is not None:
+            out += self.item_bias
+        return out
