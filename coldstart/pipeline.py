@@ -38,7 +38,9 @@ class PipelineConfig(JobConfig):
     out: Path = Field(Path("out/pipeline"), description="Folder for the split, models and report.")
     cold: Literal["items", "users"] = Field("items", description="Which side is cold when splitting.")
     seed: int = Field(42, description="Seed of the split and of every model.")
-    on: Literal["test", "val"] = Field("test", description="Report on the test sets or the val sets.")
+    seeds: list[int] | None = Field(None, description="Several seeds: one full run each (OUT/seed-N), and a "
+                                                       "summary with mean and std over them.")
+    report_on: Literal["test", "val"] = Field("test", description="Report on the test sets or the val sets.")
     cache_dir: Path | None = Field(None, description="Dataset cache (default $COLDSTART_CACHE or ~/.cache/coldstart).")
     baselines: list[str] = Field(["random", "popularity", "content-knn"], description="Baselines to report.")
     ks: list[int] = Field([10, 20], description="Cut-offs of the ranking metrics.")
@@ -84,7 +86,26 @@ def prepare_split(cfg: PipelineConfig, progress: Callable[[str], None] = print) 
 
 def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
                  progress: Callable[[str], None] = print) -> dict[str, dict]:
-    """Run every stage and write `out/report`; returns {model: evaluate JSON}."""
+    """Run every stage and write `out/report`; returns {model: evaluate JSON}.
+
+    With `seeds`, one run per seed in OUT/seed-N, then OUT/report/summary.md and
+    summary.json with mean and std per model, group and metric.
+    """
+    if cfg.seeds and len(cfg.seeds) > 1:
+        if cfg.split is not None:
+            from coldstart.config import ConfigError
+
+            raise ConfigError("seeds: a given split has one seed; give a dataset to draw one split per seed")
+        runs = {}
+        for seed in cfg.seeds:
+            progress(f"seed {seed}")
+            runs[seed] = run_pipeline(cfg.model_copy(update={"seed": seed, "seeds": None,
+                                                             "out": cfg.out / f"seed-{seed}"}), stages, progress)
+        summary = summarize(runs)
+        artifacts.write_json(cfg.out / "report" / "summary.json", summary)
+        artifacts.write_text(cfg.out / "report" / "summary.md", summary_table(summary, cfg.seeds))
+        progress("summary over seeds " + ", ".join(map(str, cfg.seeds)) + "\n\n" + summary_table(summary, cfg.seeds))
+        return summary
     started = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
     artifacts.write_text(cfg.out / "pipeline.yaml", to_yaml(cfg))
@@ -107,16 +128,43 @@ def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
         for name, model in stage.run(data, cfg, cfg.out).items():
             results[name] = _timed_eval(name, model, data, cfg, ks, progress)
 
-    title = f"coldstart: {split.info.get('dataset', split_dir)} {split.cold}-cold ({cfg.on})"
+    title = f"coldstart: {split.info.get('dataset', split_dir)} {split.cold}-cold ({cfg.report_on})"
     report = write_report(results, cfg.out / "report", title=title,
                           context={"split": split_dir, "seed": cfg.seed, "protocol": split.info.get("protocol")})
     progress(f"report written to {report} in {time.perf_counter() - started:.1f} s\n\n" + markdown_table(results))
     return results
 
 
+def summarize(runs: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """{model: {group: {metric: {"mean", "std", "values"}}}} over the seeds' results."""
+    import numpy as np
+
+    first = next(iter(runs.values()))
+    out: dict[str, dict] = {}
+    for model, groups in first.items():
+        out[model] = {}
+        for group, metrics in groups.items():
+            out[model][group] = {}
+            for metric in metrics:
+                values = [runs[s][model][group][metric] for s in runs if model in runs[s]]
+                out[model][group][metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=0)),
+                                             "values": values}
+    return out
+
+
+def summary_table(summary: dict, seeds: list[int], metric: str = "ndcg@20") -> str:
+    lines = [f"{metric.upper()}, mean ± std over seeds {', '.join(map(str, seeds))}", "",
+             "| model | cold | warm | all |", "|---|---|---|---|"]
+    for model, groups in summary.items():
+        cells = [f"{groups[g][metric]['mean']:.4f} ± {groups[g][metric]['std']:.4f}" if metric in groups.get(g, {})
+                 else "n/a" for g in ("cold", "warm", "all")]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _timed_eval(name, model, data, cfg, ks, progress) -> dict:
     t = time.perf_counter()
-    metrics = evaluate(model, data, on=cfg.on, ks=ks)
+    metrics = evaluate(model, data, on=cfg.report_on, ks=ks)
     progress(f"evaluate {name}: cold ndcg@20 {metrics['cold'].get('ndcg@20', float('nan')):.4f}, "
              f"warm {metrics['warm'].get('ndcg@20', float('nan')):.4f}, "
              f"all {metrics['all'].get('ndcg@20', float('nan')):.4f} ({time.perf_counter() - t:.1f} s)")

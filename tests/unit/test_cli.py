@@ -43,3 +43,17 @@ def test_import_with_flags(tmp_path, tiny):
     result = runner.invoke(app, ["data", "import", str(src), "--out", str(tmp_path / "d"), "--user-col", "uid"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "d" / "interactions.parquet").is_file()
+
+
+def test_pipeline_over_seeds_writes_mean_and_std(tmp_path, tiny):
+    save_dataset(tiny, tmp_path / "ds")
+    result = runner.invoke(app, ["pipeline", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "p"),
+                                 "--stages", "[]", "--seeds", "[1, 2, 3]", "--baselines", "[random, popularity]"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "p" / "report" / "summary.json").read_text())
+    cell = summary["popularity"]["warm"]["ndcg@20"]
+    assert len(cell["values"]) == 3 and cell["std"] >= 0
+    assert abs(cell["mean"] - sum(cell["values"]) / 3) < 1e-12
+    assert "±" in (tmp_path / "p" / "report" / "summary.md").read_text()
+    for seed in (1, 2, 3):
+        assert (tmp_path / "p" / f"seed-{seed}" / "report" / "metrics.json").is_file()
