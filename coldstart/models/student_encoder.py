@@ -47,10 +47,11 @@ def build_student(teacher: str, *, layers: int | None = 2, student_model: str | 
     source = resolve_model_path(student_model or teacher)
     local = Path(source).is_dir()
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    # Train in float32 whatever the checkpoint's dtype: an fp16 checkpoint trained as is gave NaN losses.
     if student_model:
-        backbone = AutoModel.from_pretrained(source, local_files_only=local)
+        backbone = AutoModel.from_pretrained(source, local_files_only=local, dtype=torch.float32)
     else:
-        full = AutoModel.from_pretrained(source, local_files_only=local)
+        full = AutoModel.from_pretrained(source, local_files_only=local, dtype=torch.float32)
         config = copy.deepcopy(full.config)
         total = int(config.num_hidden_layers)
         if not layers or layers >= total:
@@ -155,7 +156,7 @@ def load_student(folder: str | Path) -> tuple[StudentEncoder, object, dict]:
 
     folder = Path(folder)
     meta = json.loads((folder / ARTIFACT_FILE).read_text())
-    backbone = AutoModel.from_pretrained(folder, local_files_only=True)
+    backbone = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
     _drop_pooler(backbone)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     projection = None
