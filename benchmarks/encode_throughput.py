@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
 from benchmarks.common import encoder_flops_per_token, matmul_peak, movielens_texts

@@ -27,7 +27,6 @@ from coldstart.data.schema import load_dataset
 from coldstart.data.split import make_split, save_split
 from coldstart.evaluate import SplitData, evaluate
 from coldstart.models.baselines import ContentKNNRecommender
-from coldstart.models.vectors import write_vectors
 from coldstart.text.templates import TextTemplates, item_texts, text_hash, user_texts
 
 

@@ -22,7 +22,7 @@ from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData, evaluate_set
 from coldstart.models.coldstart_model import load_backbone, save_backbone
 from coldstart.models.mf import BackboneOptions, BackboneTraining, EmbeddingRecommender, MatrixFactorization, TrainPairs
-from trainers.common import all_reduce_mean, ensure_ray, fault_drill, report_epoch, torch_trainer
+from trainers.common import EarlyStopping, all_reduce_mean, ensure_ray, fault_drill, report_epoch, torch_trainer
 
 
 class BackboneConfig(JobConfig, BackboneOptions):
@@ -52,15 +52,14 @@ def train_loop(config: dict) -> None:
     data = SplitData.from_split(load_split(cfg.split))
     torch.manual_seed(cfg.seed)
     model = MatrixFactorization(data.n_users, data.n_items, cfg.dim)
-    state = {"epoch": -1, "history": [], "best": None, "since_best": 0}
+    stopping = EarlyStopping("warm_val_ndcg@20", cfg.patience)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             _, user, item = load_backbone(Path(folder) / "last")
             model.user.weight.data.copy_(torch.from_numpy(user))
             model.item.weight.data.copy_(torch.from_numpy(item))
-            state = json.loads((Path(folder) / "state.json").read_text())
-            state["restarts"] = state.get("restarts", 0) + 1
+            stopping = EarlyStopping.resumed(stopping.key, cfg.patience, Path(folder) / "state.json")
             best_user, best_item = load_backbone(Path(folder) / "best")[1:]
     else:
         best_user = best_item = None
@@ -68,9 +67,9 @@ def train_loop(config: dict) -> None:
     training = BackboneTraining(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     train = data.split.train
     pairs = TrainPairs(data.user_ids.get_indexer(train["user_id"]), data.item_ids.get_indexer(train["item_id"]),
-                       np.flatnonzero(data.warm_items), seed=cfg.seed + 1000 * (state["epoch"] + 1) + rank)
+                       np.flatnonzero(data.warm_items), seed=cfg.seed + 1000 * stopping.next_epoch + rank)
     mf = model.module if hasattr(model, "module") else model
-    for epoch in range(state["epoch"] + 1, cfg.epochs):
+    for epoch in range(stopping.next_epoch, cfg.epochs):
         fault_drill(cfg.scale, epoch, resumed=checkpoint is not None)
         started = time.perf_counter()
         metrics = training.train_epoch(pairs.batches(cfg.batch_size, shard=(rank, world)))
@@ -81,22 +80,17 @@ def train_loop(config: dict) -> None:
                            data.candidates("warm"), ks=(20,))
         report = {"epoch": epoch, **metrics, "warm_val_ndcg@20": val["ndcg@20"],
                   "interactions_per_second": len(pairs) / seconds}
-        state["history"].append(report)
-        if state["best"] is None or val["ndcg@20"] > state["best"]["warm_val_ndcg@20"]:
-            state["best"], state["since_best"] = report, 0
+        if stopping.update(report):
             best_user, best_item = user, item
-        else:
-            state["since_best"] += 1
-        state["epoch"] = epoch
 
         def write(folder: Path) -> None:
             save_backbone(folder / "last", data, user, item, {"epoch": epoch})
-            save_backbone(folder / "best", data, best_user, best_item, {"epoch": state["best"]["epoch"],
-                                                                        "metrics": state["best"]})
-            (folder / "state.json").write_text(json.dumps(state))
+            save_backbone(folder / "best", data, best_user, best_item, {"epoch": stopping.best["epoch"],
+                                                                        "metrics": stopping.best})
+            stopping.write(folder / "state.json")
 
         report_epoch(report, write)
-        if state["since_best"] >= cfg.patience:
+        if stopping.should_stop:
             break
 
 

@@ -86,3 +86,45 @@ def fault_drill(scale, epoch: int, resumed: bool) -> None:
     if scale.kill_at_epoch == epoch and not resumed and ctx.get_world_rank() == ctx.get_world_size() - 1:
         log.warning("fault drill: killing rank %d at epoch %d", ctx.get_world_rank(), epoch)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class EarlyStopping:
+    """Epoch bookkeeping that travels in every checkpoint: history, best epoch, patience, restarts."""
+
+    def __init__(self, key: str, patience: int, state: dict | None = None):
+        self.key, self.patience = key, patience
+        self.state = state or {"epoch": -1, "history": [], "best": None, "since_best": 0, "restarts": 0}
+
+    @classmethod
+    def resumed(cls, key: str, patience: int, path) -> "EarlyStopping":
+        import json
+
+        state = json.loads(path.read_text())
+        state["restarts"] = state.get("restarts", 0) + 1
+        return cls(key, patience, state)
+
+    @property
+    def next_epoch(self) -> int:
+        return self.state["epoch"] + 1
+
+    @property
+    def best(self) -> dict | None:
+        return self.state["best"]
+
+    def update(self, report: dict) -> bool:
+        """Record an epoch; True when it is the best so far on `key`."""
+        state = self.state
+        state["history"].append(report)
+        state["epoch"] = report["epoch"]
+        improved = state["best"] is None or report[self.key] > state["best"][self.key]
+        state["best"], state["since_best"] = (report, 0) if improved else (state["best"], state["since_best"] + 1)
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.state["since_best"] >= self.patience
+
+    def write(self, path) -> None:
+        import json
+
+        path.write_text(json.dumps(self.state))

@@ -11,7 +11,6 @@ all-val, which warm items dominate, leaves a cold mapper barely trained.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from coldstart.models.coldstart_model import load_backbone, load_towers, save_to
 from coldstart.models.mf import EmbeddingRecommender, TrainPairs
 from coldstart.models.towers import ColdStartTowers, TowerOptions, DistillWeights, TowerTraining, cold_start_vectors
 from trainers.backbone import TrainResult, finish
-from trainers.common import all_reduce_mean, ensure_ray, fault_drill, report_epoch, torch_trainer
+from trainers.common import EarlyStopping, all_reduce_mean, ensure_ray, fault_drill, report_epoch, torch_trainer
 
 
 class DistillConfig(JobConfig, TowerOptions):
@@ -54,15 +53,14 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(cfg.seed)
     towers = ColdStartTowers(arrays["item_features"].shape[1], arrays["user_features"].shape[1],
                              user_vectors.shape[1], cfg.hidden, cfg.dropout)
-    state = {"epoch": -1, "history": [], "best": None, "since_best": 0}
+    stopping = EarlyStopping("cold_val_ndcg@20", cfg.patience)
     best_state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             towers.load_state_dict(load_towers(Path(folder) / "last")[1].state_dict())
             best_state = load_towers(Path(folder) / "best")[1].state_dict()
-            state = json.loads((Path(folder) / "state.json").read_text())
-            state["restarts"] = state.get("restarts", 0) + 1
+            stopping = EarlyStopping.resumed(stopping.key, cfg.patience, Path(folder) / "state.json")
     model = ray.train.torch.prepare_model(towers)
     weights = DistillWeights(cfg.bpr, cfg.align, cfg.distill, cfg.temperature, cfg.teacher_backbone, cfg.teacher_llm)
     training = TowerTraining(model, user_vectors=user_vectors, item_vectors=item_vectors,
@@ -71,12 +69,11 @@ def train_loop(config: dict) -> None:
                              lr=cfg.lr, weight_decay=cfg.weight_decay)
     train = data.split.train
     pairs = TrainPairs(data.user_ids.get_indexer(train["user_id"]), data.item_ids.get_indexer(train["item_id"]),
-                       np.flatnonzero(data.warm_items), seed=cfg.seed + 1000 * (state["epoch"] + 1) + rank)
+                       np.flatnonzero(data.warm_items), seed=cfg.seed + 1000 * stopping.next_epoch + rank)
     vectors = {"user_vectors": user_vectors, "item_vectors": item_vectors, "warm_users": warm_users,
                "warm_items": data.warm_items, "user_features": arrays["user_features"],
                "item_features": arrays["item_features"]}
-    cold_key = "cold_val_ndcg@20"
-    for epoch in range(state["epoch"] + 1, cfg.epochs):
+    for epoch in range(stopping.next_epoch, cfg.epochs):
         fault_drill(cfg.scale, epoch, resumed=checkpoint is not None)
         started = time.perf_counter()
         metrics = training.train_epoch(pairs.batches(cfg.batch_size, shard=(rank, world)))
@@ -86,13 +83,8 @@ def train_loop(config: dict) -> None:
         val = evaluate(EmbeddingRecommender(users, items), data, on="val", ks=(20,))
         report = {"epoch": epoch, **metrics, "interactions_per_second": len(pairs) / seconds,
                   **{f"{g}_val_ndcg@20": val[g]["ndcg@20"] for g in ("cold", "warm", "all")}}
-        state["history"].append(report)
-        current = {k: v.detach().clone() for k, v in towers.state_dict().items()}
-        if state["best"] is None or report[cold_key] > state["best"][cold_key]:
-            state["best"], state["since_best"], best_state = report, 0, current
-        else:
-            state["since_best"] += 1
-        state["epoch"] = epoch
+        if stopping.update(report):
+            best_state = {k: v.detach().clone() for k, v in towers.state_dict().items()}
 
         def write(folder: Path) -> None:
             common = dict(user_vectors=user_vectors, item_vectors=item_vectors,
@@ -101,12 +93,12 @@ def train_loop(config: dict) -> None:
             save_towers(folder / "last", data, towers, meta={"epoch": epoch}, **common)
             best = ColdStartTowers(**towers.config)
             best.load_state_dict(best_state)
-            save_towers(folder / "best", data, best, meta={"epoch": state["best"]["epoch"], "metrics": state["best"],
-                                                            "selected_on": cold_key}, **common)
-            (folder / "state.json").write_text(json.dumps(state))
+            save_towers(folder / "best", data, best, meta={"epoch": stopping.best["epoch"], "metrics": stopping.best,
+                                                            "selected_on": stopping.key}, **common)
+            stopping.write(folder / "state.json")
 
         report_epoch(report, write)
-        if state["since_best"] >= cfg.patience:
+        if stopping.should_stop:
             break
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from coldstart.evaluate import SplitData
 from coldstart.models.artifact import load_artifact, save_artifact

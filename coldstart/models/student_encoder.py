@@ -42,7 +42,7 @@ class StudentEncoder(nn.Module):
 def build_student(teacher: str, *, layers: int | None = 2, student_model: str | None = None,
                   teacher_dim: int | None = None, pooling: str = "mean"):
     """(StudentEncoder, tokenizer). Truncates the teacher unless `student_model` is named."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
 
     source = resolve_model_path(student_model or teacher)
     local = Path(source).is_dir()

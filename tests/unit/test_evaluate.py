@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from coldstart.data.split import make_split, save_split, load_split
