@@ -155,15 +155,16 @@ class TextEncoder:
         nonempty = [i for i, t in enumerate(texts) if t.strip()]
         stats.empty = len(texts) - len(nonempty)
         if nonempty:
-            # Sort by characters, a free proxy for tokens: one tokenisation pass per batch, not two.
-            order = sorted(nonempty, key=lambda i: -len(texts[i]))
+            lengths = self.tokenizer([texts[i] for i in nonempty], add_special_tokens=True, truncation=False,
+                                     return_length=True, return_attention_mask=False)["length"]
+            stats.truncated = int(sum(n > self.settings.max_length for n in lengths))
+            order = [nonempty[j] for j in np.argsort(-np.asarray(lengths), kind="stable")]
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
-                vectors, n_tokens, n_padded, n_truncated = self._forward([texts[i] for i in idx])
+                vectors, n_tokens, n_padded = self._forward([texts[i] for i in idx])
                 out[idx] = vectors
                 stats.tokens += n_tokens
                 stats.padded_tokens += n_padded
-                stats.truncated += n_truncated
         if stats.empty:
             log.warning("%d empty or whitespace text(s) got zero vectors", stats.empty)
         if stats.truncated:
@@ -171,15 +172,9 @@ class TextEncoder:
         self.stats.add(stats)
         return out
 
-    def _forward(self, batch: list[str]) -> tuple[np.ndarray, int, int, int]:
+    def _forward(self, batch: list[str]) -> tuple[np.ndarray, int, int]:
         enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.settings.max_length,
-                             return_tensors="pt")
-        if enc.encodings is not None:  # fast tokenizers keep what truncation cut off
-            truncated = sum(bool(e.overflowing) for e in enc.encodings)
-        else:
-            lengths = self.tokenizer(batch, truncation=False, return_length=True)["length"]
-            truncated = sum(n > self.settings.max_length for n in lengths)
-        enc = enc.to(self.device)
+                             return_tensors="pt").to(self.device)
         inputs = dict(enc)
         if self.is_decoder:
             # Left padding shifts positions unless they are given: count them from each row's first token.
@@ -191,7 +186,7 @@ class TextEncoder:
         if self.cfg.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         mask = enc["attention_mask"]
-        return pooled.cpu().numpy(), int(mask.sum()), int(mask.numel()), truncated
+        return pooled.cpu().numpy(), int(mask.sum()), int(mask.numel())
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
