@@ -72,7 +72,7 @@ def main() -> None:
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     cfg = DistillEncoderConfig(embeddings=work / "emb", out=work / "student", split=split_dir, epochs=args.epochs,
-                               layers=args.layers, num_workers=args.workers, storage=work / "runs")
+                               layers=args.layers, scale={"num_workers": args.workers, "storage": work / "runs"})
     t = time.perf_counter()
     result = run(cfg)
     print(f"distillation: {args.epochs} epochs on {args.workers} workers in {time.perf_counter() - t:.0f} s; "

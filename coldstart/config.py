@@ -12,15 +12,27 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 T = TypeVar("T", bound=BaseModel)
 
 
 class JobConfig(BaseModel):
-    """Base of every job config: unknown keys are errors, so typos never pass silently."""
+    """Base of every job config: unknown keys are errors, so typos never pass silently.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    Path fields become absolute when the config is made: Ray workers run in
+    another directory, where a relative path from the command line means nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _absolute_paths(self):
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Path) and not value.is_absolute():
+                object.__setattr__(self, name, value.resolve())
+        return self
 
 
 class RayOptions(BaseModel):

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,12 @@ import torch
 from pydantic import Field
 
 from coldstart import artifacts
-from coldstart.config import JobConfig, RayOptions
+from coldstart.config import JobConfig, RayOptions, ScaleOptions
 from coldstart.data.schema import DataError
 from coldstart.models.student_encoder import (EncoderDistillation, build_student, load_student, save_student,
                                               unwrap)
 from coldstart.text.encoder import DEFAULT_MODEL
-from trainers.common import ensure_ray
+from trainers.common import ensure_ray, fault_drill, report_epoch, torch_trainer
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +52,7 @@ class DistillEncoderConfig(JobConfig):
     split: Path | None = Field(None, description="If set, this split's cold items/users stay out of training "
                                                  "(they stand for entities that arrive after it).")
     seed: int = Field(0, description="Seed of the hold-out draw and of training.")
-    num_workers: int = Field(2, gt=0, description="Ray Train workers (DDP ranks).")
-    use_gpu: bool = Field(False, description="One GPU per worker.")
-    threads_per_worker: int = Field(1, gt=0, description="torch threads per CPU worker.")
-    max_failures: int = Field(2, ge=0, description="Worker failures survived (each resumes from the last checkpoint).")
-    storage: Path | None = Field(None, description="Ray Train run storage (default: OUT's folder / ray_results).")
-    fail_at_epoch: int | None = Field(None, description="Testing only: rank 1 dies once at this epoch, to exercise resume.")
+    scale: ScaleOptions = Field(default_factory=ScaleOptions, description="Workers, devices, failures.")
     ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection.")
 
 
@@ -119,9 +113,7 @@ def train_loop(config: dict) -> None:
 
     cfg = DistillEncoderConfig.model_validate(config["cfg"])
     teacher_dim = config["teacher_dim"]
-    torch.set_num_threads(cfg.threads_per_worker)
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    torch.set_num_threads(cfg.scale.threads_per_worker)
     torch.manual_seed(cfg.seed)
 
     start_epoch, history = 0, []
@@ -146,8 +138,7 @@ def train_loop(config: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, cfg.epochs):
-        if cfg.fail_at_epoch == epoch and rank == min(1, ctx.get_world_size() - 1) and not checkpoint:
-            raise RuntimeError(f"injected failure at epoch {epoch} (fail_at_epoch)")
+        fault_drill(cfg.scale, epoch, resumed=checkpoint is not None)
         started = time.perf_counter()
         metrics = trainer.train_epoch(_batches(train_shard, cfg.batch_size, seed=cfg.seed + epoch))
         seconds = time.perf_counter() - started
@@ -160,44 +151,31 @@ def train_loop(config: dict) -> None:
                   "val_cosine": float(sums[2] / max(sums[3], 1)),
                   "texts_per_second": float(sums[1]) / seconds if seconds else 0.0}
         history.append(report)
-        if rank == 0:
-            with tempfile.TemporaryDirectory() as tmp:
-                save_student(Path(tmp) / "encoder", model, tokenizer, max_length=cfg.max_length,
-                             extra={"teacher": cfg.teacher, "val_cosine": report["val_cosine"], "epoch": epoch})
-                torch.save(trainer.optimizer.state_dict(), Path(tmp) / "optimizer.pt")
-                (Path(tmp) / "train_state.json").write_text(json.dumps({"epoch": epoch, "history": history}))
-                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(report)
+
+        def write(folder: Path) -> None:
+            save_student(folder / "encoder", model, tokenizer, max_length=cfg.max_length,
+                         extra={"teacher": cfg.teacher, "val_cosine": report["val_cosine"], "epoch": epoch})
+            torch.save(trainer.optimizer.state_dict(), folder / "optimizer.pt")
+            (folder / "train_state.json").write_text(json.dumps({"epoch": epoch, "history": history}))
+
+        report_epoch(report, write)
 
 
 def run(cfg: DistillEncoderConfig) -> DistillEncoderResult:
     ray = ensure_ray(cfg.ray)
     import ray.data
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     started = time.perf_counter()
     pairs = load_pairs(cfg.embeddings, cfg.limit, excluded_ids(cfg.split))
     held = holdout_mask(pairs["text_hash"], cfg.holdout, cfg.seed)
-    if held.all() or (~held).sum() < cfg.num_workers:
-        raise DataError(f"too few texts ({len(pairs)}) to train {cfg.num_workers} workers", file=cfg.embeddings)
+    if held.all() or (~held).sum() < cfg.scale.num_workers:
+        raise DataError(f"too few texts ({len(pairs)}) to train {cfg.scale.num_workers} workers", file=cfg.embeddings)
     columns = ["text", "target"]
     datasets = {"train": ray.data.from_pandas(pairs.loc[~held, columns]),
                 "val": ray.data.from_pandas(pairs.loc[held, columns] if held.any() else pairs.loc[~held, columns].iloc[:64])}
-    storage = (cfg.storage or cfg.out.resolve().parent / "ray_results").resolve()
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "teacher_dim": int(len(pairs["target"].iloc[0]))},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.threads_per_worker}),
-        run_config=RunConfig(
-            name=f"distill-encoder-{cfg.out.name}", storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_cosine",
-                                               checkpoint_score_order="max")),
-        datasets=datasets,
-    )
+    trainer = torch_trainer(
+        train_loop, {"cfg": cfg.model_dump(mode="json"), "teacher_dim": int(len(pairs["target"].iloc[0]))},
+        cfg.scale, name=f"distill-encoder-{cfg.out.name}", out=cfg.out, datasets=datasets, score="val_cosine")
     result = trainer.fit()
     best_checkpoint, best = _best(result)
     with best_checkpoint.as_directory() as folder:

@@ -62,9 +62,10 @@ def test_distilled_towers_rank_cold_items_and_keep_warm(ml100k_run):
     np.testing.assert_array_equal(model.score(np.arange(30)), again.score(np.arange(30)))
 
 
-def test_a_killed_worker_resumes_from_its_last_checkpoint(ml100k_run):
+def test_a_killed_worker_resumes_from_its_last_checkpoint(ml100k_run, monkeypatch):
     root, data, _ = ml100k_run
-    result = train_backbone(BackboneConfig(split=root / "split", out=root / "backbone-drill", epochs=4,
+    monkeypatch.chdir(root)  # relative paths, as a user types them: the workers run elsewhere
+    result = train_backbone(BackboneConfig(split="split", out="backbone-drill", epochs=4,
                                            patience=10, scale={"storage": root / "runs-drill", "kill_at_epoch": 2}))
     epochs = [h["epoch"] for h in result.history]
     assert result.restarts == 1  # the worker really died and the group restarted once

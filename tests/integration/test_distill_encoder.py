@@ -28,8 +28,8 @@ def embeddings(ray_cluster, tmp_path_factory):
 
 
 def test_two_workers_learn_and_write_a_loadable_encoder(embeddings, tmp_path):
-    cfg = DistillEncoderConfig(embeddings=embeddings, out=tmp_path / "student", epochs=3, num_workers=2,
-                               batch_size=16, lr=5e-4, holdout=0.2, storage=tmp_path / "runs")
+    cfg = DistillEncoderConfig(embeddings=embeddings, out=tmp_path / "student", epochs=3, batch_size=16, lr=5e-4,
+                               holdout=0.2, scale={"num_workers": 2, "storage": tmp_path / "runs"})
     result = run(cfg)
     losses = [h["train_loss"] for h in result.history]
     assert len(losses) == 3 and losses[-1] < losses[0]
@@ -45,11 +45,11 @@ def test_two_workers_learn_and_write_a_loadable_encoder(embeddings, tmp_path):
 
 
 def test_a_failed_worker_resumes_from_the_last_checkpoint(embeddings, tmp_path):
-    cfg = DistillEncoderConfig(embeddings=embeddings, out=tmp_path / "student", epochs=3, num_workers=2,
-                               batch_size=32, holdout=0.2, storage=tmp_path / "runs", fail_at_epoch=1,
-                               max_failures=1, limit=120)
+    cfg = DistillEncoderConfig(embeddings=embeddings, out=tmp_path / "student", epochs=3, batch_size=32,
+                               holdout=0.2, limit=120, scale={"num_workers": 2, "storage": tmp_path / "runs",
+                                                              "kill_at_epoch": 2})
     result = run(cfg)
     epochs = [h["epoch"] for h in result.history]
-    assert epochs[-1] == 2  # finished despite the failure at epoch 1
-    assert 0 in epochs  # the epoch before the failure was not retrained
+    assert epochs[-1] == 2  # finished despite the kill at epoch 2
+    assert 0 in epochs  # epochs before the kill were not retrained from scratch
     assert epochs.count(0) == 1

@@ -14,7 +14,7 @@ def test_parse_overrides_types_and_nesting():
 def test_yaml_then_overrides(tmp_path):
     (tmp_path / "c.yaml").write_text("dataset: ml-1m\nseed: 1\n")
     cfg = load_config(PipelineConfig, tmp_path / "c.yaml", ["--seed", "7", "--out", "x"])
-    assert (cfg.dataset, cfg.seed, cfg.out) == ("ml-1m", 7, Path("x"))
+    assert (cfg.dataset, cfg.seed, cfg.out) == ("ml-1m", 7, Path("x").resolve())
 
 
 def test_unknown_key_and_bad_value_name_the_field():
@@ -32,3 +32,11 @@ def test_missing_config_file():
 def test_round_trip_through_dump():
     cfg = load_config(PipelineConfig, None, ["--seed", "3"])
     assert PipelineConfig.model_validate(cfg.model_dump()) == cfg
+
+
+def test_relative_paths_become_absolute(tmp_path, monkeypatch):
+    """Ray workers run elsewhere: a relative --out from the command line must not reach them as is."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(PipelineConfig, None, ["--out", "out/demo", "--split", "splits/a"])
+    assert cfg.out == tmp_path / "out" / "demo" and cfg.split == tmp_path / "splits" / "a"
+    assert PipelineConfig.model_validate(cfg.model_dump()).out == cfg.out
