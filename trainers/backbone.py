@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData, evaluate_set
 from coldstart.models.coldstart_model import load_backbone, save_backbone
 from coldstart.models.mf import BackboneOptions, BackboneTraining, EmbeddingRecommender, MatrixFactorization, TrainPairs
-from trainers.common import EarlyStopping, all_reduce_mean, ensure_ray, fault_drill, report_epoch, torch_trainer
+from trainers.common import EarlyStopping, TrainResult, all_reduce_mean, ensure_ray, fault_drill, report_epoch, torch_trainer
 
 
 class BackboneConfig(JobConfig, BackboneOptions):
@@ -30,15 +29,6 @@ class BackboneConfig(JobConfig, BackboneOptions):
     out: Path = Field(..., description="Where the backbone artifact is written.")
     scale: ScaleOptions = Field(default_factory=ScaleOptions, description="Workers, devices, failures.")
     ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection.")
-
-
-@dataclass
-class TrainResult:
-    out: Path
-    history: list[dict]
-    best: dict
-    seconds: float
-    restarts: int = 0
 
 
 def train_loop(config: dict) -> None:

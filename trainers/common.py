@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 from coldstart.config import RayOptions
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What every training driver returns: the artifact, the epochs and the one kept."""
+
+    out: Path
+    history: list[dict]
+    best: dict
+    seconds: float
+    restarts: int = 0
 
 
 def ensure_ray(options: RayOptions | None = None):

@@ -25,8 +25,8 @@ from coldstart.evaluate import SplitData, evaluate
 from coldstart.models.coldstart_model import load_backbone, load_towers, save_towers
 from coldstart.models.mf import EmbeddingRecommender, TrainPairs
 from coldstart.models.towers import ColdStartTowers, TowerOptions, DistillWeights, TowerTraining, cold_start_vectors
-from trainers.backbone import TrainResult, finish
-from trainers.common import EarlyStopping, all_reduce_mean, ensure_ray, fault_drill, report_epoch, torch_trainer
+from trainers.backbone import finish
+from trainers.common import EarlyStopping, TrainResult, all_reduce_mean, ensure_ray, fault_drill, report_epoch, torch_trainer
 
 
 class DistillConfig(JobConfig, TowerOptions):

@@ -15,7 +15,6 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,10 +26,9 @@ from pydantic import Field
 from coldstart import artifacts
 from coldstart.config import JobConfig, RayOptions, ScaleOptions
 from coldstart.data.schema import DataError
-from coldstart.models.student_encoder import (EncoderDistillation, build_student, load_student, save_student,
-                                              unwrap)
+from coldstart.models.student_encoder import EncoderDistillation, build_student, load_student, save_student
 from coldstart.text.encoder import DEFAULT_MODEL
-from trainers.common import ensure_ray, fault_drill, report_epoch, torch_trainer
+from trainers.common import TrainResult, ensure_ray, fault_drill, report_epoch, torch_trainer
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +52,6 @@ class DistillEncoderConfig(JobConfig):
     seed: int = Field(0, description="Seed of the hold-out draw and of training.")
     scale: ScaleOptions = Field(default_factory=ScaleOptions, description="Workers, devices, failures.")
     ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection.")
-
-
-@dataclass
-class DistillEncoderResult:
-    out: Path
-    history: list[dict]
-    best: dict
-    seconds: float
 
 
 def load_pairs(folder: Path, limit: int | None = None, exclude: dict[str, set[str]] | None = None) -> pd.DataFrame:
@@ -161,7 +151,7 @@ def train_loop(config: dict) -> None:
         report_epoch(report, write)
 
 
-def run(cfg: DistillEncoderConfig) -> DistillEncoderResult:
+def run(cfg: DistillEncoderConfig) -> TrainResult:
     ray = ensure_ray(cfg.ray)
     import ray.data
 
@@ -183,7 +173,7 @@ def run(cfg: DistillEncoderConfig) -> DistillEncoderResult:
             shutil.copytree(Path(folder) / "encoder", tmp, dirs_exist_ok=True)
     with result.checkpoint.as_directory() as folder:  # the latest: its history covers every epoch
         history = json.loads((Path(folder) / "train_state.json").read_text())["history"]
-    return DistillEncoderResult(out=cfg.out, history=history, best=best, seconds=time.perf_counter() - started)
+    return TrainResult(out=cfg.out, history=history, best=best, seconds=time.perf_counter() - started)
 
 
 def _best(result):
@@ -193,26 +183,3 @@ def _best(result):
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
     return result.checkpoint, result.metrics or {}
-
-
-def train_in_process(cfg: DistillEncoderConfig, pairs: pd.DataFrame | None = None) -> tuple[object, list[dict]]:
-    """The same model and epochs without Ray: the baseline the benchmark compares the Ray path with."""
-    pairs = load_pairs(cfg.embeddings, cfg.limit, excluded_ids(cfg.split)) if pairs is None else pairs
-    held = holdout_mask(pairs["text_hash"], cfg.holdout, cfg.seed)
-    torch.manual_seed(cfg.seed)
-    student, tokenizer = build_student(cfg.teacher, layers=cfg.layers, student_model=cfg.student_model,
-                                       teacher_dim=int(len(pairs["target"].iloc[0])))
-    trainer = EncoderDistillation(student, tokenizer, lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
-                                  max_length=cfg.max_length)
-    train, val = pairs.loc[~held], pairs.loc[held]
-
-    def batches(frame):
-        for i in range(0, len(frame), cfg.batch_size):
-            chunk = frame.iloc[i:i + cfg.batch_size]
-            yield chunk["text"].tolist(), np.stack(chunk["target"].to_numpy())
-
-    history = []
-    for epoch in range(cfg.epochs):
-        metrics = trainer.train_epoch(batches(train.sample(frac=1.0, random_state=cfg.seed + epoch)))
-        history.append({"epoch": epoch, **metrics, "val_cosine": trainer.evaluate(batches(val))["cosine"]})
-    return unwrap(trainer.model), tokenizer, history

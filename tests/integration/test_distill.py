@@ -66,7 +66,8 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(ml100k_run, monkeypatc
     root, data, _ = ml100k_run
     monkeypatch.chdir(root)  # relative paths, as a user types them: the workers run elsewhere
     result = train_backbone(BackboneConfig(split="split", out="backbone-drill", epochs=4,
-                                           patience=10, scale={"storage": root / "runs-drill", "kill_at_epoch": 2}))
+                                           patience=10, scale={"storage": root / "runs-drill", "kill_at_epoch": 2,
+                                                                  "max_failures": 4}))
     epochs = [h["epoch"] for h in result.history]
     assert result.restarts == 1  # the worker really died and the group restarted once
     assert epochs == [0, 1, 2, 3]  # every epoch once: resumed after epoch 1's checkpoint, not from scratch
