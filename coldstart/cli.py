@@ -251,6 +251,37 @@ _train_command("distill", "trainers.distill", "DistillConfig",
                "Student towers for cold items and users (Ray Train). Needs --split, --embeddings, --backbone, --out.")
 
 
+@app.command("submit", context_settings=OVERRIDES)
+@_friendly_errors
+def submit_cmd(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The coldstart command to run: embed, train, tune, pipeline, evaluate.")],
+    address: Annotated[str, typer.Option(envvar="RAY_API_SERVER_ADDRESS",
+                                         help="The cluster's dashboard, e.g. http://127.0.0.1:8265.")],
+    runtime_env: Annotated[Optional[Path], typer.Option(help="runtime_env YAML (default cluster/runtime_env.yaml).")] = None,
+    working_dir: Annotated[Optional[Path], typer.Option(help="Ship this folder instead of the runtime_env's.")] = None,
+    submission_id: Annotated[Optional[str], typer.Option(help="Job id (default coldstart-JOB-time-pid).")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the logs; exit 0 only if the job SUCCEEDED.")] = False,
+):
+    """Submit `coldstart JOB ARGS...` to a Ray cluster over the Jobs API (token from $RAY_AUTH_TOKEN or ~/.ray/auth_token).
+
+    Example: coldstart submit train distill --address http://127.0.0.1:8265 --wait -- --split ... --out ...
+    """
+    from coldstart import submit
+
+    args = [a for a in ctx.args if a != "--"]
+    try:
+        env = submit.load_runtime_env(runtime_env or submit.RUNTIME_ENV, working_dir)
+        job_id = submit.submit(job, args, address, env, submission_id=submission_id).job_id
+    except submit.SubmitError as exc:
+        raise ConfigError(str(exc)) from None
+    typer.echo(f"submitted {job_id} to {address}")
+    if wait:
+        status = submit.follow(address, job_id, typer.echo)
+        typer.echo(f"job {job_id}: {status}")
+        raise typer.Exit(0 if status == "SUCCEEDED" else 1)
+
+
 def _print_fields(cls) -> None:
     from coldstart.config import describe
 

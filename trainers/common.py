@@ -68,7 +68,10 @@ def report_epoch(metrics: dict, write_checkpoint) -> None:
 
     import ray.train
 
+    from trainers.metrics import record_epoch
+
     if ray.train.get_context().get_world_rank() == 0:
+        record_epoch(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             write_checkpoint(Path(tmp))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
