@@ -1,0 +1,92 @@
+"""The HTTP API (v1) over a `RecommendService`: routes, error bodies and the optional API key.
+
+One FastAPI app for every deployment: the Ray Serve ingress builds it around
+its handles, the plain-uvicorn baseline around in-process objects. Every client
+error is a 4xx whose `error` names the field; a request that fails validation
+never reaches a model or the store.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from coldstart.serving.errors import RequestError
+from coldstart.serving.schemas import (FieldValueError, Health, ItemInfo, NewItem, NewUser, Recommendation, RecommendRequest,
+                                       Registered)
+from coldstart.serving.service import RecommendService
+
+API_KEY_ENV = "COLDSTART_API_KEY"
+ERRORS = {400: {"description": "Malformed JSON"}, 401: {"description": "Missing or wrong X-API-Key"},
+          404: {"description": "Unknown id"}, 409: {"description": "Id already registered"},
+          422: {"description": "A field is invalid; `error` names it"}}
+
+
+def _field(error: dict) -> str:
+    parts = [str(p) for p in error["loc"] if p not in ("body", "path", "query")]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, FieldValueError):  # a check across fields sits at the object's level: name them
+        parts.append(cause.field)
+    return ".".join(parts) or "body"
+
+
+def create_api(service: RecommendService, api_key: str | None = None) -> FastAPI:
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    api = FastAPI(title="coldstart", version="1",
+                  description="Recommendations for warm and brand-new users; live registration of new items "
+                              "and users. Paths are versioned (/v1).")
+
+    async def require_key(x_api_key: str | None = Header(None, description="Needed when the server sets a key.")):
+        if api_key is not None and not hmac.compare_digest((x_api_key or "").encode(), api_key.encode()):
+            raise RequestError("X-API-Key", "missing or wrong API key") from None
+
+    @api.exception_handler(RequestError)
+    async def request_error(_: Request, exc: RequestError):
+        status = 401 if exc.field == "X-API-Key" else exc.status
+        return JSONResponse({"error": str(exc), "field": exc.field}, status_code=status)
+
+    @api.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            where = next(e for e in errors if e.get("type") == "json_invalid")
+            return JSONResponse({"error": f"body: malformed JSON ({where.get('ctx', {}).get('error', 'invalid')} "
+                                          f"at {_field(where) if len(where['loc']) > 1 else 'start'})",
+                                 "field": "body"}, status_code=400)
+        fields = [_field(e) for e in errors]
+        message = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, errors))
+        detail = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
+        return JSONResponse({"error": message, "field": fields[0], "detail": jsonable_encoder(detail)},
+                            status_code=422)
+
+    v1 = [Depends(require_key)]
+
+    @api.post("/v1/recommend", response_model=Recommendation, dependencies=v1, responses=ERRORS)
+    async def recommend(request: RecommendRequest) -> Recommendation:
+        """Top-k items for a known or registered `user_id`, or for a new user's `profile`."""
+        return await service.recommend(request)
+
+    @api.post("/v1/items", response_model=Registered, status_code=201, dependencies=v1, responses=ERRORS)
+    async def register_item(item: NewItem) -> Registered:
+        """Register a new item; it is recommendable from the next request on."""
+        return await service.register_item(item)
+
+    @api.post("/v1/users", response_model=Registered, status_code=201, dependencies=v1, responses=ERRORS)
+    async def register_user(user: NewUser) -> Registered:
+        """Register a new user from a profile; recommend to it by `user_id` afterwards."""
+        return await service.register_user(user)
+
+    @api.get("/v1/items/{item_id}", response_model=ItemInfo, dependencies=v1, responses=ERRORS)
+    async def get_item(item_id: str) -> ItemInfo:
+        return await service.item(item_id)
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return await service.health()
+
+    return api

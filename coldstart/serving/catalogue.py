@@ -1,0 +1,225 @@
+"""The ranker's state: every item in a faiss index, every user's vector and seen items, and
+registrations, replayed from the store at start and followed from its tail while serving.
+
+Warm users rank with their backbone vectors; cold ones (the artifact's cold
+users and registered users) with generated ones. A new user's profile may name
+liked items: their mean vector and the generated content vector each count
+half. Every public method first catches up with the store, so a registration
+made through another ranker replica is visible in the next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from coldstart.data.schema import find_table, read_table
+from coldstart.serving.errors import Conflict, Invalid, NotFound
+from coldstart.serving.index import ItemIndex
+from coldstart.serving.store import RegistrationStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UserEntry:
+    vector: np.ndarray
+    seen: np.ndarray  # item positions
+    warm: bool
+    registered: bool = False
+
+
+@dataclass
+class Catalogue:
+    item_ids: list[str]
+    titles: list[str | None]
+    item_vectors: np.ndarray
+    warm_items: np.ndarray
+    users: dict[str, UserEntry]
+    store: RegistrationStore | None = None
+    space: str = ""  # fingerprint of the backbone space; a record from another space is not served
+    index: ItemIndex = field(init=False)
+    item_pos: dict[str, int] = field(init=False)
+    item_cold: list[bool] = field(init=False)
+    registered_items: int = field(init=False, default=0)
+    registered_users: int = field(init=False, default=0)
+    stale: int = field(init=False, default=0)
+
+    def __post_init__(self):
+        self.index = ItemIndex(self.item_vectors.shape[1])
+        self.index.add(self.item_vectors)
+        self.item_pos = {item: i for i, item in enumerate(self.item_ids)}
+        self.item_cold = [not bool(w) for w in self.warm_items]
+        warm_norms = [np.linalg.norm(u.vector) for u in self.users.values() if u.warm]
+        self.user_norm = float(np.median(warm_norms)) if warm_norms else 1.0
+        self._lock = threading.RLock()  # faiss adds and searches, and the dicts, are not thread-safe together
+        if self.store is not None:
+            self.sync()
+
+    @classmethod
+    def from_artifacts(cls, artifacts: str | Path, generator, store: RegistrationStore | None = None) -> "Catalogue":
+        """Build from an artifacts folder and a `ServingGenerator` (which provides the cold vectors)."""
+        split = Path(artifacts) / "split"
+        meta, arrays = generator.meta, generator.arrays
+        user_vectors, item_vectors = generator.catalogue_vectors()
+        item_ids, user_ids = list(meta["item_ids"]), list(meta["user_ids"])
+        items = read_table(find_table(split, "items")).astype({"item_id": str}).set_index("item_id")
+        title_column = generator.content.templates.title_column
+        titles = items[title_column].reindex(item_ids) if title_column in items.columns \
+            else pd.Series([None] * len(item_ids))
+        titles = [None if pd.isna(t) else str(t) for t in titles]
+        train = read_table(find_table(split, "train")).astype({"user_id": str, "item_id": str})
+        item_pos = pd.Index(item_ids)
+        seen = train.assign(pos=item_pos.get_indexer(train["item_id"])).query("pos >= 0").groupby("user_id")["pos"]
+        seen = {user: np.asarray(positions, np.int64) for user, positions in seen}
+        empty = np.zeros(0, np.int64)
+        warm_users = arrays["warm_users"].astype(bool)
+        users = {user: UserEntry(user_vectors[i], seen.get(user, empty), bool(warm_users[i]))
+                 for i, user in enumerate(user_ids)}
+        space = hashlib.sha1(np.ascontiguousarray(arrays["item_vectors"], np.float32).tobytes()).hexdigest()[:16]
+        return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, store, space)
+
+    # ---- the store ----------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        if self.store is None:
+            return
+        with self._lock:
+            self._apply_all(self.store.read_new())
+
+    def _apply_all(self, records: list[dict]) -> None:
+        for record in records:
+            if record.get("space") != self.space:
+                self.stale += 1
+                log.warning("registered %s %r was made against other artifacts; not served (register it again)",
+                            record.get("kind"), record.get("id"))
+                continue
+            self._apply(record)
+
+    def _apply(self, record: dict) -> None:
+        if record["kind"] == "item":
+            if record["id"] in self.item_pos:  # a replayed duplicate: the first registration wins
+                return
+            self.item_pos[record["id"]] = int(self.index.add(np.asarray(record["vector"], np.float32))[0])
+            self.item_ids.append(record["id"])
+            self.titles.append(record.get("title"))
+            self.item_cold.append(True)
+            self.registered_items += 1
+        elif record["kind"] == "user":
+            if record["id"] in self.users:
+                return
+            seen = np.asarray([self.item_pos[i] for i in record["liked"] if i in self.item_pos], np.int64)
+            self.users[record["id"]] = UserEntry(np.asarray(record["vector"], np.float32), seen, False, True)
+            self.registered_users += 1
+
+    def _register(self, record: dict, check) -> None:
+        """Check against every record so far, append durably, then apply: never half-registered."""
+        if self.store is None:
+            raise RuntimeError("this catalogue has no registration store")
+        with self._lock, self.store.writing() as writer:
+            self._apply_all(writer.read_new())
+            check()
+            writer.append(record)
+            self._apply(record)
+
+    # ---- requests -----------------------------------------------------------------------------------
+
+    def _positions(self, ids: list[str], field_name: str) -> np.ndarray:
+        unknown = [i for i in ids if i not in self.item_pos]
+        if unknown:
+            raise NotFound(field_name, f"unknown item id(s): {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
+        return np.asarray([self.item_pos[i] for i in ids], np.int64)
+
+    def _rank(self, query: np.ndarray, k: int, exclude: np.ndarray | None, candidates: list[str] | None) -> list[dict]:
+        allowed = None if candidates is None else self._positions(candidates, "candidates")
+        positions, scores = self.index.search(query, k, exclude=exclude, allowed=allowed)
+        return [{"item_id": self.item_ids[p], "title": self.titles[p], "score": float(s), "cold": self.item_cold[p]}
+                for p, s in zip(positions, scores)]
+
+    def profile_query(self, content_vector: np.ndarray | None, liked: np.ndarray) -> np.ndarray:
+        """A new user's vector: the generated one, the mean of liked items' vectors, or half of each."""
+        parts = []
+        if content_vector is not None:
+            parts.append(np.asarray(content_vector, np.float32))
+        if len(liked):
+            parts.append(self.index.vectors(liked).mean(axis=0))
+        if not parts:
+            raise Invalid("profile", "nothing to recommend from: give attributes, text or liked items")
+        if len(parts) == 1 and content_vector is not None:
+            return parts[0]
+        # Users' and items' vectors differ in scale: put each part on the typical warm user's norm first.
+        scaled = [p / max(float(np.linalg.norm(p)), 1e-12) * self.user_norm for p in parts]
+        return np.mean(scaled, axis=0).astype(np.float32)
+
+    def recommend_user(self, user_id: str, k: int, exclude_seen: bool = True,
+                       candidates: list[str] | None = None) -> dict:
+        self.sync()
+        with self._lock:
+            user = self.users.get(user_id)
+            if user is None:
+                raise NotFound("user_id", f"unknown user {user_id!r}")
+            items = self._rank(user.vector, k, user.seen if exclude_seen else None, candidates)
+            return {"user_id": user_id, "path": "warm" if user.warm else "cold", "items": items}
+
+    def recommend_profile(self, content_vector: np.ndarray | None, liked: list[str], k: int,
+                          exclude_seen: bool = True, candidates: list[str] | None = None) -> dict:
+        self.sync()
+        with self._lock:
+            liked_positions = self._positions(liked, "profile.liked")
+            query = self.profile_query(content_vector, liked_positions)
+            items = self._rank(query, k, liked_positions if exclude_seen else None, candidates)
+            return {"user_id": None, "path": "cold", "items": items}
+
+    def register_item(self, item_id: str, vector: np.ndarray, *, title: str | None, attributes: dict,
+                      text: str, generator: str) -> dict:
+        vector = np.asarray(vector, np.float32)
+        self.sync()
+
+        def check():
+            if item_id in self.item_pos:
+                raise Conflict("item_id", f"item {item_id!r} already exists")
+
+        self._register({"kind": "item", "id": item_id, "title": title, "attributes": attributes, "text": text,
+                        "vector": vector.tolist(), "generator": generator, "space": self.space,
+                        "at": time.time()}, check)
+        return {"id": item_id, "kind": "item", "index_size": len(self.index)}
+
+    def register_user(self, user_id: str, content_vector: np.ndarray | None, *, liked: list[str],
+                      attributes: dict, text: str, generator: str) -> dict:
+        def check():
+            if user_id in self.users:
+                raise Conflict("user_id", f"user {user_id!r} already exists")
+
+        self.sync()
+        with self._lock:
+            liked_positions = self._positions(liked, "liked")
+            vector = self.profile_query(content_vector, liked_positions)
+            self._register({"kind": "user", "id": user_id, "attributes": attributes, "text": text, "liked": liked,
+                            "vector": vector.tolist(), "generator": generator, "space": self.space,
+                            "at": time.time()}, check)
+        return {"id": user_id, "kind": "user", "index_size": len(self.index)}
+
+    def item_info(self, item_id: str) -> dict:
+        self.sync()
+        with self._lock:
+            pos = self.item_pos.get(item_id)
+            if pos is None:
+                raise NotFound("item_id", f"unknown item {item_id!r}")
+            return {"item_id": item_id, "title": self.titles[pos], "cold": self.item_cold[pos],
+                    "registered": pos >= len(self.warm_items)}
+
+    def has_item(self, item_id: str) -> bool:
+        self.sync()
+        return item_id in self.item_pos
+
+    def stats(self) -> dict:
+        self.sync()
+        return {"items": len(self.index), "users": len(self.users), "registered_items": self.registered_items,
+                "registered_users": self.registered_users, "stale_records": self.stale}

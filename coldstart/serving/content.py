@@ -1,0 +1,85 @@
+"""The content of a new item or user, built exactly as training built it for the catalogue.
+
+Text: the artifact's template over the given attributes (a user's `{liked}`
+left empty, as in training), then the request's free text. Attribute
+one-hots: the artifact's fitted `AttributeEncoder`, so an unseen value gets no
+bit. The text vector comes from the encoder stage; `features` joins the two
+into the generator's input.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from coldstart.features import AttributeEncoder
+from coldstart.serving.errors import Invalid
+from coldstart.text.templates import TextTemplates, render
+
+Side = Literal["item", "user"]
+NUMERIC_KINDS = ("decade", "bins")
+
+
+class NewContent:
+    def __init__(self, spec: dict):
+        self.templates = TextTemplates.model_validate(spec["templates"])
+        self.attribute_encoders = {"item": AttributeEncoder.from_json(spec["item_attributes"]),
+                                   "user": AttributeEncoder.from_json(spec["user_attributes"])}
+        self.text_dim = int(spec["text_dim"])
+
+    def _template(self, side: Side) -> str | None:
+        return self.templates.item if side == "item" else self.templates.user
+
+    def known_attributes(self, side: Side) -> set[str]:
+        """Attributes that change a new entity's content: template fields and encoded columns."""
+        template = self._template(side)
+        fields = {f for _, f, _, _ in string.Formatter().parse(template or "") if f}
+        if "gender_word" in fields:
+            fields.add("gender")
+        return (fields | {c["name"] for c in self.attribute_encoders[side].columns}) - {"liked", "gender_word"}
+
+    def check(self, side: Side, attributes: dict, field: str = "attributes") -> None:
+        """An attribute the encoder bins by number must be a number; the error names it."""
+        for column in self.attribute_encoders[side].columns:
+            value = attributes.get(column["name"])
+            if column["kind"] in NUMERIC_KINDS and value is not None:
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    raise Invalid(f"{field}.{column['name']}", f"must be a number, got {value!r}") from None
+                if not np.isfinite(number):
+                    raise Invalid(f"{field}.{column['name']}", f"must be a finite number, got {value!r}")
+
+    def usable(self, side: Side, attributes: dict, text: str, title: str | None = None) -> bool:
+        """Whether anything here says what the entity is (an automatic template reads every attribute)."""
+        given = {k for k, v in attributes.items() if v is not None and str(v).strip()}
+        known = given if self._template(side) is None else given & self.known_attributes(side)
+        return bool(known or text.strip() or (title or "").strip())
+
+    def _row(self, side: Side, attributes: dict, title: str | None) -> pd.DataFrame:
+        template = self._template(side)
+        columns = {f for _, f, _, _ in string.Formatter().parse(template or "") if f} - {"liked", "gender_word"}
+        columns |= {c["name"] for c in self.attribute_encoders[side].columns}
+        row = {name: None for name in sorted(columns)}
+        row.update(attributes)
+        if side == "item" and title is not None:
+            row[self.templates.title_column] = title
+        id_column = f"{side}_id"
+        row.pop(id_column, None)
+        return pd.DataFrame([{id_column: "", **row}], dtype=object)
+
+    def text(self, side: Side, attributes: dict, text: str = "", title: str | None = None) -> str:
+        row = self._row(side, attributes, title)
+        extra = {"liked": pd.Series([""])} if side == "user" else None
+        rendered = render(self._template(side), row, f"{side}_id", title=self.templates.title_column,
+                          extra=extra)[0]
+        return " ".join(part for part in (rendered, text.strip()) if part)
+
+    def features(self, side: Side, text_vector: np.ndarray, attributes: dict) -> np.ndarray:
+        """(1, text_dim + attribute dims) float32: the generator's input."""
+        one_hots = self.attribute_encoders[side].transform(self._row(side, attributes, None))
+        text_vector = np.asarray(text_vector, np.float32).reshape(1, -1)
+        return np.concatenate([text_vector, one_hots], axis=1).astype(np.float32)

@@ -1,0 +1,116 @@
+"""Request and response bodies of the HTTP API (v1); their limits are part of the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_K = 100
+MAX_TEXT_CHARS = 2000
+MAX_ATTRIBUTES = 64
+MAX_LIKED = 500
+MAX_CANDIDATES = 10_000
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+
+AttributeValue = str | int | float | bool | None
+Id = Field(..., pattern=ID_PATTERN, description="1-128 characters: letters, digits, '_', '.', ':', '-'.")
+
+
+class FieldValueError(ValueError):
+    """A check across fields; the API names `field` (within the object that failed) in its answer."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error that names it, not silently ignored
+
+
+def _check_attributes(cls, attributes: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ValueError(f"at most {MAX_ATTRIBUTES} attributes, got {len(attributes)}")
+    for name, value in attributes.items():
+        if not name or len(name) > 64:
+            raise ValueError(f"attribute names are 1-64 characters, got {name[:80]!r}")
+        if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+            raise ValueError(f"attribute {name!r} is longer than {MAX_TEXT_CHARS} characters")
+    return attributes
+
+
+class Profile(_Body):
+    """A new user described by what we know: any of attributes, free text and liked items."""
+
+    attributes: dict[str, AttributeValue] = Field(default_factory=dict,
+                                                  description="E.g. {\"age\": 31, \"gender\": \"F\", \"occupation\": \"writer\"}.")
+    text: str = Field("", max_length=MAX_TEXT_CHARS, description="Free text about the user.")
+    liked: list[str] = Field(default_factory=list, max_length=MAX_LIKED, description="Ids of items the user liked.")
+
+    _limits = field_validator("attributes")(_check_attributes)
+
+
+class RecommendRequest(_Body):
+    user_id: str | None = Field(None, max_length=128, description="A known or registered user; or give `profile`.")
+    profile: Profile | None = Field(None, description="A new user's profile; or give `user_id`.")
+    k: int = Field(10, gt=0, le=MAX_K, description="How many items.")
+    exclude_seen: bool = Field(True, description="Leave out items the user interacted with or liked.")
+    candidates: list[str] | None = Field(None, max_length=MAX_CANDIDATES,
+                                         description="Rank only among these item ids.")
+
+    @model_validator(mode="after")
+    def _one_user(self) -> "RecommendRequest":
+        if (self.user_id is None) == (self.profile is None):
+            raise FieldValueError("user_id, profile", "give exactly one of them")
+        return self
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str | None
+    score: float
+    cold: bool = Field(..., description="True if the item had no training interactions (new or registered).")
+
+
+class Recommendation(BaseModel):
+    user_id: str | None
+    path: Literal["warm", "cold"] = Field(..., description="warm: a user with training history; cold: anyone else.")
+    items: list[RecommendedItem]
+
+
+class NewItem(_Body):
+    item_id: str = Id
+    title: str | None = Field(None, max_length=512, description="Display title; also part of the item's text.")
+    attributes: dict[str, AttributeValue] = Field(default_factory=dict,
+                                                  description="E.g. {\"year\": 1999, \"genres\": \"Comedy|Drama\"}.")
+    text: str = Field("", max_length=MAX_TEXT_CHARS, description="Free text about the item (a description).")
+
+    _limits = field_validator("attributes")(_check_attributes)
+
+
+class NewUser(Profile):
+    user_id: str = Id
+
+
+class ItemInfo(BaseModel):
+    item_id: str
+    title: str | None
+    cold: bool
+    registered: bool = Field(..., description="Registered through the API (not in the training artifacts).")
+
+
+class Registered(BaseModel):
+    id: str
+    kind: Literal["item", "user"]
+    index_size: int = Field(..., description="Items in the index after this registration.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    items: int
+    users: int
+    registered_items: int
+    registered_users: int
+    generator: str
+    encoder: str

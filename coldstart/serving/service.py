@@ -1,0 +1,113 @@
+"""The request logic: text -> encoder -> generator -> ranker, once for every way it is deployed.
+
+Each stage is reached through `Stage.call(method, *args)`: in one process
+(`LocalStage`, what the tests and the plain-uvicorn baseline use) or through a
+Ray Serve deployment handle (`serve/app.py`). Validation that needs no model
+happens here, before any stage runs, so bad input costs nothing and writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Protocol
+
+import numpy as np
+
+from coldstart.serving.content import NewContent
+from coldstart.serving.errors import Invalid
+from coldstart.serving.metrics import ServiceMetrics
+from coldstart.serving.schemas import (Health, ItemInfo, NewItem, NewUser, Recommendation, RecommendRequest,
+                                       Registered)
+
+
+class Stage(Protocol):
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class LocalStage:
+    """A stage object in this process, called directly."""
+
+    def __init__(self, target: Any):
+        self.target = target
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.target, method)(*args, **kwargs)
+
+
+class RecommendService:
+    def __init__(self, *, encoder: Stage, generator: Stage, ranker: Stage, content: NewContent,
+                 generator_name: str, encoder_name: str, metrics: ServiceMetrics | None = None):
+        self.encoder, self.generator, self.ranker = encoder, generator, ranker
+        self.content = content
+        self.generator_name, self.encoder_name = generator_name, encoder_name
+        self.metrics = metrics or ServiceMetrics()
+
+    @contextlib.contextmanager
+    def _timed(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.metrics.stage(stage, (time.perf_counter() - started) * 1000.0)
+
+    async def _content_vector(self, side: str, attributes: dict, text: str, title: str | None = None) -> np.ndarray:
+        """Generated vector of a new item or user from its template text and attributes."""
+        rendered = self.content.text(side, attributes, text, title)
+        with self._timed("encode"):
+            text_vector = await self.encoder.call("embed", rendered) if rendered \
+                else np.zeros(self.content.text_dim, np.float32)
+        with self._timed("generate"):
+            return await self.generator.call(f"{side}_vector", text_vector, attributes)
+
+    async def recommend(self, request: RecommendRequest) -> Recommendation:
+        if request.user_id is not None:
+            with self._timed("rank"):
+                result = await self.ranker.call("recommend_user", request.user_id, request.k, request.exclude_seen,
+                                                request.candidates)
+        else:
+            profile = request.profile
+            self.content.check("user", profile.attributes, "profile.attributes")
+            has_content = self.content.usable("user", profile.attributes, profile.text)
+            if not has_content and not profile.liked:
+                raise Invalid("profile", "empty: give attributes, text or liked item ids")
+            vector = await self._content_vector("user", profile.attributes, profile.text) if has_content else None
+            with self._timed("rank"):
+                result = await self.ranker.call("recommend_profile", vector, profile.liked, request.k,
+                                                request.exclude_seen, request.candidates)
+        self.metrics.request("recommend", result["path"])
+        return Recommendation.model_validate(result)
+
+    async def register_item(self, item: NewItem) -> Registered:
+        self.content.check("item", item.attributes)
+        if not self.content.usable("item", item.attributes, item.text, item.title):
+            raise Invalid("title, attributes, text", "nothing describes the item: give a title, attributes or text")
+        vector = await self._content_vector("item", item.attributes, item.text, item.title)
+        with self._timed("register"):
+            result = await self.ranker.call("register_item", item.item_id, vector, title=item.title,
+                                            attributes=item.attributes, text=item.text, generator=self.generator_name)
+        self.metrics.request("register_item", "cold")
+        return Registered.model_validate(result)
+
+    async def register_user(self, user: NewUser) -> Registered:
+        self.content.check("user", user.attributes)
+        has_content = self.content.usable("user", user.attributes, user.text)
+        if not has_content and not user.liked:
+            raise Invalid("attributes, text, liked", "nothing describes the user: give attributes, text or liked ids")
+        vector = await self._content_vector("user", user.attributes, user.text) if has_content else None
+        with self._timed("register"):
+            result = await self.ranker.call("register_user", user.user_id, vector, liked=user.liked,
+                                            attributes=user.attributes, text=user.text, generator=self.generator_name)
+        self.metrics.request("register_user", "cold")
+        return Registered.model_validate(result)
+
+    async def item(self, item_id: str) -> ItemInfo:
+        info = ItemInfo.model_validate(await self.ranker.call("item_info", item_id))
+        self.metrics.request("get_item", "cold" if info.cold else "warm")
+        return info
+
+    async def health(self) -> Health:
+        stats = await self.ranker.call("stats")
+        return Health(status="ok", generator=self.generator_name, encoder=self.encoder_name,
+                      **{k: stats[k] for k in ("items", "users", "registered_items", "registered_users")})

@@ -1,0 +1,137 @@
+"""The append-only store of registered items and users: one checksummed JSON line per record.
+
+Durability: a record is one `write` of a whole line on an O_APPEND descriptor,
+then `fsync`; the registration is acknowledged only after that, so an answered
+registration survives a crash or a restart. Writers (ranker replicas, in other
+processes too) hold an exclusive `flock` while they append; readers follow the
+log's tail and take only whole lines.
+
+A torn record (a crash in the middle of a write leaves a last line without its
+newline, or a line whose checksum fails) is never served: the tail is cut off,
+with a warning, before the next append; a bad line elsewhere is skipped with a
+warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from coldstart.artifacts import _fsync_dir
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "registrations.log"
+
+
+def encode_record(record: dict) -> bytes:
+    payload = json.dumps(record, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return f"{zlib.crc32(payload.encode()):08x} {payload}\n".encode()
+
+
+def decode_record(line: bytes) -> dict | None:
+    """The record of one whole line, or None if its checksum or JSON is bad."""
+    try:
+        text = line.decode("ascii").rstrip("\n")
+        crc, payload = text[:8], text[9:]
+        if text[8:9] != " " or int(crc, 16) != zlib.crc32(payload.encode()):
+            return None
+        record = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class RegistrationStore:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / LOG_FILE
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        os.close(fd)
+        _fsync_dir(self.folder)  # the log file itself must survive a crash, not only its records
+        self.offset = 0  # bytes of the log this reader has consumed
+        self.skipped = 0  # bad records met while reading
+
+    def read_new(self) -> list[dict]:
+        """Whole records appended since the last call (a line still being written waits for the next)."""
+        size = os.stat(self.path).st_size
+        if size <= self.offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(size - self.offset)
+        end = data.rfind(b"\n") + 1
+        records = []
+        for line in data[:end].splitlines(keepends=True):
+            record = decode_record(line)
+            if record is None:
+                self.skipped += 1
+                log.warning("%s: skipping a damaged record at byte %d", self.path, self.offset)
+            else:
+                records.append(record)
+            self.offset += len(line)
+        return records
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator["_Writer"]:
+        """Hold the writers' lock: read what others appended, then append (`writer.append`)."""
+        with open(self.path, "rb+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                self._cut_torn_tail(f)
+                yield _Writer(self)
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _cut_torn_tail(self, f) -> None:
+        """Under the lock nobody is mid-write, so a last line without its newline is a crashed write."""
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n") + 1
+        if cut == 0 and size > len(tail):
+            raise RuntimeError(f"{self.path}: a last record longer than 64 KiB has no end; refusing to guess")
+        keep = size - len(tail) + cut
+        log.warning("%s: dropping a torn last record (%d bytes) left by an interrupted write", self.path, size - keep)
+        os.ftruncate(f.fileno(), keep)
+        os.fsync(f.fileno())
+        self.offset = min(self.offset, keep)
+
+    def _append(self, record: dict) -> None:
+        line = encode_record(record)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):  # a short write leaves a torn line: cut it now, not at the next start
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+                raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class _Writer:
+    def __init__(self, store: RegistrationStore):
+        self.store = store
+
+    def read_new(self) -> list[dict]:
+        return self.store.read_new()
+
+    def append(self, record: dict) -> None:
+        """Durable when this returns. The caller applies the record itself (the next read skips it)."""
+        if os.stat(self.store.path).st_size != self.store.offset:
+            # A check made before catching up (a duplicate id, say) would not see others' records.
+            raise RuntimeError("read_new() must return every record before append()")
+        self.store._append(record)
+        self.store.offset = os.stat(self.store.path).st_size

@@ -1,0 +1,219 @@
+"""The serving core without Ray: store, index, content, catalogue, and the HTTP API in-process."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from coldstart.serving.api import create_api
+from coldstart.serving.catalogue import Catalogue
+from coldstart.serving.index import ItemIndex
+from coldstart.serving.models import ServingEncoder, ServingGenerator
+from coldstart.serving.service import LocalStage, RecommendService
+from coldstart.serving.store import RegistrationStore, encode_record
+from coldstart.text.templates import TextTemplates, item_texts
+from tests.serving_artifacts import build_artifacts
+
+SCI_FI_JOB = "job5"  # make_tables: users with occupation jobN mostly like genre N; GENRES[5] is Sci-Fi
+
+
+# ---- store ------------------------------------------------------------------------------------------
+
+def _append(store: RegistrationStore, record: dict) -> None:
+    with store.writing() as writer:
+        writer.read_new()
+        writer.append(record)
+
+
+def test_store_survives_reopening_and_other_writers(tmp_path):
+    a, b = RegistrationStore(tmp_path), RegistrationStore(tmp_path)  # two replicas, one log
+    _append(a, {"kind": "item", "id": "x"})
+    _append(b, {"kind": "item", "id": "y"})
+    assert [r["id"] for r in a.read_new()] == ["y"]  # a wrote x itself; it reads only what it has not seen
+    assert [r["id"] for r in RegistrationStore(tmp_path).read_new()] == ["x", "y"]
+
+
+def test_store_append_needs_a_caught_up_reader(tmp_path):
+    a, b = RegistrationStore(tmp_path), RegistrationStore(tmp_path)
+    _append(a, {"kind": "item", "id": "x"})
+    with pytest.raises(RuntimeError, match="read_new"), b.writing() as writer:
+        writer.append({"kind": "item", "id": "x"})  # b never saw x: its duplicate check would be wrong
+    assert len(RegistrationStore(tmp_path).read_new()) == 1
+
+
+def test_store_drops_a_torn_last_record_and_appends_cleanly(tmp_path, caplog):
+    store = RegistrationStore(tmp_path)
+    _append(store, {"kind": "item", "id": "x"})
+    with open(store.path, "ab") as f:  # a crash in the middle of a write
+        f.write(encode_record({"kind": "item", "id": "torn"})[:-7])
+    reader = RegistrationStore(tmp_path)
+    assert [r["id"] for r in reader.read_new()] == ["x"]  # the partial line is never served
+    with caplog.at_level(logging.WARNING):
+        _append(reader, {"kind": "item", "id": "z"})
+    assert "torn last record" in caplog.text
+    assert [r["id"] for r in RegistrationStore(tmp_path).read_new()] == ["x", "z"]
+
+
+def test_store_skips_a_damaged_record(tmp_path, caplog):
+    store = RegistrationStore(tmp_path)
+    _append(store, {"kind": "item", "id": "x"})
+    line = encode_record({"kind": "item", "id": "y"}).replace(b'"y"', b'"Y"')  # checksum no longer matches
+    with open(store.path, "ab") as f:
+        f.write(line)
+    _append(store, {"kind": "item", "id": "z"})
+    with caplog.at_level(logging.WARNING):
+        records = RegistrationStore(tmp_path).read_new()
+    assert [r["id"] for r in records] == ["x", "z"]
+    assert "damaged record" in caplog.text
+
+
+# ---- index ------------------------------------------------------------------------------------------
+
+def test_index_excludes_filters_and_grows():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    index = ItemIndex(8)
+    index.add(vectors)
+    query = rng.normal(size=8).astype(np.float32)
+    order = np.argsort(-(vectors @ query))
+    positions, scores = index.search(query, 5)
+    np.testing.assert_array_equal(positions, order[:5])
+    np.testing.assert_allclose(scores, (vectors @ query)[order[:5]], rtol=1e-5)
+    positions, _ = index.search(query, 5, exclude=order[:3])
+    np.testing.assert_array_equal(positions, order[3:8])
+    positions, _ = index.search(query, 10, allowed=np.array([7, 3, 9]), exclude=np.array([9]))
+    assert sorted(positions) == [3, 7]  # fewer than k qualify: only those come back
+    assert index.add(query * 100)[0] == 50
+    assert index.search(query, 1)[0][0] == 50
+    assert len(index.search(query, 10, allowed=np.array([], np.int64))[0]) == 0
+
+
+# ---- the in-process service -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, minilm):
+    return build_artifacts(tmp_path_factory.mktemp("serving-artifacts"), minilm)
+
+
+@pytest.fixture(scope="module")
+def models(artifacts):
+    generator = ServingGenerator(artifacts)
+    return generator, ServingEncoder(artifacts, generator.meta["content"])
+
+
+def _client(artifacts, models, store_dir, api_key=None) -> TestClient:
+    generator, encoder = models
+    catalogue = Catalogue.from_artifacts(artifacts, generator, RegistrationStore(store_dir))
+    service = RecommendService(encoder=LocalStage(encoder), generator=LocalStage(generator),
+                               ranker=LocalStage(catalogue), content=generator.content,
+                               generator_name=generator.name, encoder_name=encoder.kind)
+    return TestClient(create_api(service, api_key))
+
+
+def test_new_item_content_is_built_as_training_built_it(artifacts, models):
+    generator, encoder = models
+    items = pd.read_parquet(artifacts / "split" / "items.parquet")
+    expected_text = item_texts(items, TextTemplates())["text"]
+    row = items.iloc[3]
+    attributes = {"year": int(row["year"]), "genres": row["genres"]}
+    text = generator.content.text("item", attributes, title=row["title"])
+    assert text == expected_text.iloc[3]
+    features = generator.content.features("item", encoder.embed(text), attributes)
+    position = generator.meta["item_ids"].index(row["item_id"])
+    np.testing.assert_allclose(features[0], generator.arrays["item_features"][position], atol=1e-5)
+
+
+def test_every_endpoint_in_process(artifacts, models, tmp_path):
+    client = _client(artifacts, models, tmp_path / "store")
+    health = client.get("/healthz").json()
+    assert health["items"] == 90 and health["users"] == 120 and health["generator"] == "distill"
+    warm = client.post("/v1/recommend", json={"user_id": "u1", "k": 5}).json()
+    assert warm["path"] == "warm" and len(warm["items"]) == 5
+    seen = set(pd.read_parquet(artifacts / "split" / "train.parquet").query("user_id == 'u1'")["item_id"])
+    assert not seen & {i["item_id"] for i in warm["items"]}
+    with_seen = client.post("/v1/recommend", json={"user_id": "u1", "k": 90, "exclude_seen": False}).json()
+    assert seen <= {i["item_id"] for i in with_seen["items"]}
+    only = client.post("/v1/recommend", json={"user_id": "u1", "k": 5, "candidates": ["i1", "i2"]}).json()
+    assert {i["item_id"] for i in only["items"]} <= {"i1", "i2"}
+
+    created = client.post("/v1/items", json={"item_id": "new-scifi", "title": "Star Voyage",
+                                             "attributes": {"year": 1998, "genres": "Sci-Fi"}})
+    assert created.status_code == 201 and created.json()["index_size"] == 91
+    assert client.get("/v1/items/new-scifi").json() == {"item_id": "new-scifi", "title": "Star Voyage",
+                                                         "cold": True, "registered": True}
+    user = client.post("/v1/users", json={"user_id": "new-user", "attributes": {"occupation": SCI_FI_JOB},
+                                          "liked": ["new-scifi"]})
+    assert user.status_code == 201
+    mine = client.post("/v1/recommend", json={"user_id": "new-user", "k": 5}).json()
+    assert mine["path"] == "cold" and "new-scifi" not in {i["item_id"] for i in mine["items"]}  # liked = seen
+
+
+def test_registered_item_reaches_a_matching_user_and_survives_a_restart(artifacts, models, tmp_path):
+    client = _client(artifacts, models, tmp_path / "store")
+    # k = 20 of 91 items: the new item ranks among the Sci-Fi items (about 15) for a Sci-Fi fan, far below for others.
+    profile = {"profile": {"attributes": {"occupation": SCI_FI_JOB, "age": 30, "gender": "M"}}, "k": 20}
+    before = client.post("/v1/recommend", json=profile).json()
+    client.post("/v1/items", json={"item_id": "new-scifi", "title": "Star Voyage",
+                                   "attributes": {"year": 1998, "genres": "Sci-Fi"}})
+    after = client.post("/v1/recommend", json=profile).json()
+    assert "new-scifi" in [i["item_id"] for i in after["items"]]
+    assert [i for i in after["items"] if i["item_id"] == "new-scifi"][0]["cold"] is True
+    assert len(before["items"]) == len(after["items"]) == 20
+    horror = client.post("/v1/recommend", json={"profile": {"attributes": {"occupation": "job3"}}, "k": 20}).json()
+    assert "new-scifi" not in [i["item_id"] for i in horror["items"]]  # not merely recommended to everyone
+
+    restarted = _client(artifacts, models, tmp_path / "store")
+    assert restarted.post("/v1/recommend", json=profile).json() == after
+    assert restarted.get("/healthz").json()["registered_items"] == 1
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "field"), [
+    ("post", "/v1/recommend", {"user_id": "nobody"}, 404, "user_id"),
+    ("post", "/v1/recommend", {"user_id": "u1", "k": 0}, 422, "k"),
+    ("post", "/v1/recommend", {"user_id": "u1", "k": 101}, 422, "k"),
+    ("post", "/v1/recommend", {"user_id": "u1", "profile": {"text": "x"}}, 422, "user_id, profile"),
+    ("post", "/v1/recommend", {}, 422, "user_id, profile"),
+    ("post", "/v1/recommend", {"profile": {}}, 422, "profile"),
+    ("post", "/v1/recommend", {"profile": {"attributes": {"hobby": "chess"}}}, 422, "profile"),
+    ("post", "/v1/recommend", {"profile": {"text": "x" * 2001}}, 422, "profile.text"),
+    ("post", "/v1/recommend", {"profile": {"liked": ["nope"]}}, 404, "profile.liked"),
+    ("post", "/v1/recommend", {"profile": {"attributes": {"age": "old"}}}, 422, "profile.attributes.age"),
+    ("post", "/v1/recommend", {"profile": {"attributes": {f"a{i}": 1 for i in range(65)}}}, 422,
+     "profile.attributes"),
+    ("post", "/v1/recommend", {"user_id": "u1", "candidates": ["nope"]}, 404, "candidates"),
+    ("post", "/v1/recommend", {"user_id": "u1", "kk": 3}, 422, "kk"),
+    ("post", "/v1/items", {"item_id": "i1", "title": "again"}, 409, "item_id"),
+    ("post", "/v1/items", {"item_id": "bad id!", "title": "t"}, 422, "item_id"),
+    ("post", "/v1/items", {"item_id": "empty"}, 422, "title, attributes, text"),
+    ("post", "/v1/items", {"item_id": "long", "text": "y" * 2001}, 422, "text"),
+    ("post", "/v1/items", {"item_id": "y", "attributes": {"year": "soon", "genres": "Drama"}}, 422,
+     "attributes.year"),
+    ("post", "/v1/users", {"user_id": "u1", "text": "again"}, 409, "user_id"),
+    ("post", "/v1/users", {"user_id": "v", "liked": ["nope"]}, 404, "liked"),
+    ("post", "/v1/users", {"user_id": "v"}, 422, "attributes, text, liked"),
+    ("get", "/v1/items/nope", None, 404, "item_id"),
+])
+def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(artifacts, models, tmp_path, method, path, body,
+                                                                 status, field):
+    client = _client(artifacts, models, tmp_path / "store")
+    response = client.request(method.upper(), path, json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["field"] == field
+    assert field.split(".")[-1].split(",")[0] in response.json()["error"]
+    assert (tmp_path / "store" / "registrations.log").stat().st_size == 0
+
+
+def test_malformed_json_and_the_api_key(artifacts, models, tmp_path):
+    client = _client(artifacts, models, tmp_path / "store", api_key="s3cret")
+    assert client.get("/healthz").status_code == 200  # probes need no key
+    assert client.post("/v1/recommend", json={"user_id": "u1"}).status_code == 401
+    assert client.post("/v1/recommend", json={"user_id": "u1"}, headers={"X-API-Key": "wrong"}).status_code == 401
+    ok = client.post("/v1/recommend", json={"user_id": "u1"}, headers={"X-API-Key": "s3cret"})
+    assert ok.status_code == 200
+    bad = client.post("/v1/items", content=b'{"item_id": "x", ', headers={"X-API-Key": "s3cret",
+                                                                           "Content-Type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["field"] == "body" and "malformed JSON" in bad.json()["error"]
