@@ -1,0 +1,35 @@
+"""Encoder deployment: text -> embedding, batched across concurrent requests (`@serve.batch`).
+
+A thin shell over `coldstart.serving.models.ServingEncoder` (the distilled
+student by default); it runs on a GPU where the replica is given one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import torch
+from ray import serve
+
+from coldstart.serving.config import ServeConfig
+from coldstart.serving.models import ServingEncoder, content_spec
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
+class Encoder:
+    def __init__(self, settings: dict):
+        cfg = ServeConfig.model_validate(settings)
+        torch.set_num_threads(cfg.torch_threads)
+        self.encoder = ServingEncoder(cfg.artifacts, content_spec(cfg.artifacts, cfg.generator), cfg.encoder)
+        self.embed.set_max_batch_size(cfg.batch_size)
+        self.embed.set_batch_wait_timeout_s(cfg.batch_wait_ms / 1000.0)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def embed(self, texts: list[str]) -> list[np.ndarray]:
+        # Off the event loop, so the next batch gathers while this one runs.
+        vectors = await asyncio.to_thread(self.encoder.encode, texts)
+        return list(vectors)
+
+    def kind(self) -> str:
+        return self.encoder.kind

@@ -1,0 +1,58 @@
+"""Ranker deployment: the faiss index over every item, users' seen items, and registrations.
+
+A thin shell over `coldstart.serving.catalogue.Catalogue`. Replicas share the
+append-only registration store and follow its tail, so an item registered
+through one replica is ranked by all of them from the next request on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ray import serve
+
+from coldstart.serving.catalogue import Catalogue
+from coldstart.serving.config import ServeConfig
+from coldstart.serving.models import ServingGenerator
+from coldstart.serving.store import RegistrationStore
+from serve.metrics import index_size_gauge
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+class Ranker:
+    def __init__(self, settings: dict):
+        cfg = ServeConfig.model_validate(settings)
+        torch.set_num_threads(cfg.torch_threads)
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # exact search over thousands of items: threads cost more than they give
+        generator = ServingGenerator(cfg.artifacts, cfg.generator)  # for the catalogue's cold vectors only
+        self.catalogue = Catalogue.from_artifacts(cfg.artifacts, generator, RegistrationStore(cfg.store_dir))
+        self.index_size = index_size_gauge()
+        self._report()
+
+    def _report(self) -> None:
+        self.index_size.set(len(self.catalogue.index))
+
+    def recommend_user(self, user_id: str, k: int, exclude_seen: bool = True, candidates=None) -> dict:
+        return self.catalogue.recommend_user(user_id, k, exclude_seen, candidates)
+
+    def recommend_profile(self, content_vector, liked: list[str], k: int, exclude_seen: bool = True,
+                          candidates=None) -> dict:
+        return self.catalogue.recommend_profile(content_vector, liked, k, exclude_seen, candidates)
+
+    def register_item(self, item_id: str, vector: np.ndarray, **fields) -> dict:
+        result = self.catalogue.register_item(item_id, vector, **fields)
+        self._report()
+        return result
+
+    def register_user(self, user_id: str, content_vector, **fields) -> dict:
+        return self.catalogue.register_user(user_id, content_vector, **fields)
+
+    def item_info(self, item_id: str) -> dict:
+        return self.catalogue.item_info(item_id)
+
+    def stats(self) -> dict:
+        stats = self.catalogue.stats()
+        self._report()  # registrations made through another replica grow this one's index too
+        return stats

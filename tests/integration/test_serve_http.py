@@ -1,0 +1,158 @@
+"""The HTTP API through real requests against a real local Ray Serve app (encoder -> generator -> ranker)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.serving_artifacts import build_artifacts
+
+pytestmark = pytest.mark.slow
+
+SCI_FI_JOB = "job5"  # make_tables: users with occupation jobN mostly like genre N; GENRES[5] is Sci-Fi
+NEW_ITEM = {"item_id": "new-scifi", "title": "Star Voyage", "attributes": {"year": 1998, "genres": "Sci-Fi"},
+            "text": "A crew crosses the galaxy."}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _deploy(artifacts, store):
+    from ray import serve
+
+    from serve.app import build_app
+
+    serve.run(build_app({"artifacts": str(artifacts), "store": str(store)}), name="coldstart", route_prefix="/",
+              blocking=False)
+
+
+@pytest.fixture(scope="module")
+def app(ray_cluster, tmp_path_factory, minilm):
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("serve-http")
+    artifacts = build_artifacts(root / "artifacts", minilm)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    _deploy(artifacts, root / "store")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    yield {"client": client, "artifacts": artifacts, "store": root / "store"}
+    client.close()
+    serve.shutdown()
+
+
+def test_health_and_openapi(app):
+    client = app["client"]
+    health = client.get("/healthz").json()
+    assert health == {"status": "ok", "items": 90, "users": 120, "registered_items": 0, "registered_users": 0,
+                      "generator": "distill", "encoder": "teacher"}
+    schema = client.get("/openapi.json").json()
+    assert schema["info"]["version"] == "1"
+    assert {"/v1/recommend", "/v1/items", "/v1/users", "/v1/items/{item_id}", "/healthz"} <= set(schema["paths"])
+
+
+def test_warm_user_and_new_profile(app):
+    client = app["client"]
+    warm = client.post("/v1/recommend", json={"user_id": "u1", "k": 5})
+    assert warm.status_code == 200
+    body = warm.json()
+    assert body["path"] == "warm" and len(body["items"]) == 5
+    assert [i["score"] for i in body["items"]] == sorted((i["score"] for i in body["items"]), reverse=True)
+    assert set(body["items"][0]) == {"item_id", "title", "score", "cold"}
+    cold = client.post("/v1/recommend", json={"profile": {"attributes": {"occupation": SCI_FI_JOB, "age": 30},
+                                                          "text": "likes space films"}, "k": 7}).json()
+    assert cold["path"] == "cold" and cold["user_id"] is None and len(cold["items"]) == 7
+
+
+def test_registered_item_is_recommended_to_a_matching_profile_next_request(app):
+    client = app["client"]
+    profile = {"profile": {"attributes": {"occupation": SCI_FI_JOB, "age": 30, "gender": "M"}}, "k": 20}
+    assert "new-scifi" not in [i["item_id"] for i in client.post("/v1/recommend", json=profile).json()["items"]]
+    created = client.post("/v1/items", json=NEW_ITEM)
+    assert created.status_code == 201 and created.json() == {"id": "new-scifi", "kind": "item", "index_size": 91}
+    items = client.post("/v1/recommend", json=profile).json()["items"]
+    assert "new-scifi" in [i["item_id"] for i in items]
+    assert next(i for i in items if i["item_id"] == "new-scifi")["cold"] is True
+    other = client.post("/v1/recommend", json={"profile": {"attributes": {"occupation": "job3"}}, "k": 20}).json()
+    assert "new-scifi" not in [i["item_id"] for i in other["items"]]
+    assert client.get("/v1/items/new-scifi").json() == {"item_id": "new-scifi", "title": "Star Voyage",
+                                                         "cold": True, "registered": True}
+    assert client.get("/v1/items/i1").json()["registered"] is False
+
+
+def test_registered_user_gets_recommendations_by_id(app):
+    client = app["client"]
+    created = client.post("/v1/users", json={"user_id": "fan", "attributes": {"occupation": SCI_FI_JOB},
+                                             "liked": ["i5"]})
+    assert created.status_code == 201 and created.json()["kind"] == "user"
+    body = client.post("/v1/recommend", json={"user_id": "fan", "k": 5}).json()
+    assert body["path"] == "cold" and len(body["items"]) == 5
+    assert "i5" not in [i["item_id"] for i in body["items"]]  # liked counts as seen
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "field"), [
+    ("post", "/v1/recommend", {"user_id": "nobody"}, 404, "user_id"),
+    ("post", "/v1/recommend", {"profile": {}}, 422, "profile"),
+    ("post", "/v1/recommend", {"user_id": "u1", "k": 0}, 422, "k"),
+    ("post", "/v1/recommend", {"user_id": "u1", "k": 1000}, 422, "k"),
+    ("post", "/v1/recommend", {"profile": {"text": "x" * 5000}}, 422, "profile.text"),
+    ("post", "/v1/recommend", {"profile": {"liked": ["nope"]}}, 404, "profile.liked"),
+    ("post", "/v1/items", {"item_id": "i1", "title": "taken"}, 409, "item_id"),
+    ("post", "/v1/items", {"item_id": "half", "attributes": {"year": "soon"}, "title": "t"}, 422, "attributes.year"),
+    ("post", "/v1/users", {"user_id": "half", "liked": ["nope"]}, 404, "liked"),
+    ("get", "/v1/items/nope", None, 404, "item_id"),
+])
+def test_bad_input_is_a_4xx_naming_the_field(app, method, path, body, status, field):
+    client = app["client"]
+    before = (app["store"] / "registrations.log").read_bytes()
+    response = client.request(method.upper(), path, json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["field"] == field
+    assert (app["store"] / "registrations.log").read_bytes() == before  # nothing half-registered
+    if path != "/v1/recommend" and body:
+        key = "item_id" if path == "/v1/items" else "user_id"
+        if body[key] == "half":
+            assert client.get(f"/v1/items/{body[key]}").status_code == 404
+
+
+def test_malformed_json_is_a_400(app):
+    response = app["client"].post("/v1/recommend", content=b'{"user_id": ', headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["field"] == "body"
+
+
+def test_metrics_reach_the_prometheus_endpoint(app, ray_cluster):
+    """Ray exports custom metrics from each node's agent; they arrive within an export interval or two."""
+    node = ray_cluster._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+    app["client"].post("/v1/recommend", json={"user_id": "u1", "k": 3})
+    wanted = ("coldstart_requests_total", "coldstart_stage_latency_ms", "coldstart_index_size")
+    text, deadline = "", time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = httpx.get(url, timeout=10).text
+        if all(name in text for name in wanted):
+            break
+        time.sleep(2)
+    for name in wanted:
+        assert name in text, f"{name} not exported at {url}"
+    assert 'endpoint="recommend"' in text and 'path="warm"' in text and 'stage="rank"' in text
+
+
+def test_registrations_survive_a_restart(app):
+    from ray import serve
+
+    client = app["client"]
+    client.post("/v1/items", json={**NEW_ITEM, "item_id": "restart-item"})
+    before = client.get("/healthz").json()
+    serve.delete("coldstart")
+    _deploy(app["artifacts"], app["store"])
+    after = client.get("/healthz").json()
+    assert after["registered_items"] == before["registered_items"] >= 2
+    assert after["registered_users"] == before["registered_users"]
+    assert client.get("/v1/items/restart-item").json()["registered"] is True
+    assert client.post("/v1/items", json={**NEW_ITEM, "item_id": "restart-item"}).status_code == 409
