@@ -7,6 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.coldstart-installed
 DEMO_OUT ?= out/demo
+DEMO_PORT ?= 8000
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-fast clean
@@ -22,6 +23,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/coldstart pipeline --config configs/demo.yaml --out $(DEMO_OUT)
+	$(BIN)/coldstart serve --artifacts $(DEMO_OUT) --port $(DEMO_PORT) --smoke
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -169,9 +169,11 @@ def pipeline_cmd(
     cfg = load_config(PipelineConfig, config, ctx.args)
     stages = []
     if cfg.stages:
+        from trainers.stages import STAGES as TRAIN_STAGES
         from trainers.stages import build_stages
+        from tuning.stages import STAGES as TUNE_STAGES
 
-        stages = build_stages(cfg)
+        stages = build_stages(cfg, {**TRAIN_STAGES, **TUNE_STAGES})
     run_pipeline(cfg, stages=stages, progress=_progress)
 
 
@@ -249,6 +251,38 @@ _train_command("backbone", "trainers.backbone", "BackboneConfig",
                "Warm backbone: matrix factorisation with BPR (Ray Train). Needs --split and --out.")
 _train_command("distill", "trainers.distill", "DistillConfig",
                "Student towers for cold items and users (Ray Train). Needs --split, --embeddings, --backbone, --out.")
+_train_command("vae", "trainers.generator", "GeneratorConfig",
+               "Conditional-VAE generator for cold items and users (Ray Train). "
+               "Needs --split, --embeddings, --backbone, --out.")
+_train_command("transfer", "trainers.transfer", "TransferConfig",
+               "Transfer from a source dataset, L = lam*L_source + (1-lam)*L_target (Ray Train). "
+               "Needs --target SPLIT, --embeddings, --out; --source ml-1m and --lam 0.5 by default.")
+
+
+@app.command("tune", context_settings=OVERRIDES)
+@_friendly_errors
+def tune_cmd(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="vae or transfer")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; --key value overrides it.")] = None,
+    budget: Annotated[Optional[int], typer.Option(help="Trials to run (same as --search.budget).")] = None,
+):
+    """Ray Tune search (Optuna + ASHA on cold-val NDCG@20), then the best config trained in full.
+
+    Takes the job's fields (as `coldstart train JOB`) plus --search.* ; --out is the search folder:
+    results.csv/.md, best.yaml, model/ and, for transfer, lam-0/, lam-1/, comparison.md and metric_vs_lam.png.
+    """
+    from coldstart.config import load_config
+    from tuning.search import tune_and_train, tune_config_class
+
+    cls = tune_config_class(job)
+    if "--help-fields" in ctx.args:
+        _print_fields(cls)
+        return
+    overrides = list(ctx.args) + (["--search.budget", str(budget)] if budget is not None else [])
+    summary = tune_and_train(job, load_config(cls, config, overrides))
+    typer.echo(summary["table"])
+    typer.echo(f"best config: {summary['best_yaml']}; model: {summary['model']} ({summary['seconds']:.0f} s)")
 
 
 @app.command("submit", context_settings=OVERRIDES)
@@ -280,6 +314,37 @@ def submit_cmd(
         status = submit.follow(address, job_id, typer.echo)
         typer.echo(f"job {job_id}: {status}")
         raise typer.Exit(0 if status == "SUCCEEDED" else 1)
+
+
+@app.command("serve")
+@_friendly_errors
+def serve_cmd(
+    artifacts: Annotated[Path, typer.Option(help="Folder that `coldstart pipeline` wrote.")],
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="HTTP bind address (loopback by default).")] = "127.0.0.1",
+    generator: Annotated[str, typer.Option(help="distill, vae or auto (DIR/serving.json's choice).")] = "auto",
+    encoder: Annotated[str, typer.Option(help="student, teacher or auto (the student when DIR/encoder exists).")] = "auto",
+    store: Annotated[Optional[Path], typer.Option(help="Registration store folder (default DIR/registry).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="COLDSTART_API_KEY", help="Require X-API-Key on /v1/*.")] = None,
+    num_cpus: Annotated[Optional[int], typer.Option(help="Logical CPUs of the local Ray cluster (default max(4, cores)).")] = None,
+    smoke: Annotated[bool, typer.Option(help="Answer one request of each kind, print them, and stop.")] = False,
+):
+    """Serve the HTTP API on Ray Serve (encoder -> generator -> ranker) until Ctrl-C."""
+    from pydantic import ValidationError
+
+    from coldstart.serving.config import ServeConfig
+
+    try:
+        cfg = ServeConfig(artifacts=artifacts, port=port, host=host, generator=generator, encoder=encoder,
+                          store=store, api_key=api_key)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from None
+    from coldstart.serving.models import content_spec
+
+    content_spec(cfg.artifacts, cfg.generator)  # a missing or wrong artifacts folder fails here, before Ray starts
+    from serve.local import run_local
+
+    run_local(cfg, num_cpus=num_cpus, smoke=smoke, echo=typer.echo)
 
 
 def _print_fields(cls) -> None:

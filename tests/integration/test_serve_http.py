@@ -126,6 +126,15 @@ def test_malformed_json_is_a_400(app):
     assert response.status_code == 400 and response.json()["field"] == "body"
 
 
+def test_the_demo_smoke_answers_every_kind_of_request(app):
+    from coldstart.serving.smoke import run_smoke
+
+    lines = []
+    results = run_smoke(str(app["client"].base_url), app["artifacts"], echo=lines.append)
+    assert [status for _, status in results] == [200, 200, 200, 201, 200, 201, 200]
+    assert sum(line.startswith("-> ") for line in lines) == 7
+
+
 def test_metrics_reach_the_prometheus_endpoint(app, ray_cluster):
     """Ray exports custom metrics from each node's agent; they arrive within an export interval or two."""
     node = ray_cluster._private.worker.global_worker.node

@@ -217,3 +217,13 @@ def test_malformed_json_and_the_api_key(artifacts, models, tmp_path):
     bad = client.post("/v1/items", content=b'{"item_id": "x", ', headers={"X-API-Key": "s3cret",
                                                                            "Content-Type": "application/json"})
     assert bad.status_code == 400 and bad.json()["field"] == "body" and "malformed JSON" in bad.json()["error"]
+
+
+def test_serve_command_names_a_missing_artifact_before_starting_ray(tmp_path):
+    from typer.testing import CliRunner
+
+    from coldstart.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--artifacts", str(tmp_path), "--generator", "vae"])
+    assert result.exit_code == 2
+    assert "generator vae: no model artifact" in result.output
