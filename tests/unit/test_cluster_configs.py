@@ -105,6 +105,15 @@ def test_ray_and_python_versions_agree():
         assert spec["rayVersion"] == pin, where
 
 
+def test_launcher_is_valid_for_ray_up():
+    """The cluster launcher's own schema, shipped with the Ray we pin."""
+    import jsonschema
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    jsonschema.validate(_yaml(CLUSTER / "launcher.yaml"), schema)
+
+
 def test_launcher_has_head_cpu_and_gpu_groups_with_token_auth():
     launcher = _yaml(CLUSTER / "launcher.yaml")
     types = launcher["available_node_types"]
