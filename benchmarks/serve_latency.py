@@ -1,0 +1,222 @@
+"""Latency and throughput of the Ray Serve app against a plain FastAPI + uvicorn single process.
+
+Both serve the same objects (`coldstart.serving`: encoder, generator, ranker,
+store) behind the same FastAPI app; the plain one calls them in-process, Serve
+through deployment handles. Load: warm-user, new-user (profile text) and
+item-registration requests at each concurrency, from this process to loopback
+only, a fixed number of requests per cell after a warm-up. The two servers run
+one after the other, never together, so they do not compete for the cores.
+
+    python -m benchmarks.serve_latency --artifacts out/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Measure Serve as `coldstart serve` runs it (serve/local.py sets the same default).
+os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from coldstart.data.schema import find_table, read_table  # noqa: E402
+
+KINDS = ("warm-user", "new-user", "register-item")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Requests:
+    """Request bodies drawn from the artifacts' own users and items, every one different."""
+
+    def __init__(self, artifacts: Path, seed: int = 0):
+        split = artifacts / "split"
+        train = read_table(find_table(split, "train")).astype({"user_id": str})
+        self.users = sorted(set(train["user_id"]))
+        items = read_table(find_table(split, "items"))
+        self.items = items.drop(columns=["item_id"]).to_dict("records")
+        users_path = find_table(split, "users", required=False)
+        self.profiles = (read_table(users_path).drop(columns=["user_id"]).to_dict("records") if users_path
+                         else [{}])
+        self.rng = np.random.default_rng(seed)
+        self.count = 0
+
+    @staticmethod
+    def _clean(record: dict) -> dict:
+        out = {}
+        for k, v in record.items():
+            v = v.item() if hasattr(v, "item") else v
+            if v is None or (isinstance(v, float) and v != v):
+                continue
+            out[k] = v if isinstance(v, (str, int, float, bool)) else str(v)
+        return out
+
+    def body(self, kind: str, tag: str) -> tuple[str, dict]:
+        self.count += 1
+        if kind == "warm-user":
+            return "/v1/recommend", {"user_id": self.users[self.rng.integers(len(self.users))], "k": 10}
+        if kind == "new-user":
+            profile = self._clean(self.profiles[self.rng.integers(len(self.profiles))])
+            return "/v1/recommend", {"profile": {"attributes": profile,
+                                                 "text": f"Likes films like number {self.count}."}, "k": 10}
+        item = self._clean(self.items[self.rng.integers(len(self.items))])
+        title = str(item.pop("title", "item"))
+        return "/v1/items", {"item_id": f"bench-{tag}-{self.count}", "title": f"{title} II", "attributes": item,
+                             "text": "A sequel nobody has rated yet."}
+
+
+async def _load(url: str, requests: Requests, kind: str, concurrency: int, n: int, tag: str) -> dict:
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        queue = [requests.body(kind, tag) for _ in range(n)]
+
+        async def worker():
+            nonlocal failures
+            while queue:
+                path, body = queue.pop()
+                started = time.perf_counter()
+                response = await client.post(path, json=body)
+                latencies.append((time.perf_counter() - started) * 1000)
+                failures += response.status_code >= 300
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{url} {kind} c={concurrency}: {failures} of {n} requests failed")
+    return {"p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
+            "rps": n / wall}
+
+
+def measure(url: str, requests: Requests, concurrencies: list[int], n: int, warmup: int, tag: str) -> dict:
+    for kind in KINDS:
+        asyncio.run(_load(url, requests, kind, 4, warmup, f"{tag}-warmup"))
+    return {(kind, c): asyncio.run(_load(url, requests, kind, c, n, f"{tag}-c{c}"))
+            for kind in KINDS for c in concurrencies}
+
+
+def _wait_ready(url: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def plain_server(artifacts: Path, port: int, store: Path, threads: int) -> None:
+    """The baseline: one uvicorn process, the same objects called in-process."""
+    import torch
+    import uvicorn
+
+    from coldstart.serving.api import create_api
+    from coldstart.serving.catalogue import Catalogue
+    from coldstart.serving.models import ServingEncoder, ServingGenerator
+    from coldstart.serving.service import LocalStage, RecommendService
+    from coldstart.serving.store import RegistrationStore
+
+    torch.set_num_threads(threads)
+    generator = ServingGenerator(artifacts)
+    encoder = ServingEncoder(artifacts, generator.meta["content"])
+    catalogue = Catalogue.from_artifacts(artifacts, generator, RegistrationStore(store))
+    service = RecommendService(encoder=LocalStage(encoder), generator=LocalStage(generator),
+                               ranker=LocalStage(catalogue), content=generator.content,
+                               generator_name=generator.name, encoder_name=encoder.kind)
+    uvicorn.run(create_api(service), host="127.0.0.1", port=port, workers=1, log_level="warning")
+
+
+def run_plain(args, requests: Requests, scratch: Path) -> dict:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.serve_latency", "--plain-server",
+                             "--artifacts", str(args.artifacts), "--port", str(port),
+                             "--store", str(scratch / "plain-store"), "--plain-threads", str(args.plain_threads)])
+    try:
+        _wait_ready(url)
+        return measure(url, requests, args.concurrency, args.requests, args.warmup, "plain")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def run_serve(args, requests: Requests, scratch: Path) -> dict:
+    import ray
+    from ray import serve
+
+    from serve.app import build_app
+
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"artifacts": str(args.artifacts), "store": str(scratch / "serve-store")}),
+                  name="coldstart", route_prefix="/", blocking=False)
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url)
+        return measure(url, requests, args.concurrency, args.requests, args.warmup, "serve")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def report(serve_figures: dict, plain_figures: dict) -> str:
+    rows = []
+    for (kind, c), s in serve_figures.items():
+        p = plain_figures[(kind, c)]
+        rows.append({"request": kind, "concurrency": c, "Serve p50 ms": s["p50_ms"], "Serve p99 ms": s["p99_ms"],
+                     "Serve req/s": s["rps"], "plain p50 ms": p["p50_ms"], "plain p99 ms": p["p99_ms"],
+                     "plain req/s": p["rps"], "throughput vs plain": s["rps"] / p["rps"]})
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifacts", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=200, help="Requests per (kind, concurrency) cell.")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--num-cpus", type=int, default=4, help="Logical CPUs of the local Ray cluster.")
+    parser.add_argument("--plain-threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="Torch threads of the plain server (default: every core; it runs alone).")
+    parser.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.artifacts = args.artifacts.resolve()
+    if args.plain_server:
+        plain_server(args.artifacts, args.port, args.store, args.plain_threads)
+        return
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as scratch:
+        requests = Requests(args.artifacts)
+        plain_figures = run_plain(args, requests, Path(scratch))
+        serve_figures = run_serve(args, requests, Path(scratch))
+    print(f"\n{args.requests} requests per cell after {args.warmup} warm-up; {os.cpu_count()} cores; "
+          f"Ray num_cpus {args.num_cpus}; plain server torch threads {args.plain_threads}; "
+          f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ['RAY_SERVE_THROUGHPUT_OPTIMIZED']}\n")
+    print(report(serve_figures, plain_figures))
+
+
+if __name__ == "__main__":
+    main()
