@@ -30,6 +30,3 @@ class Encoder:
         # Off the event loop, so the next batch gathers while this one runs.
         vectors = await asyncio.to_thread(self.encoder.encode, texts)
         return list(vectors)
-
-    def kind(self) -> str:
-        return self.encoder.kind
