@@ -103,11 +103,12 @@ async def _load(url: str, requests: Requests, kind: str, concurrency: int, n: in
             "rps": n / wall}
 
 
-def measure(url: str, requests: Requests, concurrencies: list[int], n: int, warmup: int, tag: str) -> dict:
-    for kind in KINDS:
+def measure(url: str, requests: Requests, kinds: list[str], concurrencies: list[int], n: int, warmup: int,
+            tag: str) -> dict:
+    for kind in kinds:
         asyncio.run(_load(url, requests, kind, 4, warmup, f"{tag}-warmup"))
     return {(kind, c): asyncio.run(_load(url, requests, kind, c, n, f"{tag}-c{c}"))
-            for kind in KINDS for c in concurrencies}
+            for kind in kinds for c in concurrencies}
 
 
 def _wait_ready(url: str, timeout: float = 300) -> None:
@@ -151,7 +152,7 @@ def run_plain(args, requests: Requests, scratch: Path) -> dict:
                              "--store", str(scratch / "plain-store"), "--plain-threads", str(args.plain_threads)])
     try:
         _wait_ready(url)
-        return measure(url, requests, args.concurrency, args.requests, args.warmup, "plain")
+        return measure(url, requests, args.kinds, args.concurrency, args.requests, args.warmup, "plain")
     finally:
         proc.terminate()
         proc.wait(30)
@@ -167,11 +168,12 @@ def run_serve(args, requests: Requests, scratch: Path) -> dict:
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app({"artifacts": str(args.artifacts), "store": str(scratch / "serve-store")}),
+        serve.run(build_app({"artifacts": str(args.artifacts), "store": str(scratch / "serve-store"),
+                             "torch_threads": args.serve_threads}),
                   name="coldstart", route_prefix="/", blocking=False)
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url)
-        return measure(url, requests, args.concurrency, args.requests, args.warmup, "serve")
+        return measure(url, requests, args.kinds, args.concurrency, args.requests, args.warmup, "serve")
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -197,7 +199,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="Requests per (kind, concurrency) cell.")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--num-cpus", type=int, default=4, help="Logical CPUs of the local Ray cluster.")
+    parser.add_argument("--serve-threads", type=int, default=1, help="Torch threads of each Serve replica.")
     parser.add_argument("--plain-threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="Torch threads of the plain server (default: every core; it runs alone).")
     parser.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)
@@ -213,7 +217,8 @@ def main() -> None:
         plain_figures = run_plain(args, requests, Path(scratch))
         serve_figures = run_serve(args, requests, Path(scratch))
     print(f"\n{args.requests} requests per cell after {args.warmup} warm-up; {os.cpu_count()} cores; "
-          f"Ray num_cpus {args.num_cpus}; plain server torch threads {args.plain_threads}; "
+          f"Ray num_cpus {args.num_cpus}; torch threads: Serve replicas {args.serve_threads}, "
+          f"plain server {args.plain_threads}; "
           f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ['RAY_SERVE_THROUGHPUT_OPTIMIZED']}\n")
     print(report(serve_figures, plain_figures))
 
