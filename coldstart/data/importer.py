@@ -40,8 +40,8 @@ class ColumnMapping(BaseModel):
         if not path.is_file():
             raise DataError("mapping file not found", file=path)
         try:
-            return cls.model_validate(yaml.safe_load(path.read_text()) or {})
-        except (yaml.YAMLError, ValidationError) as exc:
+            return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
             raise DataError(f"invalid column mapping: {exc}", file=path) from exc
 
 
@@ -50,11 +50,21 @@ def _rename(frame, mapping: dict[str, str], table: str, file: Path):
     if unknown:
         raise DataError(f"mapping names unknown target column(s) {unknown}; "
                         f"map onto {list(CANONICAL[table])}", file=file)
+    sources = list(mapping.values())
+    twice = sorted({src for src in sources if sources.count(src) > 1})
+    if twice:
+        raise DataError(f"source column(s) {twice} mapped onto more than one of our columns", file=file,
+                        column=twice[0])
     missing = [src for src in mapping.values() if src not in frame.columns]
     if missing:
         raise DataError(f"mapped column(s) {missing} not found; found {list(frame.columns)}", file=file,
                         column=missing[0])
-    return frame.rename(columns={src: ours for ours, src in mapping.items()})
+    renamed = frame.rename(columns={src: ours for ours, src in mapping.items()})
+    clash = renamed.columns[renamed.columns.duplicated()].tolist()
+    if clash:  # e.g. mapping user_id to `uid` while the file also has a `user_id` column
+        raise DataError(f"after mapping, column(s) {clash} occur twice; drop or rename the original", file=file,
+                        column=str(clash[0]))
+    return renamed
 
 
 def import_dataset(source: str | Path, out: str | Path, *, mapping: ColumnMapping | None = None,

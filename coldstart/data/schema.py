@@ -38,7 +38,8 @@ class DataError(ValueError):
         where = ", ".join(parts)
         text = f"{where}: {message}" if where else message
         if value is not None:
-            text += f" (example: {value!r})"
+            example = repr(value)  # cut: a 10 MB field must not become a 10 MB message
+            text += f" (example: {example if len(example) <= 200 else example[:200] + '...'})"
         super().__init__(text)
         self.file = str(file) if file is not None else None
         self.column = column
@@ -62,32 +63,57 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", file=path)
+    if path.suffix not in TABLE_SUFFIXES:
+        raise DataError(f"unsupported file type '{path.suffix}' (use .parquet or .csv)", file=path)
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        if path.suffix == ".csv":
-            return pd.read_csv(path, dtype_backend="numpy_nullable", keep_default_na=True,
-                               encoding="utf-8", encoding_errors="strict")
-    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"cannot read table: {exc}".strip(), file=path) from exc
-    raise DataError(f"unsupported file type '{path.suffix}' (use .parquet or .csv)", file=path)
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype_backend="numpy_nullable", keep_default_na=True,
+                                encoding="utf-8", encoding_errors="strict")
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the readers raise many types for a bad file (Arrow, OS,
+        # parser, Unicode, and TypeError/KeyError from odd parquet metadata); each means "cannot read this file"
+        raise DataError(f"cannot read table: {type(exc).__name__}: {exc}".strip(), file=path) from exc
+    return frame
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str], *, file: str | Path) -> None:
+    """The columns are present, each once (parquet allows a name twice; every check here assumes one)."""
+    duplicated = frame.columns[frame.columns.duplicated()].tolist()
+    if duplicated:
+        raise DataError(f"duplicate column name(s) {duplicated}", file=file, column=str(duplicated[0]))
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"missing column(s) {missing}; found {list(frame.columns)}", file=file,
                         column=missing[0])
 
 
+# Floats hold every integer exactly only up to 2**53; beyond it distinct ids could collapse
+# into one integer, so those stay as their (distinct) float text.
+_EXACT_FLOAT_INT = 2 ** 53
+
+
 def ids_as_strings(frame: pd.DataFrame, column: str, *, file: str | Path) -> pd.DataFrame:
-    """Turn an id column into plain Python strings, rejecting nulls and blanks."""
+    """Turn an id column into plain Python strings, rejecting nulls, blanks and non-scalar values."""
     col = frame[column]
     null = col.isna()
     if null.any():
         row = int(np.flatnonzero(null.to_numpy())[0])
         raise DataError(f"{int(null.sum())} null id(s), first at row {row}", file=file, column=column)
-    if pd.api.types.is_float_dtype(col) and (col % 1 == 0).all():
+    if pd.api.types.is_bool_dtype(col):
+        raise DataError("ids must be text or whole numbers, not true/false", file=file, column=column,
+                        value=col.iloc[0])
+    if col.dtype == object:
+        odd = ~col.map(lambda v: isinstance(v, (str, int, float, np.integer, np.floating))
+                       and not isinstance(v, bool))
+        if odd.any():
+            row = int(np.flatnonzero(odd.to_numpy())[0])
+            raise DataError(f"{int(odd.sum())} id(s) that are not text or numbers "
+                            f"({type(col.iloc[row]).__name__}), first at row {row}", file=file, column=column,
+                            value=col.iloc[row])
+    if pd.api.types.is_float_dtype(col) and (col % 1 == 0).all() and (col.abs() < _EXACT_FLOAT_INT).all():
         col = col.astype("int64")
     as_str = col.astype(str).str.strip()
     blank = as_str == ""

@@ -185,7 +185,7 @@ def load_split(folder: str | Path) -> Split:
         users = ids_as_strings(users, "user_id", file=users_path)
 
     info_path = folder / "split.json"
-    info = artifacts.read_json(info_path) if info_path.is_file() else {}
+    info = _read_info(info_path) if info_path.is_file() else {}
     cold = info.get("cold") or _infer_cold_side(sets, folder)
     if cold not in ("items", "users"):
         raise DataError(f"'cold' must be 'items' or 'users', got {cold!r}", file=info_path, column="cold")
@@ -212,6 +212,16 @@ def load_split(folder: str | Path) -> Split:
     split.info = {"protocol": info.get("protocol", "external"), "cold": cold, **info,
                   "counts": split.counts(), "cold_ids": split.cold_ids, "path": str(folder)}
     return split
+
+
+def _read_info(path: Path) -> dict:
+    try:
+        info = artifacts.read_json(path)
+    except (OSError, ValueError) as exc:  # ValueError covers bad JSON and bad UTF-8
+        raise DataError(f"cannot read split metadata: {type(exc).__name__}: {exc}", file=path) from exc
+    if not isinstance(info, dict):
+        raise DataError(f"split metadata must be a JSON object, got {type(info).__name__}", file=path)
+    return info
 
 
 def _infer_cold_side(sets: dict[str, pd.DataFrame], folder: Path) -> ColdSide:
