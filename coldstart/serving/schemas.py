@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -37,6 +38,8 @@ def _check_attributes(cls, attributes: dict[str, AttributeValue]) -> dict[str, A
             raise ValueError(f"attribute names are 1-64 characters, got {name[:80]!r}")
         if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
             raise ValueError(f"attribute {name!r} is longer than {MAX_TEXT_CHARS} characters")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"attribute {name!r} must be a finite number, got {value}")
     return attributes
 
 

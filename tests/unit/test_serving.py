@@ -185,6 +185,7 @@ def test_registered_item_reaches_a_matching_user_and_survives_a_restart(artifact
     ("post", "/v1/recommend", {"profile": {"attributes": {f"a{i}": 1 for i in range(65)}}}, 422,
      "profile.attributes"),
     ("post", "/v1/recommend", {"user_id": "u1", "candidates": ["nope"]}, 404, "candidates"),
+    ("post", "/v1/users", b'{"user_id": "w", "attributes": {"occupation": NaN}}', 422, "attributes"),
     ("post", "/v1/recommend", {"user_id": "u1", "kk": 3}, 422, "kk"),
     ("post", "/v1/items", {"item_id": "i1", "title": "again"}, 409, "item_id"),
     ("post", "/v1/items", {"item_id": "bad id!", "title": "t"}, 422, "item_id"),
@@ -200,7 +201,10 @@ def test_registered_item_reaches_a_matching_user_and_survives_a_restart(artifact
 def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(artifacts, models, tmp_path, method, path, body,
                                                                  status, field):
     client = _client(artifacts, models, tmp_path / "store")
-    response = client.request(method.upper(), path, json=body)
+    if isinstance(body, bytes):  # JSON that Python's reader takes but httpx would not write (NaN)
+        response = client.request(method.upper(), path, content=body, headers={"Content-Type": "application/json"})
+    else:
+        response = client.request(method.upper(), path, json=body)
     assert response.status_code == status, response.text
     assert response.json()["field"] == field
     assert field.split(".")[-1].split(",")[0] in response.json()["error"]
@@ -227,3 +231,50 @@ def test_serve_command_names_a_missing_artifact_before_starting_ray(tmp_path):
     result = CliRunner().invoke(app, ["serve", "--artifacts", str(tmp_path), "--generator", "vae"])
     assert result.exit_code == 2
     assert "generator vae: no model artifact" in result.output
+
+
+def test_vae_and_student_encoder_are_served_when_present(artifacts, tmp_path, minilm):
+    """DIR/serving.json picks the VAE; a distilled student in DIR/encoder replaces the teacher."""
+    import shutil
+
+    import torch
+
+    from coldstart import artifacts as io
+    from coldstart.evaluate import SplitData
+    from coldstart.data.split import load_split
+    from coldstart.models.coldstart_model import save_cold_model
+    from coldstart.models.student_encoder import build_student, save_student
+    from coldstart.models.vae import ConditionalVAE
+    from coldstart.serving.models import resolve_generator
+
+    folder = tmp_path / "artifacts"
+    shutil.copytree(artifacts, folder)
+    towers = ServingGenerator(folder)
+    data = SplitData.from_split(load_split(folder / "split"))
+    a = towers.arrays
+    torch.manual_seed(0)
+    vae = ConditionalVAE(a["item_features"].shape[1], a["user_features"].shape[1], a["item_vectors"].shape[1])
+    save_cold_model(folder / "vae", data, vae, user_vectors=a["user_vectors"], item_vectors=a["item_vectors"],
+                    user_features=a["user_features"], item_features=a["item_features"],
+                    content=towers.meta["content"], meta={})
+    assert resolve_generator(folder)[0] == "distill"  # no serving.json: distill
+    io.write_json(folder / "serving.json", {"generator": "vae"})
+    generator = ServingGenerator(folder)
+    assert generator.name == "vae"
+    student, tokenizer = build_student("default", layers=2)
+    save_student(folder / "encoder", student, tokenizer, max_length=64)
+    encoder = ServingEncoder(folder, generator.meta["content"])
+    assert encoder.kind == "student"
+    text = "Star Voyage (1998). Genres: Sci-Fi."
+    student_vector, teacher_vector = encoder.embed(text), minilm.encode([text])[0]
+    assert encoder.encoder.cfg.model == str((folder / "encoder").resolve())
+    assert abs(float(np.linalg.norm(student_vector)) - 1.0) < 1e-4
+    assert float(student_vector @ teacher_vector) < 0.999  # an (untrained) 2-layer student, not the teacher
+    client = _client(folder, (generator, encoder), tmp_path / "store")
+    assert client.get("/healthz").json()["generator"] == "vae"
+    created = client.post("/v1/items", json={"item_id": "v1", "title": "Star Voyage",
+                                             "attributes": {"year": 1998, "genres": "Sci-Fi"}})
+    assert created.status_code == 201
+    vae_vector = generator.item_vector(student_vector, {"year": 1998, "genres": "Sci-Fi"})
+    assert vae_vector.shape == (a["item_vectors"].shape[1],) and np.isfinite(vae_vector).all()
+    assert client.post("/v1/recommend", json={"user_id": "u1", "k": 3}).status_code == 200
