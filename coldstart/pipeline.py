@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coldstart import artifacts
 from coldstart.config import JobConfig, RayOptions, ScaleOptions, to_yaml
@@ -26,10 +26,21 @@ from coldstart.evaluate import Recommender, SplitData, evaluate
 from coldstart.models import load_recommender
 from coldstart.models.mf import BackboneOptions
 from coldstart.models.towers import TowerOptions
+from coldstart.models.transfer import TransferOptions
+from coldstart.models.vae import VAEOptions
 from coldstart.report import markdown_table, write_report
 from coldstart.text import EmbedOptions
 
 log = logging.getLogger(__name__)
+
+
+class TuneBudget(BaseModel):
+    """The pipeline's share of a search's settings (the rest are `coldstart tune`'s defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+    budget: int = Field(8, gt=0, description="Trials per search.")
+    epochs: int | None = Field(None, gt=0, description="Most epochs per trial (default: the job's epochs).")
+    seed: int = Field(0, description="Seed of the Optuna sampler.")
 
 
 class PipelineConfig(JobConfig):
@@ -44,11 +55,18 @@ class PipelineConfig(JobConfig):
     cache_dir: Path | None = Field(None, description="Dataset cache (default $COLDSTART_CACHE or ~/.cache/coldstart).")
     baselines: list[str] = Field(["random", "popularity", "content-knn"], description="Baselines to report.")
     ks: list[int] = Field([10, 20], description="Cut-offs of the ranking metrics.")
-    stages: list[str] = Field(["embed", "backbone", "distill"],
+    stages: list[str] = Field(["embed", "backbone", "distill", "tune-vae", "transfer"],
                               description="Ray stages to run after the baselines, in order.")
     embed: EmbedOptions = Field(default_factory=EmbedOptions, description="The LLM embedding stage.")
     backbone: BackboneOptions = Field(default_factory=BackboneOptions, description="The warm backbone.")
     distill: TowerOptions = Field(default_factory=TowerOptions, description="The student towers.")
+    vae: VAEOptions = Field(default_factory=VAEOptions, description="The conditional-VAE generator (stage vae; "
+                                                                    "tune-vae searches around it).")
+    transfer: TransferOptions = Field(default_factory=TransferOptions,
+                                      description="Transfer from `source` (stage transfer searches lam around it).")
+    source: str = Field("ml-1m", description="Source dataset of the transfer stage (a MovieLens name or a folder).")
+    tune: TuneBudget = Field(default_factory=lambda: TuneBudget(),
+                             description="Ray Tune searches of the tune-vae and transfer stages.")
     scale: ScaleOptions = Field(default_factory=ScaleOptions, description="Workers of the Ray Train stages.")
     ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection of the Ray stages.")
 

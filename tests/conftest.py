@@ -62,7 +62,10 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        from trainers.common import local_cluster
+
+        # With the State API reachable (see local_cluster), a Tune trial's stopped Train run frees its CPUs.
+        ray.init(**local_cluster(4), log_to_driver=False)
     yield ray
     ray.shutdown()
 

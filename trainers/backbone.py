@@ -57,10 +57,11 @@ def train_loop(config: dict) -> None:
     training = BackboneTraining(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     train = data.split.train
     pairs = TrainPairs(data.user_ids.get_indexer(train["user_id"]), data.item_ids.get_indexer(train["item_id"]),
-                       np.flatnonzero(data.warm_items), seed=cfg.seed + 1000 * stopping.next_epoch + rank)
+                       np.flatnonzero(data.warm_items), seed=cfg.seed)
     mf = model.module if hasattr(model, "module") else model
     for epoch in range(stopping.next_epoch, cfg.epochs):
         fault_drill(cfg.scale, epoch, resumed=checkpoint is not None)
+        pairs.reseed(cfg.seed + 1000 * epoch + rank)
         started = time.perf_counter()
         metrics = training.train_epoch(pairs.batches(cfg.batch_size, shard=(rank, world)))
         seconds = time.perf_counter() - started

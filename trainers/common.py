@@ -34,15 +34,35 @@ def ensure_ray(options: RayOptions | None = None):
     if address:
         ray.init(address=address)
     else:
-        cpus = options.local_cpus or max(4, os.cpu_count() or 1)
-        ray.init(num_cpus=cpus, log_to_driver=True)
+        ray.init(**local_cluster(options.local_cpus or max(4, os.cpu_count() or 1)), log_to_driver=True)
     log.info("ray resources: %s", ray.cluster_resources())
     return ray
 
 
+def local_cluster(cpus: int) -> dict:
+    """`ray.init` arguments of a local cluster whose own processes can find its State API.
+
+    Ray Train frees the placement group of a run whose driver died (a trial Tune
+    stopped) through the State API, which it finds through the dashboard. With
+    more than one cluster on a machine "auto" is ambiguous, so the dashboard gets
+    a known port and every process of the job is told its address. The
+    dashboard listens on localhost only.
+    """
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return {"num_cpus": cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+            "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}}
+
+
 def torch_trainer(loop, loop_config: dict, scale, *, name: str, out, datasets: dict | None = None,
-                  score: str | None = None):
-    """A TorchTrainer with our run settings: storage, failure handling and checkpoint retention."""
+                  score: str | None = None, callbacks: list | None = None):
+    """A TorchTrainer with our run settings: storage, failure handling and checkpoint retention.
+
+    `callbacks` are Ray Train callbacks, e.g. Tune's `TuneReportCallback` when a trial runs this job.
+    """
     from pathlib import Path
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -57,7 +77,7 @@ def torch_trainer(loop, loop_config: dict, scale, *, name: str, out, datasets: d
                                      resources_per_worker={"CPU": scale.threads_per_worker}),
         run_config=RunConfig(name=name, storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=scale.max_failures),
-                             checkpoint_config=checkpoints),
+                             checkpoint_config=checkpoints, callbacks=callbacks or []),
         datasets=datasets or {})
 
 

@@ -92,8 +92,12 @@ def _reusable(out: Path, kind: str, fingerprint: dict) -> pd.DataFrame | None:
 
 
 def run(cfg: EmbedConfig) -> EmbedResult:
+    return embed_texts(build_texts(cfg.split, cfg.templates), cfg)
+
+
+def embed_texts(texts: dict[str, pd.DataFrame], cfg: EmbedConfig) -> EmbedResult:
+    """Embed (id, text, text_hash) frames per kind ("items", "users") into `cfg.out`, reusing stored vectors."""
     started = time.perf_counter()
-    texts = build_texts(cfg.split, cfg.templates)
     fingerprint = encoder_fingerprint(cfg.encoder)
     todo, kept = [], {}
     for kind, frame in texts.items():
@@ -108,6 +112,11 @@ def run(cfg: EmbedConfig) -> EmbedResult:
     pending = pd.concat(todo, ignore_index=True)
     log.info("embedding %d text(s); reusing %s", len(pending), {k: len(v) for k, v in kept.items()})
 
+    if not len(pending) and (cfg.out / "embed.json").is_file() and all(
+            len(kept[k]) == len(texts[k]) for k in texts):
+        # Nothing new: leave the folder as it is, so concurrent readers (Tune trials) never see it move.
+        return EmbedResult(out=cfg.out, embedded={k: 0 for k in texts}, reused={k: len(v) for k, v in kept.items()},
+                           seconds=time.perf_counter() - started, texts_per_second=0.0)
     new = _embed_with_ray(pending, cfg) if len(pending) else pd.DataFrame(
         columns=["id", "kind", "text_hash", "text", "empty", "vector"])
     embedded, reused, empty = {}, {}, int(new["empty"].sum()) if len(new) else 0
@@ -115,7 +124,8 @@ def run(cfg: EmbedConfig) -> EmbedResult:
         log.warning("%d empty text(s) got zero vectors", empty)
     dim = None
     with artifacts.atomic_dir(cfg.out) as tmp:
-        for kind, id_column in KINDS.items():
+        for kind in texts:
+            id_column = KINDS[kind]
             fresh = new.loc[new["kind"] == kind, ["id", "vector", "text_hash", "text"]]
             table = pd.concat([kept[kind], fresh], ignore_index=True)
             table = table.set_index("id").loc[texts[kind]["id"]].reset_index()  # the split's order

@@ -58,24 +58,73 @@ def distill_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, 
     from coldstart.models.coldstart_model import load_recommender_artifact
     from trainers.distill import DistillConfig, run
 
-    for needed in ("embeddings", "backbone"):
-        if not (out / needed).is_dir():
-            from coldstart.config import ConfigError
-
-            raise ConfigError(f"stages: distill needs the {needed} stage before it (no {out / needed})")
+    _needs(out, "distill", ("embeddings", "backbone"))
     result = run(DistillConfig(**cfg.distill.model_dump(), split=split_dir(data), embeddings=out / "embeddings",
                                backbone=out / "backbone", out=out / "distill", scale=cfg.scale, ray=cfg.ray))
     log.info("distill: best cold-val epoch %s of %d", result.best["epoch"], len(result.history))
+    choose_generator(out)
     return {"coldstart (distilled towers)": load_recommender_artifact(result.out, data)}
 
 
-STAGES = {"embed": embed_stage, "backbone": backbone_stage, "distill": distill_stage}
+def vae_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+    """The VAE generator from `cfg.vae`, or from OUT/tune-vae/best.yaml when a search left one."""
+    from coldstart.config import load_config
+    from trainers.generator import GeneratorConfig, run
+
+    _needs(out, "vae", ("embeddings", "backbone"))
+    fields = {**cfg.vae.model_dump(), "split": split_dir(data), "embeddings": out / "embeddings",
+              "backbone": out / "backbone", "out": out / "vae", "scale": cfg.scale, "ray": cfg.ray}
+    best = out / "tune-vae" / "best.yaml"
+    if best.is_file():
+        tuned = load_config(GeneratorConfig, best)
+        fields.update({k: getattr(tuned, k) for k in type(cfg.vae).model_fields})
+        log.info("vae: using the tuned settings of %s", best)
+    result = run(GeneratorConfig(**fields))
+    log.info("vae: best cold-val epoch %s of %d", result.best["epoch"], len(result.history))
+    choose_generator(out)
+    return {"coldstart (VAE generator)": _load(result.out, data)}
 
 
-def build_stages(cfg: PipelineConfig) -> list[ModelStage]:
-    unknown = [s for s in cfg.stages if s not in STAGES]
+def choose_generator(out: Path) -> str | None:
+    """Write OUT/serving.json: the generator (distill or vae) with the better cold-val NDCG@20; serving reads it."""
+    from coldstart import artifacts
+
+    scores = {}
+    for name in ("distill", "vae"):
+        model = out / name / "model.json"
+        if model.is_file():
+            scores[name] = artifacts.read_json(model)["metrics"]["cold_val_ndcg@20"]
+    if not scores:
+        return None
+    chosen = max(scores, key=scores.get)
+    artifacts.write_json(out / "serving.json", {"generator": chosen, "cold_val_ndcg@20": scores,
+                                                "selected_on": "cold_val_ndcg@20"})
+    log.info("serving generator: %s (cold-val NDCG@20 %s)", chosen, scores)
+    return chosen
+
+
+def _needs(out: Path, stage: str, needed: tuple[str, ...]) -> None:
+    for folder in needed:
+        if not (out / folder).is_dir():
+            from coldstart.config import ConfigError
+
+            raise ConfigError(f"stages: {stage} needs the {folder} stage before it (no {out / folder})")
+
+
+def _load(folder: Path, data: SplitData) -> Recommender:
+    from coldstart.models.coldstart_model import load_recommender_artifact
+
+    return load_recommender_artifact(folder, data)
+
+
+STAGES = {"embed": embed_stage, "backbone": backbone_stage, "distill": distill_stage, "vae": vae_stage}
+
+
+def build_stages(cfg: PipelineConfig, registry: dict | None = None) -> list[ModelStage]:
+    registry = registry or STAGES
+    unknown = [s for s in cfg.stages if s not in registry]
     if unknown:
         from coldstart.config import ConfigError
 
-        raise ConfigError(f"stages: unknown stage(s) {unknown}; known: {list(STAGES)}")
-    return [ModelStage(name, STAGES[name]) for name in cfg.stages]
+        raise ConfigError(f"stages: unknown stage(s) {unknown}; known: {list(registry)}")
+    return [ModelStage(name, registry[name]) for name in cfg.stages]

@@ -1,5 +1,7 @@
-"""The trained recommender as one artifact: backbone vectors, towers and content features.
+"""The trained recommender as one artifact: backbone vectors, a cold-start generator, content features.
 
+The generator is the distilled towers or the conditional VAE; both map content
+features to the backbone's space (`generate_items`, `generate_users`).
 `save_*` write self-describing folders (model.json + weights.safetensors);
 `load_recommender_artifact` rebuilds a scorer over any SplitData from the
 folder alone, aligning ids (an id the artifact does not know scores zero).
@@ -16,9 +18,11 @@ from coldstart.evaluate import SplitData
 from coldstart.models.artifact import load_artifact, save_artifact
 from coldstart.models.mf import EmbeddingRecommender
 from coldstart.models.towers import ColdStartTowers, cold_start_vectors
+from coldstart.models.vae import ConditionalVAE
 
 MF_KIND = "mf-bpr"
-TOWERS_KIND = "coldstart-towers"
+TRANSFER_KIND = "coldstart-transfer"
+COLD_MODELS = {cls.KIND: cls for cls in (ColdStartTowers, ConditionalVAE)}
 
 
 def save_backbone(folder: str | Path, data: SplitData, user: np.ndarray, item: np.ndarray, meta: dict) -> Path:
@@ -35,27 +39,29 @@ def load_backbone(folder: str | Path) -> tuple[dict, np.ndarray, np.ndarray]:
     return meta, tensors["user"].numpy(), tensors["item"].numpy()
 
 
-def save_towers(folder: str | Path, data: SplitData, towers: ColdStartTowers, *, user_vectors, item_vectors,
-                user_features, item_features, content: dict, meta: dict) -> Path:
-    tensors = {f"towers.{k}": v for k, v in towers.state_dict().items()}
+def save_cold_model(folder: str | Path, data: SplitData, model, *, user_vectors, item_vectors,
+                    user_features, item_features, content: dict, meta: dict) -> Path:
+    """A generator (towers or VAE) with everything serving needs: backbone vectors, features, content spec."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(user_vectors=user_vectors, item_vectors=item_vectors, user_features=user_features,
                    item_features=item_features,
                    warm_users=np.asarray(data.train.getnnz(axis=1) > 0, np.uint8),
                    warm_items=data.warm_items.astype(np.uint8))
-    return save_artifact(folder, TOWERS_KIND, {"config": towers.config, "content": content,
-                                               "user_ids": list(data.user_ids), "item_ids": list(data.item_ids),
-                                               **meta}, tensors)
+    return save_artifact(folder, model.KIND, {"config": model.config, "content": content,
+                                              "user_ids": list(data.user_ids), "item_ids": list(data.item_ids),
+                                              **meta}, tensors)
 
 
-def load_towers(folder: str | Path):
+def load_cold_model(folder: str | Path):
+    """(meta, generator in eval mode, arrays) from a towers or VAE artifact."""
     meta, tensors = load_artifact(folder)
-    if meta["kind"] != TOWERS_KIND:
-        raise ValueError(f"{folder}: expected a {TOWERS_KIND} artifact, found {meta['kind']}")
-    towers = ColdStartTowers(**meta["config"])
-    towers.load_state_dict({k[len("towers."):]: v for k, v in tensors.items() if k.startswith("towers.")})
-    towers.eval()
-    arrays = {k: v.numpy() for k, v in tensors.items() if not k.startswith("towers.")}
-    return meta, towers, arrays
+    if meta["kind"] not in COLD_MODELS:
+        raise ValueError(f"{folder}: expected one of {sorted(COLD_MODELS)} artifacts, found {meta['kind']}")
+    model = COLD_MODELS[meta["kind"]](**meta["config"])
+    model.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.eval()
+    arrays = {k: v.numpy() for k, v in tensors.items() if not k.startswith("model.")}
+    return meta, model, arrays
 
 
 def _align(source_ids: list[str], matrix: np.ndarray, target: pd.Index) -> np.ndarray:
@@ -72,12 +78,17 @@ def load_recommender_artifact(folder: str | Path, data: SplitData) -> EmbeddingR
         _, user, item = load_backbone(folder)
         return EmbeddingRecommender(_align(meta["user_ids"], user, data.user_ids),
                                     _align(meta["item_ids"], item, data.item_ids), name=name)
-    if meta["kind"] == TOWERS_KIND:
-        meta, towers, arrays = load_towers(folder)
+    if meta["kind"] in COLD_MODELS:
+        meta, generator, arrays = load_cold_model(folder)
         users, items = cold_start_vectors(
-            towers, user_vectors=arrays["user_vectors"], item_vectors=arrays["item_vectors"],
+            generator, user_vectors=arrays["user_vectors"], item_vectors=arrays["item_vectors"],
             warm_users=arrays["warm_users"].astype(bool), warm_items=arrays["warm_items"].astype(bool),
             user_features=arrays["user_features"], item_features=arrays["item_features"])
         return EmbeddingRecommender(_align(meta["user_ids"], users, data.user_ids),
                                     _align(meta["item_ids"], items, data.item_ids), name=name)
+    if meta["kind"] == TRANSFER_KIND:  # target vectors computed at save time
+        _, tensors = load_artifact(folder)
+        return EmbeddingRecommender(_align(meta["user_ids"], tensors["user_vectors"].numpy(), data.user_ids),
+                                    _align(meta["item_ids"], tensors["item_vectors"].numpy(), data.item_ids),
+                                    name=name)
     raise ValueError(f"{folder}: unknown model kind {meta['kind']!r}")

@@ -61,6 +61,11 @@ class TrainPairs:
     def __len__(self) -> int:
         return len(self.users)
 
+    def reseed(self, seed: int) -> None:
+        """Seed each epoch from (seed, epoch, rank): a run resumed from a checkpoint then draws the same
+        shuffles and negatives as one never interrupted."""
+        self.rng = np.random.default_rng(seed)
+
     def batches(self, batch_size: int, shard: tuple[int, int] = (0, 1)) -> Iterable[tuple[torch.Tensor, ...]]:
         """Shuffled (user, pos, neg) batches; `shard` = (rank, world) takes an equal slice per worker."""
         order = self.rng.permutation(len(self.users))

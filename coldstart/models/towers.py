@@ -60,6 +60,8 @@ class Tower(nn.Module):
 
 
 class ColdStartTowers(nn.Module):
+    KIND = "coldstart-towers"
+
     def __init__(self, item_in: int, user_in: int, dim: int, hidden: int = 256, dropout: float = 0.1):
         super().__init__()
         self.config = {"item_in": item_in, "user_in": user_in, "dim": dim, "hidden": hidden, "dropout": dropout}
@@ -68,6 +70,12 @@ class ColdStartTowers(nn.Module):
 
     def forward(self, item_x: torch.Tensor, user_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.item_tower(item_x), self.user_tower(user_x)
+
+    def generate_items(self, x: torch.Tensor) -> torch.Tensor:
+        return self.item_tower(x)
+
+    def generate_users(self, x: torch.Tensor) -> torch.Tensor:
+        return self.user_tower(x)
 
 
 @dataclass
@@ -134,7 +142,7 @@ class TowerTraining:
         return {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
 
 
-def unwrap(model: nn.Module) -> ColdStartTowers:
+def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
@@ -142,13 +150,13 @@ def unwrap(model: nn.Module) -> ColdStartTowers:
 def cold_start_vectors(model: nn.Module, *, user_vectors: np.ndarray, item_vectors: np.ndarray,
                        warm_users: np.ndarray, warm_items: np.ndarray, user_features: np.ndarray,
                        item_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Backbone vectors for warm entities, tower vectors for the others."""
-    towers = unwrap(model).eval()
+    """Backbone vectors for warm entities, generated ones (towers or VAE) for the others."""
+    generator = unwrap(model).eval()
     users = np.asarray(user_vectors, np.float32).copy()
     items = np.asarray(item_vectors, np.float32).copy()
     cold_u, cold_i = np.flatnonzero(~warm_users), np.flatnonzero(~warm_items)
     if len(cold_i):
-        items[cold_i] = towers.item_tower(torch.as_tensor(item_features[cold_i], dtype=torch.float32)).numpy()
+        items[cold_i] = generator.generate_items(torch.as_tensor(item_features[cold_i], dtype=torch.float32)).numpy()
     if len(cold_u):
-        users[cold_u] = towers.user_tower(torch.as_tensor(user_features[cold_u], dtype=torch.float32)).numpy()
+        users[cold_u] = generator.generate_users(torch.as_tensor(user_features[cold_u], dtype=torch.float32)).numpy()
     return users, items

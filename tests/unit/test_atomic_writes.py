@@ -108,6 +108,20 @@ def test_a_reader_never_finds_the_folder_missing_while_it_is_replaced(tmp_path):
 
 
 def test_the_two_rename_fallback_has_the_gap_the_exchange_closes(tmp_path, monkeypatch):
-    # Shows the reader check above can fail: two renames leave `path` missing for an instant.
+    # Deterministic where a reader thread is not: look at the folder right after every rename.
+    import os
+
+    target, real_replace, after_rename = tmp_path / "model", os.replace, []
+    _write_small(target, 0)
+
+    def watched_replace(src, dst):
+        real_replace(src, dst)
+        after_rename.append((target / "x").exists())
+
+    monkeypatch.setattr(artifacts.os, "replace", watched_replace)
+    _write_small(target, 1)
+    assert False not in after_rename  # the exchange: never missing
     monkeypatch.setattr(artifacts, "_exchange", lambda a, b: False)
-    assert count_missing_reads(tmp_path / "model", swaps=300) > 0
+    _write_small(target, 2)
+    assert False in after_rename  # two renames: missing in between
+    assert (target / "x").read_text() == "2"

@@ -1,0 +1,138 @@
+"""Transfer from a source domain to a target domain that share the LLM text space.
+
+Items of both domains are placed by one content tower over their LLM text
+vector, plus an id embedding shared by the items the two domains have in
+common (matched on a normalised "title (year)"). Users are disjoint: each
+domain has its own user table. Training minimises
+
+    L = lam * L_source + (1 - lam) * L_target,
+
+each a BPR loss over that domain's interactions. A target item that is cold
+in the target but present in the source learns its shared embedding from the
+source's interactions alone; a target item in neither gets its tower vector.
+lam = 0 is the target alone, lam = 1 the source alone (the target's users
+then never train), and the search looks in between.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from coldstart.models.mf import bpr_loss
+
+_ARTICLE = re.compile(r"^(?P<rest>.*), (?P<article>the|a|an|les|la|le|il|el|das|der|die)$")
+
+
+class TransferOptions(BaseModel):
+    """Hyper-parameters of the transfer model, shared by `coldstart train transfer`, Tune and the pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+    lam: float = Field(0.5, ge=0, le=1, description="Weight of the source loss; the target gets 1 - lam.")
+    dim: int = Field(64, gt=0, description="Embedding dimension.")
+    hidden: int = Field(256, gt=0, description="Hidden width of the item content tower.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout in the item content tower.")
+    epochs: int = Field(20, gt=0, description="Most epochs; an epoch is one pass over the target's train set.")
+    patience: int = Field(5, gt=0, description="Stop after this many epochs without a better cold-val NDCG@20.")
+    batch_size: int = Field(1024, gt=0, description="Interactions per step and domain on each worker.")
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="L2 on the embeddings of each batch.")
+    seed: int = Field(42, description="Seed of initialisation and sampling.")
+
+
+def match_key(title: str, year) -> str:
+    """'Usual Suspects, The' (1995) and 'The Usual Suspects' (1995) give the same key."""
+    text = str(title).strip().lower()
+    text = re.sub(r"\s*\(.*?\)\s*", " ", text).strip()  # alternative titles in brackets
+    found = _ARTICLE.match(text)
+    if found:
+        text = f"{found['article']} {found['rest']}"
+    text = re.sub(r"[^0-9a-z]+", " ", text).strip()
+    year = "" if year is None or pd.isna(year) else str(int(year))
+    return f"{text} ({year})"
+
+
+def match_items(source: pd.DataFrame, target: pd.DataFrame) -> pd.Series:
+    """For each target item id, the matching source item id, or NaN; a key shared by several source items is
+    ambiguous and left unmatched."""
+    src = pd.Series(source["item_id"].to_numpy(), index=[match_key(t, y) for t, y in zip(source["title"],
+                                                                                             source["year"])])
+    src = src[~src.index.duplicated(keep=False)]
+    keys = [match_key(t, y) for t, y in zip(target["title"], target["year"])]
+    return pd.Series(src.reindex(keys).to_numpy(), index=target["item_id"].to_numpy(), name="source_item_id")
+
+
+class TransferModel(nn.Module):
+    KIND = "coldstart-transfer"
+
+    def __init__(self, text_dim: int, n_items: int, n_source_users: int, n_target_users: int, dim: int = 64,
+                 hidden: int = 256, dropout: float = 0.2):
+        super().__init__()
+        self.config = {"text_dim": text_dim, "n_items": n_items, "n_source_users": n_source_users,
+                       "n_target_users": n_target_users, "dim": dim, "hidden": hidden, "dropout": dropout}
+        self.tower = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                   nn.Linear(hidden, dim))
+        self.item = nn.Embedding(n_items, dim)  # joint item table: a matched item has one row for both
+        nn.init.zeros_(self.item.weight)  # an item never trained is its tower vector, nothing else
+        self.source_user = nn.Embedding(n_source_users, dim)
+        self.target_user = nn.Embedding(n_target_users, dim)
+        nn.init.normal_(self.source_user.weight, std=0.1)
+        nn.init.normal_(self.target_user.weight, std=0.1)
+
+    def item_vectors(self, text: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.tower(text) + self.item(rows)
+
+    def forward(self, text: torch.Tensor, source: tuple, target: tuple):
+        """BPR loss and the squared norms of the rows used, for a source and a target batch at once,
+        so that DDP sees one forward per step."""
+        out = []
+        for users_table, (users, pos, neg) in ((self.source_user, source), (self.target_user, target)):
+            u = users_table(users)
+            p, n = self.item_vectors(text[pos], pos), self.item_vectors(text[neg], neg)
+            sq = (u.pow(2).sum() + self.item(pos).pow(2).sum() + self.item(neg).pow(2).sum()) / max(len(users), 1)
+            out.append((bpr_loss((u * p).sum(-1), (u * n).sum(-1)), sq))
+        return out
+
+
+class TransferTraining:
+    """One epoch = one pass over the target's train pairs, each step with a source batch of the same size."""
+
+    def __init__(self, model: nn.Module, text: np.ndarray, *, lam: float, lr: float = 2e-3,
+                 weight_decay: float = 1e-4):
+        self.model = model
+        self.text = torch.as_tensor(text, dtype=torch.float32)
+        self.lam, self.weight_decay = lam, weight_decay
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def train_epoch(self, target_batches: Iterable[tuple], source_batches: Iterable[tuple]) -> dict[str, float]:
+        self.model.train()
+        sums = {"loss": 0.0, "source_bpr": 0.0, "target_bpr": 0.0}
+        count = 0
+        for target, source in zip(target_batches, source_batches):
+            (source_bpr, source_sq), (target_bpr, target_sq) = self.model(self.text, source, target)
+            loss = self.lam * (source_bpr + self.weight_decay * source_sq) \
+                + (1 - self.lam) * (target_bpr + self.weight_decay * target_sq)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            n = len(target[0])
+            for key, value in (("loss", loss), ("source_bpr", source_bpr), ("target_bpr", target_bpr)):
+                sums[key] += float(value.detach()) * n
+            count += n
+        return {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def target_vectors(model: nn.Module, text: np.ndarray, target_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(target user vectors, target item vectors in the target's item order)."""
+    model = model.module if hasattr(model, "module") else model
+    model.eval()
+    rows = torch.as_tensor(target_rows, dtype=torch.long)
+    items = model.item_vectors(torch.as_tensor(text, dtype=torch.float32)[rows], rows)
+    return model.target_user.weight.numpy().copy(), items.numpy()

@@ -1,0 +1,285 @@
+"""Ray Tune searches over the trainers' drivers: Optuna proposes, ASHA stops the weak trials early.
+
+A trial is one call of a trainer's `run(cfg, callbacks=[TuneReportCallback()])`
+with the sampled fields; no training loop lives here, only search spaces and
+the scheduler. Every epoch's report reaches Tune, so ASHA compares trials on
+validation NDCG@20 epoch by epoch. The jobs' own patience is switched off
+during a search (set to the number of epochs): stopping early is ASHA's job.
+
+Output in `out/`: `results.csv` and `results.md` (one row per trial),
+`best.yaml` (the whole job config of the best trial: `coldstart train JOB
+--config best.yaml` retrains it), and for transfer `metric_vs_lam.png`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from coldstart import artifacts
+from coldstart.config import ConfigError, to_yaml
+
+log = logging.getLogger(__name__)
+
+METRIC = "cold_val_ndcg@20"
+
+
+class SearchOptions(BaseModel):
+    """How a search runs, shared by `coldstart tune` and the pipeline's tune stages."""
+
+    model_config = ConfigDict(extra="forbid")
+    budget: int = Field(8, gt=0, description="Trials to run.")
+    epochs: int | None = Field(None, gt=0, description="Most epochs per trial (default: the job's epochs).")
+    grace_period: int = Field(1, gt=0, description="ASHA: epochs every trial gets before it can be stopped.")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep the top 1/factor at each rung.")
+    concurrency: int | None = Field(None, gt=0, description="Trials at once (default: what the cluster's CPUs "
+                                                             "(or GPUs) fit, given each trial's workers).")
+    trial_workers: int = Field(1, gt=0, description="Ray Train workers per trial.")
+    seed: int = Field(0, description="Seed of the Optuna sampler.")
+
+
+@dataclass
+class SearchJob:
+    """A trainer as Tune sees it: its config class, its driver and its search space."""
+
+    name: str
+    config: type
+    run: Callable  # run(cfg, callbacks=...) -> TrainResult
+    space: Callable[[], dict]  # Tune search space over the config's fields
+    prepare: Callable | None = None  # run once before the trials (e.g. fill a shared cache)
+
+
+@dataclass
+class SearchResult:
+    out: Path
+    best_config: BaseModel
+    best_score: float
+    trials: pd.DataFrame
+    seconds: float
+
+
+def vae_space() -> dict:
+    from ray import tune
+
+    return {"latent": tune.choice([8, 16, 32, 64]), "hidden": tune.choice([128, 256, 512]),
+            "beta": tune.loguniform(1e-3, 1.0), "lr": tune.loguniform(3e-4, 3e-3),
+            "dropout": tune.uniform(0.0, 0.5)}
+
+
+def transfer_space() -> dict:
+    from ray import tune
+
+    return {"lam": tune.uniform(0.0, 1.0), "lr": tune.loguniform(5e-4, 5e-3)}
+
+
+def _jobs() -> dict[str, SearchJob]:
+    from trainers import generator, transfer
+
+    def warm_source_cache(cfg):
+        from coldstart.data.split import load_split
+        from coldstart.evaluate import SplitData
+
+        transfer.build_inputs(cfg, SplitData.from_split(load_split(cfg.target)))
+
+    return {"vae": SearchJob("vae", generator.GeneratorConfig, generator.run, vae_space),
+            "transfer": SearchJob("transfer", transfer.TransferConfig, transfer.run, transfer_space,
+                                  prepare=warm_source_cache)}
+
+
+def trial_concurrency(options: SearchOptions, scale) -> int:
+    import ray
+
+    if options.concurrency:
+        return min(options.concurrency, options.budget)
+    resources = ray.cluster_resources()
+    if scale.use_gpu:
+        fit = resources.get("GPU", 0) // options.trial_workers
+    else:
+        fit = resources.get("CPU", 1) // (options.trial_workers * scale.threads_per_worker)
+    return int(max(1, min(fit, options.budget)))
+
+
+def _trial(config: dict, job: SearchJob, base: dict, root: str) -> None:
+    """One trial: the job's driver with the sampled fields, its epochs reported to Tune."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_dir = Path(root) / ray.tune.get_context().get_trial_id()
+    cfg = job.config.model_validate({**base, **config, "out": str(trial_dir / "model"),
+                                     "scale": {**base["scale"], "storage": str(trial_dir / "runs")}})
+    job.run(cfg, callbacks=[TuneReportCallback()])
+
+
+def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path) -> SearchResult:
+    """Run the search for `job_name` around `base_cfg`; write the results and the best config to `out`."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from trainers.common import ensure_ray
+
+    jobs = _jobs()
+    if job_name not in jobs:
+        raise ConfigError(f"tune: unknown job {job_name!r}; known: {sorted(jobs)}")
+    job = jobs[job_name]
+    ensure_ray(base_cfg.ray)
+    started = time.perf_counter()
+    out = Path(out).resolve()
+    epochs = options.epochs or base_cfg.epochs
+    base = base_cfg.model_dump(mode="json")
+    base.update(epochs=epochs, patience=epochs)
+    base["scale"] = {**base["scale"], "num_workers": options.trial_workers}
+    if job.prepare:
+        job.prepare(base_cfg)
+    concurrency = trial_concurrency(options, base_cfg.scale)
+    log.info("tune %s: %d trials, %d at once, at most %d epochs each", job_name, options.budget, concurrency, epochs)
+    tuner = tune.Tuner(
+        # A trial only drives a Ray Train run, whose workers hold the CPUs (or GPUs); the trial itself holds a
+        # token share (Tune refuses zero), and `max_concurrent_trials` keeps trials to what the workers fit.
+        tune.with_resources(tune.with_parameters(_trial, job=job, base=base, root=str(out / "trials")),
+                            {"CPU": 0.01}),
+        param_space=job.space(),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", num_samples=options.budget, max_concurrent_trials=concurrency,
+            search_alg=OptunaSearch(seed=options.seed),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=options.grace_period,
+                                    reduction_factor=options.reduction_factor)),
+        run_config=tune.RunConfig(name=f"tune-{job_name}", storage_path=str(out / "tune"), verbose=0))
+    grid = tuner.fit()
+    trials = trial_table(grid, list(job.space()), epochs)
+    if trials["best"].isna().all():
+        errors = [str(r.error) for r in grid if r.error]
+        raise RuntimeError(f"tune {job_name}: no trial reported {METRIC}; first error: {errors[:1]}")
+    best_row = trials.loc[trials["best"].idxmax()]
+    best_cfg = job.config.model_validate({**base_cfg.model_dump(mode="json"),
+                                          **{k: _plain(best_row[k]) for k in job.space()}})
+    write_results(out, job_name, trials, best_cfg)
+    return SearchResult(out=out, best_config=best_cfg, best_score=float(best_row["best"]), trials=trials,
+                        seconds=time.perf_counter() - started)
+
+
+def _plain(value):
+    """numpy scalars -> Python scalars, so the YAML stays plain."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def trial_table(grid, params: list[str], max_epochs: int) -> pd.DataFrame:
+    rows = []
+    for result in grid:
+        history = result.metrics_dataframe
+        scores = history[METRIC] if history is not None and METRIC in history else pd.Series(dtype=float)
+        epochs = int(len(scores))
+        rows.append({**{p: result.config.get(p) for p in params},
+                     "epochs": epochs, "best": float(scores.max()) if epochs else math.nan,
+                     "best_epoch": int(scores.to_numpy().argmax()) if epochs else -1,
+                     "stopped_early": bool(0 < epochs < max_epochs),
+                     "error": None if result.error is None else type(result.error).__name__})
+    return pd.DataFrame(rows).sort_values("best", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def write_results(out: Path, job_name: str, trials: pd.DataFrame, best_cfg: BaseModel) -> None:
+    artifacts.write_bytes(out / "results.csv", trials.to_csv(index=False).encode())
+    lines = [f"# tune {job_name}: {len(trials)} trials, {int(trials['stopped_early'].sum())} stopped early by ASHA",
+             "", f"Objective: best {METRIC} over a trial's epochs.", "",
+             "| " + " | ".join(trials.columns) + " |", "|" + "---|" * len(trials.columns)]
+    for _, row in trials.iterrows():
+        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
+    artifacts.write_text(out / "results.md", "\n".join(lines) + "\n")
+    artifacts.write_text(out / "best.yaml", f"# best of {len(trials)} trials on {METRIC}\n" + to_yaml(best_cfg))
+    if "lam" in trials:
+        artifacts.write_bytes(out / "metric_vs_lam.png", lam_chart(trials))
+
+
+def lam_chart(trials: pd.DataFrame, fixed: dict[float, float] | None = None) -> bytes:
+    """Cold-val NDCG@20 of every trial against its lam; `fixed` adds full runs (lam -> score) as a line."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    done = trials.dropna(subset=["best"])
+    ax.scatter(done["lam"], done["best"], c=["tab:orange" if s else "tab:blue" for s in done["stopped_early"]])
+    if fixed:
+        lams = sorted(fixed)
+        ax.plot(lams, [fixed[x] for x in lams], "k--", marker="s", label="full runs")
+        ax.legend()
+    ax.set_xlabel("lam (weight of the source loss)")
+    ax.set_ylabel(f"target {METRIC}")
+    ax.set_title("transfer: target cold-val NDCG@20 against lam (orange: stopped by ASHA)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def tune_config_class(job_name: str) -> type:
+    """The job's config plus a `search` section: what `coldstart tune JOB` reads."""
+    from pydantic import create_model
+
+    jobs = _jobs()
+    if job_name not in jobs:
+        raise ConfigError(f"tune: unknown job {job_name!r}; known: {sorted(jobs)}")
+    return create_model(f"Tune{jobs[job_name].config.__name__}", __base__=jobs[job_name].config,
+                        search=(SearchOptions, Field(default_factory=SearchOptions, description="The search.")))
+
+
+def _split_of(cfg) -> Path:
+    return cfg.target if hasattr(cfg, "target") else cfg.split
+
+
+def tune_and_train(job_name: str, cfg) -> dict:
+    """Search, then train the best config in full into OUT/model; for transfer also lam = 0 and lam = 1,
+    each evaluated on the target's val and test sets (comparison.md, metric_vs_lam.png)."""
+    from coldstart.data.split import load_split
+    from coldstart.evaluate import SplitData, evaluate
+    from coldstart.models import load_recommender
+    from coldstart.report import markdown_table
+
+    started = time.perf_counter()
+    job = _jobs()[job_name]
+    out = Path(cfg.out)
+    base = job.config.model_validate(cfg.model_dump(mode="json", exclude={"search"}))
+    found = search(job_name, base, cfg.search, out)
+    runs = {"tuned": found.best_config.model_copy(update={"out": out / "model"})}
+    if job_name == "transfer":
+        runs["lam=0"] = found.best_config.model_copy(update={"out": out / "lam-0", "lam": 0.0})
+        runs["lam=1"] = found.best_config.model_copy(update={"out": out / "lam-1", "lam": 1.0})
+    data = SplitData.from_split(load_split(_split_of(base)))
+    results, val = {}, {}
+    for label, run_cfg in runs.items():
+        name = f"{job_name} {label}" + (f" (lam={run_cfg.lam:.3f})" if label == "tuned" and job_name == "transfer"
+                                        else "")
+        job.run(run_cfg)
+        model = load_recommender(str(run_cfg.out), data)
+        val[name] = evaluate(model, data, on="val")
+        results[name] = evaluate(model, data, on="test")
+        if label == "tuned":
+            tuned_name = name
+    lines = [f"# {job_name}: tuned against fixed settings", ""]
+    if job_name == "transfer":
+        coverage = _coverage(out / "model")
+        lines += [f"Source {base.source} covers {coverage['covered']} of {coverage['target_items']} target items "
+                  f"({coverage['cold_covered']} of {coverage['cold_items']} cold ones).", ""]
+        fixed = {run_cfg.lam: val[n]["cold"]["ndcg@20"] for n, run_cfg in zip(results, runs.values())}
+        artifacts.write_bytes(out / "metric_vs_lam.png", lam_chart(found.trials, fixed))
+    table = "Val:\n\n" + markdown_table(val) + "\nTest:\n\n" + markdown_table(results)
+    artifacts.write_text(out / "comparison.md", "\n".join(lines) + table)
+    artifacts.write_json(out / "comparison.json", {"val": val, "test": results, "tuned": tuned_name})
+    return {"table": "\n".join(lines) + table, "best_yaml": out / "best.yaml", "model": out / "model",
+            "results": results, "val": val, "tuned": tuned_name, "search": found,
+            "seconds": time.perf_counter() - started}
+
+
+def _coverage(model_dir: Path) -> dict:
+    return artifacts.read_json(Path(model_dir) / "model.json")["coverage"]
