@@ -67,6 +67,10 @@ class EntityCVAE(nn.Module):
         self.posterior = GaussianHead(dim + content_dim, hidden, latent, dropout)
         self.prior = GaussianHead(content_dim, hidden, latent, dropout)
         self.decoder = mlp(latent + content_dim, hidden, dim, dropout)
+        # Generations from the prior's mean regress towards the average embedding and come out shorter
+        # than warm ones; `scale` (set by `calibrate`) gives them the warm embeddings' mean norm, so a
+        # generated item competes with warm items at their scale when both are ranked together.
+        self.register_buffer("scale", torch.ones(()))
 
     def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.decoder(torch.cat([z, c], dim=-1))
@@ -85,7 +89,18 @@ class EntityCVAE(nn.Module):
         z = p_mean
         if sample:
             z = p_mean + torch.randn(p_mean.shape, generator=generator) * (0.5 * p_logvar).exp()
-        return self.decode(z, c)
+        return self.decode(z, c) * self.scale
+
+    @torch.no_grad()
+    def calibrate(self, e: torch.Tensor, c: torch.Tensor) -> float:
+        """Set `scale` = mean norm of warm embeddings `e` / mean norm of their prior-mean generations."""
+        was_training = self.training
+        self.eval()
+        self.scale.fill_(1.0)
+        generated = self.generate(c).norm(dim=-1).mean()
+        self.scale.fill_(float(e.norm(dim=-1).mean() / generated.clamp_min(1e-12)))
+        self.train(was_training)
+        return float(self.scale)
 
 
 class ConditionalVAE(nn.Module):
@@ -129,9 +144,11 @@ class VAETraining:
         self.model.train()
         sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "rec": 0.0}
         count = 0
+        seen_items, seen_users = torch.zeros(len(self.V), dtype=torch.bool), torch.zeros(len(self.U), dtype=torch.bool)
         for users, pos, neg in batches:
             items = torch.unique(torch.cat([pos, neg]))
             batch_users = torch.unique(users)
+            seen_items[items], seen_users[batch_users] = True, True
             out_i, out_u = self.model(self.V[items], self.item_x[items], self.U[batch_users], self.user_x[batch_users])
             recon = (out_i["recon"] - self.V[items]).pow(2).sum(-1).mean() \
                 + (out_u["recon"] - self.U[batch_users]).pow(2).sum(-1).mean()
@@ -150,4 +167,7 @@ class VAETraining:
             for key, value in (("loss", loss), ("recon", recon), ("kl", kl), ("rec", rec)):
                 sums[key] += float(value.detach()) * n
             count += n
-        return {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+        vae = self.model.module if hasattr(self.model, "module") else self.model
+        scales = {"item_scale": vae.item.calibrate(self.V[seen_items], self.item_x[seen_items]),
+                  "user_scale": vae.user.calibrate(self.U[seen_users], self.user_x[seen_users])}
+        return {**{f"train_{k}": v / max(count, 1) for k, v in sums.items()}, **scales}

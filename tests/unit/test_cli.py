@@ -57,3 +57,20 @@ def test_pipeline_over_seeds_writes_mean_and_std(tmp_path, tiny):
     assert "±" in (tmp_path / "p" / "report" / "summary.md").read_text()
     for seed in (1, 2, 3):
         assert (tmp_path / "p" / f"seed-{seed}" / "report" / "metrics.json").is_file()
+
+
+def test_tune_lists_the_jobs_fields_and_its_search_and_refuses_unknown_jobs():
+    result = runner.invoke(app, ["tune", "vae", "--help-fields"])
+    assert result.exit_code == 0, result.output
+    for field in ("--beta", "--latent", "--search.budget", "--search.grace-period", "--split"):
+        assert field in result.output
+    result = runner.invoke(app, ["tune", "transfer", "--help-fields"])
+    assert result.exit_code == 0 and "--lam" in result.output and "--source" in result.output
+    result = runner.invoke(app, ["tune", "gan", "--help-fields"])
+    assert result.exit_code == 2 and "unknown job 'gan'" in result.output
+
+
+def test_train_transfer_names_a_bad_lam():
+    result = runner.invoke(app, ["train", "transfer", "--target", "x", "--embeddings", "y", "--out", "z",
+                                 "--lam", "1.5"])
+    assert result.exit_code == 2 and "lam" in result.output

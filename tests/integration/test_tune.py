@@ -1,0 +1,93 @@
+"""Ray Tune over the VAE driver on tiny data: ASHA stops weak trials, and the best config reproduces."""
+
+import numpy as np
+import pytest
+
+from coldstart.config import load_config
+from coldstart.data.schema import validate
+from coldstart.data.split import make_split, save_split
+from tests.conftest import make_tables
+from trainers.backbone import BackboneConfig
+from trainers.backbone import run as train_backbone
+from trainers.embed import EmbedConfig
+from trainers.embed import run as embed
+from trainers.generator import GeneratorConfig
+from trainers.generator import run as train_vae
+from tuning.search import SearchOptions, search
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ray_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-run")
+    inter, items, users = make_tables(n_users=150, n_items=200, per_user=20, seed=3)
+    split = save_split(make_split(validate(inter, items, users, name="tiny"), "items", seed=0), root / "split")
+    embed(EmbedConfig(split=split, out=root / "embeddings", replicas=1))
+    train_backbone(BackboneConfig(split=split, out=root / "backbone", dim=16, epochs=15, batch_size=256,
+                                  scale={"num_workers": 1, "storage": root / "runs"}))
+    return root
+
+
+def test_four_trials_complete_with_asha_stopping_some_and_the_best_config_reproduces(tiny_run):
+    root = tiny_run
+    base = GeneratorConfig(split=root / "split", embeddings=root / "embeddings", backbone=root / "backbone",
+                           out=root / "vae", batch_size=256, epochs=4, scale={"storage": root / "runs"})
+    result = search("vae", base, SearchOptions(budget=4, concurrency=2, seed=1), root / "tune-vae")
+    trials = result.trials
+    assert len(trials) == 4 and trials["error"].isna().all()
+    assert trials["stopped_early"].sum() >= 1  # ASHA cut at least one trial short
+    assert (trials["epochs"] == 4).sum() >= 1  # and let at least one run to the end
+    for name in ("results.csv", "results.md", "best.yaml"):
+        assert (root / "tune-vae" / name).is_file()
+
+    best = load_config(GeneratorConfig, root / "tune-vae" / "best.yaml",
+                       {"scale": {"num_workers": 1, "storage": str(root / "runs")}, "out": str(root / "vae-best")})
+    top = trials.iloc[0]
+    assert best.latent == top["latent"] and best.beta == pytest.approx(top["beta"])
+    again = train_vae(best.model_copy(update={"patience": best.epochs}))
+    replay = [h["cold_val_ndcg@20"] for h in again.history]
+    assert replay[int(top["best_epoch"])] == pytest.approx(top["best"], abs=1e-6)
+    assert np.isfinite(replay).all()
+
+
+@pytest.fixture(scope="module")
+def transfer_pair(ray_cluster, tmp_path_factory):
+    """Target and source share 200 items (under other ids) whose text says nothing of taste (one genre for all),
+    so only the source's interactions can tell the target which of its cold items its users like."""
+    from coldstart.data.schema import save_dataset
+
+    root = tmp_path_factory.mktemp("transfer")
+    inter, items, users = make_tables(n_users=150, n_items=200, per_user=20, seed=3)
+    items = items.assign(genres="Drama")
+    split = save_split(make_split(validate(inter, items, users, name="target"), "items", seed=0), root / "split")
+    embed(EmbedConfig(split=split, out=root / "embeddings", replicas=1))
+    inter, items, users = make_tables(n_users=300, n_items=200, per_user=20, seed=3)  # same items, other users
+    source = validate(inter.assign(user_id="s-" + inter["user_id"], item_id="s-" + inter["item_id"]),
+                      items.assign(item_id="s-" + items["item_id"], genres="Drama"),
+                      users.assign(user_id="s-" + users["user_id"]), name="source")
+    save_dataset(source, root / "source")
+    return root
+
+
+def test_transfer_covers_the_target_and_the_source_teaches_its_cold_items(transfer_pair):
+    from coldstart.data.split import load_split
+    from coldstart.evaluate import SplitData, evaluate
+    from coldstart.models import load_recommender
+    from coldstart.models.baselines import RandomRecommender
+    from trainers.transfer import TransferConfig
+    from trainers.transfer import run as transfer
+
+    root = transfer_pair
+    data = SplitData.from_split(load_split(root / "split"))
+    cold = {}
+    for lam in (0.0, 0.5):
+        cfg = TransferConfig(source=str(root / "source"), target=root / "split", embeddings=root / "embeddings",
+                             out=root / f"transfer-{lam}", lam=lam, dim=16, epochs=30, patience=30, batch_size=256,
+                             lr=5e-3, scale={"num_workers": 1, "storage": root / "runs"})
+        result = transfer(cfg)
+        coverage = result.best["coverage"]
+        assert coverage["covered"] == data.n_items and coverage["cold_covered"] == int((~data.warm_items).sum())
+        cold[lam] = evaluate(load_recommender(str(root / f"transfer-{lam}"), data), data, on="test")["cold"]["ndcg@20"]
+    random = evaluate(RandomRecommender(data), data, on="test")["cold"]["ndcg@20"]
+    assert cold[0.5] > 1.5 * max(cold[0.0], random)  # the source's interactions carry over to cold items
