@@ -22,13 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-# Measure Serve as `coldstart serve` runs it (serve/local.py sets the same default).
-os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+import httpx
+import numpy as np
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-
-from coldstart.data.schema import find_table, read_table  # noqa: E402
+from coldstart.data.schema import find_table, read_table
 
 KINDS = ("warm-user", "new-user", "register-item")
 
@@ -219,7 +216,7 @@ def main() -> None:
     print(f"\n{args.requests} requests per cell after {args.warmup} warm-up; {os.cpu_count()} cores; "
           f"Ray num_cpus {args.num_cpus}; torch threads: Serve replicas {args.serve_threads}, "
           f"plain server {args.plain_threads}; "
-          f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ['RAY_SERVE_THROUGHPUT_OPTIMIZED']}\n")
+          f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', 'unset')}\n")
     print(report(serve_figures, plain_figures))
 
 

@@ -9,17 +9,11 @@ import tempfile
 import time
 from collections.abc import Callable
 
-# Ray Serve's documented high-throughput mode (Ray >= 2.56): replicas talk gRPC to each other and the
-# ingress takes HTTP directly; on 2 cores it halved the warm-user latency (benchmarks/RESULTS.md).
-# Read when Ray Serve is imported and inherited by the cluster this process starts; the caller's
-# environment wins.
-os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+import ray
+from ray import serve
 
-import ray  # noqa: E402
-from ray import serve  # noqa: E402
-
-from coldstart.serving.config import ServeConfig  # noqa: E402
-from serve.app import build_app  # noqa: E402
+from coldstart.serving.config import ServeConfig
+from serve.app import build_app
 
 APP_NAME = "coldstart"
 

@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from coldstart.serving.store import encode_record
 from tests.serving_artifacts import build_artifacts
 
 pytestmark = pytest.mark.slow
@@ -159,9 +160,15 @@ def test_registrations_survive_a_restart(app):
     client.post("/v1/items", json={**NEW_ITEM, "item_id": "restart-item"})
     before = client.get("/healthz").json()
     serve.delete("coldstart")
+    with open(app["store"] / "registrations.log", "ab") as log:  # the app died in the middle of a write
+        log.write(encode_record({"kind": "item", "id": "torn-item", "vector": [0.0]})[:-9])
     _deploy(app["artifacts"], app["store"])
     after = client.get("/healthz").json()
     assert after["registered_items"] == before["registered_items"] >= 2
     assert after["registered_users"] == before["registered_users"]
     assert client.get("/v1/items/restart-item").json()["registered"] is True
+    assert client.get("/v1/items/torn-item").status_code == 404  # never served
     assert client.post("/v1/items", json={**NEW_ITEM, "item_id": "restart-item"}).status_code == 409
+    assert client.post("/v1/items", json={**NEW_ITEM, "item_id": "after-torn"}).status_code == 201
+    assert client.get("/v1/items/after-torn").json()["registered"] is True
+    assert b"torn-item" not in (app["store"] / "registrations.log").read_bytes()  # cut before the append

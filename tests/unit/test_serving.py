@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from coldstart.serving.api import create_api
 from coldstart.serving.catalogue import Catalogue
+from coldstart.serving.errors import Conflict
 from coldstart.serving.index import ItemIndex
 from coldstart.serving.models import ServingEncoder, ServingGenerator
 from coldstart.serving.service import LocalStage, RecommendService
@@ -169,6 +170,18 @@ def test_registered_item_reaches_a_matching_user_and_survives_a_restart(artifact
     restarted = _client(artifacts, models, tmp_path / "store")
     assert restarted.post("/v1/recommend", json=profile).json() == after
     assert restarted.get("/healthz").json()["registered_items"] == 1
+
+
+def test_two_ranker_replicas_share_registrations_through_the_store(artifacts, models, tmp_path):
+    generator, _ = models
+    a = Catalogue.from_artifacts(artifacts, generator, RegistrationStore(tmp_path / "store"))
+    b = Catalogue.from_artifacts(artifacts, generator, RegistrationStore(tmp_path / "store"))
+    vector = generator.arrays["item_vectors"][0] * 10  # scores highest for most users
+    a.register_item("shared", vector, title="Shared", attributes={}, text="", generator="distill")
+    assert b.item_info("shared")["registered"] is True  # b never saw the call, only the log
+    with pytest.raises(Conflict):
+        b.register_item("shared", vector, title="again", attributes={}, text="", generator="distill")
+    assert len(a.index) == len(b.index) == 91
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "field"), [
