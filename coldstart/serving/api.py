@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from coldstart.serving.errors import RequestError
-from coldstart.serving.schemas import (FieldValueError, Health, ItemInfo, NewItem, NewUser, Recommendation, RecommendRequest,
-                                       Registered)
+from coldstart.serving.schemas import (FieldValueError, Health, ItemInfo, NewItem, NewUser, Recommendation,
+                                       RecommendRequest, Registered)
 from coldstart.serving.service import RecommendService
 
 API_KEY_ENV = "COLDSTART_API_KEY"

@@ -22,7 +22,8 @@ class ServeConfig(BaseModel):
     torch_threads: int = Field(1, gt=0, description="Torch threads per replica (set explicitly: replicas share cores).")
     batch_size: int = Field(16, gt=0, description="Most texts the encoder replica batches into one forward pass.")
     batch_wait_ms: float = Field(2.0, ge=0, description="How long the encoder waits to fill a batch.")
-    encoder_gpus: float | None = Field(None, ge=0, description="GPUs per encoder replica (default: 1 where CUDA is present).")
+    encoder_gpus: float | None = Field(None, ge=0,
+                                       description="GPUs per encoder replica (default: 1 where CUDA is present).")
 
     @property
     def store_dir(self) -> Path:

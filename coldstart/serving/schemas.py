@@ -46,8 +46,8 @@ def _check_attributes(cls, attributes: dict[str, AttributeValue]) -> dict[str, A
 class Profile(_Body):
     """A new user described by what we know: any of attributes, free text and liked items."""
 
-    attributes: dict[str, AttributeValue] = Field(default_factory=dict,
-                                                  description="E.g. {\"age\": 31, \"gender\": \"F\", \"occupation\": \"writer\"}.")
+    attributes: dict[str, AttributeValue] = Field(
+        default_factory=dict, description="E.g. {\"age\": 31, \"gender\": \"F\", \"occupation\": \"writer\"}.")
     text: str = Field("", max_length=MAX_TEXT_CHARS, description="Free text about the user.")
     liked: list[str] = Field(default_factory=list, max_length=MAX_LIKED, description="Ids of items the user liked.")
 

@@ -123,7 +123,8 @@ def test_bad_input_is_a_4xx_naming_the_field(app, method, path, body, status, fi
 
 
 def test_malformed_json_is_a_400(app):
-    response = app["client"].post("/v1/recommend", content=b'{"user_id": ', headers={"Content-Type": "application/json"})
+    response = app["client"].post("/v1/recommend", content=b'{"user_id": ',
+                                  headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["field"] == "body"
 
 
