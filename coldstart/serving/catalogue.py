@@ -6,11 +6,16 @@ users and registered users) with generated ones. A new user's profile may name
 liked items: their mean vector and the generated content vector each count
 half. Every public method first catches up with the store, so a registration
 made through another ranker replica is visible in the next request.
+
+Registration is idempotent by id and body: the same id registered again with the
+same body (a client's retry after an answer it never got) is answered as the
+first time and writes nothing; a different body under a taken id is a 409.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -26,6 +31,12 @@ from coldstart.serving.index import ItemIndex
 from coldstart.serving.store import RegistrationStore
 
 log = logging.getLogger(__name__)
+
+
+def _digest(record: dict) -> str:
+    """What the client sent (not the vector, not the time): equal for a retry of the same request."""
+    sent = {k: record.get(k) for k in ("kind", "id", "title", "attributes", "text", "liked", "generator")}
+    return hashlib.sha1(json.dumps(sent, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -51,6 +62,7 @@ class Catalogue:
     registered_items: int = field(init=False, default=0)
     registered_users: int = field(init=False, default=0)
     stale: int = field(init=False, default=0)
+    digests: dict[tuple[str, str], str | None] = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         self.index = ItemIndex(self.item_vectors.shape[1])
@@ -104,6 +116,7 @@ class Catalogue:
             self._apply(record)
 
     def _apply(self, record: dict) -> None:
+        self.digests.setdefault((record["kind"], record["id"]), record.get("digest"))
         if record["kind"] == "item":
             if record["id"] in self.item_pos:  # a replayed duplicate: the first registration wins
                 return
@@ -119,13 +132,22 @@ class Catalogue:
             self.users[record["id"]] = UserEntry(np.asarray(record["vector"], np.float32), seen, False, True)
             self.registered_users += 1
 
-    def _register(self, record: dict, check) -> None:
-        """Check against every record so far, append durably, then apply: never half-registered."""
+    def _register(self, record: dict, taken) -> None:
+        """Check against every record so far, append durably, then apply: never half-registered.
+
+        `taken()` says whether the id is already in use; a registered record with the same digest is
+        this very registration retried, answered without a second record, anything else a conflict.
+        """
         if self.store is None:
             raise RuntimeError("this catalogue has no registration store")
+        record["digest"] = _digest(record)
         with self._lock, self.store.writing() as writer:
             self._apply_all(writer.read_new())
-            check()
+            if taken():
+                if self.digests.get((record["kind"], record["id"])) == record["digest"]:
+                    return
+                field_name = f"{record['kind']}_id"
+                raise Conflict(field_name, f"{record['kind']} {record['id']!r} already exists (with another body)")
             writer.append(record)
             self._apply(record)
 
@@ -182,28 +204,20 @@ class Catalogue:
         vector = np.asarray(vector, np.float32)
         self.sync()
 
-        def check():
-            if item_id in self.item_pos:
-                raise Conflict("item_id", f"item {item_id!r} already exists")
-
         self._register({"kind": "item", "id": item_id, "title": title, "attributes": attributes, "text": text,
                         "vector": vector.tolist(), "generator": generator, "space": self.space,
-                        "at": time.time()}, check)
+                        "at": time.time()}, lambda: item_id in self.item_pos)
         return {"id": item_id, "kind": "item", "index_size": len(self.index)}
 
     def register_user(self, user_id: str, content_vector: np.ndarray | None, *, liked: list[str],
                       attributes: dict, text: str, generator: str) -> dict:
-        def check():
-            if user_id in self.users:
-                raise Conflict("user_id", f"user {user_id!r} already exists")
-
         self.sync()
         with self._lock:
             liked_positions = self._positions(liked, "liked")
             vector = self.profile_query(content_vector, liked_positions)
             self._register({"kind": "user", "id": user_id, "attributes": attributes, "text": text, "liked": liked,
                             "vector": vector.tolist(), "generator": generator, "space": self.space,
-                            "at": time.time()}, check)
+                            "at": time.time()}, lambda: user_id in self.users)
         return {"id": user_id, "kind": "user", "index_size": len(self.index)}
 
     def item_info(self, item_id: str) -> dict:

@@ -184,6 +184,24 @@ def test_two_ranker_replicas_share_registrations_through_the_store(artifacts, mo
     assert len(a.index) == len(b.index) == 91
 
 
+def test_a_retried_registration_is_answered_again_and_written_once(artifacts, models, tmp_path):
+    """A client that lost the answer retries with the same body: the same answer, one record; another body: 409."""
+    client = _client(artifacts, models, tmp_path / "store")
+    item = {"item_id": "retried", "title": "Star Voyage", "attributes": {"year": 1998, "genres": "Sci-Fi"}}
+    user = {"user_id": "retried-user", "attributes": {"occupation": SCI_FI_JOB}, "liked": ["retried"]}
+    first = [client.post("/v1/items", json=item), client.post("/v1/users", json=user)]
+    again = [client.post("/v1/items", json=item), client.post("/v1/users", json=user)]
+    assert [r.status_code for r in first + again] == [201] * 4
+    assert [r.json() for r in again] == [r.json() for r in first]
+    assert len(RegistrationStore(tmp_path / "store").read_new()) == 2
+    other = client.post("/v1/items", json={**item, "title": "Another film"})
+    assert other.status_code == 409 and other.json()["field"] == "item_id"
+    assert client.post("/v1/users", json={**user, "liked": []}).status_code == 409
+    restarted = _client(artifacts, models, tmp_path / "store")  # the digest is in the log, so a restart keeps it
+    assert restarted.post("/v1/items", json=item).status_code == 201
+    assert restarted.post("/v1/items", json={**item, "text": "changed"}).status_code == 409
+
+
 @pytest.mark.parametrize(("method", "path", "body", "status", "field"), [
     ("post", "/v1/recommend", {"user_id": "nobody"}, 404, "user_id"),
     ("post", "/v1/recommend", {"user_id": "u1", "k": 0}, 422, "k"),
