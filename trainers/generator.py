@@ -23,7 +23,8 @@ def build_model(cfg: GeneratorConfig, item_dim: int, user_dim: int, dim: int) ->
 def build_training(cfg: GeneratorConfig, model, user_vectors, item_vectors, arrays) -> VAETraining:
     return VAETraining(model, user_vectors=user_vectors, item_vectors=item_vectors,
                        item_features=arrays["item_features"], user_features=arrays["user_features"],
-                       beta=cfg.beta, rec=cfg.rec, lr=cfg.lr, weight_decay=cfg.weight_decay)
+                       beta=cfg.beta, rec=cfg.rec, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                       match_warm_scale=cfg.match_warm_scale)
 
 
 JOB = cold_model.ColdModelJob("vae", GeneratorConfig, build_model, build_training)

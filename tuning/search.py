@@ -29,6 +29,7 @@ from coldstart.config import ConfigError, to_yaml
 log = logging.getLogger(__name__)
 
 METRIC = "cold_val_ndcg@20"
+TRIAL_CPU = 0.01  # a trial's driver: a token share, since Tune refuses a trial with no resources
 
 
 class SearchOptions(BaseModel):
@@ -101,8 +102,8 @@ def trial_concurrency(options: SearchOptions, scale) -> int:
     resources = ray.cluster_resources()
     if scale.use_gpu:
         fit = resources.get("GPU", 0) // options.trial_workers
-    else:
-        fit = resources.get("CPU", 1) // (options.trial_workers * scale.threads_per_worker)
+    else:  # each trial also holds its driver's TRIAL_CPU, so n trials need n * (workers + TRIAL_CPU)
+        fit = resources.get("CPU", 1) // (options.trial_workers * scale.threads_per_worker + TRIAL_CPU)
     return int(max(1, min(fit, options.budget)))
 
 
@@ -144,7 +145,7 @@ def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path
         # A trial only drives a Ray Train run, whose workers hold the CPUs (or GPUs); the trial itself holds a
         # token share (Tune refuses zero), and `max_concurrent_trials` keeps trials to what the workers fit.
         tune.with_resources(tune.with_parameters(_trial, job=job, base=base, root=str(out / "trials")),
-                            {"CPU": 0.01}),
+                            {"CPU": TRIAL_CPU}),
         param_space=job.space(),
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=options.budget, max_concurrent_trials=concurrency,
