@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from coldstart.serving.errors import RequestError
 from coldstart.serving.schemas import (FieldValueError, Health, ItemInfo, NewItem, NewUser, Recommendation,
@@ -49,6 +50,14 @@ def create_api(service: RecommendService, api_key: str | None = None) -> FastAPI
     async def request_error(_: Request, exc: RequestError):
         status = 401 if exc.field == "X-API-Key" else exc.status
         return JSONResponse({"error": str(exc), "field": exc.field}, status_code=status)
+
+    @api.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException):
+        # FastAPI's own: a body it cannot parse (a wrong or missing content type, bytes that are not
+        # JSON), an unknown path, a method a path does not take. Same shape as every other error.
+        field = {400: "body", 405: "method"}.get(exc.status_code, "path")
+        return JSONResponse({"error": f"{field}: {exc.detail}", "field": field}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @api.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError):
