@@ -42,7 +42,7 @@ class TransferConfig(JobConfig, TransferOptions):
     embeddings: Path = Field(..., description="LLM embeddings of the target split (coldstart embed).")
     out: Path = Field(..., description="Where the transfer model artifact is written.")
     source_embeddings: Path | None = Field(None, description="Where the source items' LLM vectors are kept "
-                                                             "(default: OUT's folder / source-embeddings).")
+                                                             "(default: next to --embeddings, named after both).")
     cache_dir: Path | None = Field(None, description="Dataset cache (default $COLDSTART_CACHE or ~/.cache/coldstart).")
     scale: ScaleOptions = Field(default_factory=ScaleOptions, description="Workers, devices, failures.")
     ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection.")
@@ -57,6 +57,14 @@ def load_source(cfg: TransferConfig):
     return load_dataset(cfg.source)
 
 
+def source_embeddings_dir(cfg: TransferConfig) -> Path:
+    """Beside the target's embeddings, so every run on them (Tune trials, lam = 0 and 1) shares one copy."""
+    if cfg.source_embeddings:
+        return cfg.source_embeddings
+    name = Path(cfg.source).name if Path(cfg.source).is_dir() else cfg.source
+    return cfg.embeddings.parent / f"{cfg.embeddings.name}-source-{name}"
+
+
 def source_text_vectors(cfg: TransferConfig, source_items: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
     """The source items' LLM vectors from the target's encoder and templates (one text space)."""
     from coldstart.text.templates import item_texts, text_hash
@@ -64,7 +72,7 @@ def source_text_vectors(cfg: TransferConfig, source_items: pd.DataFrame) -> tupl
 
     meta = artifacts.read_json(cfg.embeddings / "embed.json")
     embed_cfg = EmbedConfig(encoder=meta["encoder"], templates=meta["templates"], split=cfg.target,
-                            out=cfg.source_embeddings or cfg.out.parent / "source-embeddings", ray=cfg.ray)
+                            out=source_embeddings_dir(cfg), ray=cfg.ray)
     texts = item_texts(source_items, embed_cfg.templates).rename(columns={"item_id": "id"})
     texts["text_hash"] = texts["text"].map(text_hash)
     result = embed_texts({"items": texts}, embed_cfg)
