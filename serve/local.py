@@ -24,11 +24,12 @@ def _stop(*_):
 
 def run_local(cfg: ServeConfig, *, num_cpus: int | None = None, smoke: bool = False,
               echo: Callable[[str], None] = print) -> None:
-    address = os.environ.get("RAY_ADDRESS")
+    address = os.environ.get("RAY_ADDRESS") or None
+    joining = address not in (None, "local")  # RAY_ADDRESS=local: a cluster of our own even if others run here
     started_ray = not ray.is_initialized()
     if started_ray:
         # 2 cores run 4 replicas' worth of logical CPUs: the replicas mostly wait on each other.
-        ray.init(address=address, num_cpus=None if address else (num_cpus or max(4, os.cpu_count() or 1)),
+        ray.init(address=address, num_cpus=None if joining else (num_cpus or max(4, os.cpu_count() or 1)),
                  include_dashboard=None if not smoke else False, log_to_driver=not smoke)
     scratch = None
     if smoke and cfg.store is None:

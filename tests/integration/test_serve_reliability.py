@@ -1,0 +1,250 @@
+"""Serving under faults: replicas killed under load, and the whole app SIGKILLed mid-registration.
+
+The client retries a request that got a 5xx or no answer, with backoff. That is
+safe for every request it sends: a recommendation changes nothing, and a
+registration is idempotent by id and body (the same id and body again is answered
+as the first time, without a second record), so a registration that was written
+but whose answer was lost in the kill is answered 201 on the retry, never 409.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from coldstart.serving.store import LOG_FILE, RegistrationStore, decode_record
+from tests.serving_artifacts import build_artifacts
+
+pytestmark = pytest.mark.slow
+
+RETRIED = {500, 502, 503, 504}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _item(item_id: str) -> dict:
+    return {"item_id": item_id, "title": f"Film {item_id}", "attributes": {"year": 1999, "genres": "Sci-Fi"}}
+
+
+def _user(user_id: str) -> dict:
+    return {"user_id": user_id, "attributes": {"occupation": "job5", "age": 30}, "liked": ["i1"]}
+
+
+def send_with_retries(client: httpx.Client, method: str, path: str, body: dict | None, *, deadline_s: float = 120,
+                      stats: dict | None = None) -> httpx.Response:
+    """The answer to a request, retried on 5xx or no answer until `deadline_s`; a 4xx is final."""
+    give_up, wait = time.monotonic() + deadline_s, 0.2
+    while True:
+        try:
+            response = client.request(method, path, json=body)
+            if response.status_code not in RETRIED:
+                return response
+        except httpx.TransportError:
+            response = None
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"{method} {path}: no success in {deadline_s} s (last {response})")
+        if stats is not None:
+            stats["retries"] = stats.get("retries", 0) + 1
+        time.sleep(wait)
+        wait = min(wait * 2, 3.0)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, minilm):
+    return build_artifacts(tmp_path_factory.mktemp("reliability") / "artifacts", minilm, epochs=10)
+
+
+# ---- a replica killed under load ------------------------------------------------------------------
+
+def _replicas(deployment: str) -> list[dict]:
+    import ray
+    from ray.util.state import list_actors
+
+    # This session's dashboard by address: with other clusters on the machine, "auto" is ambiguous.
+    dashboard = "http://" + ray._private.worker.global_worker.node.address_info["webui_url"]
+    return [a for a in list_actors(address=dashboard, filters=[("state", "=", "ALIVE")], detail=True,
+                                   raise_on_missing_output=False)
+            if a["class_name"] == f"ServeReplica:coldstart:{deployment}"]
+
+
+def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, tmp_path):
+    import ray
+    from ray import serve
+
+    from serve.app import build_app
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"artifacts": str(artifacts), "store": str(tmp_path / "store")}), name="coldstart",
+              route_prefix="/", blocking=False)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        stop, stats, acknowledged, failures = threading.Event(), {}, [], []
+
+        def load(worker: int):
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as mine:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    try:
+                        if n % 2:
+                            r = send_with_retries(mine, "POST", "/v1/recommend", {"user_id": f"u{n % 100}", "k": 5},
+                                                  stats=stats)
+                            assert r.status_code == 200 and len(r.json()["items"]) == 5, r.text
+                        else:
+                            item_id = f"kill-{worker}-{n}"
+                            r = send_with_retries(mine, "POST", "/v1/items", _item(item_id), stats=stats)
+                            assert r.status_code == 201, r.text  # a 409 here would be a retry taken for a clash
+                            acknowledged.append(item_id)
+                    except Exception as exc:  # noqa: BLE001 - collected and reported by the main thread
+                        failures.append(repr(exc))
+                        return
+
+        threads = [threading.Thread(target=load, args=(w,)) for w in range(3)]
+        for t in threads:
+            t.start()
+        killed = []
+        for deployment in ("Ranker", "Generator"):
+            time.sleep(3)
+            victim = _replicas(deployment)[0]
+            killed.append(victim["actor_id"])
+            ray.kill(ray.get_actor(victim["name"], namespace="serve"), no_restart=True)
+        time.sleep(5)
+        # Serve notices the dead replicas and starts new ones; the load keeps going meanwhile.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            alive = {d: [a["actor_id"] for a in _replicas(d)] for d in ("Ranker", "Generator")}
+            if all(alive.values()) and not set(killed) & {a for ids in alive.values() for a in ids}:
+                break
+            time.sleep(1)
+        time.sleep(3)
+        stop.set()
+        for t in threads:
+            t.join(180)
+        print(f"\nreplicas killed {len(killed)}, requests retried {stats.get('retries', 0)}, "
+              f"registrations acknowledged {len(acknowledged)}")
+        assert not failures, failures
+        assert all(alive.values()) and not set(killed) & {a for ids in alive.values() for a in ids}
+        assert len(acknowledged) >= 3
+        for item_id in acknowledged:
+            assert client.get(f"/v1/items/{item_id}").json()["registered"] is True
+        records = RegistrationStore(tmp_path / "store").read_new()
+        assert sorted(r["id"] for r in records) == sorted(acknowledged)  # each exactly once, retries included
+        assert client.post("/v1/recommend", json={"user_id": "u1", "k": 5}).status_code == 200
+    finally:
+        serve.shutdown()
+
+
+# ---- the whole app SIGKILLed in the middle of registrations ---------------------------------------
+
+def _start_app(artifacts, store, ray_tmp) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    # RAY_ADDRESS=local: its own Ray cluster, never the session's or another user's on this machine;
+    # its own session (process group) so one killpg takes the app and its Ray processes together.
+    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_TMPDIR": str(ray_tmp)}
+    proc = subprocess.Popen([sys.executable, "-m", "coldstart.cli", "serve", "--artifacts", str(artifacts),
+                             "--store", str(store), "--port", str(port), "--num-cpus", "4"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the app exited with {proc.returncode}"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    _kill_app(proc)
+    raise TimeoutError("the app did not come up")
+
+
+def _kill_app(proc: subprocess.Popen) -> int:
+    """SIGKILL the app's process group, then any of its processes that left the group; how many had."""
+    family = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    _, strays = psutil.wait_procs(family, timeout=15)
+    for p in strays:
+        p.kill()
+    _, left = psutil.wait_procs(strays, timeout=15)
+    assert not left, f"processes of the killed app still alive: {left}"
+    return len(strays)
+
+
+def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, tmp_path):
+    store = tmp_path / "store"
+    with tempfile.TemporaryDirectory(prefix="csrel-", dir="/tmp") as ray_tmp:  # short: Ray's socket paths
+        proc, url = _start_app(artifacts, store, ray_tmp)
+        items, users = [], []
+        try:
+            def register(worker: int):
+                with httpx.Client(base_url=url, timeout=30) as client:
+                    for n in range(100_000):
+                        item_id, user_id = f"crash-{worker}-{n}", f"crash-user-{worker}-{n}"
+                        try:
+                            if client.post("/v1/items", json=_item(item_id)).status_code == 201:
+                                items.append(item_id)
+                            if client.post("/v1/users", json=_user(user_id)).status_code == 201:
+                                users.append(user_id)
+                        except httpx.TransportError:
+                            return  # the app is gone: what was acknowledged so far is the test
+
+            threads = [threading.Thread(target=register, args=(w,)) for w in range(3)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 60
+            while len(items) + len(users) < 30 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            strays = _kill_app(proc)
+        for t in threads:
+            t.join(60)
+        acknowledged_items, acknowledged_users = list(items), list(users)
+        assert len(acknowledged_items) + len(acknowledged_users) >= 30
+
+        raw = (store / LOG_FILE).read_bytes()
+        lines = raw.split(b"\n")
+        torn = len(lines[-1])  # bytes after the last newline: a record the kill cut in half
+        damaged = sum(decode_record(line + b"\n") is None for line in lines[:-1])
+        print(f"\nacknowledged {len(acknowledged_items)} items and {len(acknowledged_users)} users; "
+              f"{len(lines) - 1} whole records, torn tail {torn} bytes, damaged {damaged}; strays killed {strays}")
+        assert damaged == 0  # only the very last line may be cut short
+
+        proc, url = _start_app(artifacts, store, ray_tmp)
+        try:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                for item_id in acknowledged_items:
+                    assert client.get(f"/v1/items/{item_id}").json()["registered"] is True, item_id
+                for user_id in acknowledged_users:
+                    r = client.post("/v1/recommend", json={"user_id": user_id, "k": 3})
+                    assert r.status_code == 200 and r.json()["path"] == "cold", r.text
+                for start in range(0, len(acknowledged_items), 100):  # recommendable, not only stored
+                    chunk = acknowledged_items[start:start + 100]
+                    r = client.post("/v1/recommend", json={"user_id": "u1", "k": len(chunk), "candidates": chunk,
+                                                           "exclude_seen": False})
+                    assert sorted(i["item_id"] for i in r.json()["items"]) == sorted(chunk)
+                health = client.get("/healthz").json()
+                after = client.post("/v1/items", json=_item("after-restart"))  # cuts a torn tail first
+                assert after.status_code == 201
+        finally:
+            _kill_app(proc)
+    records = RegistrationStore(store).read_new()
+    assert health["registered_items"] == sum(r["kind"] == "item" for r in records) - 1
+    assert health["registered_users"] == sum(r["kind"] == "user" for r in records)
+    assert (store / LOG_FILE).read_bytes().endswith(b"\n")
+    assert {r["id"] for r in records} >= set(acknowledged_items) | set(acknowledged_users)
