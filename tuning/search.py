@@ -216,7 +216,7 @@ def lam_chart(trials: pd.DataFrame, fixed: dict[float, float] | None = None) -> 
         ax.legend()
     ax.set_xlabel("lam (weight of the source loss)")
     ax.set_ylabel(f"target {METRIC}")
-    ax.set_title("transfer: target cold-val NDCG@20 against lam (orange: stopped by ASHA)")
+    ax.set_title("Target cold-val NDCG@20 against lam\n(dots: trials, orange if ASHA stopped them)", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
