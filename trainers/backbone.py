@@ -21,7 +21,7 @@ from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData, evaluate_set
 from coldstart.models.coldstart_model import load_backbone, save_backbone
 from coldstart.models.mf import BackboneOptions, BackboneTraining, EmbeddingRecommender, MatrixFactorization, TrainPairs
-from trainers.common import EarlyStopping, TrainResult, all_reduce_mean, ensure_ray, fault_drill, report_epoch, torch_trainer
+from trainers.common import EarlyStopping, TrainResult, ensure_ray, report_epoch, run_epoch, torch_trainer
 
 
 class BackboneConfig(JobConfig, BackboneOptions):
@@ -60,17 +60,11 @@ def train_loop(config: dict) -> None:
                        np.flatnonzero(data.warm_items), seed=cfg.seed)
     mf = model.module if hasattr(model, "module") else model
     for epoch in range(stopping.next_epoch, cfg.epochs):
-        fault_drill(cfg.scale, epoch, resumed=checkpoint is not None)
-        pairs.reseed(cfg.seed + 1000 * epoch + rank)
-        started = time.perf_counter()
-        metrics = training.train_epoch(pairs.batches(cfg.batch_size, shard=(rank, world)))
-        seconds = time.perf_counter() - started
-        metrics = all_reduce_mean(metrics, len(pairs) // world)
+        metrics = run_epoch(training, pairs, cfg, epoch, rank, world, resumed=checkpoint is not None)
         user, item = mf.user.weight.detach().numpy().copy(), mf.item.weight.detach().numpy().copy()
         val = evaluate_set(EmbeddingRecommender(user, item), data, data.split.sets["warm_val"],
                            data.candidates("warm"), ks=(20,))
-        report = {"epoch": epoch, **metrics, "warm_val_ndcg@20": val["ndcg@20"],
-                  "interactions_per_second": len(pairs) / seconds}
+        report = {"epoch": epoch, **metrics, "warm_val_ndcg@20": val["ndcg@20"]}
         if stopping.update(report):
             best_user, best_item = user, item
 

@@ -31,7 +31,7 @@ from coldstart.models.coldstart_model import load_backbone, load_cold_model, sav
 from coldstart.models.mf import EmbeddingRecommender, TrainPairs
 from coldstart.models.towers import cold_start_vectors
 from trainers.backbone import finish
-from trainers.common import EarlyStopping, TrainResult, all_reduce_mean, ensure_ray, fault_drill, report_epoch, torch_trainer
+from trainers.common import EarlyStopping, TrainResult, ensure_ray, report_epoch, run_epoch, torch_trainer
 
 
 class ColdModelInputs(JobConfig):
@@ -86,15 +86,10 @@ def train_loop(config: dict) -> None:
                "warm_items": data.warm_items, "user_features": arrays["user_features"],
                "item_features": arrays["item_features"]}
     for epoch in range(stopping.next_epoch, cfg.epochs):
-        fault_drill(cfg.scale, epoch, resumed=checkpoint is not None)
-        pairs.reseed(cfg.seed + 1000 * epoch + rank)
-        started = time.perf_counter()
-        metrics = training.train_epoch(pairs.batches(cfg.batch_size, shard=(rank, world)))
-        seconds = time.perf_counter() - started
-        metrics = all_reduce_mean(metrics, len(pairs) // world)
+        metrics = run_epoch(training, pairs, cfg, epoch, rank, world, resumed=checkpoint is not None)
         users, items = cold_start_vectors(model, **vectors)
         val = evaluate(EmbeddingRecommender(users, items), data, on="val", ks=(20,))
-        report = {"epoch": epoch, **metrics, "interactions_per_second": len(pairs) / seconds,
+        report = {"epoch": epoch, **metrics,
                   **{f"{g}_val_ndcg@20": val[g]["ndcg@20"] for g in ("cold", "warm", "all")}}
         if stopping.update(report):
             best_state = {k: v.detach().clone() for k, v in generator.state_dict().items()}

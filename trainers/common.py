@@ -112,6 +112,21 @@ def all_reduce_mean(values: dict[str, float], weight: float) -> dict[str, float]
 
 
 
+def run_epoch(training, pairs, cfg, epoch: int, rank: int, world: int, resumed: bool) -> dict[str, float]:
+    """One epoch on this rank's shard of `pairs`, the fault drill first, metrics averaged over the ranks.
+
+    Adds `interactions_per_second` (all ranks' interactions over this rank's time).
+    """
+    import time
+
+    fault_drill(cfg.scale, epoch, resumed=resumed)
+    pairs.reseed(cfg.seed + 1000 * epoch + rank)
+    started = time.perf_counter()
+    metrics = training.train_epoch(pairs.batches(cfg.batch_size, shard=(rank, world)))
+    seconds = time.perf_counter() - started
+    return {**all_reduce_mean(metrics, len(pairs) // world), "interactions_per_second": len(pairs) / seconds}
+
+
 def fault_drill(scale, epoch: int, resumed: bool) -> None:
     """Kill this worker's process outright (as an OOM or a lost node would) when the drill says so."""
     import signal
