@@ -1,6 +1,7 @@
 """Attribute one-hot features for items and users, fitted on one table and applied to new rows.
 
-Column handling, so that any user's table works without configuration:
+Column handling, so that any user's table works without configuration (values
+first read as `coldstart.data.columns` reads them, for tables and serving rows alike):
 - text containing '|' (e.g. genres): multi-hot over the values;
 - a column named like a year: one-hot by decade;
 - other numbers: one-hot by quantile bin;
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from coldstart.data.columns import clean_entity_table, is_missing, is_year_column
+
 MAX_CATEGORIES = 64
 
 
@@ -29,6 +32,7 @@ class AttributeEncoder:
     @classmethod
     def fit(cls, table: pd.DataFrame, id_column: str, n_bins: int = 5) -> "AttributeEncoder":
         enc = cls(id_column)
+        table = clean_entity_table(table, id_column)  # the loaders' reading, for tables that skipped them
         for column in table.columns:
             if column == id_column:
                 continue
@@ -37,7 +41,7 @@ class AttributeEncoder:
                 continue
             if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
                 values = pd.to_numeric(col, errors="coerce").astype("float64").dropna()
-                if "year" in column.lower():
+                if is_year_column(column):
                     decades = sorted({int(v // 10 * 10) for v in values})
                     enc.columns.append({"name": column, "kind": "decade", "values": decades})
                 else:
@@ -69,6 +73,8 @@ class AttributeEncoder:
 
     def transform(self, table: pd.DataFrame) -> np.ndarray:
         """Rows aligned with `table`, L2-normalised; absent columns and unseen values give zeros."""
+        # A serving row's year "1995" and genres "Action; Drama" read as the training table's did.
+        table = clean_entity_table(table, self.id_column)
         blocks = []
         for c in self.columns:
             col = table[c["name"]] if c["name"] in table.columns else pd.Series([None] * len(table))
@@ -81,7 +87,7 @@ class AttributeEncoder:
                 index = {v: i for i, v in enumerate(c["values"])}
                 block = np.zeros((len(table), len(index)), np.float32)
                 for row, value in enumerate(col):
-                    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+                    if is_missing(value):
                         continue
                     if c["kind"] == "decade":
                         keys = [int(float(value) // 10 * 10)]

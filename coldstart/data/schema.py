@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from coldstart import artifacts
+from coldstart.data.columns import clean_entity_table
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,8 @@ def validate(
 
     Interactions that reference an item (or user, when a users table exists)
     missing from its table are an error, or are dropped with a logged count
-    when `drop_unknown` is set.
+    when `drop_unknown` is set. Item and user attribute columns are read by
+    `coldstart.data.columns` (a year that is no number becomes missing, with a warning).
     """
     files = {"interactions": "interactions", "items": "items", "users": "users", **(files or {})}
 
@@ -179,6 +181,7 @@ def validate(
         raise DataError("table is empty", file=f)
     items = ids_as_strings(items, "item_id", file=f)
     _no_duplicates(items, "item_id", file=f)
+    items = clean_entity_table(items, "item_id", file=f)
 
     if users is not None:
         f = files["users"]
@@ -187,6 +190,7 @@ def validate(
             raise DataError("table is empty", file=f)
         users = ids_as_strings(users, "user_id", file=f)
         _no_duplicates(users, "user_id", file=f)
+        users = clean_entity_table(users, "user_id", file=f)
 
     known = {"item_id": (items, files["items"])}
     if users is not None:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from coldstart import artifacts
+from coldstart.data.columns import clean_entity_table
 from coldstart.data.schema import DataError, Dataset, find_table, ids_as_strings, read_table, require_columns
 
 log = logging.getLogger(__name__)
@@ -177,12 +178,14 @@ def load_split(folder: str | Path) -> Split:
     items = read_table(items_path)
     require_columns(items, ["item_id"], file=items_path)
     items = ids_as_strings(items, "item_id", file=items_path)
+    items = clean_entity_table(items, "item_id", file=items_path)
     users_path = find_table(folder, "users", required=False)
     users = None
     if users_path is not None:
         users = read_table(users_path)
         require_columns(users, ["user_id"], file=users_path)
         users = ids_as_strings(users, "user_id", file=users_path)
+        users = clean_entity_table(users, "user_id", file=users_path)
 
     info_path = folder / "split.json"
     info = _read_info(info_path) if info_path.is_file() else {}

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from coldstart.data.columns import clean_entity_table, is_missing
+
 log = logging.getLogger(__name__)
 
 MOVIELENS_ITEM = "{title} ({year}). Genres: {genres}."
@@ -43,7 +45,7 @@ class _Values(dict):
 
 
 def _clean(value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+    if is_missing(value):
         return ""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         value = int(value)  # a year read as 1995.0 reads as 1995
@@ -68,7 +70,8 @@ def render(template: str | None, rows: pd.DataFrame, id_column: str, *, title: s
                     sorted(absent))
         template = None
     out = []
-    records = rows.to_dict("records")
+    # The loaders' reading of years, titles and lists, so a serving row renders as a catalogue row would.
+    records = clean_entity_table(rows, id_column).to_dict("records")
     for i, row in enumerate(records):
         values = _Values({k: _clean(v) for k, v in row.items()})
         for name, series in (extra or {}).items():
