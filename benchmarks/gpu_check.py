@@ -1,11 +1,21 @@
-"""GPU paths, run on a lent CUDA machine: the embed job's actor code and the encoder distillation step.
+"""GPU paths, run on a lent CUDA machine: every training job's epoch, the embed job's actor code.
 
-Prints the throughput of `EncodeBatch` (the Ray Data actor's code, called
-directly since that machine has no Ray) in float32 and bfloat16, the cosine of
-bf16 to fp32, the fraction of the GPU's measured bf16 matmul peak, and the
-distillation step's texts/s in fp32 and under bf16 autocast.
+Training (always): one epoch of every job the Ray workers run (backbone,
+distill, vae, transfer, encoder; `benchmarks/training_jobs.py` builds them on
+tiny inputs) through the training skeleton (`trainers/loop.py`), in one
+torch.distributed group of world size 1 with the NCCL backend, as a Ray Train
+GPU worker is (that machine has no Ray), in fp32 and bf16. It checks that the
+model sits on the GPU, that every figure is finite, and that the metric
+reduction over NCCL gives back what it was given; it prints rows/s per job.
 
-    python benchmarks/gpu_check.py --model DIR --texts texts.json
+Embedding (with --model and --texts): the throughput of `EncodeBatch` (the Ray
+Data actor's code) in float32 and bfloat16, the cosine of bf16 to fp32, the
+fraction of the GPU's measured bf16 matmul peak, and the distillation step's
+texts/s in fp32 and under bf16 autocast.
+
+    python -m benchmarks.gpu_check                                  # training checks, CUDA + NCCL
+    python -m benchmarks.gpu_check --model DIR --texts texts.json   # and the embedding figures
+    python -m benchmarks.gpu_check --device cpu --backend gloo      # the same code on a CPU (a unit test)
 """
 
 from __future__ import annotations
@@ -32,12 +42,74 @@ def peak(dtype, size=8192, repeats=10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - t)
 
 
+def training_check(device: str = "cuda", backend: str = "nccl", precisions=("fp32", "bf16")) -> list[dict]:
+    """One epoch of every job per precision, in a world-size-1 process group; a row of figures per run."""
+    import socket
+    import tempfile
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from benchmarks.training_jobs import tiny_jobs
+    from coldstart.training import unwrap
+    from trainers.loop import LocalContext, fit, reduce_mean
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            jobs = tiny_jobs(Path(tmp))
+            for precision in precisions:
+                for name, make in jobs.items():
+                    job = make(epochs=2, patience=2)
+                    ctx = LocalContext(device, folder=Path(tmp) / f"{name}-{precision}")
+                    models = []
+                    build = job.build_model
+                    job.build_model = lambda build=build: models.append(build()) or models[-1]
+                    started = time.perf_counter()
+                    stopping = fit(job, ctx, precision=precision)
+                    seconds = time.perf_counter() - started
+                    where = {p.device.type for p in unwrap(models[0]).parameters()}
+                    last = stopping.history[-1]
+                    finite = all(np.isfinite(v) for v in last.values() if isinstance(v, float))
+                    rows.append({"job": name, "precision": precision, "device": ",".join(sorted(where)),
+                                 "epochs": len(stopping.history), "seconds": seconds, "finite": finite,
+                                 "rows_per_second": last.get("interactions_per_second", last.get("texts_per_second")),
+                                 "loss": last.get("train_loss"), job.key: last[job.key]})
+                    assert where == {torch.device(device).type}, f"{name}: model on {where}"
+                    assert finite, f"{name} {precision}: non-finite figures {last}"
+        values, total = reduce_mean({"a": 1.5, "b": -2.0}, 3.0, torch.device(device))
+        assert values == {"a": 1.5, "b": -2.0} and total == 3.0, (values, total)
+    finally:
+        dist.destroy_process_group()
+    for row in rows:
+        print(f"train {row['job']:9s} {row['precision']:5s} on {row['device']}: {row['epochs']} epochs in "
+              f"{row['seconds']:.2f} s, {row['rows_per_second']:9.0f} rows/s, loss {row['loss']:.4f}, "
+              f"finite {row['finite']}")
+    print(f"metric reduction over {backend} on {device}: ok")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--texts", required=True)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--backend", default="nccl")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--model", help="An encoder for the embedding figures (skipped without it).")
+    parser.add_argument("--texts", help="A JSON list of texts for the embedding figures.")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
+    training_check(args.device, args.backend, tuple(args.precisions.split(",")))
+    if args.model and args.texts:
+        embedding_check(args)
+
+
+def embedding_check(args) -> None:
     from benchmarks.common import encoder_flops_per_token
     from coldstart.models.student_encoder import EncoderDistillation, build_student
     from trainers.embed import EncodeBatch

@@ -9,7 +9,7 @@ validates the result, so a typo in a key or a bad value is an error naming it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -51,6 +51,8 @@ class ScaleOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     num_workers: int = Field(2, gt=0, description="Ray Train workers (DDP ranks).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Training precision: bf16 or fp16 run each batch step under autocast (GPU workers).")
     threads_per_worker: int = Field(1, gt=0, description="torch threads (and logical CPUs) per CPU worker.")
     max_failures: int = Field(2, ge=0, description="Worker failures survived, each resuming from the last checkpoint.")
     storage: Path | None = Field(None, description="Ray Train run storage (default: the output's folder / ray_results).")
@@ -60,6 +62,11 @@ class ScaleOptions(BaseModel):
 
 class ConfigError(ValueError):
     pass
+
+
+class NotApplicable(ConfigError):
+    """The data does not suit the job (a transfer source with no item in common, say): a pipeline skips the
+    stage with this message instead of failing."""
 
 
 def parse_overrides(args: list[str]) -> dict:

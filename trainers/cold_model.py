@@ -1,4 +1,4 @@
-"""The Ray Train loop every cold-start generator shares: distilled towers and the conditional VAE.
+"""What every cold-start generator job shares: distilled towers and the conditional VAE.
 
 Inputs: a split, the LLM embeddings of its items and users (`coldstart embed`)
 and the warm backbone (`coldstart train backbone`). Each worker trains on an
@@ -8,19 +8,15 @@ generator kept is that of the best cold-val NDCG@20 epoch (the warm path is the
 backbone, selected on warm-val when it was trained), because selecting on
 all-val, which warm items dominate, leaves a cold mapper barely trained.
 
-A job module supplies its config class, how to build its model from the
-config and the feature sizes, and how to build its `train_epoch` object.
+A generator job subclasses `ColdModelJob` with how to build its model and its
+batch step; the loop, checkpoints and resume are `trainers/loop.py`'s.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from coldstart.config import JobConfig, RayOptions, ScaleOptions
@@ -28,10 +24,11 @@ from coldstart.content import build_content
 from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData, evaluate
 from coldstart.models.coldstart_model import load_backbone, load_cold_model, save_cold_model
-from coldstart.models.mf import EmbeddingRecommender, TrainPairs
+from coldstart.models.mf import EmbeddingRecommender
 from coldstart.models.towers import cold_start_vectors
-from trainers.backbone import finish
-from trainers.common import EarlyStopping, TrainResult, ensure_ray, report_epoch, run_epoch, torch_trainer
+from trainers.backbone import train_pairs
+from trainers.common import TrainResult
+from trainers.loop import TrainJob, run_job
 
 
 class ColdModelInputs(JobConfig):
@@ -43,83 +40,53 @@ class ColdModelInputs(JobConfig):
     ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection.")
 
 
-@dataclass
-class ColdModelJob:
-    """What differs between generator jobs; everything else is `train_loop` below."""
+class ColdModelJob(TrainJob):
+    """A generator of backbone-space vectors from content; subclasses build the model and its step."""
 
-    name: str
-    config: type
-    build_model: Callable  # (cfg, item_dim, user_dim, dim) -> nn.Module with .config, .KIND, generate_*
-    build_training: Callable  # (cfg, model, user_vectors, item_vectors, arrays) -> object with train_epoch
+    key = "cold_val_ndcg@20"
 
+    def __init__(self, cfg, arrays: dict, content: dict, data: SplitData | None = None):
+        super().__init__(cfg)
+        self.data = data or SplitData.from_split(load_split(cfg.split))
+        self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        self.content = content
+        _, self.user_vectors, self.item_vectors = load_backbone(cfg.backbone)
+        self.warm_users = self.data.train.getnnz(axis=1) > 0
+        self.pairs = train_pairs(self.data, cfg.seed)
 
-def train_loop(config: dict) -> None:
-    import ray.train
-    import ray.train.torch
+    @property
+    def dims(self) -> tuple[int, int, int]:
+        """(item feature width, user feature width, backbone dimension)."""
+        return (self.arrays["item_features"].shape[1], self.arrays["user_features"].shape[1],
+                self.user_vectors.shape[1])
 
-    job: ColdModelJob = config["job"]
-    cfg = job.config.model_validate(config["cfg"])
-    arrays = {k: np.asarray(v) for k, v in config["arrays"].items()}
-    torch.set_num_threads(cfg.scale.threads_per_worker)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    data = SplitData.from_split(load_split(cfg.split))
-    _, user_vectors, item_vectors = load_backbone(cfg.backbone)
-    warm_users = data.train.getnnz(axis=1) > 0
-    torch.manual_seed(cfg.seed)
-    generator = job.build_model(cfg, arrays["item_features"].shape[1], arrays["user_features"].shape[1],
-                                user_vectors.shape[1])
-    stopping = EarlyStopping("cold_val_ndcg@20", cfg.patience)
-    best_state = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            generator.load_state_dict(load_cold_model(Path(folder) / "last")[1].state_dict())
-            best_state = load_cold_model(Path(folder) / "best")[1].state_dict()
-            stopping = EarlyStopping.resumed(stopping.key, cfg.patience, Path(folder) / "state.json")
-    model = ray.train.torch.prepare_model(generator)
-    training = job.build_training(cfg, model, user_vectors, item_vectors, arrays)
-    train = data.split.train
-    pairs = TrainPairs(data.user_ids.get_indexer(train["user_id"]), data.item_ids.get_indexer(train["item_id"]),
-                       np.flatnonzero(data.warm_items), seed=cfg.seed)
-    vectors = {"user_vectors": user_vectors, "item_vectors": item_vectors, "warm_users": warm_users,
-               "warm_items": data.warm_items, "user_features": arrays["user_features"],
-               "item_features": arrays["item_features"]}
-    for epoch in range(stopping.next_epoch, cfg.epochs):
-        metrics = run_epoch(training, pairs, cfg, epoch, rank, world, resumed=checkpoint is not None)
-        users, items = cold_start_vectors(model, **vectors)
-        val = evaluate(EmbeddingRecommender(users, items), data, on="val", ks=(20,))
-        report = {"epoch": epoch, **metrics,
-                  **{f"{g}_val_ndcg@20": val[g]["ndcg@20"] for g in ("cold", "warm", "all")}}
-        if stopping.update(report):
-            best_state = {k: v.detach().clone() for k, v in generator.state_dict().items()}
+    def batches(self, epoch, rank, world):
+        self.pairs.reseed(self.cfg.seed + 1000 * epoch + rank)
+        return self.pairs.batches(self.cfg.batch_size, shard=(rank, world))
 
-        def write(folder: Path) -> None:
-            common = dict(user_vectors=user_vectors, item_vectors=item_vectors,
-                          user_features=arrays["user_features"], item_features=arrays["item_features"],
-                          content=config["content"])
-            save_cold_model(folder / "last", data, generator, meta={"epoch": epoch}, **common)
-            best = type(generator)(**generator.config)
-            best.load_state_dict(best_state)
-            save_cold_model(folder / "best", data, best, meta={"epoch": stopping.best["epoch"],
-                                                               "metrics": stopping.best,
-                                                               "selected_on": stopping.key}, **common)
-            stopping.write(folder / "state.json")
+    def vectors(self, model) -> tuple[np.ndarray, np.ndarray]:
+        return cold_start_vectors(model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
+                                  warm_users=self.warm_users, warm_items=self.data.warm_items,
+                                  user_features=self.arrays["user_features"],
+                                  item_features=self.arrays["item_features"])
 
-        report_epoch(report, write)
-        if stopping.should_stop:
-            break
+    def validate(self, model):
+        val = evaluate(EmbeddingRecommender(*self.vectors(model)), self.data, on="val", ks=(20,))
+        return {f"{g}_val_ndcg@20": val[g]["ndcg@20"] for g in ("cold", "warm", "all")}, 1.0
+
+    def save(self, folder, model, meta):
+        save_cold_model(folder, self.data, model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
+                        user_features=self.arrays["user_features"], item_features=self.arrays["item_features"],
+                        content=self.content, meta=meta)
+
+    def load(self, folder):
+        return load_cold_model(folder)[1].state_dict()
 
 
-def run(job: ColdModelJob, cfg, callbacks: list | None = None) -> TrainResult:
+def run(job_class: type[ColdModelJob], cfg, callbacks: list | None = None) -> TrainResult:
     """Build the content features once on the driver, then train on Ray Train and keep the best epoch."""
-    ensure_ray(cfg.ray)
-    started = time.perf_counter()
     data = SplitData.from_split(load_split(cfg.split))
     item_features, user_features, user_text, item_text, spec = build_content(data, cfg.embeddings)
     arrays = {"item_features": item_features, "user_features": user_features, "user_text": user_text,
               "item_text": item_text}
-    trainer = torch_trainer(train_loop, {"job": job, "cfg": cfg.model_dump(mode="json"), "arrays": arrays,
-                                         "content": spec.to_json()},
-                            cfg.scale, name=f"{job.name}-{cfg.out.name}", out=cfg.out, callbacks=callbacks)
-    return finish(trainer.fit(), cfg.out, started)
+    return run_job(job_class, cfg, inputs={"arrays": arrays, "content": spec.to_json()}, callbacks=callbacks)

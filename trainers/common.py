@@ -99,34 +99,6 @@ def report_epoch(metrics: dict, write_checkpoint) -> None:
         ray.train.report(metrics)
 
 
-def all_reduce_mean(values: dict[str, float], weight: float) -> dict[str, float]:
-    """Weighted mean of per-worker metrics across DDP ranks (identity on one process)."""
-    import torch
-    import torch.distributed as dist
-
-    keys = sorted(values)
-    t = torch.tensor([values[k] * weight for k in keys] + [weight], dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return {k: float(t[i] / max(float(t[-1]), 1e-12)) for i, k in enumerate(keys)}
-
-
-
-def run_epoch(training, pairs, cfg, epoch: int, rank: int, world: int, resumed: bool) -> dict[str, float]:
-    """One epoch on this rank's shard of `pairs`, the fault drill first, metrics averaged over the ranks.
-
-    Adds `interactions_per_second` (all ranks' interactions over this rank's time).
-    """
-    import time
-
-    fault_drill(cfg.scale, epoch, resumed=resumed)
-    pairs.reseed(cfg.seed + 1000 * epoch + rank)
-    started = time.perf_counter()
-    metrics = training.train_epoch(pairs.batches(cfg.batch_size, shard=(rank, world)))
-    seconds = time.perf_counter() - started
-    return {**all_reduce_mean(metrics, len(pairs) // world), "interactions_per_second": len(pairs) / seconds}
-
-
 def fault_drill(scale, epoch: int, resumed: bool) -> None:
     """Kill this worker's process outright (as an OOM or a lost node would) when the drill says so."""
     import signal
@@ -137,45 +109,3 @@ def fault_drill(scale, epoch: int, resumed: bool) -> None:
     if scale.kill_at_epoch == epoch and not resumed and ctx.get_world_rank() == ctx.get_world_size() - 1:
         log.warning("fault drill: killing rank %d at epoch %d", ctx.get_world_rank(), epoch)
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-class EarlyStopping:
-    """Epoch bookkeeping that travels in every checkpoint: history, best epoch, patience, restarts."""
-
-    def __init__(self, key: str, patience: int, state: dict | None = None):
-        self.key, self.patience = key, patience
-        self.state = state or {"epoch": -1, "history": [], "best": None, "since_best": 0, "restarts": 0}
-
-    @classmethod
-    def resumed(cls, key: str, patience: int, path) -> "EarlyStopping":
-        import json
-
-        state = json.loads(path.read_text())
-        state["restarts"] = state.get("restarts", 0) + 1
-        return cls(key, patience, state)
-
-    @property
-    def next_epoch(self) -> int:
-        return self.state["epoch"] + 1
-
-    @property
-    def best(self) -> dict | None:
-        return self.state["best"]
-
-    def update(self, report: dict) -> bool:
-        """Record an epoch; True when it is the best so far on `key`."""
-        state = self.state
-        state["history"].append(report)
-        state["epoch"] = report["epoch"]
-        improved = state["best"] is None or report[self.key] > state["best"][self.key]
-        state["best"], state["since_best"] = (report, 0) if improved else (state["best"], state["since_best"] + 1)
-        return improved
-
-    @property
-    def should_stop(self) -> bool:
-        return self.state["since_best"] >= self.patience
-
-    def write(self, path) -> None:
-        import json
-
-        path.write_text(json.dumps(self.state))

@@ -1,8 +1,8 @@
 """Distillation into student towers for cold items and users, as a Ray Train job.
 
 The towers learn from the warm backbone (interaction BPR, alignment, ranking
-distillation; see `coldstart/models/towers.py`); the loop, checkpoints and model
-selection on cold-val NDCG@20 are `trainers/cold_model.py`'s.
+distillation; see `coldstart/models/towers.py`); model selection on cold-val
+NDCG@20 is `trainers/cold_model.py`'s, the loop `trainers/loop.py`'s.
 """
 
 from __future__ import annotations
@@ -16,20 +16,22 @@ class DistillConfig(cold_model.ColdModelInputs, TowerOptions):
     pass
 
 
-def build_model(cfg: DistillConfig, item_dim: int, user_dim: int, dim: int) -> ColdStartTowers:
-    return ColdStartTowers(item_dim, user_dim, dim, cfg.hidden, cfg.dropout)
+class DistillJob(cold_model.ColdModelJob):
+    name = "distill"
+    config_class = DistillConfig
 
+    def build_model(self) -> ColdStartTowers:
+        return ColdStartTowers(*self.dims, self.cfg.hidden, self.cfg.dropout)
 
-def build_training(cfg: DistillConfig, model, user_vectors, item_vectors, arrays) -> TowerTraining:
-    weights = DistillWeights(cfg.bpr, cfg.align, cfg.distill, cfg.temperature, cfg.teacher_backbone, cfg.teacher_llm)
-    return TowerTraining(model, user_vectors=user_vectors, item_vectors=item_vectors,
-                         item_features=arrays["item_features"], user_features=arrays["user_features"],
-                         user_text=arrays["user_text"], item_text=arrays["item_text"], weights=weights,
-                         lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-JOB = cold_model.ColdModelJob("distill", DistillConfig, build_model, build_training)
+    def build_training(self, model, device, precision) -> TowerTraining:
+        cfg = self.cfg
+        weights = DistillWeights(cfg.bpr, cfg.align, cfg.distill, cfg.temperature, cfg.teacher_backbone,
+                                 cfg.teacher_llm)
+        return TowerTraining(model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
+                             item_features=self.arrays["item_features"], user_features=self.arrays["user_features"],
+                             user_text=self.arrays["user_text"], item_text=self.arrays["item_text"], weights=weights,
+                             lr=cfg.lr, weight_decay=cfg.weight_decay, device=device, precision=precision)
 
 
 def run(cfg: DistillConfig, callbacks: list | None = None) -> TrainResult:
-    return cold_model.run(JOB, cfg, callbacks)
+    return cold_model.run(DistillJob, cfg, callbacks)

@@ -11,45 +11,31 @@ artifact that the embed job and serving load like any other encoder.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import shutil
-import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
 
-from coldstart import artifacts
 from coldstart.config import JobConfig, RayOptions, ScaleOptions
 from coldstart.data.schema import DataError
-from coldstart.models.student_encoder import EncoderDistillation, build_student, load_student, save_student
+from coldstart.models.student_encoder import (EncoderDistillation, StudentOptions, build_student, load_student,
+                                              save_student)
 from coldstart.text.encoder import DEFAULT_MODEL
-from trainers.common import TrainResult, ensure_ray, fault_drill, report_epoch, torch_trainer
+from trainers.common import TrainResult, ensure_ray
+from trainers.loop import TrainJob, run_job
 
 log = logging.getLogger(__name__)
 
 
-class DistillEncoderConfig(JobConfig):
+class DistillEncoderConfig(JobConfig, StudentOptions):
     embeddings: Path = Field(..., description="The embed job's folder: texts and teacher vectors.")
     out: Path = Field(..., description="Where the student encoder artifact is written.")
     teacher: str = Field(DEFAULT_MODEL, description="The teacher model (its tokenizer and first layers seed the student).")
-    student_model: str | None = Field(None, description="A small model to use as the student instead of truncating the teacher.")
-    layers: int = Field(2, gt=0, description="Teacher layers the student keeps (when no student_model).")
-    loss: Literal["cosine", "mse"] = Field("cosine", description="Distillation loss against the teacher's vectors.")
-    epochs: int = Field(4, gt=0, description="Training epochs.")
-    batch_size: int = Field(64, gt=0, description="Texts per step on each worker.")
-    lr: float = Field(5e-4, gt=0, description="AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    max_length: int = Field(128, gt=0, description="Max tokens per text for the student.")
-    holdout: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of texts held out to measure fidelity.")
-    limit: int | None = Field(None, gt=0, description="Use only this many texts (quick runs and tests).")
     split: Path | None = Field(None, description="If set, this split's cold items/users stay out of training "
                                                  "(they stand for entities that arrive after it).")
-    seed: int = Field(0, description="Seed of the hold-out draw and of training.")
     scale: ScaleOptions = Field(default_factory=ScaleOptions, description="Workers, devices, failures.")
     ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection.")
 
@@ -89,73 +75,66 @@ def holdout_mask(hashes: pd.Series, fraction: float, seed: int) -> np.ndarray:
     return hashes.map(unit).to_numpy() < fraction
 
 
-def _batches(shard, batch_size: int, seed: int | None = None):
+def text_batches(source, batch_size: int, seed: int | None = None):
+    """(texts, teacher vectors) batches from a Ray Data shard, shuffled locally when `seed` is given."""
     kwargs = {"local_shuffle_buffer_size": 4 * batch_size, "local_shuffle_seed": seed} if seed is not None else {}
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", **kwargs):
-        yield list(batch["text"]), batch["target"]
+    for batch in source.iter_batches(batch_size=batch_size, batch_format="numpy", **kwargs):
+        yield list(batch["text"]), torch.as_tensor(np.stack(batch["target"]), dtype=torch.float32)
 
 
-def train_loop(config: dict) -> None:
-    """What each Ray Train worker runs."""
-    import ray.train
-    import ray.train.torch
-    import torch.distributed as dist
+class EncoderJob(TrainJob):
+    """The student encoder as the skeleton sees it: texts in, the teacher's vectors as targets.
 
-    cfg = DistillEncoderConfig.model_validate(config["cfg"])
-    teacher_dim = config["teacher_dim"]
-    torch.set_num_threads(cfg.scale.threads_per_worker)
-    torch.manual_seed(cfg.seed)
+    `train` and `val` are anything with Ray Data's `iter_batches` (this rank's shard).
+    """
 
-    start_epoch, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            student, tokenizer, _ = load_student(Path(folder) / "encoder")
-            state = json.loads((Path(folder) / "train_state.json").read_text())
-            optimizer_state = torch.load(Path(folder) / "optimizer.pt", weights_only=True)
-        start_epoch, history = state["epoch"] + 1, state["history"]
-    else:
-        student, tokenizer = build_student(cfg.teacher, layers=cfg.layers, student_model=cfg.student_model,
-                                           teacher_dim=teacher_dim)
-        optimizer_state = None
-    model = ray.train.torch.prepare_model(student)
-    device = ray.train.torch.get_device()
-    trainer = EncoderDistillation(model, tokenizer, lr=cfg.lr, weight_decay=cfg.weight_decay, loss=cfg.loss,
-                                  max_length=cfg.max_length, device=device)
-    if optimizer_state is not None:
-        trainer.optimizer.load_state_dict(optimizer_state)
+    name = "distill-encoder"
+    key = "val_cosine"
+    throughput = "texts_per_second"
+    config_class = DistillEncoderConfig
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
-    for epoch in range(start_epoch, cfg.epochs):
-        fault_drill(cfg.scale, epoch, resumed=checkpoint is not None)
-        started = time.perf_counter()
-        metrics = trainer.train_epoch(_batches(train_shard, cfg.batch_size, seed=cfg.seed + epoch))
-        seconds = time.perf_counter() - started
-        val = trainer.evaluate(_batches(val_shard, cfg.batch_size))
-        sums = torch.tensor([metrics["train_loss"] * metrics["train_texts"], metrics["train_texts"],
-                             val["cosine_sum"], val["count"]], dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums)
-        report = {"epoch": epoch, "train_loss": float(sums[0] / max(sums[1], 1)),
-                  "val_cosine": float(sums[2] / max(sums[3], 1)),
-                  "texts_per_second": float(sums[1]) / seconds if seconds else 0.0}
-        history.append(report)
+    def __init__(self, cfg: DistillEncoderConfig, teacher_dim: int, train=None, val=None):
+        super().__init__(cfg)
+        self.teacher_dim = teacher_dim
+        if train is None:
+            import ray.train
 
-        def write(folder: Path) -> None:
-            save_student(folder / "encoder", model, tokenizer, max_length=cfg.max_length,
-                         extra={"teacher": cfg.teacher, "val_cosine": report["val_cosine"], "epoch": epoch})
-            torch.save(trainer.optimizer.state_dict(), folder / "optimizer.pt")
-            (folder / "train_state.json").write_text(json.dumps({"epoch": epoch, "history": history}))
+            train, val = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+        self.train, self.val = train, val
+        self.tokenizer = None
 
-        report_epoch(report, write)
+    def build_model(self):
+        student, self.tokenizer = build_student(self.cfg.teacher, layers=self.cfg.layers,
+                                                student_model=self.cfg.student_model, teacher_dim=self.teacher_dim)
+        return student
+
+    def build_training(self, model, device, precision) -> EncoderDistillation:
+        cfg = self.cfg
+        self.trainer = EncoderDistillation(model, self.tokenizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           loss=cfg.loss, max_length=cfg.max_length, device=device,
+                                           precision=precision)
+        return self.trainer
+
+    def batches(self, epoch, rank, world):
+        return text_batches(self.train, self.cfg.batch_size, seed=self.cfg.seed + epoch)
+
+    def validate(self, model):
+        val = self.trainer.evaluate(text_batches(self.val, self.cfg.batch_size))
+        return {"val_cosine": val["cosine"] if val["count"] else 0.0}, val["count"]
+
+    def save(self, folder, model, meta):
+        save_student(folder, model, self.tokenizer, max_length=self.cfg.max_length,
+                     extra={"teacher": self.cfg.teacher, "val_cosine": meta["metrics"]["val_cosine"],
+                            "epoch": meta["epoch"]})
+
+    def load(self, folder):
+        return load_student(folder)[0].state_dict()
 
 
 def run(cfg: DistillEncoderConfig) -> TrainResult:
     ray = ensure_ray(cfg.ray)
     import ray.data
 
-    started = time.perf_counter()
     pairs = load_pairs(cfg.embeddings, cfg.limit, excluded_ids(cfg.split))
     held = holdout_mask(pairs["text_hash"], cfg.holdout, cfg.seed)
     if held.all() or (~held).sum() < cfg.scale.num_workers:
@@ -163,23 +142,4 @@ def run(cfg: DistillEncoderConfig) -> TrainResult:
     columns = ["text", "target"]
     datasets = {"train": ray.data.from_pandas(pairs.loc[~held, columns]),
                 "val": ray.data.from_pandas(pairs.loc[held, columns] if held.any() else pairs.loc[~held, columns].iloc[:64])}
-    trainer = torch_trainer(
-        train_loop, {"cfg": cfg.model_dump(mode="json"), "teacher_dim": int(len(pairs["target"].iloc[0]))},
-        cfg.scale, name=f"distill-encoder-{cfg.out.name}", out=cfg.out, datasets=datasets, score="val_cosine")
-    result = trainer.fit()
-    best_checkpoint, best = _best(result)
-    with best_checkpoint.as_directory() as folder:
-        with artifacts.atomic_dir(cfg.out) as tmp:
-            shutil.copytree(Path(folder) / "encoder", tmp, dirs_exist_ok=True)
-    with result.checkpoint.as_directory() as folder:  # the latest: its history covers every epoch
-        history = json.loads((Path(folder) / "train_state.json").read_text())["history"]
-    return TrainResult(out=cfg.out, history=history, best=best, seconds=time.perf_counter() - started)
-
-
-def _best(result):
-    candidates = [(c, m) for c, m in (result.best_checkpoints or []) if c is not None]
-    if candidates:
-        return max(candidates, key=lambda cm: cm[1].get("val_cosine", -1.0))
-    if result.checkpoint is None:
-        raise RuntimeError(f"training produced no checkpoint: {result.error}")
-    return result.checkpoint, result.metrics or {}
+    return run_job(EncoderJob, cfg, inputs={"teacher_dim": int(len(pairs["target"].iloc[0]))}, datasets=datasets)

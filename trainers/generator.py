@@ -1,8 +1,8 @@
 """The conditional-VAE generator of warm-like embeddings for cold items and users, as a Ray Train job.
 
-The model and its loss are `coldstart/models/vae.py`'s; the loop, checkpoints
-and model selection on cold-val NDCG@20 are `trainers/cold_model.py`'s, the
-same as the distilled towers', so the two are compared on equal terms.
+The model and its loss are `coldstart/models/vae.py`'s; model selection on
+cold-val NDCG@20 is `trainers/cold_model.py`'s, the same as the distilled
+towers', so the two are compared on equal terms.
 """
 
 from __future__ import annotations
@@ -16,19 +16,20 @@ class GeneratorConfig(cold_model.ColdModelInputs, VAEOptions):
     pass
 
 
-def build_model(cfg: GeneratorConfig, item_dim: int, user_dim: int, dim: int) -> ConditionalVAE:
-    return ConditionalVAE(item_dim, user_dim, dim, cfg.latent, cfg.hidden, cfg.dropout)
+class VAEJob(cold_model.ColdModelJob):
+    name = "vae"
+    config_class = GeneratorConfig
 
+    def build_model(self) -> ConditionalVAE:
+        return ConditionalVAE(*self.dims, self.cfg.latent, self.cfg.hidden, self.cfg.dropout)
 
-def build_training(cfg: GeneratorConfig, model, user_vectors, item_vectors, arrays) -> VAETraining:
-    return VAETraining(model, user_vectors=user_vectors, item_vectors=item_vectors,
-                       item_features=arrays["item_features"], user_features=arrays["user_features"],
-                       beta=cfg.beta, rec=cfg.rec, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                       match_warm_scale=cfg.match_warm_scale)
-
-
-JOB = cold_model.ColdModelJob("vae", GeneratorConfig, build_model, build_training)
+    def build_training(self, model, device, precision) -> VAETraining:
+        cfg = self.cfg
+        return VAETraining(model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
+                           item_features=self.arrays["item_features"], user_features=self.arrays["user_features"],
+                           beta=cfg.beta, rec=cfg.rec, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                           match_warm_scale=cfg.match_warm_scale, device=device, precision=precision)
 
 
 def run(cfg: GeneratorConfig, callbacks: list | None = None) -> TrainResult:
-    return cold_model.run(JOB, cfg, callbacks)
+    return cold_model.run(VAEJob, cfg, callbacks)

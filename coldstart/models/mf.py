@@ -13,6 +13,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from coldstart.training import StepTraining
+
 
 class BackboneOptions(BaseModel):
     """Hyper-parameters of the backbone, shared by `coldstart train backbone` and the pipeline."""
@@ -78,27 +80,19 @@ class TrainPairs:
             yield (torch.from_numpy(self.users[idx]), torch.from_numpy(self.items[idx]), torch.from_numpy(neg))
 
 
-class BackboneTraining:
-    """One epoch at a time; the Ray worker loop, Tune and tests all drive it."""
+class BackboneTraining(StepTraining):
+    """BPR plus L2 on the batch's embeddings; the Ray worker loop, Tune and tests all drive `train_epoch`."""
 
-    def __init__(self, model: nn.Module, *, lr: float = 5e-3, weight_decay: float = 1e-4):
-        self.model = model
+    def __init__(self, model: nn.Module, *, lr: float = 5e-3, weight_decay: float = 1e-4, device=None,
+                 precision: str = "fp32"):
+        super().__init__(model, torch.optim.Adam(model.parameters(), lr=lr), device=device, precision=precision)
         self.weight_decay = weight_decay
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
-    def train_epoch(self, batches: Iterable[tuple[torch.Tensor, ...]]) -> dict[str, float]:
-        self.model.train()
-        total, count = 0.0, 0
-        for users, pos, neg in batches:
-            pos_scores, neg_scores, sq = self.model(users, pos, neg)
-            loss = bpr_loss(pos_scores, neg_scores)
-            reg = self.weight_decay * sq / len(users)
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss + reg).backward()
-            self.optimizer.step()
-            total += float(loss.detach()) * len(users)
-            count += len(users)
-        return {"train_loss": total / max(count, 1)}
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        users, pos, neg = batch
+        pos_scores, neg_scores, sq = self.model(users, pos, neg)
+        bpr = bpr_loss(pos_scores, neg_scores)
+        return bpr + self.weight_decay * sq / len(users), {"bpr": bpr}
 
 
 class EmbeddingRecommender:

@@ -14,14 +14,38 @@ import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from coldstart.text.encoder import pool, resolve_model_path, save_encoder
+from coldstart.training import StepTraining, unwrap
 
 log = logging.getLogger(__name__)
+
+
+class StudentOptions(BaseModel):
+    """How the student is built and trained, shared by `coldstart train encoder` and the pipeline's encoder stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    student_model: str | None = Field(None, description="A small model to use as the student instead of "
+                                                        "truncating the teacher.")
+    layers: int = Field(2, gt=0, description="Teacher layers the student keeps (when no student_model).")
+    loss: Literal["cosine", "mse"] = Field("cosine", description="Distillation loss against the teacher's vectors.")
+    epochs: int = Field(4, gt=0, description="Training epochs.")
+    patience: int = Field(2, gt=0, description="Stop after this many epochs without a better held-out cosine.")
+    batch_size: int = Field(64, gt=0, description="Texts per step on each worker.")
+    lr: float = Field(5e-4, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    max_length: int = Field(128, gt=0, description="Max tokens per text for the student.")
+    holdout: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of texts held out to measure fidelity.")
+    limit: int | None = Field(None, gt=0, description="Use only this many texts (quick runs and tests).")
+    min_cosine: float = Field(0.95, ge=-1, le=1, description="Serving uses the student only when its held-out "
+                                                             "cosine to the teacher reaches this; else the teacher.")
+    seed: int = Field(0, description="Seed of the hold-out draw and of training.")
 
 
 class StudentEncoder(nn.Module):
@@ -84,59 +108,43 @@ def distill_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.T
     raise ValueError(f"unknown loss {kind!r}")
 
 
-class EncoderDistillation:
-    """One epoch at a time, over any iterable of (texts, teacher vectors) batches.
-
-    The Ray Train worker loop, a Tune trial and a unit test all drive it the
-    same way; `model` may be DDP-wrapped.
-    """
+class EncoderDistillation(StepTraining):
+    """Batches of (texts, teacher vectors); the loss tokenizes on the CPU and runs the student on its device."""
 
     def __init__(self, model: nn.Module, tokenizer, *, lr: float = 1e-4, weight_decay: float = 0.01,
-                 loss: str = "cosine", max_length: int = 128, device: torch.device | str = "cpu"):
-        self.model = model
+                 loss: str = "cosine", max_length: int = 128, device: torch.device | str | None = None,
+                 precision: str = "fp32"):
+        super().__init__(model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay),
+                         device=device, precision=precision, clip_norm=1.0)
         self.tokenizer = tokenizer
-        self.loss = loss
+        self.kind = loss
         self.max_length = max_length
-        self.device = torch.device(device)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
     def _tokens(self, texts: list[str]):
         texts = [t if t and t.strip() else "[empty]" for t in texts]
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        return self.on_device((enc["input_ids"], enc["attention_mask"]))
 
-    def train_epoch(self, batches: Iterable[tuple[list[str], np.ndarray]]) -> dict[str, float]:
-        self.model.train()
-        total, count = 0.0, 0
-        for texts, targets in batches:
-            ids, mask = self._tokens(list(texts))
-            target = torch.as_tensor(np.asarray(targets), dtype=torch.float32, device=self.device)
-            loss = distill_loss(self.model(ids, mask), target, self.loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.optimizer.step()
-            total += float(loss.detach()) * len(texts)
-            count += len(texts)
-        return {"train_loss": total / max(count, 1), "train_texts": float(count)}
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        texts, targets = batch
+        ids, mask = self._tokens(list(texts))
+        return distill_loss(self.model(ids, mask).float(), targets.float(), self.kind), {}
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[list[str], np.ndarray]]) -> dict[str, float]:
-        """Sum and count of cosines to the teacher (sums, so workers can add them up)."""
+        """Mean cosine to the teacher and the count of texts (workers weigh their means by it)."""
         self.model.eval()
-        total, count = 0.0, 0
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
         for texts, targets in batches:
             ids, mask = self._tokens(list(texts))
             target = torch.as_tensor(np.asarray(targets), dtype=torch.float32, device=self.device)
-            cos = nn.functional.cosine_similarity(self.model(ids, mask), target, dim=-1)
-            total += float(cos.sum())
+            with self._precision():
+                pred = self.model(ids, mask)
+            total += nn.functional.cosine_similarity(pred.float(), target, dim=-1).double().sum()
             count += len(texts)
-        return {"cosine_sum": total, "count": float(count),
-                "cosine": total / count if count else math.nan}
-
-
-def unwrap(model: nn.Module) -> StudentEncoder:
-    return model.module if hasattr(model, "module") else model
+        total = float(total.cpu())
+        return {"cosine_sum": total, "count": float(count), "cosine": total / count if count else math.nan}
 
 
 def save_student(folder: str | Path, model: nn.Module, tokenizer, *, max_length: int, extra: dict | None = None):

@@ -17,7 +17,6 @@ was learnt from its own interactions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from coldstart.models.mf import bpr_loss
+from coldstart.training import StepTraining, as_input, unwrap
 
 
 class TowerOptions(BaseModel):
@@ -88,62 +88,50 @@ class DistillWeights:
     teacher_llm: float = 0.0  # ... and LLM user-text x item-text similarity
 
 
-class TowerTraining:
-    """One epoch at a time over (user, pos, neg) batches; `model` may be DDP-wrapped."""
+class TowerTraining(StepTraining):
+    """Interaction, alignment and ranking-distillation losses over (user, pos, neg) batches."""
 
     def __init__(self, model: nn.Module, *, user_vectors: np.ndarray, item_vectors: np.ndarray,
                  item_features: np.ndarray, user_features: np.ndarray, weights: DistillWeights,
                  user_text: np.ndarray | None = None, item_text: np.ndarray | None = None,
-                 lr: float = 1e-3, weight_decay: float = 1e-5):
-        self.model = model
-        self.U = torch.as_tensor(user_vectors, dtype=torch.float32)
-        self.V = torch.as_tensor(item_vectors, dtype=torch.float32)
-        self.item_x = torch.as_tensor(item_features, dtype=torch.float32)
-        self.user_x = torch.as_tensor(user_features, dtype=torch.float32)
-        self.user_text = None if user_text is None else torch.as_tensor(user_text, dtype=torch.float32)
-        self.item_text = None if item_text is None else torch.as_tensor(item_text, dtype=torch.float32)
+                 lr: float = 1e-3, weight_decay: float = 1e-5, device=None, precision: str = "fp32"):
+        super().__init__(model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay),
+                         device=device, precision=precision)
+        self.U, self.V = self.place(user_vectors), self.place(item_vectors)
+        self.item_x, self.user_x = self.place(item_features), self.place(user_features)
+        self.user_text, self.item_text = self.place(user_text), self.place(item_text)
         self.w = weights
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
-    def _teacher_logits(self, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+    def teacher_logits(self, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """The teacher's scores of `cands` for `users`: backbone, LLM user-text x item-text, or a mix."""
         logits = self.w.teacher_backbone * (self.U[users] @ self.V[cands].T)
         if self.w.teacher_llm and self.user_text is not None and self.item_text is not None:
             # Cosines live in [-1, 1]; scale them to the backbone's logit range.
-            scale = float(self.U[users].norm(dim=1).mean() * self.V[cands].norm(dim=1).mean())
+            scale = self.U[users].norm(dim=1).mean() * self.V[cands].norm(dim=1).mean()
             logits = logits + self.w.teacher_llm * scale * (self.user_text[users] @ self.item_text[cands].T)
         return logits / self.w.temperature
 
-    def train_epoch(self, batches: Iterable[tuple[torch.Tensor, ...]]) -> dict[str, float]:
-        self.model.train()
-        sums = {"loss": 0.0, "item_bpr": 0.0, "user_bpr": 0.0, "align": 0.0, "distill": 0.0}
-        count = 0
-        for users, pos, neg in batches:
-            cands = torch.unique(torch.cat([pos, neg]))
-            g_cands, h_users = self.model(self.item_x[cands], self.user_x[users])
-            where = torch.searchsorted(cands, torch.stack([pos, neg]))
-            g_pos, g_neg = g_cands[where[0]], g_cands[where[1]]
-            U, V = self.U[users], self.V[cands]
-            item_bpr = bpr_loss((U * g_pos).sum(-1), (U * g_neg).sum(-1))
-            user_bpr = bpr_loss((h_users * self.V[pos]).sum(-1), (h_users * self.V[neg]).sum(-1))
-            align = nn.functional.mse_loss(g_cands, V) + nn.functional.mse_loss(h_users, U)
-            teacher = torch.softmax(self._teacher_logits(users, cands), dim=1)
-            t = self.w.temperature
-            distill = -(teacher * torch.log_softmax(U @ g_cands.T / t, dim=1)).sum(1).mean() \
-                - (teacher * torch.log_softmax(h_users @ V.T / t, dim=1)).sum(1).mean()
-            loss = self.w.bpr * (item_bpr + user_bpr) + self.w.align * align + self.w.distill * distill
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            n = len(users)
-            for key, value in (("loss", loss), ("item_bpr", item_bpr), ("user_bpr", user_bpr), ("align", align),
-                               ("distill", distill)):
-                sums[key] += float(value.detach()) * n
-            count += n
-        return {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        users, pos, neg = batch
+        cands = torch.unique(torch.cat([pos, neg]))
+        g_cands, h_users = self.model(self.item_x[cands], self.user_x[users])
+        where = torch.searchsorted(cands, torch.stack([pos, neg]))
+        g_pos, g_neg = g_cands[where[0]], g_cands[where[1]]
+        U, V = self.U[users], self.V[cands]
+        item_bpr = bpr_loss((U * g_pos).sum(-1), (U * g_neg).sum(-1))
+        user_bpr = bpr_loss((h_users * self.V[pos]).sum(-1), (h_users * self.V[neg]).sum(-1))
+        align = nn.functional.mse_loss(g_cands, V) + nn.functional.mse_loss(h_users, U)
+        teacher = torch.softmax(self.teacher_logits(users, cands), dim=1)
+        t = self.w.temperature
+        distill = ranking_distillation(teacher, U @ g_cands.T / t) + ranking_distillation(teacher, h_users @ V.T / t)
+        loss = self.w.bpr * (item_bpr + user_bpr) + self.w.align * align + self.w.distill * distill
+        return loss, {"item_bpr": item_bpr, "user_bpr": user_bpr, "align": align, "distill": distill}
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+def ranking_distillation(teacher: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the student's softmax over the candidates against the teacher's distribution
+    (KL up to the teacher's entropy, a constant for the student)."""
+    return -(teacher * torch.log_softmax(student_logits.float(), dim=1)).sum(1).mean()
 
 
 @torch.no_grad()
@@ -151,12 +139,15 @@ def cold_start_vectors(model: nn.Module, *, user_vectors: np.ndarray, item_vecto
                        warm_users: np.ndarray, warm_items: np.ndarray, user_features: np.ndarray,
                        item_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Backbone vectors for warm entities, generated ones (towers or VAE) for the others."""
-    generator = unwrap(model).eval()
+    generator = unwrap(model)
+    was_training = generator.training
+    generator.eval()
     users = np.asarray(user_vectors, np.float32).copy()
     items = np.asarray(item_vectors, np.float32).copy()
     cold_u, cold_i = np.flatnonzero(~warm_users), np.flatnonzero(~warm_items)
     if len(cold_i):
-        items[cold_i] = generator.generate_items(torch.as_tensor(item_features[cold_i], dtype=torch.float32)).numpy()
+        items[cold_i] = generator.generate_items(as_input(item_features[cold_i], generator)).float().cpu().numpy()
     if len(cold_u):
-        users[cold_u] = generator.generate_users(torch.as_tensor(user_features[cold_u], dtype=torch.float32)).numpy()
+        users[cold_u] = generator.generate_users(as_input(user_features[cold_u], generator)).float().cpu().numpy()
+    generator.train(was_training)
     return users, items

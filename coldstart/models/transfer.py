@@ -17,15 +17,15 @@ then never train), and the search looks in between.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-
 import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from coldstart.data.columns import clean_entity_table, is_missing, read_year
 from coldstart.models.mf import bpr_loss
+from coldstart.training import StepTraining, as_input, unwrap
 
 _ARTICLE = re.compile(r"^(?P<rest>.*), (?P<article>the|a|an|les|la|le|il|el|das|der|die)$")
 
@@ -46,26 +46,40 @@ class TransferOptions(BaseModel):
     seed: int = Field(42, description="Seed of initialisation and sampling.")
 
 
-def match_key(title: str, year) -> str:
-    """'Usual Suspects, The' (1995) and 'The Usual Suspects' (1995) give the same key."""
+def match_key(title, year) -> str | None:
+    """'Usual Suspects, The' (1995) and 'The Usual Suspects' (1995) give the same key. A missing or empty title
+    gives None, which matches nothing; a year that is missing or not a number leaves "title ()"."""
+    if is_missing(title):
+        return None
     text = str(title).strip().lower()
     text = re.sub(r"\s*\(.*?\)\s*", " ", text).strip()  # alternative titles in brackets
     found = _ARTICLE.match(text)
     if found:
         text = f"{found['article']} {found['rest']}"
     text = re.sub(r"[^0-9a-z]+", " ", text).strip()
-    year = "" if year is None or pd.isna(year) else str(int(year))
-    return f"{text} ({year})"
+    if not text:  # "???" and "(1995)" say nothing that could tell two items apart
+        return None
+    year = read_year(year)
+    return f"{text} ({'' if year is None else year})"
 
 
 def match_items(source: pd.DataFrame, target: pd.DataFrame) -> pd.Series:
     """For each target item id, the matching source item id, or NaN; a key shared by several source items is
-    ambiguous and left unmatched."""
-    src = pd.Series(source["item_id"].to_numpy(), index=[match_key(t, y) for t, y in zip(source["title"],
-                                                                                             source["year"])])
-    src = src[~src.index.duplicated(keep=False)]
-    keys = [match_key(t, y) for t, y in zip(target["title"], target["year"])]
-    return pd.Series(src.reindex(keys).to_numpy(), index=target["item_id"].to_numpy(), name="source_item_id")
+    ambiguous and left unmatched. Without a title column nothing matches; without a year, titles alone do."""
+
+    def keys(items: pd.DataFrame) -> list[str | None]:
+        if "title" not in items.columns:
+            return [None] * len(items)
+        # The loaders' reading of titles and years, for tables that did not come through a loader.
+        read = clean_entity_table(items[[c for c in ("title", "year") if c in items.columns]], "item_id")
+        years = read["year"] if "year" in read.columns else [None] * len(read)
+        return [match_key(t, y) for t, y in zip(read["title"], years)]
+
+    source_keys = keys(source)
+    shared = pd.Series(source_keys).value_counts()
+    lookup = {k: item for k, item in zip(source_keys, source["item_id"]) if k is not None and shared[k] == 1}
+    return pd.Series([lookup.get(k, np.nan) for k in keys(target)], index=target["item_id"].to_numpy(),
+                     dtype=object, name="source_item_id")
 
 
 class TransferModel(nn.Module):
@@ -100,39 +114,31 @@ class TransferModel(nn.Module):
         return out
 
 
-class TransferTraining:
-    """One epoch = one pass over the target's train pairs, each step with a source batch of the same size."""
+class TransferTraining(StepTraining):
+    """Batches are (target, source) pairs of (user, pos, neg) batches: an epoch is one pass over the
+    target's train pairs, each step with a source batch of the same size."""
 
     def __init__(self, model: nn.Module, text: np.ndarray, *, lam: float, lr: float = 2e-3,
-                 weight_decay: float = 1e-4):
-        self.model = model
-        self.text = torch.as_tensor(text, dtype=torch.float32)
+                 weight_decay: float = 1e-4, device=None, precision: str = "fp32"):
+        super().__init__(model, torch.optim.Adam(model.parameters(), lr=lr), device=device, precision=precision)
+        self.text = self.place(text)
         self.lam, self.weight_decay = lam, weight_decay
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
-    def train_epoch(self, target_batches: Iterable[tuple], source_batches: Iterable[tuple]) -> dict[str, float]:
-        self.model.train()
-        sums = {"loss": 0.0, "source_bpr": 0.0, "target_bpr": 0.0}
-        count = 0
-        for target, source in zip(target_batches, source_batches):
-            (source_bpr, source_sq), (target_bpr, target_sq) = self.model(self.text, source, target)
-            loss = self.lam * (source_bpr + self.weight_decay * source_sq) \
-                + (1 - self.lam) * (target_bpr + self.weight_decay * target_sq)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            n = len(target[0])
-            for key, value in (("loss", loss), ("source_bpr", source_bpr), ("target_bpr", target_bpr)):
-                sums[key] += float(value.detach()) * n
-            count += n
-        return {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        target, source = batch
+        (source_bpr, source_sq), (target_bpr, target_sq) = self.model(self.text, source, target)
+        loss = self.lam * (source_bpr + self.weight_decay * source_sq) \
+            + (1 - self.lam) * (target_bpr + self.weight_decay * target_sq)
+        return loss, {"source_bpr": source_bpr, "target_bpr": target_bpr}
 
 
 @torch.no_grad()
 def target_vectors(model: nn.Module, text: np.ndarray, target_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(target user vectors, target item vectors in the target's item order)."""
-    model = model.module if hasattr(model, "module") else model
+    model = unwrap(model)
+    was_training = model.training
     model.eval()
-    rows = torch.as_tensor(target_rows, dtype=torch.long)
-    items = model.item_vectors(torch.as_tensor(text, dtype=torch.float32)[rows], rows)
-    return model.target_user.weight.numpy().copy(), items.numpy()
+    rows = as_input(target_rows, model, dtype=torch.long)
+    items = model.item_vectors(as_input(text, model)[rows], rows)
+    model.train(was_training)
+    return model.target_user.weight.detach().float().cpu().numpy().copy(), items.float().cpu().numpy()

@@ -15,14 +15,13 @@ draws z from the prior instead, for diversity.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from coldstart.models.mf import bpr_loss
+from coldstart.training import StepTraining, unwrap
 
 LOGVAR_RANGE = (-8.0, 8.0)  # keeps exp(logvar) and the KL finite whatever the batch
 
@@ -91,7 +90,9 @@ class EntityCVAE(nn.Module):
         p_mean, p_logvar = self.prior(c)
         z = p_mean
         if sample:
-            z = p_mean + torch.randn(p_mean.shape, generator=generator) * (0.5 * p_logvar).exp()
+            # `generator`, when given, lives on the model's device (noise is drawn where the model runs).
+            noise = torch.randn(p_mean.shape, generator=generator, device=p_mean.device, dtype=p_mean.dtype)
+            z = p_mean + noise * (0.5 * p_logvar).exp()
         return self.decode(z, c) * self.scale
 
     @torch.no_grad()
@@ -131,49 +132,44 @@ class ConditionalVAE(nn.Module):
         return self.user.generate(x, sample, generator)
 
 
-class VAETraining:
-    """One epoch at a time over (user, pos, neg) batches; `model` may be DDP-wrapped."""
+class VAETraining(StepTraining):
+    """Reconstruction + beta * KL + rec * BPR over (user, pos, neg) batches; calibrates the scale after each epoch."""
 
     def __init__(self, model: nn.Module, *, user_vectors: np.ndarray, item_vectors: np.ndarray,
                  item_features: np.ndarray, user_features: np.ndarray, beta: float = 0.1, rec: float = 1.0,
-                 lr: float = 1e-3, weight_decay: float = 1e-5, match_warm_scale: bool = False):
-        self.model = model
-        self.U = torch.as_tensor(user_vectors, dtype=torch.float32)
-        self.V = torch.as_tensor(item_vectors, dtype=torch.float32)
-        self.item_x = torch.as_tensor(item_features, dtype=torch.float32)
-        self.user_x = torch.as_tensor(user_features, dtype=torch.float32)
+                 lr: float = 1e-3, weight_decay: float = 1e-5, match_warm_scale: bool = False, device=None,
+                 precision: str = "fp32"):
+        super().__init__(model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay),
+                         device=device, precision=precision)
+        self.U, self.V = self.place(user_vectors), self.place(item_vectors)
+        self.item_x, self.user_x = self.place(item_features), self.place(user_features)
         self.beta, self.rec, self.match_warm_scale = beta, rec, match_warm_scale
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.seen_items = torch.zeros(len(self.V), dtype=torch.bool, device=self.device)
+        self.seen_users = torch.zeros(len(self.U), dtype=torch.bool, device=self.device)
 
-    def train_epoch(self, batches: Iterable[tuple[torch.Tensor, ...]]) -> dict[str, float]:
-        self.model.train()
-        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "rec": 0.0}
-        count = 0
-        seen_items, seen_users = torch.zeros(len(self.V), dtype=torch.bool), torch.zeros(len(self.U), dtype=torch.bool)
-        for users, pos, neg in batches:
-            items = torch.unique(torch.cat([pos, neg]))
-            batch_users = torch.unique(users)
-            seen_items[items], seen_users[batch_users] = True, True
-            out_i, out_u = self.model(self.V[items], self.item_x[items], self.U[batch_users], self.user_x[batch_users])
-            recon = (out_i["recon"] - self.V[items]).pow(2).sum(-1).mean() \
-                + (out_u["recon"] - self.U[batch_users]).pow(2).sum(-1).mean()
-            kl = out_i["kl"].mean() + out_u["kl"].mean()
-            where = torch.searchsorted(items, torch.stack([pos, neg]))
-            g_pos, g_neg = out_i["generated"][where[0]], out_i["generated"][where[1]]
-            h = out_u["generated"][torch.searchsorted(batch_users, users)]
-            U = self.U[users]
-            rec = bpr_loss((U * g_pos).sum(-1), (U * g_neg).sum(-1)) \
-                + bpr_loss((h * self.V[pos]).sum(-1), (h * self.V[neg]).sum(-1))
-            loss = recon + self.beta * kl + self.rec * rec
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            n = len(users)
-            for key, value in (("loss", loss), ("recon", recon), ("kl", kl), ("rec", rec)):
-                sums[key] += float(value.detach()) * n
-            count += n
-        vae = self.model.module if hasattr(self.model, "module") else self.model
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        users, pos, neg = batch
+        items = torch.unique(torch.cat([pos, neg]))
+        batch_users = torch.unique(users)
+        self.seen_items[items], self.seen_users[batch_users] = True, True
+        out_i, out_u = self.model(self.V[items], self.item_x[items], self.U[batch_users], self.user_x[batch_users])
+        recon = (out_i["recon"].float() - self.V[items]).pow(2).sum(-1).mean() \
+            + (out_u["recon"].float() - self.U[batch_users]).pow(2).sum(-1).mean()
+        kl = out_i["kl"].float().mean() + out_u["kl"].float().mean()
+        where = torch.searchsorted(items, torch.stack([pos, neg]))
+        g_pos, g_neg = out_i["generated"][where[0]], out_i["generated"][where[1]]
+        h = out_u["generated"][torch.searchsorted(batch_users, users)]
+        U = self.U[users]
+        rec = bpr_loss((U * g_pos).sum(-1), (U * g_neg).sum(-1)) \
+            + bpr_loss((h * self.V[pos]).sum(-1), (h * self.V[neg]).sum(-1))
+        return recon + self.beta * kl + self.rec * rec, {"recon": recon, "kl": kl, "rec": rec}
+
+    def train_epoch(self, batches) -> dict[str, float]:
+        self.seen_items.zero_()
+        self.seen_users.zero_()
+        metrics = super().train_epoch(batches)
+        vae = unwrap(self.model)
         apply = self.match_warm_scale
-        scales = {"item_norm_ratio": vae.item.calibrate(self.V[seen_items], self.item_x[seen_items], apply),
-                  "user_norm_ratio": vae.user.calibrate(self.U[seen_users], self.user_x[seen_users], apply)}
-        return {**{f"train_{k}": v / max(count, 1) for k, v in sums.items()}, **scales}
+        scales = {"item_norm_ratio": vae.item.calibrate(self.V[self.seen_items], self.item_x[self.seen_items], apply),
+                  "user_norm_ratio": vae.user.calibrate(self.U[self.seen_users], self.user_x[self.seen_users], apply)}
+        return {**metrics, **scales}

@@ -92,10 +92,30 @@ def test_source_interactions_teach_a_target_cold_item():
         target = TrainPairs(t_users, t_items, np.arange(10, 20), seed=0)
         source = TrainPairs(s_users, s_items, np.arange(10, 20), seed=1)
         for _ in range(60):
-            training.train_epoch(target.batches(32), source.batches(32))
+            training.train_epoch(zip(target.batches(32), source.batches(32)))
         users, items = target_vectors(model, text, np.arange(n_items))
         scores = users @ items.T
         ranks[lam] = float((scores > scores[:, [0]]).sum(1).mean())  # items above the cold item 0
     print(f"items ranked above the cold item: {ranks}")
     assert ranks[0.5] < ranks[0.0]
     assert ranks[0.5] < 5  # among the liked items, not among the disliked
+
+
+def test_a_source_holding_the_targets_interactions_is_found_whatever_its_ids():
+    """The leak check reads the data: relabelled ids do not hide a copy of the target; other people are no twins."""
+    from coldstart.data.schema import validate
+    from coldstart.data.split import make_split
+    from coldstart.evaluate import SplitData
+    from tests.conftest import make_tables
+    from trainers.transfer import target_twins
+
+    inter, items, users = make_tables(n_users=150, n_items=200, per_user=20, seed=3)
+    data = SplitData.from_split(make_split(validate(inter, items, users), "items", seed=0))
+    relabel = {i: f"s-{i}" for i in items["item_id"]}
+    matched = pd.Series([relabel[i] for i in data.item_ids], index=data.item_ids)
+    copy = inter.assign(user_id="x-" + inter["user_id"], item_id=inter["item_id"].map(relabel))
+    assert target_twins(copy, matched, data)["share"] > 0.95
+    others, _, _ = make_tables(n_users=300, n_items=200, per_user=20, seed=4)
+    other = others.assign(user_id="y-" + others["user_id"], item_id=others["item_id"].map(relabel))
+    found = target_twins(other, matched, data)
+    assert found["users"] > 50 and found["share"] < 0.05

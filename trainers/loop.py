@@ -1,0 +1,335 @@
+"""The one training skeleton every job runs, on Ray Train workers or in a plain process.
+
+A job (`TrainJob`) supplies its model, its batch step (a `coldstart.training.StepTraining`),
+its batches, its validation and how its artifact is written. The skeleton owns
+the rest, once for every model:
+
+- device placement: the model goes to the worker's device (`prepare` of the
+  context); batches and lookup tables follow it in `StepTraining`;
+- resume: the last weights, the optimizer's state and the epoch bookkeeping come
+  back from the checkpoint, so a resumed run continues as an uninterrupted one
+  (samplers and dropout are reseeded per epoch from (seed, epoch, rank));
+- metric reduction: every figure is averaged over the ranks on the device,
+  weighted by the rows each rank saw, and leaves it with `.cpu()`;
+- model selection and early stopping on the job's validation key;
+- checkpoints: `best/` (the job's own artifact of the best epoch),
+  `last.safetensors`, `optimizer.pt` and `state.json`.
+
+`RayContext` runs it inside a Ray Train worker; `LocalContext` in a process of
+its own or one rank of a torch.distributed group started without Ray (the GPU
+check, and unit tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from coldstart import artifacts
+from coldstart.training import StepTraining, unwrap
+
+log = logging.getLogger(__name__)
+
+LAST_WEIGHTS = "last.safetensors"
+OPTIMIZER = "optimizer.pt"
+STATE = "state.json"
+BEST = "best"
+
+
+class TrainJob:
+    """What one model's training supplies to the skeleton; a new model is a subclass of this."""
+
+    name = "job"
+    key = "val_ndcg@20"  # validation metric that selects the epoch kept and stops early
+    throughput = "interactions_per_second"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    @property
+    def epochs(self) -> int:
+        return self.cfg.epochs
+
+    @property
+    def patience(self) -> int:
+        return self.cfg.patience
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_training(self, model: nn.Module, device: torch.device, precision: str) -> StepTraining:
+        """The batch step over `model` (perhaps DDP-wrapped, already on `device`)."""
+        raise NotImplementedError
+
+    def batches(self, epoch: int, rank: int, world: int) -> Iterable[Any]:
+        """This rank's batches of the epoch, on the CPU (the step places them)."""
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module) -> tuple[dict[str, float], float]:
+        """Validation metrics of `model` (unwrapped, in eval mode) and their weight on this rank."""
+        raise NotImplementedError
+
+    def save(self, folder: Path, model: nn.Module, meta: dict) -> None:
+        """Write the job's self-describing artifact of `model` into `folder`."""
+        raise NotImplementedError
+
+    def load(self, folder: Path) -> dict[str, torch.Tensor]:
+        """The state dict of an artifact `save` wrote."""
+        raise NotImplementedError
+
+
+class EarlyStopping:
+    """Epoch bookkeeping that travels in every checkpoint: history, best epoch, patience, restarts."""
+
+    def __init__(self, key: str, patience: int, state: dict | None = None):
+        self.key, self.patience = key, patience
+        self.state = state or {"epoch": -1, "history": [], "best": None, "since_best": 0, "restarts": 0}
+
+    @classmethod
+    def resumed(cls, key: str, patience: int, path: Path) -> "EarlyStopping":
+        state = json.loads(Path(path).read_text())
+        state["restarts"] = state.get("restarts", 0) + 1
+        return cls(key, patience, state)
+
+    @property
+    def next_epoch(self) -> int:
+        return self.state["epoch"] + 1
+
+    @property
+    def best(self) -> dict | None:
+        return self.state["best"]
+
+    @property
+    def history(self) -> list[dict]:
+        return self.state["history"]
+
+    def update(self, report: dict) -> bool:
+        """Record an epoch; True when it is the best so far on `key`."""
+        state = self.state
+        state["history"].append(report)
+        state["epoch"] = report["epoch"]
+        improved = state["best"] is None or report[self.key] > state["best"][self.key]
+        state["best"], state["since_best"] = (report, 0) if improved else (state["best"], state["since_best"] + 1)
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.state["since_best"] >= self.patience
+
+    def write(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.state))
+
+
+def reduce_mean(values: dict[str, float], weight: float, device: torch.device) -> tuple[dict[str, float], float]:
+    """Weighted mean of per-rank figures across the torch.distributed group, and the total weight.
+
+    The tensor lives on `device`: NCCL reduces only CUDA tensors. Identity on one process.
+    """
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    t = torch.tensor([values[k] * weight for k in keys] + [weight], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    t = t.cpu()
+    total = float(t[-1])
+    return {k: float(t[i] / max(total, 1e-12)) for i, k in enumerate(keys)}, total
+
+
+@contextlib.contextmanager
+def _holding(model: nn.Module, state: dict[str, torch.Tensor] | None) -> Iterator[nn.Module]:
+    """`model` with `state` loaded for the block, then its own weights back."""
+    if state is None:
+        yield model
+        return
+    current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    try:
+        yield model
+    finally:
+        model.load_state_dict(current)
+
+
+def fit(job: TrainJob, ctx, precision: str = "fp32") -> EarlyStopping:
+    """Train `job` to the end (its epochs, or early stopping), reporting and checkpointing every epoch."""
+    from safetensors.torch import load_model, save_model
+
+    torch.manual_seed(job.seed)
+    model = job.build_model()
+    stopping = EarlyStopping(job.key, job.patience)
+    best_state = optimizer_state = None
+    with ctx.checkpoint() as folder:
+        resumed = folder is not None
+        if resumed:
+            load_model(model, str(folder / LAST_WEIGHTS))
+            best_state = job.load(folder / BEST)
+            optimizer_state = torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True)
+            stopping = EarlyStopping.resumed(job.key, job.patience, folder / STATE)
+            log.info("%s: resuming at epoch %d", job.name, stopping.next_epoch)
+    wrapped = ctx.prepare(model)
+    net = unwrap(wrapped)
+    training = job.build_training(wrapped, ctx.device, precision)
+    if optimizer_state is not None:
+        training.optimizer.load_state_dict(optimizer_state)  # moves the moments to the parameters' device
+    for epoch in range(stopping.next_epoch, job.epochs):
+        ctx.before_epoch(epoch, resumed)
+        torch.manual_seed(job.seed + 1000 * epoch + ctx.rank)  # dropout draws as an uninterrupted run's
+        started = time.perf_counter()
+        train = training.train_epoch(job.batches(epoch, ctx.rank, ctx.world))
+        seconds = time.perf_counter() - started
+        train, rows = reduce_mean(train, training.count, ctx.device)
+        net.eval()
+        with torch.no_grad():
+            val, weight = job.validate(net)
+        val, _ = reduce_mean(val, weight, ctx.device)
+        report = {"epoch": epoch, **train, job.throughput: rows / seconds if seconds else 0.0, **val}
+        if stopping.update(report):
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+        def write(folder: Path, epoch: int = epoch) -> None:
+            with _holding(net, best_state if stopping.best["epoch"] != epoch else None) as best:
+                job.save(folder / BEST, best, {"epoch": stopping.best["epoch"], "metrics": stopping.best,
+                                               "selected_on": job.key})
+            save_model(net, str(folder / LAST_WEIGHTS))
+            torch.save(training.optimizer.state_dict(), folder / OPTIMIZER)
+            stopping.write(folder / STATE)
+
+        ctx.report(report, write)
+        if stopping.should_stop:
+            break
+    return stopping
+
+
+class RayContext:
+    """Inside a Ray Train worker: its rank, its device, its checkpoint, `ray.train.report`."""
+
+    def __init__(self, scale):
+        import ray.train
+        import ray.train.torch
+
+        torch.set_num_threads(scale.threads_per_worker)
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.scale = scale
+
+    @contextlib.contextmanager
+    def checkpoint(self) -> Iterator[Path | None]:
+        import ray.train
+
+        found = ray.train.get_checkpoint()
+        if found is None:
+            yield None
+            return
+        with found.as_directory() as folder:
+            yield Path(folder)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def before_epoch(self, epoch: int, resumed: bool) -> None:
+        from trainers.common import fault_drill
+
+        fault_drill(self.scale, epoch, resumed=resumed)
+
+    def report(self, metrics: dict, write) -> None:
+        from trainers.common import report_epoch
+
+        report_epoch(metrics, write)
+
+
+class LocalContext:
+    """A plain process, or one rank of a torch.distributed group started without Ray.
+
+    With `folder`, each epoch's checkpoint replaces the last there (atomically), and
+    `resume=True` starts from it, as a Ray Train worker restarts from its last report.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", folder: Path | None = None, resume: bool = False):
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if distributed else 0
+        self.world = dist.get_world_size() if distributed else 1
+        self.device = torch.device(device)
+        self.folder = Path(folder) if folder is not None else None
+        self.resume = resume
+        self.reports: list[dict] = []
+
+    @contextlib.contextmanager
+    def checkpoint(self) -> Iterator[Path | None]:
+        found = self.resume and self.folder is not None and (self.folder / STATE).is_file()
+        yield self.folder if found else None
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        import torch.distributed as dist
+
+        model = model.to(self.device)
+        if dist.is_available() and dist.is_initialized():
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+                if self.device.type == "cuda" else None
+            return DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    def before_epoch(self, epoch: int, resumed: bool) -> None:
+        pass
+
+    def report(self, metrics: dict, write) -> None:
+        self.reports.append(metrics)
+        if self.folder is not None and self.rank == 0:
+            with artifacts.atomic_dir(self.folder) as tmp:
+                write(tmp)
+
+
+def worker_loop(config: dict) -> None:
+    """What each Ray Train worker runs: the job built from its config, fitted by the skeleton."""
+    job_class = config["job"]
+    cfg = job_class.config_class.model_validate(config["cfg"])
+    job = job_class(cfg, **config.get("inputs", {}))
+    fit(job, RayContext(cfg.scale), precision=cfg.scale.precision)
+
+
+def finish(result, out: Path, started: float):
+    """Copy the best epoch's artifact out of the run's last checkpoint into `out`, atomically."""
+    import shutil
+
+    from trainers.common import TrainResult
+
+    if result.checkpoint is None:
+        raise RuntimeError(f"training produced no checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as folder:
+        state = json.loads((Path(folder) / STATE).read_text())
+        with artifacts.atomic_dir(out) as tmp:
+            shutil.copytree(Path(folder) / BEST, tmp, dirs_exist_ok=True)
+    return TrainResult(out=Path(out), history=state["history"], best=state["best"],
+                       seconds=time.perf_counter() - started, restarts=state.get("restarts", 0))
+
+
+def run_job(job_class, cfg, *, inputs: dict | None = None, datasets: dict | None = None,
+            callbacks: list | None = None, score: str | None = None):
+    """Driver side: a TorchTrainer running `worker_loop` over `job_class`, then `finish`."""
+    from trainers.common import ensure_ray, torch_trainer
+
+    ensure_ray(cfg.ray)
+    started = time.perf_counter()
+    trainer = torch_trainer(worker_loop, {"job": job_class, "cfg": cfg.model_dump(mode="json"),
+                                          "inputs": inputs or {}},
+                            cfg.scale, name=f"{job_class.name}-{cfg.out.name}", out=cfg.out, datasets=datasets,
+                            callbacks=callbacks, score=score)
+    return finish(trainer.fit(), cfg.out, started)
