@@ -86,6 +86,14 @@ def writer_loop(kind: str, target, log_path, first: int) -> None:
         version += 1
 
 
+def _acknowledged_past(log_path, version: int) -> bool:
+    try:
+        lines = log_path.read_text().split()
+    except FileNotFoundError:
+        return False
+    return bool(lines) and int(lines[-1]) > version
+
+
 def kill_during_writes(kind: str, target, log_path, *, kills: int, seed: int) -> dict:
     """Kill a rewriting child `kills` times at random moments; count torn reads and lost versions.
 
@@ -100,6 +108,11 @@ def kill_during_writes(kind: str, target, log_path, *, kills: int, seed: int) ->
     for _ in range(kills):
         child = fork.Process(target=writer_loop, args=(kind, target, log_path, acknowledged + 1), daemon=True)
         child.start()
+        # Let it finish one write first (however slow the machine), then kill at a random moment
+        # of the writes that follow: every round then kills a writer mid-run.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _acknowledged_past(log_path, acknowledged):
+            time.sleep(0.005)
         time.sleep(float(rng.uniform(0.0, 0.15)))
         os.kill(child.pid, signal.SIGKILL)
         child.join()

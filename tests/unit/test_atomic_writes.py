@@ -22,7 +22,7 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_torn_or_stale_artifact
     outcome = kill_during_writes(kind, target, tmp_path / "acks.log", kills=25, seed=1)
     assert outcome["torn"] == 0
     assert outcome["lost"] == 0
-    assert outcome["versions"] > 25  # writes completed between kills, so kills did land mid-run
+    assert outcome["versions"] >= 25  # a write completed in every round, so each kill landed mid-run
 
 
 def test_the_check_catches_a_writer_that_is_not_atomic(tmp_path):
