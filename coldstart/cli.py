@@ -161,7 +161,7 @@ def pipeline_cmd(
     Fields (set in --config YAML or as --key value): run `coldstart pipeline --help-fields`.
     """
     from coldstart.config import load_config
-    from coldstart.pipeline import PipelineConfig, run_pipeline
+    from coldstart.pipeline import PipelineConfig, PipelineFailed, run_pipeline
 
     if "--help-fields" in ctx.args:
         _print_fields(PipelineConfig)
@@ -174,7 +174,11 @@ def pipeline_cmd(
         from tuning.stages import STAGES as TUNE_STAGES
 
         stages = build_stages(cfg, {**TRAIN_STAGES, **TUNE_STAGES})
-    run_pipeline(cfg, stages=stages, progress=_progress)
+    try:
+        run_pipeline(cfg, stages=stages, progress=_progress)
+    except PipelineFailed as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
 
 
 @app.command("embed", context_settings=OVERRIDES)
@@ -323,7 +327,7 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="HTTP bind address (loopback by default).")] = "127.0.0.1",
     generator: Annotated[str, typer.Option(help="distill, vae or auto (DIR/serving.json's choice).")] = "auto",
-    encoder: Annotated[str, typer.Option(help="student, teacher or auto (the student when DIR/encoder exists).")] = "auto",
+    encoder: Annotated[str, typer.Option(help="student, teacher or auto (DIR/serving.json's choice, else the student when DIR/encoder exists).")] = "auto",
     store: Annotated[Optional[Path], typer.Option(help="Registration store folder (default DIR/registry).")] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="COLDSTART_API_KEY", help="Require X-API-Key on /v1/*.")] = None,
     num_cpus: Annotated[Optional[int], typer.Option(help="Logical CPUs of the local Ray cluster (default max(4, cores)).")] = None,
@@ -339,9 +343,12 @@ def serve_cmd(
                           store=store, api_key=api_key)
     except ValidationError as exc:
         raise ConfigError(str(exc)) from None
-    from coldstart.serving.models import content_spec
+    from coldstart.serving.preflight import check_artifacts
 
-    content_spec(cfg.artifacts, cfg.generator)  # a missing or wrong artifacts folder fails here, before Ray starts
+    # Everything the replicas will load, checked before Ray starts: a replica that cannot start would be
+    # retried for minutes, its reason in a log; here it is one line and exit code 2.
+    for fact in check_artifacts(cfg):
+        _progress(fact)
     from serve.local import run_local
 
     run_local(cfg, num_cpus=num_cpus, smoke=smoke, echo=typer.echo)

@@ -25,6 +25,7 @@ from coldstart.data.split import load_split, make_split, save_split
 from coldstart.evaluate import Recommender, SplitData, evaluate
 from coldstart.models import load_recommender
 from coldstart.models.mf import BackboneOptions
+from coldstart.models.student_encoder import StudentOptions
 from coldstart.models.towers import TowerOptions
 from coldstart.models.transfer import TransferOptions
 from coldstart.models.vae import VAEOptions
@@ -55,16 +56,22 @@ class PipelineConfig(JobConfig):
     cache_dir: Path | None = Field(None, description="Dataset cache (default $COLDSTART_CACHE or ~/.cache/coldstart).")
     baselines: list[str] = Field(["random", "popularity", "content-knn"], description="Baselines to report.")
     ks: list[int] = Field([10, 20], description="Cut-offs of the ranking metrics.")
-    stages: list[str] = Field(["embed", "backbone", "distill", "tune-vae", "transfer"],
+    stages: list[str] = Field(["embed", "encoder", "backbone", "distill", "tune-vae", "transfer"],
                               description="Ray stages to run after the baselines, in order.")
+    force: bool = Field(False, description="Retrain every stage, even one whose artifacts exist with the same "
+                                           "configuration (by default those are reused).")
     embed: EmbedOptions = Field(default_factory=EmbedOptions, description="The LLM embedding stage.")
+    encoder: StudentOptions = Field(default_factory=lambda: StudentOptions(),
+                                    description="The distilled student encoder (stage encoder).")
     backbone: BackboneOptions = Field(default_factory=BackboneOptions, description="The warm backbone.")
     distill: TowerOptions = Field(default_factory=TowerOptions, description="The student towers.")
     vae: VAEOptions = Field(default_factory=VAEOptions, description="The conditional-VAE generator (stage vae; "
                                                                     "tune-vae searches around it).")
     transfer: TransferOptions = Field(default_factory=TransferOptions,
                                       description="Transfer from `source` (stage transfer searches lam around it).")
-    source: str = Field("ml-1m", description="Source dataset of the transfer stage (a MovieLens name or a folder).")
+    source: str | None = Field(None, description="Source dataset of the transfer stage (a MovieLens name or a "
+                                                 "dataset folder); default: ml-1m for an ml-100k target, none "
+                                                 "otherwise (the stage is then skipped).")
     tune: TuneBudget = Field(default_factory=lambda: TuneBudget(),
                              description="Ray Tune searches of the tune-vae and transfer stages.")
     scale: ScaleOptions = Field(default_factory=ScaleOptions, description="Workers of the Ray Train stages.")
@@ -79,51 +86,133 @@ class PipelineConfig(JobConfig):
         return self
 
 
+class StageSkipped(Exception):
+    """A stage that does not apply to this data; the message is the reason, shown in the log and the report."""
+
+
+class PipelineFailed(RuntimeError):
+    """One or more stages failed; the others' results are in the report. The message names the first."""
+
+
 @dataclass
 class ModelStage:
-    """A stage that trains (or loads) one or more models: name -> recommender over `data`."""
+    """A stage that trains (or loads) one or more models: name -> recommender over `data`.
+
+    `run` trains and returns the models; `load` rebuilds them from finished
+    artifacts, so a rerun with the same configuration skips the training.
+    `fingerprint(cfg)` is the part of the configuration the artifacts depend on,
+    `needs` the earlier stages whose artifacts this one reads, and `outputs` the
+    folders under OUT it writes (all must exist for a stage to count as done).
+    `applies(data, cfg)` returns why the stage cannot apply to the data, or None.
+    """
 
     name: str
-    run: Callable[[SplitData, PipelineConfig, Path], dict[str, Recommender]]
+    run: Callable[[SplitData, "PipelineConfig", Path], dict[str, Recommender]]
+    load: Callable[[SplitData, "PipelineConfig", Path], dict[str, Recommender]] | None = None
+    fingerprint: Callable[["PipelineConfig"], object] = lambda cfg: None
+    needs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    applies: Callable[[SplitData, "PipelineConfig"], str | None] = lambda data, cfg: None
+
+
+class Ledger:
+    """OUT/stages.json: each stage's status (done, reused, skipped, failed), fingerprint, time and detail."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.previous = artifacts.read_json(path) if path.is_file() else {}
+        self.entries: dict[str, dict] = {}
+
+    def record(self, name: str, **entry) -> None:
+        self.entries[name] = entry
+        artifacts.write_json(self.path, {**self.previous, **self.entries})
+
+    def finished(self, stage: ModelStage, fingerprint: str, out: Path) -> bool:
+        entry = self.previous.get(stage.name, {})
+        return (entry.get("status") in ("done", "reused") and entry.get("fingerprint") == fingerprint
+                and bool(stage.outputs) and all((out / o).exists() for o in stage.outputs))
+
+    def entry(self, name: str) -> dict:
+        """This run's record of a stage or, for a stage this run does not include, the last run's."""
+        return self.entries.get(name) or self.previous.get(name, {})
+
+    def status(self, name: str) -> str | None:
+        return self.entry(name).get("status")
+
+
+def stage_fingerprint(stage: ModelStage, cfg: "PipelineConfig", split_hash: str, ledger: Ledger) -> str:
+    """The stage's configuration, the split and the fingerprints of the stages it reads, hashed."""
+    upstream = {need: ledger.entry(need).get("fingerprint") for need in stage.needs}
+    return config_hash({"stage": stage.name, "config": stage.fingerprint(cfg), "split": split_hash,
+                        "needs": upstream})
+
+
+def config_hash(obj) -> str:
+    import hashlib
+    import json
+
+    text = json.dumps(obj, sort_keys=True, default=lambda o: o.model_dump(mode="json") if hasattr(o, "model_dump")
+                      else str(o))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def split_fingerprint(split) -> str:
+    """The split's content: every set's pairs and the entity tables (not where it came from)."""
+    import hashlib
+
+    import pandas as pd
+
+    digest = hashlib.sha1(split.cold.encode())
+    for name in sorted(split.sets):
+        pairs = split.sets[name][["user_id", "item_id"]].sort_values(["user_id", "item_id"])
+        digest.update(name.encode())
+        digest.update(pd.util.hash_pandas_object(pairs, index=False).to_numpy().tobytes())
+    for table in (split.items, split.users):
+        if table is not None:
+            digest.update(pd.util.hash_pandas_object(table.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def prepare_split(cfg: PipelineConfig, progress: Callable[[str], None] = print) -> Path:
-    """Fetch and split as configured; return the split folder (unchanged for a given split)."""
+    """Fetch and split as configured, or copy the given split, into OUT/split; return that folder.
+
+    The output folder then holds every table serving, evaluation and a later run
+    read, whatever `--split` pointed at: it can move to another machine.
+    """
+    target = cfg.out / "split"
     if cfg.split is not None:
-        return cfg.split
-    dataset = cfg.dataset
-    if dataset in movielens.SOURCES:
-        progress(f"fetch {dataset}")
-        folder = movielens.fetch(dataset, cfg.cache_dir)
-        ds = load_dataset(folder, name=dataset)
+        split = load_split(cfg.split)
+        if Path(cfg.split).resolve() == target.resolve():
+            return target
+        progress(f"copy split {cfg.split} into {target}")
+        split.info = {k: v for k, v in split.info.items() if k != "path"} | {"source": str(cfg.split)}
     else:
-        ds = load_dataset(dataset)
-    progress(f"split {ds.name}: cold {cfg.cold}, seed {cfg.seed}")
-    return save_split(make_split(ds, cfg.cold, cfg.seed), cfg.out / "split")
+        dataset = cfg.dataset
+        if dataset in movielens.SOURCES:
+            progress(f"fetch {dataset}")
+            ds = load_dataset(movielens.fetch(dataset, cfg.cache_dir), name=dataset)
+        else:
+            ds = load_dataset(dataset)
+        progress(f"split {ds.name}: cold {cfg.cold}, seed {cfg.seed}")
+        split = make_split(ds, cfg.cold, cfg.seed)
+    if (target / "split.json").is_file() and split_fingerprint(load_split(target)) == split_fingerprint(split):
+        return target  # unchanged: leave it (and everything trained on it) as it is
+    return save_split(split, target)
 
 
 def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
                  progress: Callable[[str], None] = print) -> dict[str, dict]:
-    """Run every stage and write `out/report`; returns {model: evaluate JSON}.
+    """Run every stage and write `out/report` after each; returns {model: evaluate JSON}.
 
-    With `seeds`, one run per seed in OUT/seed-N, then OUT/report/summary.md and
-    summary.json with mean and std per model, group and metric.
+    A stage that does not apply is skipped with its reason; one that fails is
+    recorded with its error and the stages that do not need it still run; the
+    report keeps everything that finished, and `PipelineFailed` is raised at the
+    end. A stage whose artifacts exist with the same fingerprint is reused, not
+    retrained (`force` retrains). With `seeds`, one run per seed in OUT/seed-N,
+    then OUT/report/summary.md and summary.json with mean and std per model.
     """
     if cfg.seeds and len(cfg.seeds) > 1:
-        if cfg.split is not None:
-            from coldstart.config import ConfigError
-
-            raise ConfigError("seeds: a given split has one seed; give a dataset to draw one split per seed")
-        runs = {}
-        for seed in cfg.seeds:
-            progress(f"seed {seed}")
-            runs[seed] = run_pipeline(cfg.model_copy(update={"seed": seed, "seeds": None,
-                                                             "out": cfg.out / f"seed-{seed}"}), stages, progress)
-        summary = summarize(runs)
-        artifacts.write_json(cfg.out / "report" / "summary.json", summary)
-        artifacts.write_text(cfg.out / "report" / "summary.md", summary_table(summary, cfg.seeds))
-        progress("summary over seeds " + ", ".join(map(str, cfg.seeds)) + "\n\n" + summary_table(summary, cfg.seeds))
-        return summary
+        return _run_seeds(cfg, stages, progress)
     started = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
     artifacts.write_text(cfg.out / "pipeline.yaml", to_yaml(cfg))
@@ -134,23 +223,88 @@ def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
              f"cold {split.cold}: {len(split.cold_ids['val'])} val / {len(split.cold_ids['test'])} test")
     data = SplitData.from_split(split)
     ks = tuple(cfg.ks)
+    split_hash = split_fingerprint(split)
+    ledger = Ledger(cfg.out / "stages.json")
+    title = f"coldstart: {split.info.get('dataset', split.info.get('source', split_dir))} {split.cold}-cold " \
+            f"({cfg.report_on})"
+    context = {"split": split_dir, "seed": cfg.seed, "protocol": split.info.get("protocol")}
 
-    models: dict[str, Recommender] = {}
-    for name in cfg.baselines:
-        models[name] = load_recommender(name, data, seed=cfg.seed)
     results: dict[str, dict] = {}
-    for name, model in models.items():
-        results[name] = _timed_eval(name, model, data, cfg, ks, progress)
+    for name in cfg.baselines:
+        results[name] = _timed_eval(name, load_recommender(name, data, seed=cfg.seed), data, cfg, ks, progress)
+    write_report(results, cfg.out / "report", title=title, context=context, stages=ledger.entries)
     for stage in stages or []:
-        progress(f"stage {stage.name}")
-        for name, model in stage.run(data, cfg, cfg.out).items():
+        models = _run_stage(stage, data, cfg, split_hash, ledger, progress)
+        for name, model in models.items():
             results[name] = _timed_eval(name, model, data, cfg, ks, progress)
+        write_report(results, cfg.out / "report", title=title, context=context, stages=ledger.entries)
 
-    title = f"coldstart: {split.info.get('dataset', split_dir)} {split.cold}-cold ({cfg.report_on})"
-    report = write_report(results, cfg.out / "report", title=title,
-                          context={"split": split_dir, "seed": cfg.seed, "protocol": split.info.get("protocol")})
+    report = cfg.out / "report"
     progress(f"report written to {report} in {time.perf_counter() - started:.1f} s\n\n" + markdown_table(results))
+    failed = [(n, e) for n, e in ledger.entries.items() if e["status"] == "failed"]
+    if failed:
+        raise PipelineFailed(f"stage {failed[0][0]} failed: {failed[0][1]['error']} (the report in {report} "
+                             f"keeps what finished; fix the cause and rerun: finished stages are reused)")
     return results
+
+
+def _run_stage(stage: ModelStage, data: SplitData, cfg: PipelineConfig, split_hash: str, ledger: Ledger,
+               progress: Callable[[str], None]) -> dict[str, Recommender]:
+    """Run, reuse or skip one stage, recording the outcome; a failure is recorded, not raised."""
+    blocked = [n for n in stage.needs if ledger.status(n) not in ("done", "reused")]
+    reason = (f"needs the {', '.join(blocked)} stage(s), which did not finish" if blocked
+              else stage.applies(data, cfg))
+    if reason:
+        progress(f"stage {stage.name}: skipped: {reason}")
+        ledger.record(stage.name, status="skipped", reason=reason)
+        return {}
+    fingerprint = stage_fingerprint(stage, cfg, split_hash, ledger)
+    t = time.perf_counter()
+    try:
+        if not cfg.force and stage.load is not None and ledger.finished(stage, fingerprint, cfg.out):
+            progress(f"stage {stage.name}: reusing {', '.join(stage.outputs)} (same configuration; --force retrains)")
+            models = stage.load(data, cfg, cfg.out)
+            status = "reused"
+        else:
+            progress(f"stage {stage.name}")
+            models = stage.run(data, cfg, cfg.out)
+            status = "done"
+    except StageSkipped as exc:
+        progress(f"stage {stage.name}: skipped: {exc}")
+        ledger.record(stage.name, status="skipped", reason=str(exc))
+        return {}
+    except Exception as exc:  # noqa: BLE001 - any stage error is recorded and reported; the rest go on
+        line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        log.exception("stage %s failed", stage.name)
+        progress(f"stage {stage.name}: FAILED: {line}")
+        ledger.record(stage.name, status="failed", error=line, fingerprint=fingerprint)
+        return {}
+    ledger.record(stage.name, status=status, fingerprint=fingerprint, seconds=round(time.perf_counter() - t, 1),
+                  models=list(models))
+    return models
+
+
+def _run_seeds(cfg: PipelineConfig, stages, progress) -> dict[str, dict]:
+    if cfg.split is not None:
+        from coldstart.config import ConfigError
+
+        raise ConfigError("seeds: a given split has one seed; give a dataset to draw one split per seed")
+    runs, failures = {}, []
+    for seed in cfg.seeds:
+        progress(f"seed {seed}")
+        try:
+            runs[seed] = run_pipeline(cfg.model_copy(update={"seed": seed, "seeds": None,
+                                                             "out": cfg.out / f"seed-{seed}"}), stages, progress)
+        except PipelineFailed as exc:
+            failures.append(f"seed {seed}: {exc}")
+            runs[seed] = artifacts.read_json(cfg.out / f"seed-{seed}" / "report" / "metrics.json")
+    summary = summarize(runs)
+    artifacts.write_json(cfg.out / "report" / "summary.json", summary)
+    artifacts.write_text(cfg.out / "report" / "summary.md", summary_table(summary, cfg.seeds))
+    progress("summary over seeds " + ", ".join(map(str, cfg.seeds)) + "\n\n" + summary_table(summary, cfg.seeds))
+    if failures:
+        raise PipelineFailed("; ".join(failures))
+    return summary
 
 
 def summarize(runs: dict[int, dict[str, dict]]) -> dict[str, dict]:

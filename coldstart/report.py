@@ -54,14 +54,34 @@ def ndcg_chart(results: dict[str, dict[str, dict[str, float]]], title: str, metr
     return buf.getvalue()
 
 
+def stages_table(stages: dict[str, dict]) -> str:
+    """One row per pipeline stage: what happened to it (done, reused, skipped, failed) and why or how long."""
+    lines = ["| stage | status | detail |", "|---|---|---|"]
+    for name, entry in stages.items():
+        status = entry["status"]
+        if status in ("done", "reused"):
+            detail = f"{entry.get('seconds', 0):.0f} s; " + (", ".join(entry.get("models", [])) or "no model rows")
+        else:
+            detail = entry.get("reason") or entry.get("error", "")
+        lines.append(f"| {name} | {status.upper() if status == 'failed' else status} | {detail.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(results: dict[str, dict[str, dict[str, float]]], folder: str | Path, *, title: str,
-                 context: dict | None = None) -> Path:
-    """Write metrics.json, report.md and ndcg20.png into `folder`, each atomically."""
+                 context: dict | None = None, stages: dict[str, dict] | None = None) -> Path:
+    """Write metrics.json, report.md and ndcg20.png into `folder`, each atomically.
+
+    `stages` (the pipeline's ledger) adds a table of every stage's outcome, so a
+    skipped or failed stage is named in the report with its reason or error.
+    """
     folder = Path(folder)
     artifacts.write_json(folder / "metrics.json", results)
     intro = f"# {title}\n\n"
     if context:
         intro += "".join(f"- {k}: {v}\n" for k, v in context.items()) + "\n"
-    artifacts.write_text(folder / "report.md", intro + markdown_table(results) + "\n![NDCG@20](ndcg20.png)\n")
+    body = markdown_table(results) + "\n![NDCG@20](ndcg20.png)\n"
+    if stages:
+        body += "\n## Stages\n\n" + stages_table(stages)
+    artifacts.write_text(folder / "report.md", intro + body)
     artifacts.write_bytes(folder / "ndcg20.png", ndcg_chart(results, title))
     return folder

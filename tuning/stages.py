@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from coldstart.data import movielens
 from coldstart.evaluate import Recommender, SplitData
-from coldstart.pipeline import PipelineConfig
-from trainers.stages import _load, _needs, choose_generator, split_dir
+from coldstart.pipeline import ModelStage, PipelineConfig
+from trainers.stages import choose_generator, load_model, split_dir
 
 log = logging.getLogger(__name__)
+
+TRANSFER_ROWS = {"lam-0": "transfer lam=0", "lam-1": "transfer lam=1"}
 
 
 def _search_options(cfg: PipelineConfig) -> dict:
@@ -20,36 +23,73 @@ def tune_vae_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str,
     """Search the VAE around `cfg.vae`; OUT/tune-vae/best.yaml, and the best config trained in full as OUT/vae."""
     import shutil
 
+    from coldstart import artifacts
     from tuning.search import tune_and_train, tune_config_class
 
-    _needs(out, "tune-vae", ("embeddings", "backbone"))
     cls = tune_config_class("vae")
     summary = tune_and_train("vae", cls(**cfg.vae.model_dump(), split=split_dir(data), embeddings=out / "embeddings",
                                         backbone=out / "backbone", out=out / "tune-vae", scale=cfg.scale,
                                         ray=cfg.ray, search=_search_options(cfg)))
-    from coldstart import artifacts
-
     with artifacts.atomic_dir(out / "vae") as tmp:  # where serving and `vae` look for the generator
         shutil.copytree(summary["model"], tmp, dirs_exist_ok=True)
+    return tune_vae_models(data, cfg, out)
+
+
+def tune_vae_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     choose_generator(out)
-    return {"coldstart (VAE generator, tuned)": _load(out / "vae", data)}
+    return {"coldstart (VAE generator, tuned)": load_model(out / "vae", data)}
+
+
+def resolve_source(data: SplitData, cfg: PipelineConfig) -> str | None:
+    """The transfer source: the one given, else ml-1m for a MovieLens-100K target, else none."""
+    if cfg.source:
+        return cfg.source
+    if data.split.info.get("dataset") == "ml-100k":
+        return "ml-1m"
+    return None
+
+
+def transfer_applies(data: SplitData, cfg: PipelineConfig) -> str | None:
+    if data.split.cold != "items":
+        return f"the domains share items, and this split is {data.split.cold}-cold"
+    if resolve_source(data, cfg) is None:
+        return ("no source dataset: transfer runs by default only on an ml-100k target (from ml-1m); "
+                "give --source (a MovieLens name or a dataset folder) to run it")
+    source = resolve_source(data, cfg)
+    if source in movielens.SOURCES and source == data.split.info.get("dataset"):
+        return f"the source {source} is the target's own dataset"
+    return None
 
 
 def transfer_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     """Search lam on the target's cold-val NDCG@20; report lam = 0, lam = 1 and the tuned lam."""
+    from coldstart.config import NotApplicable
+    from coldstart.pipeline import StageSkipped
     from tuning.search import tune_and_train, tune_config_class
 
-    if data.split.cold != "items":
-        log.warning("transfer: skipped; the domains share items, and this split is %s-cold", data.split.cold)
-        return {}
-    _needs(out, "transfer", ("embeddings",))
     cls = tune_config_class("transfer")
-    summary = tune_and_train("transfer", cls(**cfg.transfer.model_dump(), source=cfg.source,
-                                             target=split_dir(data), embeddings=out / "embeddings",
-                                             out=out / "transfer", cache_dir=cfg.cache_dir, scale=cfg.scale,
-                                             ray=cfg.ray, search=_search_options(cfg)))
-    folders = {"lam-0": "transfer lam=0", "lam-1": "transfer lam=1", "model": summary["tuned"]}
-    return {name: _load(out / "transfer" / folder, data) for folder, name in folders.items()}
+    try:
+        tune_and_train("transfer", cls(**cfg.transfer.model_dump(), source=resolve_source(data, cfg),
+                                       target=split_dir(data), embeddings=out / "embeddings",
+                                       out=out / "transfer", cache_dir=cfg.cache_dir, scale=cfg.scale, ray=cfg.ray,
+                                       search=_search_options(cfg)))
+    except NotApplicable as exc:  # no item in common: nothing to transfer, not a fault
+        raise StageSkipped(str(exc)) from None
+    return transfer_models(data, cfg, out)
 
 
-STAGES = {"tune-vae": tune_vae_stage, "transfer": transfer_stage}
+def transfer_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+    from coldstart import artifacts
+
+    tuned = artifacts.read_json(out / "transfer" / "comparison.json")["tuned"]
+    rows = {**TRANSFER_ROWS, "model": tuned}
+    return {name: load_model(out / "transfer" / folder, data) for folder, name in rows.items()}
+
+
+STAGES = {
+    "tune-vae": ModelStage("tune-vae", tune_vae_stage, tune_vae_models, lambda cfg: {"vae": cfg.vae, "tune": cfg.tune},
+                           needs=("embed", "backbone"), outputs=("tune-vae", "vae")),
+    "transfer": ModelStage("transfer", transfer_stage, transfer_models,
+                           lambda cfg: {"transfer": cfg.transfer, "source": cfg.source, "tune": cfg.tune},
+                           needs=("embed",), outputs=("transfer",), applies=transfer_applies),
+}

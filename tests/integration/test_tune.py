@@ -93,3 +93,29 @@ def test_transfer_covers_the_target_and_the_source_teaches_its_cold_items(transf
     random = evaluate(RandomRecommender(data), data, on="test")["cold"]["ndcg@20"]
     assert cold > 1.5 * random
     assert result.best["cold_val_ndcg@20"] == max(h["cold_val_ndcg@20"] for h in result.history)
+
+
+def test_transfer_search_stops_weak_trials_and_its_best_lam_reproduces(transfer_pair):
+    """`coldstart tune transfer` is tested as `tune vae` is: ASHA cuts trials, best.yaml retrains to the same score."""
+    from trainers.transfer import TransferConfig
+    from trainers.transfer import run as transfer
+
+    root = transfer_pair
+    base = TransferConfig(source=str(root / "source"), target=root / "split", embeddings=root / "embeddings",
+                          out=root / "transfer-search", dim=16, epochs=4, batch_size=256, lr=5e-3,
+                          scale={"storage": root / "runs"})
+    result = search("transfer", base, SearchOptions(budget=4, concurrency=2, seed=1), root / "tune-transfer")
+    trials = result.trials
+    assert len(trials) == 4 and trials["error"].isna().all()
+    assert trials["stopped_early"].sum() >= 1 and (trials["epochs"] == 4).sum() >= 1
+    assert trials["lam"].between(0, 1).all() and trials["lam"].nunique() == 4
+    assert (root / "tune-transfer" / "metric_vs_lam.png").stat().st_size > 1000
+
+    best = load_config(TransferConfig, root / "tune-transfer" / "best.yaml",
+                       {"scale": {"num_workers": 1, "storage": str(root / "runs")},
+                        "out": str(root / "transfer-best")})
+    top = trials.iloc[0]
+    assert best.lam == pytest.approx(top["lam"]) and best.lr == pytest.approx(top["lr"])
+    again = transfer(best.model_copy(update={"patience": best.epochs}))
+    replay = [h["cold_val_ndcg@20"] for h in again.history]
+    assert replay[int(top["best_epoch"])] == pytest.approx(top["best"], abs=1e-6)

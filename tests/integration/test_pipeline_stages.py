@@ -1,0 +1,135 @@
+"""Every default pipeline stage on a user's own split, then the folder moved and served.
+
+The split is what a new user brings: CSV files, string item ids that are not
+numbers, junk years, missing titles, odd genre separators, a free-text column,
+no users table and no split.json. A source dataset folder (other users, the
+same titles) makes the transfer stage run; without it the stage is skipped with
+its reason. The run is small (a few epochs, two trials per search) but every
+stage is the real one, on the local Ray cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from coldstart.cli import app
+from coldstart.data.schema import save_dataset, validate
+from coldstart.data.split import make_split
+from tests.conftest import make_tables
+
+pytestmark = pytest.mark.slow
+
+runner = CliRunner()
+
+SMALL = ["--embed.replicas", "1", "--encoder.epochs", "1", "--encoder.batch-size", "32",
+         "--backbone.epochs", "6", "--backbone.dim", "16", "--backbone.batch-size", "256",
+         "--distill.epochs", "3", "--distill.batch-size", "256", "--vae.epochs", "3", "--vae.batch-size", "256",
+         "--transfer.epochs", "3", "--transfer.batch-size", "256", "--transfer.dim", "16",
+         "--tune.budget", "2", "--tune.epochs", "2", "--scale.num-workers", "1", "--ray.local-cpus", "4"]
+STAGES = ["embed", "encoder", "backbone", "distill", "tune-vae", "transfer"]
+
+
+def _own_split(folder):
+    """A cold-item split in the shape a user would write it by hand."""
+    inter, items, users = make_tables(n_users=120, n_items=150, per_user=15, seed=3)
+    rng = np.random.default_rng(0)
+    ids = {f"i{j}": f"sku-{chr(97 + j % 26)}{j:04d}" for j in range(len(items))}
+    items = items.assign(item_id=items["item_id"].map(ids)).astype({"year": object})
+    items.loc[rng.choice(len(items), 8, replace=False), "year"] = "unkonwn"
+    items.loc[rng.choice(len(items), 5, replace=False), "title"] = ""
+    items.loc[rng.choice(len(items), 6, replace=False), "genres"] = "Action, Drama"
+    items["blurb"] = [f"A story told {w}." for w in rng.choice(["slowly", "loudly", "twice"], len(items))]
+    split = make_split(validate(inter.assign(item_id=inter["item_id"].map(ids)), items, None), "items", seed=0)
+    folder.mkdir(parents=True)
+    for name in ("train", "warm_val", "warm_test", "cold_val", "cold_test"):
+        split.sets[name].to_csv(folder / f"{name}.csv", index=False)
+    items.to_csv(folder / "items.csv", index=False)
+    return folder, items
+
+
+def _source(folder, items):
+    """Other users (another seed) of the same titles under other ids: a legitimate source."""
+    inter, _, users = make_tables(n_users=200, n_items=150, per_user=15, seed=11)
+    src_items = items.assign(item_id="m" + items.index.astype(str)).drop(columns="blurb")
+    mapping = dict(zip([f"i{j}" for j in range(len(items))], src_items["item_id"]))
+    save_dataset(validate(inter.assign(user_id="s" + inter["user_id"], item_id=inter["item_id"].map(mapping)),
+                          src_items, users.assign(user_id="s" + users["user_id"]), name="source"), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(ray_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("byo")
+    split, items = _own_split(root / "my-split")
+    source = _source(root / "my-source", items)
+    result = runner.invoke(app, ["pipeline", "--split", str(split), "--out", str(root / "out"), "--source",
+                                 str(source), *SMALL])
+    return root, result
+
+
+def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
+    root, result = pipeline_run
+    assert result.exit_code == 0, result.output
+    out = root / "out"
+    ledger = json.loads((out / "stages.json").read_text())
+    assert {name: ledger[name]["status"] for name in STAGES} == {name: "done" for name in STAGES}
+    for folder in ("split", "embeddings", "encoder", "backbone", "distill", "tune-vae", "vae", "transfer/model",
+                   "transfer/lam-0", "transfer/lam-1"):
+        assert (out / folder).is_dir(), folder
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    rows = {"random", "popularity", "content-knn", "content-knn-llm", "llm-zero-shot", "backbone (MF-BPR)",
+            "coldstart (distilled towers)", "coldstart (VAE generator, tuned)", "transfer lam=0", "transfer lam=1"}
+    assert rows <= set(metrics)
+    assert any(name.startswith("transfer tuned") for name in metrics)
+    for name, groups in metrics.items():
+        assert np.isfinite(groups["cold"]["ndcg@20"]), name
+    serving = json.loads((out / "serving.json").read_text())
+    assert serving["generator"] in ("distill", "vae") and serving["encoder"] in ("student", "teacher")
+    assert 0 < serving["encoder_cosine"] <= 1
+    report = (out / "report" / "report.md").read_text()
+    assert all(f"| {name} | done |" in report for name in STAGES)
+    # The junk went through the one reading: missing, never text that a template or a matcher trips on.
+    import pandas as pd
+
+    texts = pd.read_parquet(out / "embeddings" / "items.parquet")["text"]
+    assert not texts.str.contains("unkonwn|nan|<NA>").any()
+
+
+def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tmp_path):
+    from coldstart.serving.config import ServeConfig
+    from coldstart.serving.preflight import check_artifacts
+    from serve.local import run_local
+
+    root, result = pipeline_run
+    assert result.exit_code == 0, result.output
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(root / "out", moved)
+    shutil.rmtree(root / "my-split")  # the user's split is gone: the folder carries its own copy
+    facts = check_artifacts(ServeConfig(artifacts=moved))
+    assert any("generator" in f for f in facts)
+    lines: list[str] = []
+    run_local(ServeConfig(artifacts=moved, port=_free_port()), smoke=True, echo=lines.append)
+    answers = [line for line in lines if line.startswith("-> ")]
+    assert len(answers) == 7 and all(line.startswith("-> 20") for line in answers), lines
+
+    rerun = runner.invoke(app, ["pipeline", "--split", str(moved / "split"), "--out", str(moved), *SMALL])
+    assert rerun.exit_code == 0, rerun.output
+    ledger = json.loads((moved / "stages.json").read_text())
+    assert [ledger[name]["status"] for name in STAGES[:-1]] == ["reused"] * 5
+    assert ledger["transfer"]["status"] == "skipped" and "give --source" in ledger["transfer"]["reason"]
+    report = (moved / "report" / "report.md").read_text()
+    assert "| transfer | skipped | no source dataset" in report
+    assert "coldstart (distilled towers)" in json.loads((moved / "report" / "metrics.json").read_text())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

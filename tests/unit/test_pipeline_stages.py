@@ -1,0 +1,125 @@
+"""The pipeline never loses finished work: skips with reasons, failures in the report, reuse of finished stages.
+
+Fake stages (Ray-free) stand for the real ones; `tests/integration/test_pipeline_stages.py`
+runs the real stages end to end.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coldstart.data.split import make_split, save_split
+from coldstart.models.baselines import PopularityRecommender
+from coldstart.pipeline import ModelStage, PipelineConfig, PipelineFailed, StageSkipped, run_pipeline
+
+
+@pytest.fixture
+def split_dir(tmp_path, tiny):
+    return save_split(make_split(tiny, "items", seed=0), tmp_path / "user-split")
+
+
+class Calls:
+    def __init__(self):
+        self.runs: list[str] = []
+
+
+def fake_stage(name, calls, *, needs=(), fail=False, skip=None, applies=None, key=lambda cfg: cfg.backbone):
+    def run(data, cfg, out):
+        calls.runs.append(name)
+        if fail:
+            raise RuntimeError(f"{name} broke\nsecond line of the traceback")
+        if skip:
+            raise StageSkipped(skip)
+        (out / name).mkdir(exist_ok=True)
+        return {f"model-{name}": PopularityRecommender(data)}
+
+    def load(data, cfg, out):
+        return {f"model-{name}": PopularityRecommender(data)}
+
+    return ModelStage(name, run, load, key, needs=needs, outputs=(name,),
+                      applies=applies or (lambda data, cfg: None))
+
+
+def _cfg(split_dir, out, **kw):
+    return PipelineConfig(split=split_dir, out=out, baselines=["random"], **kw)
+
+
+def test_a_failed_stage_is_reported_and_the_rest_still_run(split_dir, tmp_path):
+    calls = Calls()
+    stages = [fake_stage("a", calls), fake_stage("b", calls, fail=True), fake_stage("c", calls, needs=("b",)),
+              fake_stage("d", calls, needs=("a",))]
+    with pytest.raises(PipelineFailed, match="stage b failed: RuntimeError: b broke"):
+        run_pipeline(_cfg(split_dir, tmp_path / "out"), stages, progress=lambda m: None)
+    assert calls.runs == ["a", "b", "d"]  # c needs the failed b; d does not
+    metrics = json.loads((tmp_path / "out" / "report" / "metrics.json").read_text())
+    assert set(metrics) == {"random", "model-a", "model-d"}
+    report = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "| b | FAILED | RuntimeError: b broke |" in report
+    assert "| c | skipped | needs the b stage(s), which did not finish |" in report
+    assert "second line" not in report
+
+
+def test_a_stage_that_does_not_apply_is_skipped_with_its_reason(split_dir, tmp_path):
+    calls = Calls()
+    stages = [fake_stage("a", calls, applies=lambda data, cfg: "no source dataset"),
+              fake_stage("b", calls, skip="the source shares no item")]
+    run_pipeline(_cfg(split_dir, tmp_path / "out"), stages, progress=lambda m: None)  # no failure: exits 0
+    report = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "| a | skipped | no source dataset |" in report and "| b | skipped | the source shares no item |" in report
+    assert calls.runs == ["b"]
+
+
+def test_a_rerun_reuses_finished_stages_and_retrains_what_changed(split_dir, tmp_path):
+    calls = Calls()
+    stages = [fake_stage("a", calls), fake_stage("b", calls, needs=("a",), key=lambda cfg: cfg.distill),
+              fake_stage("c", calls, fail=True, key=lambda cfg: cfg.vae)]
+    out = tmp_path / "out"
+    with pytest.raises(PipelineFailed):
+        run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    assert calls.runs == ["a", "b", "c"]
+
+    stages[2] = fake_stage("c", calls, key=lambda cfg: cfg.vae)  # the cause is fixed
+    calls.runs.clear()
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    assert calls.runs == ["c"]  # a and b were reused, not retrained
+    ledger = json.loads((out / "stages.json").read_text())
+    assert [ledger[n]["status"] for n in "abc"] == ["reused", "reused", "done"]
+    assert set(json.loads((out / "report" / "metrics.json").read_text())) == {"random", "model-a", "model-b",
+                                                                                "model-c"}
+    calls.runs.clear()
+    run_pipeline(_cfg(split_dir, out, distill={"epochs": 3}), stages, progress=lambda m: None)
+    assert calls.runs == ["b"]  # only the stage whose configuration changed
+    calls.runs.clear()
+    run_pipeline(_cfg(split_dir, out, backbone={"epochs": 3}), stages, progress=lambda m: None)
+    assert calls.runs == ["a", "b"]  # a changed, and b reads a
+    calls.runs.clear()
+    run_pipeline(_cfg(split_dir, out, backbone={"epochs": 3}, force=True), stages, progress=lambda m: None)
+    assert calls.runs == ["a", "b", "c"]
+
+
+def test_a_removed_artifact_is_retrained(split_dir, tmp_path):
+    import shutil
+
+    calls = Calls()
+    stages = [fake_stage("a", calls)]
+    out = tmp_path / "out"
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    shutil.rmtree(out / "a")
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    assert calls.runs == ["a", "a"]
+
+
+def test_the_output_folder_holds_a_copy_of_the_given_split(split_dir, tmp_path):
+    """Serving and later runs read OUT/split: the folder travels without the user's split."""
+    import shutil
+
+    from coldstart.data.split import load_split
+
+    out = tmp_path / "out"
+    run_pipeline(_cfg(split_dir, out), [], progress=lambda m: None)
+    shutil.rmtree(split_dir)
+    copy = load_split(out / "split")
+    assert copy.info["source"].endswith("user-split") and len(copy.train) > 0
+    run_pipeline(_cfg(out / "split", out), [], progress=lambda m: None)  # the copy is itself a split
