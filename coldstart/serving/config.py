@@ -14,7 +14,8 @@ class ServeConfig(BaseModel):
     generator: Literal["auto", "distill", "vae"] = Field(
         "auto", description="Content -> collaborative vector model; auto: DIR/serving.json's choice, else distill.")
     encoder: Literal["auto", "student", "teacher"] = Field(
-        "auto", description="Text encoder; auto: the distilled student in DIR/encoder when present, else the teacher.")
+        "auto", description="Text encoder; auto: DIR/serving.json's choice (the student when the pipeline found it "
+                           "faithful), else the student in DIR/encoder when present, else the teacher.")
     store: Path | None = Field(None, description="Registration store folder (default DIR/registry).")
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port.")

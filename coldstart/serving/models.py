@@ -3,15 +3,21 @@
 - Generator: `distill` (DIR/distill, the towers) or `vae` (DIR/vae); `auto`
   takes DIR/serving.json's choice (the pipeline writes the one that won on
   validation), else distill.
-- Encoder: the distilled student (DIR/encoder) when present, else the teacher
-  named in the artifact's content spec. The generator was trained on the
-  teacher's vectors; the student was distilled to reproduce them.
+- Encoder: `auto` takes DIR/serving.json's "encoder" when the pipeline recorded
+  one (it keeps the teacher when the student does not reproduce it well
+  enough), else the distilled student (DIR/encoder) when present, else the
+  teacher named in the artifact's content spec. The generator was trained on
+  the teacher's vectors; the student was distilled to reproduce them.
+
+Each stage logs, once, which model it loaded and why.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,20 +28,61 @@ from coldstart.serving.content import NewContent, Side
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, TextEncoder
 
 GENERATOR_FOLDERS = {"distill": "distill", "vae": "vae"}
+ENCODERS = ("student", "teacher")
+SERVING_FILE = "serving.json"
+STUDENT_FOLDER = "encoder"
+
+log = logging.getLogger(__name__)
 
 
-def resolve_generator(artifacts: str | Path, choice: str = "auto") -> tuple[str, Path]:
-    """(name, artifact folder) of the generator to serve."""
+class Choice(NamedTuple):
+    name: str  # distill | vae, or student | teacher
+    source: Any  # the generator's artifact folder, or the encoder's EncoderConfig
+    reason: str  # why this one: for the log line and `coldstart serve`'s preflight
+
+
+def serving_record(artifacts: str | Path) -> dict:
+    """DIR/serving.json, the pipeline's record of what to serve; {} when there is none."""
+    path = Path(artifacts) / SERVING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def pick_generator(artifacts: str | Path, choice: str = "auto") -> Choice:
+    """The generator to serve, its artifact folder, and why it was picked."""
     artifacts = Path(artifacts)
-    if choice == "auto":
-        pick = artifacts / "serving.json"
-        choice = json.loads(pick.read_text())["generator"] if pick.is_file() else "distill"
+    reason, auto = "asked for", choice == "auto"
+    if auto:
+        record = serving_record(artifacts)
+        if "generator" in record:
+            choice = record["generator"]
+            selected_on = record.get("selected_on", "cold_val_ndcg@20")
+            scores = record.get(selected_on)
+            reason = f"{artifacts / SERVING_FILE}'s choice" + (f" on {selected_on} {scores}" if scores else "")
+            if choice not in GENERATOR_FOLDERS:
+                raise ConfigError(f"{artifacts / SERVING_FILE}: generator {choice!r} is not distill or vae")
+        else:
+            choice, reason = "distill", f"no {SERVING_FILE}: the default"
     if choice not in GENERATOR_FOLDERS:
         raise ConfigError(f"generator: expected distill, vae or auto, got {choice!r}")
     folder = artifacts / GENERATOR_FOLDERS[choice]
     if not is_artifact(folder):
-        raise ConfigError(f"generator {choice}: no model artifact in {folder} (run the pipeline's {choice} stage)")
-    return choice, folder
+        why = f" ({reason})" if auto else ""
+        raise ConfigError(f"generator {choice}{why}: no model artifact in {folder} (run the pipeline's {choice} stage)")
+    return Choice(choice, folder, reason)
+
+
+def resolve_generator(artifacts: str | Path, choice: str = "auto") -> tuple[str, Path]:
+    """(name, artifact folder) of the generator to serve."""
+    name, folder, _ = pick_generator(artifacts, choice)
+    return name, folder
 
 
 def content_spec(artifacts: str | Path, generator: str = "auto") -> dict:
@@ -44,28 +91,53 @@ def content_spec(artifacts: str | Path, generator: str = "auto") -> dict:
     return json.loads((folder / MODEL_FILE).read_text())["content"]
 
 
+def pick_encoder(artifacts: str | Path, spec: dict, choice: str = "auto") -> Choice:
+    """The encoder to serve (student | teacher), its EncoderConfig, and why it was picked."""
+    student = Path(artifacts) / STUDENT_FOLDER
+    have_student = (student / ARTIFACT_FILE).is_file()
+    reason, auto = "asked for", choice == "auto"
+    if auto:
+        record = serving_record(artifacts)
+        if record.get("encoder") is not None:
+            choice = record["encoder"]
+            if choice not in ENCODERS:
+                raise ConfigError(f"{Path(artifacts) / SERVING_FILE}: encoder {choice!r} is not student or teacher")
+            cosine, threshold = record.get("encoder_cosine"), record.get("encoder_threshold")
+            reason = f"{Path(artifacts) / SERVING_FILE}'s choice" + (
+                f" (student-teacher cosine {cosine} against threshold {threshold})" if cosine is not None else "")
+        elif have_student:
+            choice, reason = "student", f"a distilled student in {student}"
+        else:
+            choice, reason = "teacher", f"no distilled student in {student}"
+    teacher = EncoderConfig.model_validate(spec["encoder"])
+    if choice == "student":
+        if not have_student:
+            why = f" ({reason})" if auto else ""
+            raise ConfigError(f"encoder student{why}: no distilled encoder in {student} "
+                              f"(run `coldstart train encoder`)")
+        # The student folder carries its own pooling and length; the device is this process's.
+        return Choice("student", teacher.model_copy(update={"model": str(student.resolve()), "pooling": "auto",
+                                                            "max_length": None, "device": "auto",
+                                                            "dtype": "auto"}), reason)
+    return Choice("teacher", teacher.model_copy(update={"device": "auto", "dtype": "auto"}), reason)
+
+
 def resolve_encoder(artifacts: str | Path, spec: dict, choice: str = "auto") -> tuple[str, EncoderConfig]:
     """(student | teacher, its EncoderConfig)."""
-    student = Path(artifacts) / "encoder"
-    teacher = EncoderConfig.model_validate(spec["encoder"])
-    if choice in ("auto", "student") and (student / ARTIFACT_FILE).is_file():
-        # The student folder carries its own pooling and length; the device is this process's.
-        return "student", teacher.model_copy(update={"model": str(student.resolve()), "pooling": "auto",
-                                                     "max_length": None, "device": "auto", "dtype": "auto"})
-    if choice == "student":
-        raise ConfigError(f"encoder student: no distilled encoder in {student} (run `coldstart train encoder`)")
-    return "teacher", teacher.model_copy(update={"device": "auto", "dtype": "auto"})
+    kind, cfg, _ = pick_encoder(artifacts, spec, choice)
+    return kind, cfg
 
 
 class ServingEncoder:
     """Text -> L2-normalised vector of the dimension the generator was trained on."""
 
     def __init__(self, artifacts: str | Path, spec: dict, choice: str = "auto"):
-        self.kind, cfg = resolve_encoder(artifacts, spec, choice)
+        self.kind, cfg, self.reason = pick_encoder(artifacts, spec, choice)
         self.encoder = TextEncoder(cfg)
         if self.encoder.dim != int(spec["text_dim"]):
             raise ConfigError(f"encoder {self.kind} ({cfg.model}) gives {self.encoder.dim}-d vectors; the generator "
                               f"was trained on {spec['text_dim']}-d ones")
+        log.info("encoder: %s %s (%s)", self.kind, cfg.model, self.reason)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode(texts)
@@ -80,9 +152,10 @@ class ServingGenerator:
     def __init__(self, artifacts: str | Path, choice: str = "auto"):
         from coldstart.models.coldstart_model import load_cold_model
 
-        self.name, self.folder = resolve_generator(artifacts, choice)
+        self.name, self.folder, self.reason = pick_generator(artifacts, choice)
         self.meta, self.model, self.arrays = load_cold_model(self.folder)
         self.content = NewContent(self.meta["content"])
+        log.info("generator: %s from %s (%s)", self.name, self.folder, self.reason)
 
     @torch.inference_mode()
     def generate(self, side: Side, features: np.ndarray) -> np.ndarray:
