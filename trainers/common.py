@@ -107,5 +107,27 @@ def fault_drill(scale, epoch: int, resumed: bool) -> None:
 
     ctx = ray.train.get_context()
     if scale.kill_at_epoch == epoch and not resumed and ctx.get_world_rank() == ctx.get_world_size() - 1:
+        _wait_for_registered_checkpoint(Path(ctx.get_storage().experiment_fs_path))
         log.warning("fault drill: killing rank %d at epoch %d", ctx.get_world_rank(), epoch)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _wait_for_registered_checkpoint(run_folder: Path, timeout_s: float = 120.0) -> None:
+    """Block until the controller has registered a checkpoint (its snapshot on storage names one).
+
+    A worker's report reaches the controller only at its next poll; killing the group before that
+    would lose the checkpoint just written and restart the drill from scratch on a loaded machine.
+    """
+    import json
+    import time
+
+    snapshot = run_folder / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    log.warning("fault drill: no registered checkpoint in %s after %.0f s; killing anyway", run_folder, timeout_s)

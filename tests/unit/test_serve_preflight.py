@@ -7,7 +7,6 @@ import json
 import logging
 import shutil
 import sys
-import time
 import types
 
 import pytest
@@ -199,15 +198,14 @@ def test_serve_command_stops_at_once_on_a_broken_folder_without_ray(folder, monk
     stub = types.ModuleType("serve.local")  # stands in for the Ray side: it must never be reached
     stub.run_local = lambda *args, **kwargs: calls.append(args)
     monkeypatch.setitem(sys.modules, "serve.local", stub)
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: calls.append("ray.init"))
     (folder / "split" / "items.parquet").unlink()
-    started = time.perf_counter()
     result = CliRunner().invoke(app, ["serve", "--artifacts", str(folder)])
-    seconds = time.perf_counter() - started
     assert result.exit_code == 2, result.output
     assert f"{folder / 'split'}: missing table 'items'" in result.output
-    assert not calls and seconds < 30
-    ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized()
+    assert not calls  # neither Ray nor the deployment was touched
 
 
 # ---- waiting for the app: the first replica that cannot start ends the wait ------------------------
