@@ -20,7 +20,7 @@ from coldstart.evaluate import SplitData, evaluate_set
 from coldstart.models.coldstart_model import load_backbone, save_backbone
 from coldstart.models.mf import BackboneOptions, BackboneTraining, EmbeddingRecommender, MatrixFactorization, TrainPairs
 from trainers.common import TrainResult
-from trainers.loop import TrainJob, run_job
+from trainers.loop import TrainJob, per_worker, run_job
 
 
 class BackboneConfig(JobConfig, BackboneOptions):
@@ -31,10 +31,11 @@ class BackboneConfig(JobConfig, BackboneOptions):
 
 
 def train_pairs(data: SplitData, seed: int) -> TrainPairs:
-    """The split's train interactions as index pairs, negatives drawn among warm items."""
+    """The split's train interactions as index pairs, negatives drawn among the warm items the user has not
+    interacted with."""
     train = data.split.train
     return TrainPairs(data.user_ids.get_indexer(train["user_id"]), data.item_ids.get_indexer(train["item_id"]),
-                      np.flatnonzero(data.warm_items), seed=seed)
+                      np.flatnonzero(data.warm_items), seed=seed, seen=data.train)
 
 
 class BackboneJob(TrainJob):
@@ -48,7 +49,7 @@ class BackboneJob(TrainJob):
         self.pairs = train_pairs(self.data, cfg.seed)
 
     def build_model(self) -> MatrixFactorization:
-        return MatrixFactorization(self.data.n_users, self.data.n_items, self.cfg.dim)
+        return MatrixFactorization(self.data.n_users, self.data.n_items, self.cfg.dim, self.cfg.init_std)
 
     def build_training(self, model, device, precision) -> BackboneTraining:
         return BackboneTraining(model, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, device=device,
@@ -56,7 +57,7 @@ class BackboneJob(TrainJob):
 
     def batches(self, epoch, rank, world):
         self.pairs.reseed(self.cfg.seed + 1000 * epoch + rank)
-        return self.pairs.batches(self.cfg.batch_size, shard=(rank, world))
+        return self.pairs.batches(per_worker(self.cfg.batch_size, world), shard=(rank, world))
 
     def validate(self, model):
         user, item = (t.detach().float().cpu().numpy() for t in (model.user.weight, model.item.weight))

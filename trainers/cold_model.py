@@ -28,7 +28,7 @@ from coldstart.models.mf import EmbeddingRecommender
 from coldstart.models.towers import cold_start_vectors
 from trainers.backbone import train_pairs
 from trainers.common import TrainResult
-from trainers.loop import TrainJob, run_job
+from trainers.loop import TrainJob, per_worker, run_job
 
 
 class ColdModelInputs(JobConfig):
@@ -62,7 +62,7 @@ class ColdModelJob(TrainJob):
 
     def batches(self, epoch, rank, world):
         self.pairs.reseed(self.cfg.seed + 1000 * epoch + rank)
-        return self.pairs.batches(self.cfg.batch_size, shard=(rank, world))
+        return self.pairs.batches(per_worker(self.cfg.batch_size, world), shard=(rank, world))
 
     def vectors(self, model) -> tuple[np.ndarray, np.ndarray]:
         return cold_start_vectors(model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,

@@ -132,6 +132,11 @@ class EarlyStopping:
         Path(path).write_text(json.dumps(self.state))
 
 
+def per_worker(batch_size: int, world: int) -> int:
+    """Each rank's share of a step's rows: a job's batch size means the same whatever the workers."""
+    return max(1, batch_size // world)
+
+
 def reduce_mean(values: dict[str, float], weight: float, device: torch.device) -> tuple[dict[str, float], float]:
     """Weighted mean of per-rank figures across the torch.distributed group, and the total weight.
 

@@ -29,7 +29,7 @@ from coldstart.models.transfer import TransferModel, TransferOptions, TransferTr
 from coldstart.models.vectors import read_vectors
 from coldstart.content import aligned
 from trainers.common import TrainResult, ensure_ray
-from trainers.loop import TrainJob, run_job
+from trainers.loop import TrainJob, per_worker, run_job
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,8 @@ class TransferJob(TrainJob):
         seed = self.cfg.seed + 1000 * epoch + rank
         self.target.reseed(seed)
         self.source.reseed(seed + 500)
-        return zip(self.target.batches(self.cfg.batch_size, shard=(rank, world)),
-                   self.source.batches(self.cfg.batch_size, shard=(rank, world)))
+        size = per_worker(self.cfg.batch_size, world)
+        return zip(self.target.batches(size, shard=(rank, world)), self.source.batches(size, shard=(rank, world)))
 
     def validate(self, model):
         users, items = target_vectors(model, self.text, np.arange(self.data.n_items))

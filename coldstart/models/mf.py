@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -21,22 +22,27 @@ class BackboneOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     dim: int = Field(64, gt=0, description="Embedding dimension.")
-    epochs: int = Field(60, gt=0, description="Most epochs.")
-    patience: int = Field(8, gt=0, description="Stop after this many epochs without a better warm-val NDCG@20.")
-    batch_size: int = Field(2048, gt=0, description="Interactions per step on each worker.")
-    lr: float = Field(5e-3, gt=0, description="Adam learning rate.")
+    epochs: int = Field(500, gt=0, description="Most epochs (early stopping ends it well before).")
+    patience: int = Field(10, gt=0, description="Stop after this many epochs without a better warm-val NDCG@20.")
+    batch_size: int = Field(4096, gt=0, description="Interactions per step, over all workers.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
     weight_decay: float = Field(1e-4, ge=0, description="L2 on the embeddings of each batch.")
+    init_std: float | None = Field(None, gt=0, description="Std of normal initial rows; null: Xavier-uniform.")
     seed: int = Field(42, description="Seed of initialisation and sampling.")
 
 
 class MatrixFactorization(nn.Module):
-    def __init__(self, n_users: int, n_items: int, dim: int = 64, init_std: float = 0.1):
+    def __init__(self, n_users: int, n_items: int, dim: int = 64, init_std: float | None = None):
+        """`init_std` None: Xavier-uniform rows (the toolkits' choice); else normal with that std."""
         super().__init__()
         self.config = {"n_users": n_users, "n_items": n_items, "dim": dim}
         self.user = nn.Embedding(n_users, dim)
         self.item = nn.Embedding(n_items, dim)
-        nn.init.normal_(self.user.weight, std=init_std)
-        nn.init.normal_(self.item.weight, std=init_std)
+        for table in (self.user, self.item):
+            if init_std is None:
+                nn.init.xavier_uniform_(table.weight)
+            else:
+                nn.init.normal_(table.weight, std=init_std)
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
         """Scores of (user, pos) and (user, neg), and the squared norms of the rows used.
@@ -53,12 +59,18 @@ def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 
 
 class TrainPairs:
-    """Train (user, item) pairs with uniform negative sampling among warm items."""
+    """Train (user, item) pairs with uniform negative sampling among warm items.
 
-    def __init__(self, users: np.ndarray, items: np.ndarray, warm_items: np.ndarray, seed: int = 0):
+    With `seen` (users x items, nonzero where the user interacted), a negative the
+    user interacted with is drawn again, so BPR never pushes a positive down.
+    """
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, warm_items: np.ndarray, seed: int = 0,
+                 seen: "sp.csr_matrix | None" = None):
         self.users, self.items = users.astype(np.int64), items.astype(np.int64)
         self.warm_items = warm_items.astype(np.int64)
         self.rng = np.random.default_rng(seed)
+        self.seen = seen
 
     def __len__(self) -> int:
         return len(self.users)
@@ -76,8 +88,21 @@ class TrainPairs:
         order = order[rank * per_worker:(rank + 1) * per_worker]
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            neg = self.warm_items[self.rng.integers(0, len(self.warm_items), len(idx))]
+            neg = self.negatives(self.users[idx])
             yield (torch.from_numpy(self.users[idx]), torch.from_numpy(self.items[idx]), torch.from_numpy(neg))
+
+
+    def negatives(self, users: np.ndarray) -> np.ndarray:
+        neg = self.warm_items[self.rng.integers(0, len(self.warm_items), len(users))]
+        if self.seen is None:
+            return neg
+        clash = np.flatnonzero(np.asarray(self.seen[users, neg]).ravel())
+        for _ in range(20):  # a user who interacted with nearly everything keeps a rare clash
+            if not len(clash):
+                break
+            neg[clash] = self.warm_items[self.rng.integers(0, len(self.warm_items), len(clash))]
+            clash = clash[np.asarray(self.seen[users[clash], neg[clash]]).ravel() > 0]
+        return neg
 
 
 class BackboneTraining(StepTraining):

@@ -36,7 +36,7 @@ class TowerOptions(BaseModel):
     dropout: float = Field(0.5, ge=0, lt=1, description="Tower dropout.")
     epochs: int = Field(30, gt=0, description="Most epochs.")
     patience: int = Field(6, gt=0, description="Stop after this many epochs without a better cold-val NDCG@20.")
-    batch_size: int = Field(1024, gt=0, description="Interactions per step on each worker.")
+    batch_size: int = Field(1024, gt=0, description="Interactions per step, over all workers.")
     lr: float = Field(3e-4, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(1e-5, ge=0, description="AdamW weight decay.")
     bpr: float = Field(1.0, ge=0, description="Weight of the interaction (BPR) loss.")

@@ -40,7 +40,7 @@ class TransferOptions(BaseModel):
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout in the item content tower.")
     epochs: int = Field(20, gt=0, description="Most epochs; an epoch is one pass over the target's train set.")
     patience: int = Field(5, gt=0, description="Stop after this many epochs without a better cold-val NDCG@20.")
-    batch_size: int = Field(1024, gt=0, description="Interactions per step and domain on each worker.")
+    batch_size: int = Field(1024, gt=0, description="Interactions per step and domain, over all workers.")
     lr: float = Field(2e-3, gt=0, description="Adam learning rate.")
     weight_decay: float = Field(1e-4, ge=0, description="L2 on the embeddings of each batch.")
     seed: int = Field(42, description="Seed of initialisation and sampling.")

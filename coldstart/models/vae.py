@@ -39,7 +39,7 @@ class VAEOptions(BaseModel):
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on the content input and hidden layers.")
     epochs: int = Field(30, gt=0, description="Most epochs.")
     patience: int = Field(6, gt=0, description="Stop after this many epochs without a better cold-val NDCG@20.")
-    batch_size: int = Field(1024, gt=0, description="Interactions per step on each worker.")
+    batch_size: int = Field(1024, gt=0, description="Interactions per step, over all workers.")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(1e-5, ge=0, description="AdamW weight decay.")
     seed: int = Field(42, description="Seed of initialisation and sampling.")

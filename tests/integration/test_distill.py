@@ -23,8 +23,8 @@ def ml100k_run(ray_cluster, ml100k_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("ml100k-run")
     split_dir = save_split(make_split(load_dataset(ml100k_dir), "items", 42), root / "split")
     embed(EmbedConfig(split=split_dir, out=root / "embeddings"))
-    backbone = train_backbone(BackboneConfig(split=split_dir, out=root / "backbone", epochs=10, patience=10,
-                                             scale={"storage": root / "runs"}))
+    backbone = train_backbone(BackboneConfig(split=split_dir, out=root / "backbone", epochs=10, patience=10, lr=5e-3,
+                                             batch_size=2048, scale={"storage": root / "runs"}))
     return root, SplitData.from_split(load_split(split_dir)), backbone
 
 
@@ -65,7 +65,7 @@ def test_distilled_towers_rank_cold_items_and_keep_warm(ml100k_run):
 def test_a_killed_worker_resumes_from_its_last_checkpoint(ml100k_run, monkeypatch):
     root, data, _ = ml100k_run
     monkeypatch.chdir(root)  # relative paths, as a user types them: the workers run elsewhere
-    result = train_backbone(BackboneConfig(split="split", out="backbone-drill", epochs=4,
+    result = train_backbone(BackboneConfig(split="split", out="backbone-drill", epochs=4, lr=5e-3, batch_size=2048,
                                            patience=10, scale={"storage": root / "runs-drill", "kill_at_epoch": 2,
                                                                   "max_failures": 4}))
     epochs = [h["epoch"] for h in result.history]
