@@ -56,8 +56,12 @@ class PipelineConfig(JobConfig):
     cache_dir: Path | None = Field(None, description="Dataset cache (default $COLDSTART_CACHE or ~/.cache/coldstart).")
     baselines: list[str] = Field(["random", "popularity", "content-knn"], description="Baselines to report.")
     ks: list[int] = Field([10, 20], description="Cut-offs of the ranking metrics.")
-    stages: list[str] = Field(["embed", "encoder", "backbone", "distill", "tune-vae", "transfer"],
+    stages: list[str] = Field(["embed", "encoder", "backbone", "baselines", "distill", "tune-vae", "ensemble",
+                               "transfer"],
                               description="Ray stages to run after the baselines, in order.")
+    knn_k: int = Field(5, gt=0, description="Item neighbours of the knn-warm baseline (stage baselines).")
+    knn_user_k: int = Field(50, gt=0, description="User neighbours of knn-warm on a user-cold split (a profile "
+                                                  "of age, gender and job says little, so many are averaged).")
     force: bool = Field(False, description="Retrain every stage, even one whose artifacts exist with the same "
                                            "configuration (by default those are reused).")
     embed: EmbedOptions = Field(default_factory=EmbedOptions, description="The LLM embedding stage.")

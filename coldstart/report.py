@@ -10,6 +10,9 @@ from coldstart import artifacts
 from coldstart.evaluate import GROUPS
 
 TABLE_METRICS = ("ndcg@20", "recall@20", "ndcg@10", "recall@10")
+SOURCE_MARK = "[source interactions]"
+SOURCE_NOTE = (f"Rows marked {SOURCE_MARK} learn the target's cold items from another dataset's interactions "
+               "with the same titles, which no single-domain model sees: compare them with the other rows knowing it.")
 
 
 def _fmt(value) -> str:
@@ -80,6 +83,8 @@ def write_report(results: dict[str, dict[str, dict[str, float]]], folder: str | 
     if context:
         intro += "".join(f"- {k}: {v}\n" for k, v in context.items()) + "\n"
     body = markdown_table(results) + "\n![NDCG@20](ndcg20.png)\n"
+    if any(SOURCE_MARK in name for name in results):
+        body += f"\n{SOURCE_NOTE}\n"
     if stages:
         body += "\n## Stages\n\n" + stages_table(stages)
     artifacts.write_text(folder / "report.md", intro + body)

@@ -104,6 +104,112 @@ def backbone_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str
     return {"backbone (MF-BPR)": load_model(out / "backbone", data)}
 
 
+def baselines_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+    """The bars every cold-start model is judged against: knn-warm (no training, saved as a servable
+    generator) and a content-to-backbone regression (the towers trained with alignment alone: an MLP fitted
+    with MSE to the warm vectors)."""
+    from coldstart.models.neighbours import KNNGenerator
+    from trainers.distill import DistillConfig, run
+
+    inputs = GeneratorInputs.load(data, out)
+    knn = KNNGenerator.fit(item_features=inputs.item_features, user_features=inputs.user_features,
+                           item_vectors=inputs.item_vectors, user_vectors=inputs.user_vectors,
+                           warm_items=data.warm_items, warm_users=inputs.warm_users,
+                           item_dims=inputs.content["text_dim"], k=cfg.knn_k, user_k=cfg.knn_user_k)
+    inputs.save(out / "knn-warm", knn)
+    result = run(DistillConfig(**{**cfg.distill.model_dump(), "bpr": 0.0, "distill": 0.0, "align": 1.0},
+                               split=split_dir(data), embeddings=out / "embeddings", backbone=out / "backbone",
+                               out=out / "regression", scale=cfg.scale, ray=cfg.ray))
+    log.info("regression baseline: best cold-val epoch %s of %d", result.best["epoch"], len(result.history))
+    return baselines_models(data, cfg, out)
+
+
+def baselines_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+    choose_generator(out)
+    return {"knn-warm": load_model(out / "knn-warm", data),
+            "regression (MLP, MSE)": load_model(out / "regression", data)}
+
+
+class GeneratorInputs:
+    """What an untrained generator (knn-warm, an ensemble) is saved with, as the trained ones are."""
+
+    def __init__(self, data: SplitData, out: Path):
+        from coldstart.content import build_content
+
+        self.data = data
+        backbone = load_model(out / "backbone", data)  # aligned with this split's ids
+        self.user_vectors, self.item_vectors = backbone.user_vectors, backbone.item_vectors
+        self.item_features, self.user_features, _, _, spec = build_content(data, out / "embeddings")
+        self.content = spec.to_json()
+        self.warm_users = data.train.getnnz(axis=1) > 0
+
+    @classmethod
+    def load(cls, data: SplitData, out: Path) -> "GeneratorInputs":
+        return cls(data, out)
+
+    def val_metrics(self, model) -> dict[str, float]:
+        from coldstart.evaluate import evaluate
+        from coldstart.models.mf import EmbeddingRecommender
+        from coldstart.models.towers import cold_start_vectors
+
+        users, items = cold_start_vectors(model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
+                                          warm_users=self.warm_users, warm_items=self.data.warm_items,
+                                          user_features=self.user_features, item_features=self.item_features)
+        val = evaluate(EmbeddingRecommender(users, items), self.data, on="val", ks=(20,))
+        return {f"{g}_val_ndcg@20": val[g]["ndcg@20"] for g in ("cold", "warm", "all")}
+
+    def cold_val(self, model) -> float:
+        return self.val_metrics(model)["cold_val_ndcg@20"]
+
+    def save(self, folder: Path, model) -> None:
+        """Save `model` with its cold-val figures, so serving's choice can weigh it with the trained ones."""
+        from coldstart.models.coldstart_model import save_cold_model
+
+        metrics = self.val_metrics(model)
+        save_cold_model(folder, self.data, model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
+                        user_features=self.user_features, item_features=self.item_features, content=self.content,
+                        meta={"epoch": None, "metrics": metrics, "selected_on": None})
+
+
+def ensemble_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+    """The mean of the generators the run trained (knn-warm, towers, VAE): no training, less variance.
+
+    On a user-cold split, how far new users are pulled towards the average user is chosen on cold-val.
+    """
+    from coldstart.models.coldstart_model import load_cold_model
+    from coldstart.models.neighbours import EnsembleGenerator
+
+    inputs = GeneratorInputs.load(data, out)
+    members = [load_cold_model(out / name)[1] for name in ENSEMBLE_MEMBERS if (out / name / "model.json").is_file()]
+    center = inputs.user_vectors[inputs.warm_users].mean(axis=0)
+    shrinks = ENSEMBLE_SHRINKS if data.split.cold == "users" else (1.0,)
+    scored = {s: inputs.cold_val(EnsembleGenerator.of(members, center, s)) for s in shrinks}
+    best = max(scored, key=scored.get)
+    log.info("ensemble of %s; new users shrunk by %s (cold-val NDCG@20 %s)", ENSEMBLE_MEMBERS, best, scored)
+    inputs.save(out / "ensemble", EnsembleGenerator.of(members, center, best))
+    return ensemble_models(data, cfg, out)
+
+
+ENSEMBLE_SHRINKS = (0.25, 0.5, 0.75, 1.0)
+
+
+def ensemble_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+    choose_generator(out)
+    return {"coldstart (ensemble)": load_model(out / "ensemble", data)}
+
+
+ENSEMBLE_MEMBERS = ("knn-warm", "distill", "vae")
+
+
+def ensemble_fingerprint(cfg: PipelineConfig) -> dict:
+    """The members as they are now: a retrained member changes the ensemble."""
+    found = {}
+    for name in ENSEMBLE_MEMBERS:
+        meta = cfg.out / name / "model.json"
+        found[name] = artifacts.read_json(meta).get("metrics") if meta.is_file() else None
+    return found
+
+
 def distill_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     from trainers.distill import DistillConfig, run
 
@@ -152,9 +258,9 @@ def vae_fingerprint(cfg: PipelineConfig) -> dict:
 
 
 def choose_generator(out: Path) -> str | None:
-    """Record in OUT/serving.json the generator (distill or vae) with the better cold-val NDCG@20."""
+    """Record in OUT/serving.json the generator with the best cold-val NDCG@20 among those the run made."""
     scores = {}
-    for name in ("distill", "vae"):
+    for name in GENERATORS:
         model = out / name / "model.json"
         if model.is_file():
             scores[name] = artifacts.read_json(model)["metrics"]["cold_val_ndcg@20"]
@@ -172,12 +278,20 @@ def load_model(folder: Path, data: SplitData) -> Recommender:
     return load_recommender_artifact(folder, data)
 
 
+GENERATORS = ("distill", "vae", "knn-warm", "regression", "ensemble")  # folders under OUT serving can load
+
 STAGES = {
     "embed": ModelStage("embed", embed_stage, embed_models, lambda cfg: cfg.embed, outputs=("embeddings",)),
     "encoder": ModelStage("encoder", encoder_stage, encoder_models, lambda cfg: {"student": cfg.encoder},
                           needs=("embed",), outputs=("encoder",)),
     "backbone": ModelStage("backbone", backbone_stage, backbone_models, lambda cfg: cfg.backbone,
                            outputs=("backbone",)),
+    "baselines": ModelStage("baselines", baselines_stage, baselines_models,
+                            lambda cfg: {"distill": cfg.distill, "k": [cfg.knn_k, cfg.knn_user_k]},
+                            needs=("embed", "backbone"),
+                            outputs=("knn-warm", "regression")),
+    "ensemble": ModelStage("ensemble", ensemble_stage, ensemble_models, ensemble_fingerprint,
+                           needs=("baselines",), outputs=("ensemble",)),
     "distill": ModelStage("distill", distill_stage, distill_models, lambda cfg: cfg.distill,
                           needs=("embed", "backbone"), outputs=("distill",)),
     "vae": ModelStage("vae", vae_stage, vae_models, vae_fingerprint, needs=("embed", "backbone"), outputs=("vae",)),

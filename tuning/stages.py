@@ -8,11 +8,14 @@ from pathlib import Path
 from coldstart.data import movielens
 from coldstart.evaluate import Recommender, SplitData
 from coldstart.pipeline import ModelStage, PipelineConfig
+from coldstart.report import SOURCE_MARK
 from trainers.stages import choose_generator, load_model, split_dir
 
 log = logging.getLogger(__name__)
 
-TRANSFER_ROWS = {"lam-0": "transfer lam=0", "lam-1": "transfer lam=1"}
+# A model that learns a target-cold item from the source's interactions on the same title sees what no
+# single-domain method can: its report row says so (`coldstart.report.SOURCE_MARK`).
+TRANSFER_ROWS = {"lam-0": "transfer lam=0", "lam-1": f"transfer lam=1 {SOURCE_MARK}"}
 
 
 def _search_options(cfg: PipelineConfig) -> dict:
@@ -82,7 +85,8 @@ def transfer_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str
     from coldstart import artifacts
 
     tuned = artifacts.read_json(out / "transfer" / "comparison.json")["tuned"]
-    rows = {**TRANSFER_ROWS, "model": tuned}
+    lam = artifacts.read_json(out / "transfer" / "model" / "model.json")["lam"]
+    rows = {**TRANSFER_ROWS, "model": f"{tuned} {SOURCE_MARK}" if lam > 0 else tuned}
     return {name: load_model(out / "transfer" / folder, data) for folder, name in rows.items()}
 
 

@@ -17,12 +17,13 @@ import pandas as pd
 from coldstart.evaluate import SplitData
 from coldstart.models.artifact import load_artifact, save_artifact
 from coldstart.models.mf import EmbeddingRecommender
+from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
 from coldstart.models.towers import ColdStartTowers, cold_start_vectors
 from coldstart.models.vae import ConditionalVAE
 
 MF_KIND = "mf-bpr"
 TRANSFER_KIND = "coldstart-transfer"
-COLD_MODELS = {cls.KIND: cls for cls in (ColdStartTowers, ConditionalVAE)}
+COLD_MODELS = {cls.KIND: cls for cls in (ColdStartTowers, ConditionalVAE, KNNGenerator, EnsembleGenerator)}
 
 
 def save_backbone(folder: str | Path, data: SplitData, user: np.ndarray, item: np.ndarray, meta: dict) -> Path:

@@ -27,11 +27,11 @@ pytestmark = pytest.mark.slow
 runner = CliRunner()
 
 SMALL = ["--embed.replicas", "1", "--encoder.epochs", "1", "--encoder.batch-size", "32",
-         "--backbone.epochs", "6", "--backbone.dim", "16", "--backbone.batch-size", "256",
+         "--backbone.epochs", "6", "--backbone.dim", "16", "--backbone.batch-size", "256", "--backbone.lr", "0.01",
          "--distill.epochs", "3", "--distill.batch-size", "256", "--vae.epochs", "3", "--vae.batch-size", "256",
          "--transfer.epochs", "3", "--transfer.batch-size", "256", "--transfer.dim", "16",
          "--tune.budget", "2", "--tune.epochs", "2", "--scale.num-workers", "1", "--ray.local-cpus", "4"]
-STAGES = ["embed", "encoder", "backbone", "distill", "tune-vae", "transfer"]
+STAGES = ["embed", "encoder", "backbone", "baselines", "distill", "tune-vae", "ensemble", "transfer"]
 
 
 def _own_split(folder):
@@ -78,18 +78,24 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
     out = root / "out"
     ledger = json.loads((out / "stages.json").read_text())
     assert {name: ledger[name]["status"] for name in STAGES} == {name: "done" for name in STAGES}
-    for folder in ("split", "embeddings", "encoder", "backbone", "distill", "tune-vae", "vae", "transfer/model",
+    for folder in ("split", "embeddings", "encoder", "backbone", "knn-warm", "regression", "distill", "tune-vae",
+                   "vae", "ensemble", "transfer/model",
                    "transfer/lam-0", "transfer/lam-1"):
         assert (out / folder).is_dir(), folder
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     rows = {"random", "popularity", "content-knn", "content-knn-llm", "llm-zero-shot", "backbone (MF-BPR)",
-            "coldstart (distilled towers)", "coldstart (VAE generator, tuned)", "transfer lam=0", "transfer lam=1"}
+            "knn-warm", "regression (MLP, MSE)", "coldstart (distilled towers)", "coldstart (VAE generator, tuned)",
+            "coldstart (ensemble)",
+            "transfer lam=0", "transfer lam=1 [source interactions]"}
     assert rows <= set(metrics)
     assert any(name.startswith("transfer tuned") for name in metrics)
+    assert "[source interactions] learn the target's cold items" in (out / "report" / "report.md").read_text()
     for name, groups in metrics.items():
         assert np.isfinite(groups["cold"]["ndcg@20"]), name
     serving = json.loads((out / "serving.json").read_text())
-    assert serving["generator"] in ("distill", "vae") and serving["encoder"] in ("student", "teacher")
+    assert serving["generator"] in ("distill", "vae", "knn-warm", "regression", "ensemble")
+    assert serving["generator"] == max(serving["cold_val_ndcg@20"], key=serving["cold_val_ndcg@20"].get)
+    assert serving["encoder"] in ("student", "teacher")
     assert 0 < serving["encoder_cosine"] <= 1
     report = (out / "report" / "report.md").read_text()
     assert all(f"| {name} | done |" in report for name in STAGES)
@@ -120,7 +126,7 @@ def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tm
     rerun = runner.invoke(app, ["pipeline", "--split", str(moved / "split"), "--out", str(moved), *SMALL])
     assert rerun.exit_code == 0, rerun.output
     ledger = json.loads((moved / "stages.json").read_text())
-    assert [ledger[name]["status"] for name in STAGES[:-1]] == ["reused"] * 5
+    assert [ledger[name]["status"] for name in STAGES[:-1]] == ["reused"] * 7
     assert ledger["transfer"]["status"] == "skipped" and "give --source" in ledger["transfer"]["reason"]
     report = (moved / "report" / "report.md").read_text()
     assert "| transfer | skipped | no source dataset" in report

@@ -1,0 +1,156 @@
+"""The models `benchmarks/quality.py` compares: name -> build(inputs) -> a recommender over the split.
+
+Trained models run their real jobs (`trainers/*`) through the training skeleton
+in-process; their best epoch (on cold-val NDCG@20) is what is scored.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from coldstart.data.split import load_split
+from coldstart.evaluate import SplitData
+from coldstart.models.baselines import KNNWarmRecommender, PopularityRecommender
+from coldstart.models.coldstart_model import load_backbone
+from coldstart.models.mf import EmbeddingRecommender
+
+
+@functools.lru_cache(maxsize=2)
+def _encoder(model: str):
+    from coldstart.text.encoder import EncoderConfig, TextEncoder
+
+    return TextEncoder(EncoderConfig(model=model))
+
+
+def spec_model(embeddings: Path) -> str:
+    from coldstart import artifacts
+
+    return artifacts.read_json(embeddings / "embed.json")["encoder"]["model"]
+
+
+@dataclass
+class Inputs:
+    folder: Path
+    seed: int
+    data: SplitData
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    arrays: dict
+    content: dict
+    features: str = "both"
+    embeddings: str = "embeddings"
+
+    @classmethod
+    def load(cls, folder: Path, seed: int, features: str = "both", embeddings: str = "embeddings") -> "Inputs":
+        from coldstart.content import build_content
+
+        data = SplitData.from_split(load_split(folder / "split"))
+        _, user_vectors, item_vectors = load_backbone(folder / "backbone")
+        item_x, user_x, user_text, item_text, spec = build_content(data, folder / embeddings,
+                                                                    _encoder(spec_model(folder / embeddings)))
+        text_dim = item_text.shape[1]
+        if features == "text":
+            item_x, user_x = item_x[:, :text_dim], user_x[:, :text_dim]
+        elif features == "attributes":
+            item_x, user_x = item_x[:, text_dim:], user_x[:, text_dim:]
+        arrays = {"item_features": item_x, "user_features": user_x, "user_text": user_text, "item_text": item_text}
+        return cls(folder, seed, data, user_vectors, item_vectors, arrays, spec.to_json(), features, embeddings)
+
+    @property
+    def warm_users(self) -> np.ndarray:
+        return self.data.train.getnnz(axis=1) > 0
+
+
+def train(job_class, config_class, inputs: Inputs, **overrides):
+    """Fit a cold-model job in-process; the model of its best cold-val epoch."""
+    from trainers.loop import LocalContext, fit
+
+    cfg = config_class(split=inputs.folder / "split", embeddings=inputs.folder / "embeddings",
+                       backbone=inputs.folder / "backbone", out=inputs.folder / "unused", seed=inputs.seed,
+                       **overrides)
+    job = job_class(cfg, inputs.arrays, inputs.content, data=inputs.data)
+    with tempfile.TemporaryDirectory() as tmp:
+        fit(job, LocalContext(folder=Path(tmp)))
+        model = job.build_model()
+        model.load_state_dict(job.load(Path(tmp) / "best"))
+    return job, model.eval()
+
+
+def towers(inputs: Inputs, **overrides):
+    from trainers.distill import DistillConfig, DistillJob
+
+    job, model = train(DistillJob, DistillConfig, inputs, **overrides)
+    return EmbeddingRecommender(*job.vectors(model))
+
+
+def vae(inputs: Inputs, **overrides):
+    from trainers.generator import GeneratorConfig, VAEJob
+
+    job, model = train(VAEJob, GeneratorConfig, inputs, **overrides)
+    return EmbeddingRecommender(*job.vectors(model))
+
+
+def knn_user_content(inputs: Inputs) -> np.ndarray | None:
+    return inputs.arrays["user_features"] if inputs.data.split.cold == "users" else None
+
+
+def knn_warm(inputs: Inputs, k: int = 5, user_k: int = 50):
+    """knn-warm over the features the run uses (the LLM text part for items when it has one)."""
+    text_dim = inputs.content["text_dim"]
+    features = inputs.arrays["item_features"]
+    item_content = features[:, :text_dim] if inputs.features in ("both", "text") else features
+    return KNNWarmRecommender(inputs.data, inputs.user_vectors, inputs.item_vectors, item_content,
+                              knn_user_content(inputs), k=k, user_k=user_k)
+
+
+def cached(name: str, build: Callable[[Inputs], object]) -> Callable[[Inputs], object]:
+    """`build`, its vectors kept under the seed's folder per feature set: members of ensembles train once."""
+    def run(inputs: Inputs):
+        path = inputs.folder / "vectors" / inputs.embeddings / inputs.features / f"{name}.npz"
+        if path.is_file():
+            kept = np.load(path)
+            return EmbeddingRecommender(kept["users"], kept["items"])
+        model = build(inputs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, users=model.user_vectors, items=model.item_vectors)
+        return model
+    return run
+
+
+def ensemble_of(names: tuple[str, ...]):
+    """The mean item and user vectors of several models, new users shrunk towards the average one by the
+    factor that does best on cold-val (as the pipeline's ensemble stage builds it)."""
+    from coldstart.evaluate import evaluate
+
+    def build(inputs: Inputs):
+        members = [MODELS[n](inputs) for n in names]
+        users = np.mean([m.user_vectors for m in members], axis=0)
+        items = np.mean([m.item_vectors for m in members], axis=0)
+        cold, center = ~inputs.warm_users, inputs.user_vectors[inputs.warm_users].mean(axis=0)
+        best, best_score = None, -1.0
+        for shrink in ((0.25, 0.5, 0.75, 1.0) if inputs.data.split.cold == "users" else (1.0,)):
+            shrunk = users.copy()
+            shrunk[cold] = center + shrink * (users[cold] - center)
+            model = EmbeddingRecommender(shrunk, items)
+            score = evaluate(model, inputs.data, on="val", ks=(20,))["cold"]["ndcg@20"]
+            if score > best_score:
+                best, best_score = model, score
+        return best
+    return build
+
+
+MODELS: dict[str, Callable[[Inputs], object]] = {
+    "popularity": lambda inputs: PopularityRecommender(inputs.data),
+    "backbone": lambda inputs: EmbeddingRecommender(inputs.user_vectors, inputs.item_vectors),
+    "knn-warm": knn_warm,
+    "regression": cached("regression", functools.partial(towers, bpr=0.0, distill=0.0, align=1.0)),
+    "towers": cached("towers", towers),
+    "vae": cached("vae", vae),
+}
+MODELS["ensemble"] = ensemble_of(("knn-warm", "towers", "vae"))

@@ -1,0 +1,111 @@
+"""Generators without training: a cold entity placed at the mean backbone vector of its content neighbours,
+and an ensemble that averages several generators.
+
+`KNNGenerator` is the knn-warm baseline as a servable model: it keeps the warm
+items' (and users') content and backbone vectors as buffers, so a new item's
+vector is the mean of its k content-nearest warm items' vectors, in training,
+evaluation and serving alike. `EnsembleGenerator` averages the vectors its
+members generate (towers, VAE, kNN: any generator with `generate_items` and
+`generate_users`); each member sees the same content features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class KNNGenerator(nn.Module):
+    """Mean backbone vector of the k warm entities whose content is nearest (cosine).
+
+    Items are compared on the first `item_dims` feature columns (the LLM text
+    vector), users on all of theirs (profile text and attribute one-hots); `k`
+    neighbours for items, `user_k` (default `k`) for users, whose profiles say
+    less and need more of them. An entity with no content gets the mean of all
+    warm vectors.
+    """
+
+    KIND = "coldstart-knn"
+
+    def __init__(self, item_in: int, user_in: int, dim: int, n_items: int, n_users: int, item_dims: int,
+                 k: int = 5, user_k: int | None = None):
+        super().__init__()
+        self.config = {"item_in": item_in, "user_in": user_in, "dim": dim, "n_items": n_items, "n_users": n_users,
+                       "item_dims": item_dims, "k": k, "user_k": user_k}
+        self.k, self.user_k, self.item_dims = k, user_k or k, item_dims
+        for side, width, count in (("item", item_dims, n_items), ("user", user_in, n_users)):
+            self.register_buffer(f"{side}_content", torch.zeros(count, width))
+            self.register_buffer(f"{side}_vectors", torch.zeros(count, dim))
+
+    @classmethod
+    def fit(cls, *, item_features: np.ndarray, user_features: np.ndarray, item_vectors: np.ndarray,
+            user_vectors: np.ndarray, warm_items: np.ndarray, warm_users: np.ndarray, item_dims: int,
+            k: int = 5, user_k: int | None = None) -> "KNNGenerator":
+        """Keep the warm entities' content and vectors."""
+        model = cls(item_features.shape[1], user_features.shape[1], item_vectors.shape[1], int(warm_items.sum()),
+                    int(warm_users.sum()), item_dims, k, user_k)
+        model.item_content.copy_(torch.as_tensor(_unit(item_features[warm_items][:, :item_dims])))
+        model.item_vectors.copy_(torch.as_tensor(item_vectors[warm_items], dtype=torch.float32))
+        model.user_content.copy_(torch.as_tensor(_unit(user_features[warm_users])))
+        model.user_vectors.copy_(torch.as_tensor(user_vectors[warm_users], dtype=torch.float32))
+        return model.eval()
+
+    def _neighbours(self, x: torch.Tensor, content: torch.Tensor, vectors: torch.Tensor, k: int) -> torch.Tensor:
+        if not len(content):
+            return torch.zeros(len(x), vectors.shape[1], dtype=vectors.dtype, device=x.device)
+        norms = x.norm(dim=1, keepdim=True)
+        sims = (x / norms.clamp_min(1e-12)) @ content.T
+        top = sims.topk(min(k, len(content)), dim=1).indices
+        out = vectors[top].mean(dim=1)
+        return torch.where(norms > 0, out, vectors.mean(dim=0, keepdim=True).expand_as(out))
+
+    def generate_items(self, x: torch.Tensor) -> torch.Tensor:
+        return self._neighbours(x[:, :self.item_dims].float(), self.item_content, self.item_vectors, self.k)
+
+    def generate_users(self, x: torch.Tensor) -> torch.Tensor:
+        return self._neighbours(x.float(), self.user_content, self.user_vectors, self.user_k)
+
+
+class EnsembleGenerator(nn.Module):
+    """The mean of its members' generated vectors (each member a generator over the same features).
+
+    A new user's vector is then pulled towards the mean warm user by `user_shrink` (1 keeps it, 0 makes
+    every new user the average one, whose ranking is the catalogue's popularity): a profile of age,
+    gender and job says little, and shrinking what little it says towards the average is what holds up
+    on new users. Items are not shrunk: a shift towards the mean item moves every item's score for a
+    user alike.
+    """
+
+    KIND = "coldstart-ensemble"
+
+    def __init__(self, members: list[dict], dim: int, user_shrink: float = 1.0):
+        """`members`: [{"kind": KIND, "config": {...}}], rebuilt through `coldstart_model.COLD_MODELS`."""
+        from coldstart.models.coldstart_model import COLD_MODELS
+
+        super().__init__()
+        self.config = {"members": members, "dim": dim, "user_shrink": user_shrink}
+        self.members = nn.ModuleList(COLD_MODELS[m["kind"]](**m["config"]) for m in members)
+        self.user_shrink = user_shrink
+        self.register_buffer("user_center", torch.zeros(dim))
+
+    @classmethod
+    def of(cls, models: list[nn.Module], user_center: np.ndarray, user_shrink: float = 1.0) -> "EnsembleGenerator":
+        ensemble = cls([{"kind": m.KIND, "config": m.config} for m in models], len(user_center), user_shrink)
+        for target, source in zip(ensemble.members, models):
+            target.load_state_dict(source.state_dict())
+        ensemble.user_center.copy_(torch.as_tensor(user_center, dtype=torch.float32))
+        return ensemble.eval()
+
+    def generate_items(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.generate_items(x) for m in self.members]).mean(dim=0)
+
+    def generate_users(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([m.generate_users(x) for m in self.members]).mean(dim=0)
+        return self.user_center + self.user_shrink * (mean - self.user_center)
+
+
+def _unit(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
