@@ -45,6 +45,7 @@ class UserEntry:
     seen: np.ndarray  # item positions
     warm: bool
     registered: bool = False
+    text: np.ndarray | None = None  # LLM vector of what the user said about themselves, if anything
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Catalogue:
     users: dict[str, UserEntry]
     store: RegistrationStore | None = None
     space: str = ""  # fingerprint of the backbone space; a record from another space is not served
+    item_text: np.ndarray | None = None  # items' LLM text vectors: what a stated interest is matched against
+    text_weight: float = 1.0  # a stated interest's weight, in units of the two scores' spreads
     index: ItemIndex = field(init=False)
     item_pos: dict[str, int] = field(init=False)
     item_cold: list[bool] = field(init=False)
@@ -65,8 +68,11 @@ class Catalogue:
     digests: dict[tuple[str, str], str | None] = field(init=False, default_factory=dict)
 
     def __post_init__(self):
-        self.index = ItemIndex(self.item_vectors.shape[1])
-        self.index.add(self.item_vectors)
+        text_dim = 0 if self.item_text is None else self.item_text.shape[1]
+        self.index = ItemIndex(self.item_vectors.shape[1], text_dim)
+        self.index.add(self.item_vectors, self.item_text)
+        self.text_scale = self.text_weight * _spread_ratio(self.item_vectors, self.item_text,
+                                                           [u.vector for u in self.users.values() if u.warm])
         self.item_pos = {item: i for i, item in enumerate(self.item_ids)}
         self.item_cold = [not bool(w) for w in self.warm_items]
         warm_norms = [np.linalg.norm(u.vector) for u in self.users.values() if u.warm]
@@ -76,8 +82,10 @@ class Catalogue:
             self.sync()
 
     @classmethod
-    def from_artifacts(cls, artifacts: str | Path, generator, store: RegistrationStore | None = None) -> "Catalogue":
-        """Build from an artifacts folder and a `ServingGenerator` (which provides the cold vectors)."""
+    def from_artifacts(cls, artifacts: str | Path, generator, store: RegistrationStore | None = None,
+                       text_weight: float = 1.0) -> "Catalogue":
+        """Build from an artifacts folder and a `ServingGenerator` (which provides the cold vectors and the
+        items' text vectors)."""
         split = Path(artifacts) / "split"
         meta, arrays = generator.meta, generator.arrays
         user_vectors, item_vectors = generator.catalogue_vectors()
@@ -96,7 +104,8 @@ class Catalogue:
         users = {user: UserEntry(user_vectors[i], seen.get(user, empty), bool(warm_users[i]))
                  for i, user in enumerate(user_ids)}
         space = hashlib.sha1(np.ascontiguousarray(arrays["item_vectors"], np.float32).tobytes()).hexdigest()[:16]
-        return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, store, space)
+        return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, store, space,
+                   generator.catalogue_text(), text_weight)
 
     # ---- the store ----------------------------------------------------------------------------------
 
@@ -120,7 +129,9 @@ class Catalogue:
         if record["kind"] == "item":
             if record["id"] in self.item_pos:  # a replayed duplicate: the first registration wins
                 return
-            self.item_pos[record["id"]] = int(self.index.add(np.asarray(record["vector"], np.float32))[0])
+            text = record.get("text_vector")
+            self.item_pos[record["id"]] = int(self.index.add(np.asarray(record["vector"], np.float32),
+                                                             None if text is None else np.asarray(text))[0])
             self.item_ids.append(record["id"])
             self.titles.append(record.get("title"))
             self.item_cold.append(True)
@@ -129,7 +140,9 @@ class Catalogue:
             if record["id"] in self.users:
                 return
             seen = np.asarray([self.item_pos[i] for i in record["liked"] if i in self.item_pos], np.int64)
-            self.users[record["id"]] = UserEntry(np.asarray(record["vector"], np.float32), seen, False, True)
+            text = record.get("text_vector")
+            self.users[record["id"]] = UserEntry(np.asarray(record["vector"], np.float32), seen, False, True,
+                                                 None if text is None else np.asarray(text, np.float32))
             self.registered_users += 1
 
     def _register(self, record: dict, taken) -> None:
@@ -159,9 +172,11 @@ class Catalogue:
             raise NotFound(field_name, f"unknown item id(s): {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
         return np.asarray([self.item_pos[i] for i in ids], np.int64)
 
-    def _rank(self, query: np.ndarray, k: int, exclude: np.ndarray | None, candidates: list[str] | None) -> list[dict]:
+    def _rank(self, query: np.ndarray, k: int, exclude: np.ndarray | None, candidates: list[str] | None,
+              text: np.ndarray | None = None) -> list[dict]:
         allowed = None if candidates is None else self._positions(candidates, "candidates")
-        positions, scores = self.index.search(query, k, exclude=exclude, allowed=allowed)
+        positions, scores = self.index.search(query, k, exclude=exclude, allowed=allowed, text=text,
+                                              text_weight=self.text_scale)
         return [{"item_id": self.item_ids[p], "title": self.titles[p], "score": float(s), "cold": self.item_cold[p]}
                 for p, s in zip(positions, scores)]
 
@@ -187,37 +202,39 @@ class Catalogue:
             user = self.users.get(user_id)
             if user is None:
                 raise NotFound("user_id", f"unknown user {user_id!r}")
-            items = self._rank(user.vector, k, user.seen if exclude_seen else None, candidates)
+            items = self._rank(user.vector, k, user.seen if exclude_seen else None, candidates, user.text)
             return {"user_id": user_id, "path": "warm" if user.warm else "cold", "items": items}
 
     def recommend_profile(self, content_vector: np.ndarray | None, liked: list[str], k: int,
-                          exclude_seen: bool = True, candidates: list[str] | None = None) -> dict:
+                          exclude_seen: bool = True, candidates: list[str] | None = None,
+                          text_vector: np.ndarray | None = None) -> dict:
+        """`text_vector`: the LLM vector of the profile's free text, a stated interest matched to items' text."""
         self.sync()
         with self._lock:
             liked_positions = self._positions(liked, "profile.liked")
             query = self.profile_query(content_vector, liked_positions)
-            items = self._rank(query, k, liked_positions if exclude_seen else None, candidates)
+            items = self._rank(query, k, liked_positions if exclude_seen else None, candidates, text_vector)
             return {"user_id": None, "path": "cold", "items": items}
 
     def register_item(self, item_id: str, vector: np.ndarray, *, title: str | None, attributes: dict,
-                      text: str, generator: str) -> dict:
+                      text: str, generator: str, text_vector: np.ndarray | None = None) -> dict:
         vector = np.asarray(vector, np.float32)
         self.sync()
 
         self._register({"kind": "item", "id": item_id, "title": title, "attributes": attributes, "text": text,
-                        "vector": vector.tolist(), "generator": generator, "space": self.space,
-                        "at": time.time()}, lambda: item_id in self.item_pos)
+                        "vector": vector.tolist(), "text_vector": _listed(text_vector), "generator": generator,
+                        "space": self.space, "at": time.time()}, lambda: item_id in self.item_pos)
         return {"id": item_id, "kind": "item", "index_size": len(self.index)}
 
     def register_user(self, user_id: str, content_vector: np.ndarray | None, *, liked: list[str],
-                      attributes: dict, text: str, generator: str) -> dict:
+                      attributes: dict, text: str, generator: str, text_vector: np.ndarray | None = None) -> dict:
         self.sync()
         with self._lock:
             liked_positions = self._positions(liked, "liked")
             vector = self.profile_query(content_vector, liked_positions)
             self._register({"kind": "user", "id": user_id, "attributes": attributes, "text": text, "liked": liked,
-                            "vector": vector.tolist(), "generator": generator, "space": self.space,
-                            "at": time.time()}, lambda: user_id in self.users)
+                            "vector": vector.tolist(), "text_vector": _listed(text_vector), "generator": generator,
+                            "space": self.space, "at": time.time()}, lambda: user_id in self.users)
         return {"id": user_id, "kind": "user", "index_size": len(self.index)}
 
     def item_info(self, item_id: str) -> dict:
@@ -237,3 +254,21 @@ class Catalogue:
         self.sync()
         return {"items": len(self.index), "users": len(self.users), "registered_items": self.registered_items,
                 "registered_users": self.registered_users, "stale_records": self.stale}
+
+
+def _listed(vector: np.ndarray | None) -> list[float] | None:
+    return None if vector is None else np.asarray(vector, np.float32).tolist()
+
+
+def _spread_ratio(item_vectors: np.ndarray, item_text: np.ndarray | None, user_vectors: list[np.ndarray],
+                  sample: int = 256) -> float:
+    """Spread of warm users' collaborative scores over items / spread of text-to-text cosines among items:
+    what puts a unit of stated interest on the scale of a unit of collaborative score."""
+    if item_text is None or not len(user_vectors):
+        return 0.0
+    rng = np.random.default_rng(0)
+    users = np.stack(user_vectors)[rng.choice(len(user_vectors), min(sample, len(user_vectors)), replace=False)]
+    texts = item_text[rng.choice(len(item_text), min(sample, len(item_text)), replace=False)]
+    collaborative = float(np.std(users @ item_vectors.T, axis=1).mean())
+    stated = float(np.std(texts @ item_text.T, axis=1).mean())
+    return collaborative / stated if stated > 0 else 0.0

@@ -3,6 +3,11 @@
 Positions are faiss ids: the n-th vector added is item n. Exclusion (a user's
 seen items) and an allow-list (a candidate filter) are faiss ID selectors, so
 one exact search answers both, however many items are excluded.
+
+With `text_dim`, each row also carries the item's LLM text vector after its
+collaborative one, so one search can rank by `q . v + w * t_q . t`: the
+collaborative score plus a weighted match of a stated interest to the item's
+text. A query without text leaves that part zero and ranks as before.
 """
 
 from __future__ import annotations
@@ -12,16 +17,21 @@ import numpy as np
 
 
 class ItemIndex:
-    def __init__(self, dim: int):
-        self.dim = dim
-        self.index = faiss.IndexFlatIP(dim)
+    def __init__(self, dim: int, text_dim: int = 0):
+        self.dim, self.text_dim = dim, text_dim
+        self.index = faiss.IndexFlatIP(dim + text_dim)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def add(self, vectors: np.ndarray) -> np.ndarray:
-        """Append rows; returns their positions."""
-        vectors = np.ascontiguousarray(np.asarray(vectors, np.float32).reshape(-1, self.dim))
+    def add(self, vectors: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
+        """Append rows (and their text vectors, zeros if none); returns their positions."""
+        vectors = np.asarray(vectors, np.float32).reshape(-1, self.dim)
+        if self.text_dim:
+            text = np.zeros((len(vectors), self.text_dim), np.float32) if text is None \
+                else np.asarray(text, np.float32).reshape(len(vectors), self.text_dim)
+            vectors = np.concatenate([vectors, text], axis=1)
+        vectors = np.ascontiguousarray(vectors)
         if not np.isfinite(vectors).all():
             raise ValueError("item vectors must be finite")
         start = len(self)
@@ -29,14 +39,22 @@ class ItemIndex:
         return np.arange(start, start + len(vectors))
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
+        """The collaborative vectors at `positions`."""
         positions = np.asarray(positions, np.int64)
-        return np.stack([self.index.reconstruct(int(p)) for p in positions]) if len(positions) \
+        return np.stack([self.index.reconstruct(int(p))[:self.dim] for p in positions]) if len(positions) \
             else np.zeros((0, self.dim), np.float32)
 
     def search(self, query: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, scores) of the k best items by inner product, best first; fewer if fewer qualify."""
-        query = np.ascontiguousarray(np.asarray(query, np.float32).reshape(1, self.dim))
+               allowed: np.ndarray | None = None, text: np.ndarray | None = None,
+               text_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, scores) of the k best items by `query . v + text_weight * text . t`, best first;
+        fewer if fewer qualify."""
+        query = np.asarray(query, np.float32).reshape(1, self.dim)
+        if self.text_dim:
+            stated = np.zeros((1, self.text_dim), np.float32) if text is None \
+                else text_weight * np.asarray(text, np.float32).reshape(1, self.text_dim)
+            query = np.concatenate([query, stated], axis=1)
+        query = np.ascontiguousarray(query)
         k = min(k, len(self))
         if k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)

@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any, Protocol
@@ -52,14 +53,24 @@ class RecommendService:
         finally:
             self.metrics.stage(stage, (time.perf_counter() - started) * 1000.0)
 
-    async def _content_vector(self, side: str, attributes: dict, text: str, title: str | None = None) -> np.ndarray:
-        """Generated vector of a new item or user from its template text and attributes."""
-        rendered = self.content.text(side, attributes, text, title)
+    async def _content_vector(self, side: str, attributes: dict, text: str, title: str | None = None,
+                              stated: bool = False) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """(generated vector, LLM vector of the whole text, LLM vector of the free text alone) of a new item or
+        user; None where there is nothing to encode. The free text alone is what a user says they like
+        (`stated`); both texts go to the encoder at once, so they share one batch."""
+        usable = self.content.usable(side, attributes, text, title)
+        rendered = self.content.text(side, attributes, text, title) if usable else ""
+        free = text.strip() if stated else ""
         with self._timed("encode"):
-            text_vector = await self.encoder.call("embed", rendered) if rendered \
-                else np.zeros(self.content.text_dim, np.float32)
+            encoded = await asyncio.gather(*(self.encoder.call("embed", t) for t in (rendered, free) if t))
+        text_vector = encoded[0] if rendered else None
+        stated_vector = encoded[-1] if free else None
+        if not usable:
+            return None, text_vector, stated_vector
         with self._timed("generate"):
-            return await self.generator.call(f"{side}_vector", text_vector, attributes)
+            vector = await self.generator.call(f"{side}_vector", text_vector if text_vector is not None
+                                               else np.zeros(self.content.text_dim, np.float32), attributes)
+        return vector, text_vector, stated_vector
 
     async def recommend(self, request: RecommendRequest) -> Recommendation:
         if request.user_id is not None:
@@ -72,10 +83,10 @@ class RecommendService:
             has_content = self.content.usable("user", profile.attributes, profile.text)
             if not has_content and not profile.liked:
                 raise Invalid("profile", "empty: give attributes, text or liked item ids")
-            vector = await self._content_vector("user", profile.attributes, profile.text) if has_content else None
+            vector, _, stated = await self._content_vector("user", profile.attributes, profile.text, stated=True)
             with self._timed("rank"):
                 result = await self.ranker.call("recommend_profile", vector, profile.liked, request.k,
-                                                request.exclude_seen, request.candidates)
+                                                request.exclude_seen, request.candidates, stated)
         self.metrics.request("recommend", result["path"])
         return Recommendation.model_validate(result)
 
@@ -83,10 +94,11 @@ class RecommendService:
         self.content.check("item", item.attributes)
         if not self.content.usable("item", item.attributes, item.text, item.title):
             raise Invalid("title, attributes, text", "nothing describes the item: give a title, attributes or text")
-        vector = await self._content_vector("item", item.attributes, item.text, item.title)
+        vector, text_vector, _ = await self._content_vector("item", item.attributes, item.text, item.title)
         with self._timed("register"):
             result = await self.ranker.call("register_item", item.item_id, vector, title=item.title,
-                                            attributes=item.attributes, text=item.text, generator=self.generator_name)
+                                            attributes=item.attributes, text=item.text, generator=self.generator_name,
+                                            text_vector=text_vector)
         self.metrics.request("register_item", "cold")
         return Registered.model_validate(result)
 
@@ -95,10 +107,11 @@ class RecommendService:
         has_content = self.content.usable("user", user.attributes, user.text)
         if not has_content and not user.liked:
             raise Invalid("attributes, text, liked", "nothing describes the user: give attributes, text or liked ids")
-        vector = await self._content_vector("user", user.attributes, user.text) if has_content else None
+        vector, _, stated = await self._content_vector("user", user.attributes, user.text, stated=True)
         with self._timed("register"):
             result = await self.ranker.call("register_user", user.user_id, vector, liked=user.liked,
-                                            attributes=user.attributes, text=user.text, generator=self.generator_name)
+                                            attributes=user.attributes, text=user.text, generator=self.generator_name,
+                                            text_vector=stated)
         self.metrics.request("register_user", "cold")
         return Registered.model_validate(result)
 

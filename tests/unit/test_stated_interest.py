@@ -1,0 +1,49 @@
+"""A new user's own words steer the list (the small-scale `benchmarks/stated_interest.py`, over HTTP).
+
+Tiny catalogue of six genres: each first-person text must bring its genre well
+above both its share of the catalogue and the popularity list, while a profile
+without free text ranks exactly as it did before stated interest existed.
+"""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+from benchmarks.stated_interest import genre_table, measure, popularity_list, start_app
+from tests.serving_artifacts import build_artifacts
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, minilm):
+    return build_artifacts(tmp_path_factory.mktemp("stated") / "artifacts", minilm)
+
+
+def test_each_stated_genre_leads_its_list_over_http(artifacts, tmp_path):
+    url, server = start_app(artifacts, tmp_path / "store", text_weight=1.0)
+    try:
+        table = measure(url, genre_table(artifacts), popularity_list(artifacts), k=10)
+    finally:
+        server.should_exit = True
+    print(table)
+    assert (table["stated"] > table["catalogue"]).all()
+    assert table["stated"].mean() >= 0.7
+    assert table["stated"].mean() > table["popularity"].mean() + 0.3
+
+
+def test_a_profile_without_free_text_ranks_as_without_stated_interest(artifacts, tmp_path):
+    """Attributes-only and liked-items-only profiles keep their lists whatever the text weight."""
+    answers = {}
+    for weight in (0.0, 1.0):
+        url, server = start_app(artifacts, tmp_path / f"store-{weight}", text_weight=weight)
+        try:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                answers[weight] = [
+                    client.post("/v1/recommend", json={"profile": body, "k": 10}).json()["items"]
+                    for body in ({"attributes": {"age": 30, "occupation": "job5"}}, {"liked": ["i1", "i2"]})]
+        finally:
+            server.should_exit = True
+    for with_text, without in zip(answers[1.0], answers[0.0]):
+        assert [i["item_id"] for i in with_text] == [i["item_id"] for i in without]
+        np.testing.assert_allclose([i["score"] for i in with_text], [i["score"] for i in without], rtol=1e-5)
