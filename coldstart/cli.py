@@ -293,7 +293,7 @@ def tune_cmd(
 @_friendly_errors
 def submit_cmd(
     ctx: typer.Context,
-    job: Annotated[str, typer.Argument(help="The coldstart command to run: embed, train, tune, pipeline, evaluate.")],
+    job: Annotated[str, typer.Argument(help="The coldstart command to run: embed, train, tune, pipeline, evaluate, recommend.")],
     address: Annotated[str, typer.Option(envvar="RAY_API_SERVER_ADDRESS",
                                          help="The cluster's dashboard, e.g. http://127.0.0.1:8265.")],
     runtime_env: Annotated[Optional[Path], typer.Option(help="runtime_env YAML (default cluster/runtime_env.yaml).")] = None,
@@ -326,10 +326,11 @@ def serve_cmd(
     artifacts: Annotated[Path, typer.Option(help="Folder that `coldstart pipeline` wrote.")],
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="HTTP bind address (loopback by default).")] = "127.0.0.1",
-    generator: Annotated[str, typer.Option(help="distill, vae or auto (DIR/serving.json's choice).")] = "auto",
+    generator: Annotated[str, typer.Option(help="auto (DIR/serving.json's choice) or a generator folder: distill, vae, knn-warm, regression, ensemble.")] = "auto",
     encoder: Annotated[str, typer.Option(help="student, teacher or auto (DIR/serving.json's choice, else the student when DIR/encoder exists).")] = "auto",
-    store: Annotated[Optional[Path], typer.Option(help="Registration store folder (default DIR/registry).")] = None,
+    store: Annotated[Optional[str], typer.Option(help="Registration store: a folder (one machine) or a postgresql:// URL (a cluster's replicas share it; password from PGPASSWORD or ~/.pgpass); default $COLDSTART_STORE, else DIR/registry.")] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="COLDSTART_API_KEY", help="Require X-API-Key on /v1/*.")] = None,
+    text_weight: Annotated[float, typer.Option(help="Weight of a new user's own words (free text matched to items' text) against the collaborative score; 0 ignores them.")] = 1.0,
     num_cpus: Annotated[Optional[int], typer.Option(help="Logical CPUs of the local Ray cluster (default max(4, cores)).")] = None,
     smoke: Annotated[bool, typer.Option(help="Answer one request of each kind, print them, and stop.")] = False,
 ):
@@ -340,7 +341,7 @@ def serve_cmd(
 
     try:
         cfg = ServeConfig(artifacts=artifacts, port=port, host=host, generator=generator, encoder=encoder,
-                          store=store, api_key=api_key)
+                          store=store, api_key=api_key, text_weight=text_weight)
     except ValidationError as exc:
         raise ConfigError(str(exc)) from None
     from coldstart.serving.preflight import check_artifacts
@@ -352,6 +353,36 @@ def serve_cmd(
     from serve.local import run_local
 
     run_local(cfg, num_cpus=num_cpus, smoke=smoke, echo=typer.echo)
+
+
+@app.command("recommend")
+@_friendly_errors
+def recommend_cmd(
+    artifacts: Annotated[Path, typer.Option(help="Folder that `coldstart pipeline` wrote.")],
+    out: Annotated[Path, typer.Option(help="recs.parquet (one file), or a folder for part files.")],
+    users: Annotated[str, typer.Option(help="'all' (warm, cold and registered users) or a file of user ids (parquet/CSV with user_id, or one per line).")] = "all",
+    k: Annotated[int, typer.Option(help="Items per user.")] = 100,
+    actors: Annotated[int, typer.Option(help="Ray Data actors, each holding the catalogue (0: no Ray, in this process).")] = 2,
+    store: Annotated[Optional[str], typer.Option(help="Registration store to include, read only: a folder or a postgresql:// URL (default $COLDSTART_STORE, else DIR/registry).")] = None,
+    generator: Annotated[str, typer.Option(help="auto (DIR/serving.json's choice) or a generator folder: distill, vae, knn-warm, regression, ensemble.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Users per call of an actor.")] = 256,
+):
+    """Top-k items for every user (or a file of users) as a Ray Data job: parquet rows (user_id, rank, item_id, score, path).
+
+    Example: coldstart recommend --artifacts out/demo --users all --k 100 --out recs.parquet
+    """
+    from pydantic import ValidationError
+
+    from trainers.recommend import RecommendConfig, run
+
+    try:
+        cfg = RecommendConfig(artifacts=artifacts, out=out, users=users, k=k, actors=actors, store=store,
+                              generator=generator, batch_size=batch_size)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from None
+    result = run(cfg)
+    typer.echo(f"{result.out}: {result.rows} rows for {result.users} users ({result.registered_users} registered "
+               f"users in the store) in {result.seconds:.1f} s")
 
 
 def _print_fields(cls) -> None:

@@ -23,7 +23,7 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_ENV = PROJECT_ROOT / "cluster" / "runtime_env.yaml"
-JOBS = ("embed", "pipeline", "evaluate", "train", "tune")
+JOBS = ("embed", "pipeline", "evaluate", "train", "tune", "recommend")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 

@@ -8,6 +8,7 @@ the same app the plain-uvicorn baseline serves.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -73,7 +74,10 @@ class Ingress:
 def build_app(args: dict) -> Application:
     """The bound application; `args` are ServeConfig fields (artifacts required)."""
     cfg = ServeConfig.model_validate(args)
-    cfg = cfg.model_copy(update={"artifacts": cfg.artifacts.resolve(), "store": cfg.store_dir.resolve()})
+    # The store is decided here, once, for every replica (wherever they run and whatever their environment).
+    store = cfg.store_location()
+    cfg = cfg.model_copy(update={"artifacts": cfg.artifacts.resolve(),
+                                 "store": store.resolve() if isinstance(store, Path) else store})
     content_spec(cfg.artifacts, cfg.generator)  # fail here, with the reason, rather than in a replica's log
     settings = cfg.model_dump(mode="json")
     gpus = cfg.encoder_gpus

@@ -27,7 +27,8 @@ class Ranker:
 
         faiss.omp_set_num_threads(1)  # exact search over thousands of items: threads cost more than they give
         generator = ServingGenerator(cfg.artifacts, cfg.generator)  # for the catalogue's cold vectors only
-        self.catalogue = Catalogue.from_artifacts(cfg.artifacts, generator, RegistrationStore(cfg.store_dir))
+        self.catalogue = Catalogue.from_artifacts(cfg.artifacts, generator, cfg.open_store(),
+                                                  text_weight=cfg.text_weight)
         self.index_size = index_size_gauge()
         self._report()
 
@@ -38,8 +39,8 @@ class Ranker:
         return self.catalogue.recommend_user(user_id, k, exclude_seen, candidates)
 
     def recommend_profile(self, content_vector, liked: list[str], k: int, exclude_seen: bool = True,
-                          candidates=None) -> dict:
-        return self.catalogue.recommend_profile(content_vector, liked, k, exclude_seen, candidates)
+                          candidates=None, text_vector=None) -> dict:
+        return self.catalogue.recommend_profile(content_vector, liked, k, exclude_seen, candidates, text_vector)
 
     def register_item(self, item_id: str, vector: np.ndarray, **fields) -> dict:
         result = self.catalogue.register_item(item_id, vector, **fields)

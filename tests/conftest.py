@@ -86,3 +86,107 @@ def tiny_split(tmp_path, tiny):
     from coldstart.data.split import make_split, save_split
 
     return save_split(make_split(tiny, "items", seed=0), tmp_path / "split")
+
+
+# ---- a PostgreSQL server for the registration store's database back end -----------------------------
+
+PG_SUPERUSER = "postgres"
+
+
+def _pg_os_user() -> tuple[int, int] | None:
+    """(uid, gid) to run PostgreSQL as: it refuses to run as root, which CI is. None: run as ourselves."""
+    import os
+    import pwd
+    import subprocess
+
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "coldstart-pg"):
+        try:
+            entry = pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid
+        except KeyError:
+            continue
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "coldstart-pg"],
+                   check=True, capture_output=True)
+    entry = pwd.getpwnam("coldstart-pg")
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server (initdb + postgres from PATH) in a temporary folder, for the whole session:
+    yields its superuser URL; stopped and removed at the end, whatever happened."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    import psycopg
+
+    missing = [tool for tool in ("initdb", "postgres") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"PostgreSQL server binaries not on PATH: {', '.join(missing)} (install postgresql-15)")
+    owner = _pg_os_user()
+    as_owner = {} if owner is None else {"user": owner[0], "group": owner[1], "extra_groups": []}
+    root = tempfile.mkdtemp(prefix="coldstart-pg-", dir="/tmp")  # short: the socket path has a length limit
+    server = None
+    try:
+        if owner is not None:
+            os.chown(root, *owner)
+        data = os.path.join(root, "data")
+        init = subprocess.run(["initdb", "-D", data, "-U", PG_SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync",
+                               "--no-instructions"], cwd=root, capture_output=True, text=True, **as_owner)
+        if init.returncode:
+            pytest.fail(f"initdb failed: {init.stderr.strip()[-2000:]}")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log_path = os.path.join(root, "server.log")
+        with open(log_path, "wb") as log_file:
+            if owner is not None:
+                os.chown(log_path, *owner)
+            # Its own session: a Ctrl-C of pytest reaches us, and we stop the server ourselves.
+            server = subprocess.Popen(["postgres", "-D", data, "-p", str(port), "-k", root,
+                                       "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
+                                      cwd=root, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                      **as_owner)
+        url = f"postgresql://{PG_SUPERUSER}@127.0.0.1:{port}/postgres"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(url, connect_timeout=2).close()
+                break
+            except psycopg.OperationalError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    with open(log_path, errors="replace") as f:
+                        pytest.fail(f"PostgreSQL did not start: {f.read()[-2000:]}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGINT)  # "fast" shutdown: ends sessions, no checkpoint wait
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the session's server; dropped after the test."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

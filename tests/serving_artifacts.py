@@ -27,9 +27,11 @@ from coldstart.text.templates import TextTemplates, item_texts, user_texts
 from tests.conftest import make_tables
 
 
-def build_artifacts(root: Path, encoder, *, epochs: int = 40, seed: int = 0) -> Path:
+def build_artifacts(root: Path, encoder, *, epochs: int = 40, seed: int = 0, n_users: int = 120, n_items: int = 90,
+                    per_user: int = 15) -> Path:
+    """`n_users`, `n_items`, `per_user`: the generated data's size (benchmarks build ml-100k-sized ones)."""
     torch.manual_seed(seed)
-    interactions, items, users = make_tables(n_users=120, n_items=90, per_user=15, seed=seed)
+    interactions, items, users = make_tables(n_users=n_users, n_items=n_items, per_user=per_user, seed=seed)
     split_dir = save_split(make_split(validate(interactions, items, users, name="tiny"), "items", seed=seed),
                            root / "split")
     split = load_split(split_dir)

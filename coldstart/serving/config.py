@@ -5,18 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from coldstart.serving.stores import STORE_ENV, parse_store_spec, store_location
 
 
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     artifacts: Path = Field(..., description="Folder that `coldstart pipeline` wrote (split/, distill/, ...).")
-    generator: Literal["auto", "distill", "vae"] = Field(
-        "auto", description="Content -> collaborative vector model; auto: DIR/serving.json's choice, else distill.")
+    generator: Literal["auto", "distill", "vae", "knn-warm", "regression", "ensemble"] = Field(
+        "auto", description="Content -> collaborative vector model, by its folder in DIR; auto: DIR/serving.json's "
+                            "choice (the best on cold validation), else distill.")
     encoder: Literal["auto", "student", "teacher"] = Field(
         "auto", description="Text encoder; auto: DIR/serving.json's choice (the student when the pipeline found it "
                            "faithful), else the student in DIR/encoder when present, else the teacher.")
-    store: Path | None = Field(None, description="Registration store folder (default DIR/registry).")
+    store: Path | str | None = Field(
+        None, description="Registration store: a folder (an append-only file log, for one machine) or a "
+                          "postgresql:// URL (a database every ranker replica shares, for a cluster); default "
+                          f"${STORE_ENV}, else DIR/registry.")
+    text_weight: float = Field(1.0, ge=0, description="Weight of what a new user says they like (a profile's free "
+                                                      "text, matched to items' text) against the collaborative "
+                                                      "score, in units of the two scores' spreads; 0 ignores it.")
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port.")
     api_key: str | None = Field(None, description="If set (or env COLDSTART_API_KEY), /v1/* need header X-API-Key.")
@@ -26,6 +35,25 @@ class ServeConfig(BaseModel):
     encoder_gpus: float | None = Field(None, ge=0,
                                        description="GPUs per encoder replica (default: 1 where CUDA is present).")
 
+    @field_validator("store", mode="before")
+    @classmethod
+    def _folder_or_url(cls, value):
+        return None if value is None else parse_store_spec(value)
+
+    def store_location(self) -> Path | str:
+        """Where registrations live: `store`, else $COLDSTART_STORE, else DIR/registry."""
+        return store_location(self.artifacts, self.store)
+
     @property
     def store_dir(self) -> Path:
-        return self.store or self.artifacts / "registry"
+        """The store's folder; an error for a database store, which has none."""
+        spec = self.store_location()
+        if not isinstance(spec, Path):
+            raise ValueError("the registration store is a database URL, not a folder: use store_location()")
+        return spec
+
+    def open_store(self):
+        """The registration store `store_location()` names (`coldstart.serving.stores.Store`)."""
+        from coldstart.serving.stores import open_store
+
+        return open_store(self.store_location())

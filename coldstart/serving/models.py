@@ -1,7 +1,8 @@
 """Which models serve an artifacts folder, and the encoder and generator stages over them.
 
-- Generator: `distill` (DIR/distill, the towers) or `vae` (DIR/vae); `auto`
-  takes DIR/serving.json's choice (the pipeline writes the one that won on
+- Generator: any the pipeline made, by its folder's name: `distill` (the
+  towers), `vae`, `knn-warm`, `regression`, `ensemble`; `auto` takes
+  DIR/serving.json's choice (the pipeline writes the one that won on
   validation), else distill.
 - Encoder: `auto` takes DIR/serving.json's "encoder" when the pipeline recorded
   one (it keeps the teacher when the student does not reproduce it well
@@ -27,7 +28,7 @@ from coldstart.models.artifact import MODEL_FILE, is_artifact
 from coldstart.serving.content import NewContent, Side
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, TextEncoder
 
-GENERATOR_FOLDERS = {"distill": "distill", "vae": "vae"}
+GENERATOR_FOLDERS = {name: name for name in ("distill", "vae", "knn-warm", "regression", "ensemble")}
 ENCODERS = ("student", "teacher")
 SERVING_FILE = "serving.json"
 STUDENT_FOLDER = "encoder"
@@ -67,11 +68,12 @@ def pick_generator(artifacts: str | Path, choice: str = "auto") -> Choice:
             scores = record.get(selected_on)
             reason = f"{artifacts / SERVING_FILE}'s choice" + (f" on {selected_on} {scores}" if scores else "")
             if choice not in GENERATOR_FOLDERS:
-                raise ConfigError(f"{artifacts / SERVING_FILE}: generator {choice!r} is not distill or vae")
+                raise ConfigError(f"{artifacts / SERVING_FILE}: generator {choice!r} is not one of "
+                                  f"{', '.join(GENERATOR_FOLDERS)}")
         else:
             choice, reason = "distill", f"no {SERVING_FILE}: the default"
     if choice not in GENERATOR_FOLDERS:
-        raise ConfigError(f"generator: expected distill, vae or auto, got {choice!r}")
+        raise ConfigError(f"generator: expected auto or one of {', '.join(GENERATOR_FOLDERS)}, got {choice!r}")
     folder = artifacts / GENERATOR_FOLDERS[choice]
     if not is_artifact(folder):
         why = f" ({reason})" if auto else ""
@@ -168,6 +170,12 @@ class ServingGenerator:
 
     def user_vector(self, text_vector: np.ndarray, attributes: dict) -> np.ndarray:
         return self.generate("user", self.content.features("user", text_vector, attributes))[0]
+
+    def catalogue_text(self) -> np.ndarray:
+        """The artifact's items' LLM text vectors (unit length; zeros for an item without text)."""
+        text = self.arrays["item_features"][:, :self.content.text_dim].astype(np.float32)
+        norms = np.linalg.norm(text, axis=1, keepdims=True)
+        return text / np.where(norms > 0, norms, 1.0)
 
     def catalogue_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(users, items) of the artifact: backbone vectors for warm ones, generated for cold ones."""

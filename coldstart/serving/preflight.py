@@ -4,8 +4,9 @@ A replica that cannot start is retried by Ray Serve and reported minutes later
 as "Failed to update the deployments"; the reason sits in a replica's log. So
 before deploying, `check_artifacts` builds what the replicas build, with the
 same constructors (the generator, the catalogue over DIR/split, the encoder's
-choice), checks that the registration store can be written, and raises a
-`ConfigError` or `DataError` whose one line names the missing or bad path. On
+choice), checks that the registration store can be written (a database store:
+that it answers and lets this user read and insert), and raises a `ConfigError`
+or `DataError` whose one line names the missing or bad path. On
 success it returns facts to print: which generator and encoder, and why, and
 how big the catalogue is.
 
@@ -48,7 +49,7 @@ def check_artifacts(cfg: ServeConfig) -> list[str]:
     facts = [f"generator: {generator.name} from {generator.folder} ({generator.reason})"]
     facts += _check_catalogue(artifacts, generator)
     facts.append(_check_encoder(artifacts, generator.meta["content"], cfg.encoder))
-    facts.append(_check_store(Path(cfg.store_dir)))
+    facts.append(_check_store(cfg.store_location()))
     return facts
 
 
@@ -137,11 +138,17 @@ def encoder_dim(cfg: EncoderConfig, kind: str = "encoder") -> int:
     return int(hf_config.hidden_size)
 
 
-def _check_store(folder: Path) -> str:
-    """A Ranker opens (creating when new) DIR/registry/registrations.log for appending: it must be able to.
+def _check_store(spec: Path | str) -> str:
+    """A Ranker opens (creating when new) DIR/registry/registrations.log for appending, or connects to the
+    database a postgresql:// URL names: it must be able to.
 
     Nothing is created here: `--smoke` serves from a scratch store, and the artifacts may be read-only then.
     """
+    if not isinstance(spec, Path):
+        from coldstart.serving.pg_store import check
+
+        return check(spec)
+    folder = spec
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

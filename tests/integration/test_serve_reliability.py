@@ -5,6 +5,9 @@ safe for every request it sends: a recommendation changes nothing, and a
 registration is idempotent by id and body (the same id and body again is answered
 as the first time, without a second record), so a registration that was written
 but whose answer was lost in the kill is answered 201 on the retry, never 409.
+
+Each drill runs against both registration stores: the file log and PostgreSQL
+(the session's server from tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import httpx
 import psutil
 import pytest
 
-from coldstart.serving.store import LOG_FILE, RegistrationStore, decode_record
+from coldstart.serving.store import LOG_FILE, decode_record
+from coldstart.serving.stores import open_store
 from tests.serving_artifacts import build_artifacts
 
 pytestmark = pytest.mark.slow
@@ -68,6 +72,14 @@ def artifacts(tmp_path_factory, minilm):
     return build_artifacts(tmp_path_factory.mktemp("reliability") / "artifacts", minilm, epochs=10)
 
 
+@pytest.fixture(params=["file", "postgres"])
+def store(request, tmp_path):
+    """The `--store` of the app under test: a folder, or the URL of a fresh PostgreSQL database."""
+    if request.param == "file":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("postgres_url")
+
+
 # ---- a replica killed under load ------------------------------------------------------------------
 
 def _replicas(deployment: str) -> list[dict]:
@@ -81,7 +93,7 @@ def _replicas(deployment: str) -> list[dict]:
             if a["class_name"] == f"ServeReplica:coldstart:{deployment}"]
 
 
-def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, tmp_path):
+def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, store):
     import ray
     from ray import serve
 
@@ -89,7 +101,7 @@ def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, tm
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"artifacts": str(artifacts), "store": str(tmp_path / "store")}), name="coldstart",
+    serve.run(build_app({"artifacts": str(artifacts), "store": store}), name="coldstart",
               route_prefix="/", blocking=False)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
@@ -142,7 +154,7 @@ def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, tm
         assert len(acknowledged) >= 3
         for item_id in acknowledged:
             assert client.get(f"/v1/items/{item_id}").json()["registered"] is True
-        records = RegistrationStore(tmp_path / "store").read_new()
+        records = open_store(store).read_new()
         assert sorted(r["id"] for r in records) == sorted(acknowledged)  # each exactly once, retries included
         assert client.post("/v1/recommend", json={"user_id": "u1", "k": 5}).status_code == 200
     finally:
@@ -186,8 +198,8 @@ def _kill_app(proc: subprocess.Popen) -> int:
     return len(strays)
 
 
-def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, tmp_path):
-    store = tmp_path / "store"
+def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, store):
+    log_file = None if store.startswith("postgresql://") else os.path.join(store, LOG_FILE)
     with tempfile.TemporaryDirectory(prefix="csrel-", dir="/tmp") as ray_tmp:  # short: Ray's socket paths
         proc, url = _start_app(artifacts, store, ray_tmp)
         items, users = [], []
@@ -217,13 +229,17 @@ def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, tmp_pa
         acknowledged_items, acknowledged_users = list(items), list(users)
         assert len(acknowledged_items) + len(acknowledged_users) >= 30
 
-        raw = (store / LOG_FILE).read_bytes()
-        lines = raw.split(b"\n")
-        torn = len(lines[-1])  # bytes after the last newline: a record the kill cut in half
-        damaged = sum(decode_record(line + b"\n") is None for line in lines[:-1])
-        print(f"\nacknowledged {len(acknowledged_items)} items and {len(acknowledged_users)} users; "
-              f"{len(lines) - 1} whole records, torn tail {torn} bytes, damaged {damaged}; strays killed {strays}")
-        assert damaged == 0  # only the very last line may be cut short
+        if log_file is not None:
+            with open(log_file, "rb") as f:
+                lines = f.read().split(b"\n")
+            torn = len(lines[-1])  # bytes after the last newline: a record the kill cut in half
+            damaged = sum(decode_record(line + b"\n") is None for line in lines[:-1])
+            print(f"\nacknowledged {len(acknowledged_items)} items and {len(acknowledged_users)} users; "
+                  f"{len(lines) - 1} whole records, torn tail {torn} bytes, damaged {damaged}; strays killed {strays}")
+            assert damaged == 0  # only the very last line may be cut short
+        else:  # the database rolls back what the kill left uncommitted: nothing torn to look for
+            print(f"\nacknowledged {len(acknowledged_items)} items and {len(acknowledged_users)} users; "
+                  f"{len(open_store(store).read_new())} records committed; strays killed {strays}")
 
         proc, url = _start_app(artifacts, store, ray_tmp)
         try:
@@ -243,8 +259,10 @@ def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, tmp_pa
                 assert after.status_code == 201
         finally:
             _kill_app(proc)
-    records = RegistrationStore(store).read_new()
+    records = open_store(store).read_new()
     assert health["registered_items"] == sum(r["kind"] == "item" for r in records) - 1
     assert health["registered_users"] == sum(r["kind"] == "user" for r in records)
-    assert (store / LOG_FILE).read_bytes().endswith(b"\n")
+    if log_file is not None:
+        with open(log_file, "rb") as f:
+            assert f.read().endswith(b"\n")
     assert {r["id"] for r in records} >= set(acknowledged_items) | set(acknowledged_users)

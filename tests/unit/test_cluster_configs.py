@@ -220,6 +220,27 @@ def test_rayservice_carries_a_serve_config_that_matches_the_app():
     assert app["args"]["artifacts"].startswith("/mnt/coldstart/")
 
 
+def test_rayservice_takes_the_registration_store_from_a_secret():
+    """Ranker replicas on several pods share one store: a database whose URL (with its password) comes from a
+    Secret on every container, required, so a missing Secret stops the pods instead of falling back to a file
+    log on the shared volume."""
+    from coldstart.serving.config import ServeConfig
+    from coldstart.serving.stores import STORE_ENV
+
+    (service,) = _manifests()["RayService"]
+    for name, group in _groups(service["spec"]["rayClusterConfig"]):
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert STORE_ENV in env, f"{name}: no {STORE_ENV}"
+            ref = env[STORE_ENV].get("valueFrom", {}).get("secretKeyRef")
+            assert ref and "value" not in env[STORE_ENV], f"{name}: {STORE_ENV} must come from a Secret"
+            assert ref["name"] == "coldstart-store-url" and ref["key"] == "url" and not ref.get("optional"), name
+    app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
+    assert "store" not in app["args"], "the URL holds a password: it comes from the Secret, not the manifest"
+    url = "postgresql://coldstart:pw@postgres.default.svc:5432/coldstart?sslmode=require"
+    assert ServeConfig.model_validate({**app["args"], "store": url}).store_location() == url
+
+
 def test_rayservice_agrees_with_the_serve_engineers_config():
     """If serve/ ships its own Serve config, the RayService must deploy the same application."""
     ours = _serve_apps(yaml.safe_load(_manifests()["RayService"][0]["spec"]["serveConfigV2"]))

@@ -1,0 +1,93 @@
+"""What a registration store is, and which one a `--store` names.
+
+A store keeps registered items and users as an ordered list of JSON records.
+`Catalogue` needs only this:
+
+- `read_new()`: the records appended since this object last read, in order
+  (every record, the first time).
+- `writing()`: a context manager that excludes every other writer, in this
+  process and in others (other ranker replicas, on other machines too). The
+  writer it yields has `read_new()` (catch up, under the lock) and
+  `append(record)`, which returns only once the record is durable. A writer must
+  have read every record before it appends, so a check it made (is this id
+  taken?) saw all of them.
+
+Two back ends:
+
+- a folder: the file log of `coldstart.serving.store` (one machine; `flock` and
+  `O_APPEND`, which network volumes do not reliably honour);
+- a `postgresql://` URL: a table in PostgreSQL (`coldstart.serving.pg_store`),
+  for ranker replicas on several machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from coldstart.config import ConfigError
+
+DATABASE_SCHEMES = ("postgresql://", "postgres://")
+STORE_ENV = "COLDSTART_STORE"
+
+
+class StoreWriter(Protocol):
+    def read_new(self) -> list[dict]: ...
+
+    def append(self, record: dict) -> None: ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    def read_new(self) -> list[dict]: ...
+
+    def writing(self) -> contextlib.AbstractContextManager[StoreWriter]: ...
+
+
+def is_database_url(spec: object) -> bool:
+    return isinstance(spec, str) and spec.lower().startswith(DATABASE_SCHEMES)
+
+
+def parse_store_spec(spec: str | Path) -> str | Path:
+    """A database URL stays a string; anything else is a folder. An unknown URL scheme is an error
+    (read as a folder it would quietly become a directory named `mysql:`)."""
+    if isinstance(spec, Path):
+        return spec
+    spec = str(spec).strip()
+    if not spec:
+        raise ConfigError("registration store: empty; give a folder or a postgresql:// URL")
+    if is_database_url(spec):
+        return spec
+    if "://" in spec:
+        raise ConfigError(f"registration store {spec.split('://')[0]}://...: unsupported; give a folder or a "
+                          f"postgresql:// URL")
+    return Path(spec)
+
+
+def store_location(artifacts: Path, store: str | Path | None = None) -> Path | str:
+    """The store to use: `store` when given, else $COLDSTART_STORE, else the artifacts' `registry/` folder."""
+    spec = store if store is not None else os.environ.get(STORE_ENV) or None
+    return Path(artifacts) / "registry" if spec is None else parse_store_spec(spec)
+
+
+def describe_store(spec: str | Path) -> str:
+    """The store for a log line: a URL without its password."""
+    if not is_database_url(spec):
+        return str(spec)
+    from coldstart.serving.pg_store import display_url
+
+    return display_url(str(spec))
+
+
+def open_store(spec: str | Path) -> Store:
+    """The store a folder path or a `postgresql://` URL names; a new folder or table is created."""
+    spec = parse_store_spec(spec)
+    if isinstance(spec, Path):
+        from coldstart.serving.store import RegistrationStore
+
+        return RegistrationStore(spec)
+    from coldstart.serving.pg_store import PostgresStore
+
+    return PostgresStore(spec)
