@@ -271,7 +271,7 @@ def _run_stage(stage: ModelStage, data: SplitData, cfg: PipelineConfig, split_ha
             status = "reused"
         else:
             progress(f"stage {stage.name}")
-            models = stage.run(data, cfg, cfg.out)
+            models = stage.run(data, _stage_runs(cfg, stage.name, fingerprint), cfg.out)
             status = "done"
     except StageSkipped as exc:
         progress(f"stage {stage.name}: skipped: {exc}")
@@ -286,6 +286,18 @@ def _run_stage(stage: ModelStage, data: SplitData, cfg: PipelineConfig, split_ha
     ledger.record(stage.name, status=status, fingerprint=fingerprint, seconds=round(time.perf_counter() - t, 1),
                   models=list(models))
     return models
+
+
+def _stage_runs(cfg: PipelineConfig, name: str, fingerprint: str) -> PipelineConfig:
+    """`cfg` with the stage's Ray runs under OUT/ray_results/STAGE-FINGERPRINT: a stage interrupted and run
+    again with the same data and configuration resumes its runs; after a change, or with `force`, it starts
+    them fresh (Ray Train would otherwise resume whatever run it finds under the same name)."""
+    import shutil
+
+    storage = Path(cfg.scale.storage or cfg.out / "ray_results").resolve() / f"{name}-{fingerprint}"
+    if cfg.force:
+        shutil.rmtree(storage, ignore_errors=True)
+    return cfg.model_copy(update={"scale": cfg.scale.model_copy(update={"storage": storage})})
 
 
 def _run_seeds(cfg: PipelineConfig, stages, progress) -> dict[str, dict]:

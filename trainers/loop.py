@@ -333,8 +333,25 @@ def run_job(job_class, cfg, *, inputs: dict | None = None, datasets: dict | None
 
     ensure_ray(cfg.ray)
     started = time.perf_counter()
+    scale = cfg.scale.model_copy(update={"storage": run_storage(cfg)})
     trainer = torch_trainer(worker_loop, {"job": job_class, "cfg": cfg.model_dump(mode="json"),
                                           "inputs": inputs or {}},
-                            cfg.scale, name=f"{job_class.name}-{cfg.out.name}", out=cfg.out, datasets=datasets,
+                            scale, name=f"{job_class.name}-{cfg.out.name}", out=cfg.out, datasets=datasets,
                             callbacks=callbacks, score=score)
     return finish(trainer.fit(), cfg.out, started)
+
+
+def run_storage(cfg) -> Path:
+    """Where a job's Ray Train run lives: `scale.storage` (default: beside `out`, in ray_results/) under a
+    digest of the job's whole configuration.
+
+    Ray Train resumes a run whose folder it finds (a driver that died and is started again continues from
+    its last checkpoint). Keyed by the configuration, that happens only for the same job: a rerun with
+    another learning rate, or another split, starts fresh instead of resuming the old run's model.
+    """
+    import hashlib
+
+    base = Path(cfg.scale.storage or Path(cfg.out).resolve().parent / "ray_results").resolve()
+    settings = cfg.model_dump(mode="json", exclude={"scale": {"storage"}})
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return base / digest

@@ -7,6 +7,7 @@ runs the real stages end to end.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,40 @@ def test_the_output_folder_holds_a_copy_of_the_given_split(split_dir, tmp_path):
     copy = load_split(out / "split")
     assert copy.info["source"].endswith("user-split") and len(copy.train) > 0
     run_pipeline(_cfg(out / "split", out), [], progress=lambda m: None)  # the copy is itself a split
+
+
+def test_a_stage_resumes_only_runs_of_its_own_configuration(split_dir, tmp_path):
+    """Ray Train resumes any run it finds under a name: a retrained stage must not find the old one."""
+    storages, found = [], []
+
+    def run(data, cfg, out):
+        storages.append(Path(cfg.scale.storage))
+        found.append((storages[-1] / "snapshot").is_file())  # what Ray Train would resume from
+        storages[-1].mkdir(parents=True, exist_ok=True)
+        (storages[-1] / "snapshot").write_text("a run")
+        (out / "a").mkdir(exist_ok=True)
+        return {"model-a": PopularityRecommender(data)}
+
+    stages = [ModelStage("a", run, None, lambda cfg: cfg.backbone, outputs=("a",))]
+    out = tmp_path / "out"
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)  # no load: runs again, same settings
+    run_pipeline(_cfg(split_dir, out, backbone={"lr": 0.01}), stages, progress=lambda m: None)
+    assert storages[0] == storages[1] != storages[2]  # same configuration: the same runs, resumable
+    assert found == [False, True, False]
+    assert storages[0].parent == (out / "ray_results").resolve() and storages[0].name.startswith("a-")
+    run_pipeline(_cfg(split_dir, out, backbone={"lr": 0.01}, force=True), stages, progress=lambda m: None)
+    assert storages[3] == storages[2] and found[3] is False  # --force: nothing to resume from
+
+
+def test_a_job_run_folder_is_keyed_by_its_whole_configuration(tmp_path):
+    from trainers.backbone import BackboneConfig
+    from trainers.loop import run_storage
+
+    base = BackboneConfig(split=tmp_path / "split", out=tmp_path / "backbone")
+    same = BackboneConfig(split=tmp_path / "split", out=tmp_path / "backbone")
+    assert run_storage(base) == run_storage(same)
+    assert run_storage(base).parent == tmp_path / "ray_results"
+    assert run_storage(base.model_copy(update={"lr": 0.01})) != run_storage(base)
+    moved = base.model_copy(update={"scale": base.scale.model_copy(update={"storage": tmp_path / "runs"})})
+    assert run_storage(moved).parent == tmp_path / "runs" and run_storage(moved).name == run_storage(base).name
