@@ -91,7 +91,7 @@ def windows(records: list, memory: list, seconds: float) -> list[dict]:
 
 def report(rows: list[dict], registered: int, retrievable: int, args) -> str:
     names = sorted({n for r in rows for n in r["rss_mb"]})
-    lines = [f"| window | requests | errors | p50 ms | p99 ms | " + " | ".join(f"RSS {n} MB" for n in names) + " |",
+    lines = ["| window | requests | errors | p50 ms | p99 ms | " + " | ".join(f"RSS {n} MB" for n in names) + " |",
              "|---" * (5 + len(names)) + "|"]
     for r in rows:
         lines.append(f"| {r['window']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "

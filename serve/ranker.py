@@ -14,7 +14,6 @@ from ray import serve
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.config import ServeConfig
 from coldstart.serving.models import ServingGenerator
-from coldstart.serving.store import RegistrationStore
 from serve.metrics import index_size_gauge
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from coldstart import artifacts
 from coldstart.data.columns import clean_entity_table

@@ -60,15 +60,3 @@ def test_distilled_towers_rank_cold_items_and_keep_warm(ml100k_run):
     # Reloading the artifact scores identically (it rebuilds from the folder alone).
     again = load_recommender(str(root / "distill"), data)
     np.testing.assert_array_equal(model.score(np.arange(30)), again.score(np.arange(30)))
-
-
-def test_a_killed_worker_resumes_from_its_last_checkpoint(ml100k_run, monkeypatch):
-    root, data, _ = ml100k_run
-    monkeypatch.chdir(root)  # relative paths, as a user types them: the workers run elsewhere
-    result = train_backbone(BackboneConfig(split="split", out="backbone-drill", epochs=4, lr=5e-3, batch_size=2048,
-                                           patience=10, scale={"storage": root / "runs-drill", "kill_at_epoch": 2,
-                                                                  "max_failures": 4}))
-    epochs = [h["epoch"] for h in result.history]
-    assert result.restarts == 1  # the worker really died and the group restarted once
-    assert epochs == [0, 1, 2, 3]  # every epoch once: resumed after epoch 1's checkpoint, not from scratch
-    assert result.best["warm_val_ndcg@20"] > 0.1

@@ -40,9 +40,10 @@ def _backbone(split_dir: Path, out: Path, kill_at_epoch: int | None):
                                                 "max_failures": 2}))
 
 
-def test_a_killed_worker_resumes_and_continues_exactly_as_an_uninterrupted_run(split_dir):
+def test_a_killed_worker_resumes_and_continues_exactly_as_an_uninterrupted_run(split_dir, monkeypatch):
     clean = _backbone(split_dir, split_dir.parent / "clean", kill_at_epoch=None)
-    killed = _backbone(split_dir, split_dir.parent / "killed", kill_at_epoch=2)
+    monkeypatch.chdir(split_dir.parent)  # relative paths, as a user types them: the workers run elsewhere
+    killed = _backbone(Path("split"), Path("killed"), kill_at_epoch=2)
 
     assert clean.restarts == 0
     assert killed.restarts == 1  # the worker really died and the group restarted once
