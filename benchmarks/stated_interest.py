@@ -65,12 +65,14 @@ def start_app(artifacts: Path, store: Path, text_weight: float) -> tuple[str, ob
     return f"http://127.0.0.1:{port}", server
 
 
-def measure(url: str, genres: pd.DataFrame, popular: list[str], k: int = 10) -> pd.DataFrame:
-    """One row per genre: precision@k of its stated-interest text, of the popularity list, and its share."""
+def measure(url: str, genres: pd.DataFrame, popular: list[str], k: int = 10,
+            skip: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per genre (but those in `skip`): precision@k of its stated-interest text, of the popularity list,
+    and its share of the catalogue."""
     import httpx
 
     by_item = dict(zip(genres["item_id"], genres["genres"]))
-    names = sorted(set().union(*genres["genres"]))
+    names = sorted(set().union(*genres["genres"]) - set(skip))
     rows = []
     with httpx.Client(base_url=url, timeout=60) as client:
         for genre in names:
@@ -109,19 +111,22 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, required=True)
     parser.add_argument("--text-weight", type=float, nargs="+", default=[1.0])
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--skip", nargs="*", default=["unknown"],
+                        help="Genre values that are no genre (MovieLens marks an item without one 'unknown').")
     args = parser.parse_args()
     genres = genre_table(args.artifacts)
     popular = popularity_list(args.artifacts)
     for weight in args.text_weight:
         with tempfile.TemporaryDirectory() as store:
             url, server = start_app(args.artifacts, Path(store), weight)
-            table = measure(url, genres, popular, args.k)
+            table = measure(url, genres, popular, args.k, tuple(args.skip))
             examples = free_texts(url, genres)
             server.should_exit = True
         above = int((table["stated"] > table["catalogue"]).sum())
         print(f"\ntext weight {weight}: mean genre precision@{args.k} {table['stated'].mean():.3f} "
               f"(popularity list {table['popularity'].mean():.3f}, catalogue share {table['catalogue'].mean():.3f}); "
-              f"{above} of {len(table)} genres above their catalogue share\n")
+              f"{above} of {len(table)} genres above their catalogue share"
+              + (f" (not a genre, skipped: {', '.join(args.skip)})" if args.skip else "") + "\n")
         print("| genre | stated text | popularity list | catalogue share |\n|---|---|---|---|")
         for row in table.itertuples():
             print(f"| {row.genre} | {row.stated:.2f} | {row.popularity:.2f} | {row.catalogue:.2f} |")

@@ -147,21 +147,9 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 
 def write_parquet(path: str | Path, frame: pd.DataFrame) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(path)
-    tmp = _sibling(path, "tmp")
-    try:
+    with atomic_file(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return Path(path)
 
 
 _RENAME_EXCHANGE = 2

@@ -19,6 +19,7 @@ from coldstart.evaluate import Recommender, SplitData
 from coldstart.models.baselines import ContentKNNRecommender
 from coldstart.models.vectors import VectorsRecommender, read_vectors
 from coldstart.pipeline import ModelStage, PipelineConfig
+from coldstart.serving.config import GENERATORS  # the folders under OUT that serving can load
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +278,6 @@ def load_model(folder: Path, data: SplitData) -> Recommender:
 
     return load_recommender_artifact(folder, data)
 
-
-GENERATORS = ("distill", "vae", "knn-warm", "regression", "ensemble")  # folders under OUT serving can load
 
 STAGES = {
     "embed": ModelStage("embed", embed_stage, embed_models, lambda cfg: cfg.embed, outputs=("embeddings",)),

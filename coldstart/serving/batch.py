@@ -25,14 +25,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from coldstart.data.schema import DataError
-from coldstart.serving.stores import describe_store, parse_store_spec, store_location
+from coldstart.serving.config import GeneratorChoice
+from coldstart.serving.stores import StoreSpec, describe_store, parse_store_spec, store_location
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,10 @@ class BatchOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     artifacts: Path = Field(..., description="Folder that `coldstart pipeline` wrote (split/, distill/, ...).")
-    store: Path | str | None = Field(
+    store: StoreSpec = Field(
         None, description="Registration store to include (a folder or a postgresql:// URL); default "
                           "$COLDSTART_STORE, else DIR/registry, as `coldstart serve`. Read only.")
-    generator: Literal["auto", "distill", "vae"] = Field(
+    generator: GeneratorChoice = Field(
         "auto", description="Content -> collaborative vector model for cold users and items; auto: "
                             "DIR/serving.json's choice, else distill (what `coldstart serve` picks).")
     k: int = Field(100, gt=0, description="Items per user (fewer where fewer are left once seen ones are out).")
@@ -62,11 +62,6 @@ class BatchOptions(BaseModel):
                                                  "(or liked, for a registered user).")
     upto: int | None = Field(None, description="Read registrations up to this position of the store (set by the "
                                                "driver, so every actor serves the same ones); default: all.")
-
-    @field_validator("store", mode="before")
-    @classmethod
-    def _folder_or_url(cls, value):
-        return None if value is None else parse_store_spec(value)
 
     def store_location(self) -> Path | str:
         return store_location(self.artifacts, self.store)

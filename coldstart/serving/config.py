@@ -5,21 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from coldstart.serving.stores import STORE_ENV, parse_store_spec, store_location
+from coldstart.serving.stores import STORE_ENV, StoreSpec, store_location
+
+
+# The generators a pipeline can leave in an artifacts folder, by folder name; `auto` follows DIR/serving.json.
+GENERATORS = ("distill", "vae", "knn-warm", "regression", "ensemble")
+GeneratorChoice = Literal["auto", "distill", "vae", "knn-warm", "regression", "ensemble"]
 
 
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     artifacts: Path = Field(..., description="Folder that `coldstart pipeline` wrote (split/, distill/, ...).")
-    generator: Literal["auto", "distill", "vae", "knn-warm", "regression", "ensemble"] = Field(
+    generator: GeneratorChoice = Field(
         "auto", description="Content -> collaborative vector model, by its folder in DIR; auto: DIR/serving.json's "
                             "choice (the best on cold validation), else distill.")
     encoder: Literal["auto", "student", "teacher"] = Field(
         "auto", description="Text encoder; auto: DIR/serving.json's choice (the student when the pipeline found it "
                            "faithful), else the student in DIR/encoder when present, else the teacher.")
-    store: Path | str | None = Field(
+    store: StoreSpec = Field(
         None, description="Registration store: a folder (an append-only file log, for one machine) or a "
                           "postgresql:// URL (a database every ranker replica shares, for a cluster); default "
                           f"${STORE_ENV}, else DIR/registry.")
@@ -34,11 +39,6 @@ class ServeConfig(BaseModel):
     batch_wait_ms: float = Field(2.0, ge=0, description="How long the encoder waits to fill a batch.")
     encoder_gpus: float | None = Field(None, ge=0,
                                        description="GPUs per encoder replica (default: 1 where CUDA is present).")
-
-    @field_validator("store", mode="before")
-    @classmethod
-    def _folder_or_url(cls, value):
-        return None if value is None else parse_store_spec(value)
 
     def store_location(self) -> Path | str:
         """Where registrations live: `store`, else $COLDSTART_STORE, else DIR/registry."""

@@ -25,10 +25,11 @@ import torch
 
 from coldstart.config import ConfigError
 from coldstart.models.artifact import MODEL_FILE, is_artifact
+from coldstart.serving.config import GENERATORS
 from coldstart.serving.content import NewContent, Side
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, TextEncoder
 
-GENERATOR_FOLDERS = {name: name for name in ("distill", "vae", "knn-warm", "regression", "ensemble")}
+GENERATOR_FOLDERS = {name: name for name in GENERATORS}
 ENCODERS = ("student", "teacher")
 SERVING_FILE = "serving.json"
 STUDENT_FOLDER = "encoder"

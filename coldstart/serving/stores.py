@@ -25,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Annotated, Protocol, runtime_checkable
+
+from pydantic import BeforeValidator
 
 from coldstart.config import ConfigError
 
@@ -64,6 +66,14 @@ def parse_store_spec(spec: str | Path) -> str | Path:
         raise ConfigError(f"registration store {spec.split('://')[0]}://...: unsupported; give a folder or a "
                           f"postgresql:// URL")
     return Path(spec)
+
+
+def _folder_or_url(value: object) -> str | Path | None:
+    return None if value is None else parse_store_spec(value)
+
+
+# A config field that names a store: a folder stays a Path, a database URL a str, anything else is an error.
+StoreSpec = Annotated[Path | str | None, BeforeValidator(_folder_or_url)]
 
 
 def store_location(artifacts: Path, store: str | Path | None = None) -> Path | str:

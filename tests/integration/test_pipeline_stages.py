@@ -4,7 +4,7 @@ The split is what a new user brings: CSV files, string item ids that are not
 numbers, junk years, missing titles, odd genre separators, a free-text column,
 no users table and no split.json. A source dataset folder (other users, the
 same titles) makes the transfer stage run; without it the stage is skipped with
-its reason. The run is small (a few epochs, two trials per search) but every
+its reason. The run is small (a few epochs, one trial per search: test_tune.py tests the searches) but every
 stage is the real one, on the local Ray cluster.
 """
 
@@ -30,7 +30,7 @@ SMALL = ["--embed.replicas", "1", "--encoder.epochs", "1", "--encoder.batch-size
          "--backbone.epochs", "6", "--backbone.dim", "16", "--backbone.batch-size", "256", "--backbone.lr", "0.01",
          "--distill.epochs", "3", "--distill.batch-size", "256", "--vae.epochs", "3", "--vae.batch-size", "256",
          "--transfer.epochs", "3", "--transfer.batch-size", "256", "--transfer.dim", "16",
-         "--tune.budget", "2", "--tune.epochs", "2", "--scale.num-workers", "1", "--ray.local-cpus", "4"]
+         "--tune.budget", "1", "--tune.epochs", "2", "--scale.num-workers", "1", "--ray.local-cpus", "4"]
 STAGES = ["embed", "encoder", "backbone", "baselines", "distill", "tune-vae", "ensemble", "transfer"]
 
 
