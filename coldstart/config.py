@@ -56,8 +56,13 @@ class ScaleOptions(BaseModel):
     threads_per_worker: int = Field(1, gt=0, description="torch threads (and logical CPUs) per CPU worker.")
     max_failures: int = Field(2, ge=0, description="Worker failures survived, each resuming from the last checkpoint.")
     storage: Path | None = Field(None, description="Ray Train run storage (default: the output's folder / ray_results).")
+    checkpoint_every_s: float = Field(
+        30.0, ge=0, description="Seconds between checkpoints (weights, optimizer state, best model): an epoch "
+                                "reports its metrics always, a checkpoint once this long has passed since the last, "
+                                "and after the final epoch. A failure loses at most this much work; 0: every epoch.")
     kill_at_epoch: int | None = Field(None, description="Fault drill: the last rank SIGKILLs itself once at this "
-                                                        "epoch, before any checkpoint of it exists.")
+                                                        "epoch, before any checkpoint of it exists (it waits for the "
+                                                        "last one written; set checkpoint_every_s 0 so there is one).")
 
 
 class ConfigError(ValueError):

@@ -2,7 +2,7 @@
 
 Inputs are the embed job's folder: every item and user text with its teacher
 vector. A TorchTrainer (DDP; GPU workers where present, CPU workers here)
-trains the student to reproduce those vectors, checkpoints each epoch
+trains the student to reproduce those vectors, checkpoints as the skeleton does
 (safetensors + JSON), resumes from the last checkpoint after a failure, and
 keeps the epoch with the best held-out cosine. The result is an encoder
 artifact that the embed job and serving load like any other encoder.

@@ -13,7 +13,9 @@ the rest, once for every model:
   weighted by the rows each rank saw, and leaves it with `.cpu()`;
 - model selection and early stopping on the job's validation key;
 - checkpoints: `best/` (the job's own artifact of the best epoch),
-  `last.safetensors`, `optimizer.pt` and `state.json`.
+  `last.safetensors`, `optimizer.pt` and `state.json`, written when
+  `checkpoint_every_s` has passed since the last one and after the final epoch
+  (every epoch reports its metrics either way; 0 checkpoints every epoch).
 
 `RayContext` runs it inside a Ray Train worker; `LocalContext` in a process of
 its own or one rank of a torch.distributed group started without Ray (the GPU
@@ -167,8 +169,13 @@ def _holding(model: nn.Module, state: dict[str, torch.Tensor] | None) -> Iterato
         model.load_state_dict(current)
 
 
-def fit(job: TrainJob, ctx, precision: str = "fp32") -> EarlyStopping:
-    """Train `job` to the end (its epochs, or early stopping), reporting and checkpointing every epoch."""
+def fit(job: TrainJob, ctx, precision: str = "fp32", checkpoint_every_s: float = 0.0) -> EarlyStopping:
+    """Train `job` to the end (its epochs, or early stopping), reporting every epoch.
+
+    A checkpoint goes with an epoch's report when `checkpoint_every_s` seconds have passed since the last
+    one (or the start), and always with the final epoch's: a short epoch then costs its step and its
+    validation, not a copy of the weights and optimizer moments, and a failure loses at most that long.
+    """
     from safetensors.torch import load_model, save_model
 
     torch.manual_seed(job.seed)
@@ -188,6 +195,7 @@ def fit(job: TrainJob, ctx, precision: str = "fp32") -> EarlyStopping:
     training = job.build_training(wrapped, ctx.device, precision)
     if optimizer_state is not None:
         training.optimizer.load_state_dict(optimizer_state)  # moves the moments to the parameters' device
+    last_checkpoint = time.monotonic()
     for epoch in range(stopping.next_epoch, job.epochs):
         ctx.before_epoch(epoch, resumed)
         torch.manual_seed(job.seed + 1000 * epoch + ctx.rank)  # dropout draws as an uninterrupted run's
@@ -211,7 +219,11 @@ def fit(job: TrainJob, ctx, precision: str = "fp32") -> EarlyStopping:
             torch.save(training.optimizer.state_dict(), folder / OPTIMIZER)
             stopping.write(folder / STATE)
 
-        ctx.report(report, write)
+        due = stopping.should_stop or epoch == job.epochs - 1 \
+            or time.monotonic() - last_checkpoint >= checkpoint_every_s
+        ctx.report(report, write if due else None)
+        if due:
+            last_checkpoint = time.monotonic()
         if stopping.should_stop:
             break
     return stopping
@@ -297,7 +309,7 @@ class LocalContext:
 
     def report(self, metrics: dict, write) -> None:
         self.reports.append(metrics)
-        if self.folder is not None and self.rank == 0:
+        if write is not None and self.folder is not None and self.rank == 0:
             with artifacts.atomic_dir(self.folder) as tmp:
                 write(tmp)
 
@@ -307,7 +319,7 @@ def worker_loop(config: dict) -> None:
     job_class = config["job"]
     cfg = job_class.config_class.model_validate(config["cfg"])
     job = job_class(cfg, **config.get("inputs", {}))
-    fit(job, RayContext(cfg.scale), precision=cfg.scale.precision)
+    fit(job, RayContext(cfg.scale), precision=cfg.scale.precision, checkpoint_every_s=cfg.scale.checkpoint_every_s)
 
 
 def finish(result, out: Path, started: float):

@@ -30,7 +30,7 @@ def embeddings(ray_cluster, tmp_path_factory):
 def test_two_workers_learn_survive_a_kill_and_write_a_loadable_encoder(embeddings, tmp_path):
     cfg = DistillEncoderConfig(embeddings=embeddings, out=tmp_path / "student", epochs=3, batch_size=16, lr=5e-4,
                                holdout=0.2, scale={"num_workers": 2, "storage": tmp_path / "runs",
-                                                   "kill_at_epoch": 2})
+                                                   "kill_at_epoch": 2, "checkpoint_every_s": 0})
     result = run(cfg)
     assert result.restarts == 1  # a worker died at epoch 2 and the group resumed from epoch 1's checkpoint
     assert [h["epoch"] for h in result.history] == [0, 1, 2]  # each epoch once: nothing retrained from scratch

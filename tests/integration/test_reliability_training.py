@@ -37,7 +37,7 @@ def split_dir(ray_cluster, ml100k_dir, tmp_path_factory):
 def _backbone(split_dir: Path, out: Path, kill_at_epoch: int | None):
     return train_backbone(BackboneConfig(split=split_dir, out=out, epochs=EPOCHS, patience=EPOCHS, seed=0,
                                          scale={"storage": out.parent / "runs", "kill_at_epoch": kill_at_epoch,
-                                                "max_failures": 2}))
+                                                "max_failures": 2, "checkpoint_every_s": 0}))
 
 
 def test_a_killed_worker_resumes_and_continues_exactly_as_an_uninterrupted_run(split_dir, monkeypatch):

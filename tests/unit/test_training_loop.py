@@ -8,6 +8,8 @@ model on the GPU gets a batch left on the CPU.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,29 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(jobs, tmp_
     model = again.build_model()
     model.load_state_dict(again.load(tmp_path / "run" / "best"))
     assert again.validate(model.eval())[0]["warm_val_ndcg@20"] == scores[best]
+
+
+def test_checkpoints_follow_the_interval_and_the_final_epoch_always_has_one(jobs, tmp_path):
+    """Every epoch reports; a checkpoint goes with an epoch only when the interval has passed, and with the last.
+    A run resumed from a sparse checkpoint still ends exactly as an uninterrupted one."""
+    written = []
+
+    class Counting(LocalContext):
+        def report(self, metrics, write):
+            written.append(write is not None)
+            super().report(metrics, write)
+
+    make = jobs["backbone"]
+    whole = fit(make(epochs=5, patience=10), Counting(folder=tmp_path / "sparse"), checkpoint_every_s=3600)
+    assert written == [False, False, False, False, True] and len(whole.history) == 5
+    assert json.loads((tmp_path / "sparse" / "state.json").read_text())["epoch"] == 4
+    written.clear()
+    fit(make(epochs=3, patience=10), Counting(folder=tmp_path / "every"), checkpoint_every_s=0)
+    assert written == [True, True, True]
+    resumed = fit(make(epochs=5, patience=10), LocalContext(folder=tmp_path / "every", resume=True),
+                  checkpoint_every_s=3600)
+    for a, b in zip(whole.history, resumed.history):
+        assert a == {**b, "interactions_per_second": a["interactions_per_second"]}
 
 
 def test_the_gpu_check_runs_every_job_through_torch_distributed(capsys):
