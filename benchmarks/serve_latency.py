@@ -126,18 +126,10 @@ def plain_server(artifacts: Path, port: int, store: Path, threads: int) -> None:
     import uvicorn
 
     from coldstart.serving.api import create_api
-    from coldstart.serving.catalogue import Catalogue
-    from coldstart.serving.models import ServingEncoder, ServingGenerator
-    from coldstart.serving.service import LocalStage, RecommendService
-    from coldstart.serving.store import RegistrationStore
+    from coldstart.serving.service import local_service
 
     torch.set_num_threads(threads)
-    generator = ServingGenerator(artifacts)
-    encoder = ServingEncoder(artifacts, generator.meta["content"])
-    catalogue = Catalogue.from_artifacts(artifacts, generator, RegistrationStore(store))
-    service = RecommendService(encoder=LocalStage(encoder), generator=LocalStage(generator),
-                               ranker=LocalStage(catalogue), content=generator.content,
-                               generator_name=generator.name, encoder_name=encoder.kind)
+    service = local_service(artifacts, store)
     uvicorn.run(create_api(service), host="127.0.0.1", port=port, workers=1, log_level="warning")
 
 

@@ -43,17 +43,9 @@ def start_app(artifacts: Path, store: Path, text_weight: float) -> tuple[str, ob
     import uvicorn
 
     from coldstart.serving.api import create_api
-    from coldstart.serving.catalogue import Catalogue
-    from coldstart.serving.models import ServingEncoder, ServingGenerator
-    from coldstart.serving.service import LocalStage, RecommendService
-    from coldstart.serving.store import RegistrationStore
+    from coldstart.serving.service import local_service
 
-    generator = ServingGenerator(artifacts)
-    encoder = ServingEncoder(artifacts, generator.meta["content"])
-    catalogue = Catalogue.from_artifacts(artifacts, generator, RegistrationStore(store), text_weight=text_weight)
-    service = RecommendService(encoder=LocalStage(encoder), generator=LocalStage(generator),
-                               ranker=LocalStage(catalogue), content=generator.content,
-                               generator_name=generator.name, encoder_name=encoder.kind)
+    service = local_service(artifacts, store, text_weight=text_weight)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from typing import Any, Protocol
 
@@ -124,3 +125,21 @@ class RecommendService:
         stats = await self.ranker.call("stats")
         return Health(status="ok", generator=self.generator_name, encoder=self.encoder_name,
                       **{k: stats[k] for k in ("items", "users", "registered_items", "registered_users")})
+
+
+def local_service(artifacts, store, *, generator: str = "auto", encoder: str = "auto",
+                  text_weight: float = 1.0) -> RecommendService:
+    """The whole request path in this process over an artifacts folder and a registration store (a folder, a
+    `postgresql://` URL, or an open store): what the unit tests, the benchmarks' plain-uvicorn baseline and a
+    restart check serve, with the objects the Serve deployments hold."""
+    from coldstart.serving.catalogue import Catalogue
+    from coldstart.serving.models import ServingEncoder, ServingGenerator
+    from coldstart.serving.stores import open_store
+
+    serving_generator = ServingGenerator(artifacts, generator)
+    serving_encoder = ServingEncoder(artifacts, serving_generator.meta["content"], encoder)
+    opened = open_store(store) if isinstance(store, (str, os.PathLike)) else store
+    catalogue = Catalogue.from_artifacts(artifacts, serving_generator, opened, text_weight=text_weight)
+    return RecommendService(encoder=LocalStage(serving_encoder), generator=LocalStage(serving_generator),
+                            ranker=LocalStage(catalogue), content=serving_generator.content,
+                            generator_name=serving_generator.name, encoder_name=serving_encoder.kind)

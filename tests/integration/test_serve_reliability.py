@@ -25,6 +25,10 @@ import httpx
 import psutil
 import pytest
 
+from fastapi.testclient import TestClient
+
+from coldstart.serving.api import create_api
+from coldstart.serving.service import local_service
 from coldstart.serving.store import LOG_FILE, decode_record
 from coldstart.serving.stores import open_store
 from tests.serving_artifacts import build_artifacts
@@ -241,24 +245,22 @@ def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, store)
             print(f"\nacknowledged {len(acknowledged_items)} items and {len(acknowledged_users)} users; "
                   f"{len(open_store(store).read_new())} records committed; strays killed {strays}")
 
-        proc, url = _start_app(artifacts, store, ray_tmp)
-        try:
-            with httpx.Client(base_url=url, timeout=60) as client:
-                for item_id in acknowledged_items:
-                    assert client.get(f"/v1/items/{item_id}").json()["registered"] is True, item_id
-                for user_id in acknowledged_users:
-                    r = client.post("/v1/recommend", json={"user_id": user_id, "k": 3})
-                    assert r.status_code == 200 and r.json()["path"] == "cold", r.text
-                for start in range(0, len(acknowledged_items), 100):  # recommendable, not only stored
-                    chunk = acknowledged_items[start:start + 100]
-                    r = client.post("/v1/recommend", json={"user_id": "u1", "k": len(chunk), "candidates": chunk,
-                                                           "exclude_seen": False})
-                    assert sorted(i["item_id"] for i in r.json()["items"]) == sorted(chunk)
-                health = client.get("/healthz").json()
-                after = client.post("/v1/items", json=_item("after-restart"))  # cuts a torn tail first
-                assert after.status_code == 201
-        finally:
-            _kill_app(proc)
+        # What a restarted app answers: the same request path over the same artifacts and store, in this
+        # process (the objects its deployments hold; starting a second cluster would prove Serve, not the store).
+        with TestClient(create_api(local_service(artifacts, store))) as client:
+            for item_id in acknowledged_items:
+                assert client.get(f"/v1/items/{item_id}").json()["registered"] is True, item_id
+            for user_id in acknowledged_users:
+                r = client.post("/v1/recommend", json={"user_id": user_id, "k": 3})
+                assert r.status_code == 200 and r.json()["path"] == "cold", r.text
+            for start in range(0, len(acknowledged_items), 100):  # recommendable, not only stored
+                chunk = acknowledged_items[start:start + 100]
+                r = client.post("/v1/recommend", json={"user_id": "u1", "k": len(chunk), "candidates": chunk,
+                                                       "exclude_seen": False})
+                assert sorted(i["item_id"] for i in r.json()["items"]) == sorted(chunk)
+            health = client.get("/healthz").json()
+            after = client.post("/v1/items", json=_item("after-restart"))  # cuts a torn tail first
+            assert after.status_code == 201
     records = open_store(store).read_new()
     assert health["registered_items"] == sum(r["kind"] == "item" for r in records) - 1
     assert health["registered_users"] == sum(r["kind"] == "user" for r in records)

@@ -17,10 +17,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from coldstart.serving.api import create_api
-from coldstart.serving.catalogue import Catalogue
-from coldstart.serving.models import ServingEncoder, ServingGenerator
-from coldstart.serving.service import LocalStage, RecommendService
-from coldstart.serving.store import RegistrationStore
+from coldstart.serving.service import local_service
 from tests.serving_artifacts import build_artifacts
 
 EXAMPLES_PER_OPERATION = 50  # per operation and mode (valid, invalid)
@@ -33,12 +30,7 @@ OPERATIONS = ["POST /v1/recommend", "POST /v1/items", "POST /v1/users", "GET /v1
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory, minilm):
     artifacts = build_artifacts(tmp_path_factory.mktemp("fuzz-artifacts"), minilm, epochs=5)
-    generator = ServingGenerator(artifacts)
-    encoder = ServingEncoder(artifacts, generator.meta["content"])
-    catalogue = Catalogue.from_artifacts(artifacts, generator, RegistrationStore(tmp_path_factory.mktemp("store")))
-    service = RecommendService(encoder=LocalStage(encoder), generator=LocalStage(generator),
-                               ranker=LocalStage(catalogue), content=generator.content,
-                               generator_name=generator.name, encoder_name=encoder.kind)
+    service = local_service(artifacts, tmp_path_factory.mktemp("store"))
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_api(service))
     assert sorted(op.ok().label for op in schema.get_all_operations()) == sorted(OPERATIONS)  # none left out
     yield schema
