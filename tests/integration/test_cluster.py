@@ -9,7 +9,6 @@ is left.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -23,7 +22,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from coldstart import submit
@@ -158,34 +156,6 @@ def test_unauthenticated_requests_are_refused(head):
     assert status == 403
 
 
-def test_embed_job_submitted_over_jobs_api(head, small_split, tmp_path):
-    out = tmp_path / "emb"
-    # The submitting shell knows only the token (as a user's would), not the cluster's auth mode.
-    env = {k: v for k, v in head.env.items() if k != "RAY_AUTH_MODE"}
-    done = _coldstart("submit", "embed", "--address", head.dashboard, "--submission-id", "test-embed", "--wait",
-                      "--", "--split", str(small_split), "--out", str(out), "--replicas", "1",
-                      "--block-rows", "32", env=env)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "job test-embed: SUCCEEDED" in done.stdout
-
-    # The artifact the job wrote.
-    meta = json.loads((out / "embed.json").read_text())
-    items, users = pd.read_parquet(out / "items.parquet"), pd.read_parquet(out / "users.parquet")
-    split_items = pd.read_parquet(small_split / "items.parquet")
-    assert meta["counts"] == {"items": len(split_items), "users": len(users)} and meta["dim"] == 384
-    assert set(items["item_id"]) == set(split_items["item_id"])
-    assert {f.suffix for f in out.iterdir()} == {".json", ".parquet"}, "no pickle-format artifact"
-
-    # Its logs and record, read back through the Jobs API with the token.
-    jobs = submit.client(head.dashboard, token=head.token)
-    info = jobs.get_job_info("test-embed")
-    assert str(info.status.value) == "SUCCEEDED" and info.metadata["coldstart_job"] == "embed"
-    assert info.entrypoint.startswith("python -m coldstart.cli embed")
-    assert f"{out}: embedded" in jobs.get_job_logs("test-embed")
-    # The shipped package is the repository without what runtime_env.yaml excludes.
-    assert info.runtime_env["working_dir"].startswith("gcs://")
-
-
 def test_failed_job_exits_nonzero(head, tmp_path):
     env = {k: v for k, v in head.env.items() if k != "RAY_AUTH_MODE"}
     done = _coldstart("submit", "embed", "--address", head.dashboard, "--submission-id", "test-bad", "--wait",
@@ -194,18 +164,31 @@ def test_failed_job_exits_nonzero(head, tmp_path):
     assert "job test-bad: FAILED" in done.stdout
 
 
-def test_train_metrics_reach_the_prometheus_endpoint(head, small_split, tmp_path):
-    """A backbone job's report_epoch exports our gauges; the head's endpoint serves them."""
-    env = {k: v for k, v in head.env.items() if k != "RAY_AUTH_MODE"}
+def test_a_training_job_submitted_over_the_jobs_api_writes_its_artifact_and_exports_metrics(head, small_split,
+                                                                                             tmp_path):
+    """`coldstart submit train backbone` with only the token: the job succeeds, its artifact, logs and record
+    come back through the Jobs API, and report_epoch's gauges reach the head's Prometheus endpoint."""
+    env = {k: v for k, v in head.env.items() if k != "RAY_AUTH_MODE"}  # the submitter knows only the token
     out = tmp_path / "backbone"
     done = _coldstart("submit", "train", "--address", head.dashboard, "--submission-id", "test-backbone",
                       "--wait", "--", "backbone", "--split", str(small_split), "--out", str(out), "--epochs", "3",
                       "--patience", "3", "--scale.num-workers", "1", "--scale.max-failures", "0",
                       "--batch-size", "256", env=env)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "job test-backbone: SUCCEEDED" in done.stdout
     files = [f for f in out.rglob("*") if f.is_file()]
     assert any(f.suffix == ".safetensors" for f in files)
-    assert {f.suffix for f in files} <= {".safetensors", ".json", ".parquet"}, files
+    assert {f.suffix for f in files} <= {".safetensors", ".json", ".parquet"}, files  # no pickle-format artifact
+
+    # Its logs and record, read back through the Jobs API with the token.
+    jobs = submit.client(head.dashboard, token=head.token)
+    info = jobs.get_job_info("test-backbone")
+    assert str(info.status.value) == "SUCCEEDED" and info.metadata["coldstart_job"] == "train"
+    assert info.entrypoint.startswith("python -m coldstart.cli train backbone")
+    logs = jobs.get_job_logs("test-backbone")
+    assert "backbone: best epoch" in logs and f"artifact {out}" in logs
+    # The shipped package is the repository without what runtime_env.yaml excludes.
+    assert info.runtime_env["working_dir"].startswith("gcs://")
 
     wanted = {f"ray_{train_metrics.EPOCHS}", f"ray_{train_metrics.VAL_NDCG}", f"ray_{train_metrics.THROUGHPUT}",
               f"ray_{train_metrics.VALUE}"}

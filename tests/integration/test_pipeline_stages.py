@@ -4,8 +4,10 @@ The split is what a new user brings: CSV files, string item ids that are not
 numbers, junk years, missing titles, odd genre separators, a free-text column,
 no users table and no split.json. A source dataset folder (other users, the
 same titles) makes the transfer stage run; without it the stage is skipped with
-its reason. The run is small (a few epochs, one trial per search: test_tune.py tests the searches) but every
-stage is the real one, on the local Ray cluster.
+its reason. The run is small (a few epochs, four trials per search) but every
+stage is the real one, on the local Ray cluster; the searches' own promises
+(ASHA stops weak trials, the best configuration retrains to its trial's score)
+are checked on the stages' results.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ SMALL = ["--embed.replicas", "1", "--encoder.epochs", "1", "--encoder.batch-size
          "--backbone.epochs", "6", "--backbone.dim", "16", "--backbone.batch-size", "256", "--backbone.lr", "0.01",
          "--distill.epochs", "3", "--distill.batch-size", "256", "--vae.epochs", "3", "--vae.batch-size", "256",
          "--transfer.epochs", "3", "--transfer.batch-size", "256", "--transfer.dim", "16",
-         "--tune.budget", "1", "--tune.epochs", "2", "--scale.num-workers", "1", "--ray.local-cpus", "4"]
+         "--tune.budget", "4", "--tune.epochs", "3", "--scale.num-workers", "1", "--ray.local-cpus", "4"]
 STAGES = ["embed", "encoder", "backbone", "baselines", "distill", "tune-vae", "ensemble", "transfer"]
 
 
@@ -104,6 +106,40 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
 
     texts = pd.read_parquet(out / "embeddings" / "items.parquet")["text"]
     assert not texts.str.contains("unkonwn|nan|<NA>").any()
+
+
+@pytest.mark.parametrize("stage", ["tune-vae", "transfer"])
+def test_a_search_stops_weak_trials_and_its_best_config_retrains_to_its_score(pipeline_run, stage):
+    """`coldstart tune vae|transfer` as the pipeline runs them: four trials, ASHA cuts at least one short and
+    lets one finish, best.yaml holds the winner, and training it again replays the winner's epochs."""
+    import pandas as pd
+
+    from coldstart.config import load_config
+    from trainers.generator import GeneratorConfig
+    from trainers.generator import run as train_vae
+    from trainers.transfer import TransferConfig
+    from trainers.transfer import run as transfer
+
+    root, result = pipeline_run
+    assert result.exit_code == 0, result.output
+    folder = root / "out" / stage
+    trials = pd.read_csv(folder / "results.csv").sort_values("best", ascending=False)
+    epochs = int(SMALL[SMALL.index("--tune.epochs") + 1])
+    assert len(trials) == 4 and trials["error"].isna().all()
+    assert trials["stopped_early"].sum() >= 1 and (trials["epochs"] == epochs).sum() >= 1
+    config_class, train, fields = {"tune-vae": (GeneratorConfig, train_vae, ("latent", "beta", "lr")),
+                                   "transfer": (TransferConfig, transfer, ("lam", "lr"))}[stage]
+    if stage == "transfer":
+        assert trials["lam"].between(0, 1).all() and trials["lam"].nunique() == 4
+        assert (folder / "metric_vs_lam.png").stat().st_size > 1000
+    best = load_config(config_class, folder / "best.yaml",
+                       {"scale": {"num_workers": 1, "storage": str(root / "replay-runs")},
+                        "out": str(root / f"{stage}-replay"), "epochs": epochs, "patience": epochs})
+    top = trials.iloc[0]
+    for field in fields:
+        assert getattr(best, field) == pytest.approx(top[field]), field
+    replay = [h["cold_val_ndcg@20"] for h in train(best).history]
+    assert replay[int(top["best_epoch"])] == pytest.approx(top["best"], abs=1e-6)
 
 
 def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tmp_path):
