@@ -17,14 +17,27 @@ from coldstart import artifacts
 from coldstart.content import build_content
 from coldstart.data.schema import validate
 from coldstart.data.split import load_split, make_split, save_split
-from coldstart.evaluate import SplitData
+from coldstart.evaluate import SplitData, evaluate
 from coldstart.models.coldstart_model import save_backbone, save_cold_model
-from coldstart.models.mf import BackboneTraining, MatrixFactorization, TrainPairs
-from coldstart.models.towers import ColdStartTowers, DistillWeights, TowerTraining
+from coldstart.models.mf import BackboneTraining, EmbeddingRecommender, MatrixFactorization, TrainPairs
+from coldstart.models.towers import ColdStartTowers, DistillWeights, TowerTraining, cold_start_vectors
 from coldstart.models.vectors import write_vectors
 from coldstart.text.encoder import EncoderConfig
 from coldstart.text.templates import TextTemplates, item_texts, user_texts
 from tests.conftest import make_tables
+
+
+def write_embeddings(split, encoder, out: Path) -> Path:
+    """The embed job's folder for `split`, encoded in this process by `encoder` (the packaged MiniLM): what
+    the trainers read, without starting a Ray Data job."""
+    templates = TextTemplates()
+    item_text = item_texts(split.items, templates)
+    user_text = user_texts(split.users, split.train, split.items, templates)
+    write_vectors(out / "items.parquet", "item_id", item_text["item_id"], encoder.encode(list(item_text["text"])))
+    write_vectors(out / "users.parquet", "user_id", user_text["user_id"], encoder.encode(list(user_text["text"])))
+    artifacts.write_json(out / "embed.json", {"encoder": EncoderConfig().model_dump(), "dim": encoder.dim,
+                                              "templates": templates.model_dump()})
+    return out
 
 
 def build_artifacts(root: Path, encoder, *, epochs: int = 40, seed: int = 0, n_users: int = 120, n_items: int = 90,
@@ -37,14 +50,7 @@ def build_artifacts(root: Path, encoder, *, epochs: int = 40, seed: int = 0, n_u
     split = load_split(split_dir)
     data = SplitData.from_split(split)
 
-    templates = TextTemplates()
-    item_text = item_texts(split.items, templates)
-    user_text = user_texts(split.users, split.train, split.items, templates)
-    emb = root / "embeddings"
-    write_vectors(emb / "items.parquet", "item_id", item_text["item_id"], encoder.encode(list(item_text["text"])))
-    write_vectors(emb / "users.parquet", "user_id", user_text["user_id"], encoder.encode(list(user_text["text"])))
-    artifacts.write_json(emb / "embed.json", {"encoder": EncoderConfig().model_dump(), "dim": encoder.dim,
-                                              "templates": templates.model_dump()})
+    emb = write_embeddings(split, encoder, root / "embeddings")
 
     train = split.train
     pairs = TrainPairs(data.user_ids.get_indexer(train["user_id"]), data.item_ids.get_indexer(train["item_id"]),
@@ -66,7 +72,11 @@ def build_artifacts(root: Path, encoder, *, epochs: int = 40, seed: int = 0, n_u
     for _ in range(epochs):
         tower_training.train_epoch(pairs.batches(256))
     towers.eval()
+    users, items = cold_start_vectors(towers, user_vectors=user_vectors, item_vectors=item_vectors,
+                                      warm_users=data.train.getnnz(axis=1) > 0, warm_items=data.warm_items,
+                                      user_features=user_features, item_features=item_features)
+    cold_val = evaluate(EmbeddingRecommender(users, items), data, on="val", ks=(20,))["cold"]["ndcg@20"]
     save_cold_model(root / "distill", data, towers, user_vectors=user_vectors, item_vectors=item_vectors,
                     user_features=user_features, item_features=item_features, content=spec.to_json(),
-                    meta={"epoch": epochs})
+                    meta={"epoch": epochs, "metrics": {"cold_val_ndcg@20": cold_val}})
     return root

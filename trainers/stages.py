@@ -19,7 +19,7 @@ from coldstart.evaluate import Recommender, SplitData
 from coldstart.models.baselines import ContentKNNRecommender
 from coldstart.models.vectors import VectorsRecommender, read_vectors
 from coldstart.pipeline import ModelStage, PipelineConfig
-from coldstart.serving.config import GENERATORS  # the folders under OUT that serving can load
+from coldstart.serving.config import GENERATOR_FOLDERS  # what serving can load, by its folder under OUT
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +261,8 @@ def vae_fingerprint(cfg: PipelineConfig) -> dict:
 def choose_generator(out: Path) -> str | None:
     """Record in OUT/serving.json the generator with the best cold-val NDCG@20 among those the run made."""
     scores = {}
-    for name in GENERATORS:
-        model = out / name / "model.json"
+    for name, folder in GENERATOR_FOLDERS.items():
+        model = out / folder / "model.json"
         if model.is_file():
             scores[name] = artifacts.read_json(model)["metrics"]["cold_val_ndcg@20"]
     if not scores:

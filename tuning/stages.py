@@ -81,9 +81,38 @@ def transfer_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str,
     return transfer_models(data, cfg, out)
 
 
+def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> Path:
+    """OUT/transfer/generator: the tuned transfer model as a servable generator (`TransferGenerator`), with the
+    cold-val figures it was selected on, so serving's choice weighs it with the others."""
+    import numpy as np
+
+    from coldstart.content import build_content
+    from coldstart.models.artifact import load_artifact
+    from coldstart.models.coldstart_model import save_cold_model
+    from coldstart.models.transfer import TransferGenerator, TransferModel
+
+    meta, tensors = load_artifact(out / "transfer" / "model")
+    model = TransferModel(**meta["config"])
+    model.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("model.")})
+    learnt = load_model(out / "transfer" / "model", data)  # its vectors in this split's order
+    item_features, user_features, _, _, spec = build_content(data, out / "embeddings")
+    warm_users = data.train.getnnz(axis=1) > 0
+    generator = TransferGenerator.of(model, user_features=user_features, user_vectors=learnt.user_vectors,
+                                     warm_users=warm_users, user_k=cfg.knn_user_k)
+    return save_cold_model(out / "transfer" / "generator", data, generator, user_vectors=learnt.user_vectors,
+                           item_vectors=learnt.item_vectors, user_features=user_features,
+                           item_features=item_features, content=spec.to_json(),
+                           meta={"epoch": meta.get("epoch"), "metrics": meta["metrics"],
+                                 "selected_on": meta.get("selected_on"), "lam": meta["lam"]},
+                           placed_items=np.ones(data.n_items, bool))
+
+
 def transfer_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     from coldstart import artifacts
 
+    if not (out / "transfer" / "generator" / "model.json").is_file():  # a run from before it was servable
+        save_transfer_generator(data, cfg, out)
+    choose_generator(out)
     tuned = artifacts.read_json(out / "transfer" / "comparison.json")["tuned"]
     lam = artifacts.read_json(out / "transfer" / "model" / "model.json")["lam"]
     rows = {**TRANSFER_ROWS, "model": f"{tuned} {SOURCE_MARK}" if lam > 0 else tuned}

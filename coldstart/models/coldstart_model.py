@@ -19,11 +19,13 @@ from coldstart.models.artifact import load_artifact, save_artifact
 from coldstart.models.mf import EmbeddingRecommender
 from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
 from coldstart.models.towers import ColdStartTowers, cold_start_vectors
+from coldstart.models.transfer import TransferGenerator
 from coldstart.models.vae import ConditionalVAE
 
 MF_KIND = "mf-bpr"
 TRANSFER_KIND = "coldstart-transfer"
-COLD_MODELS = {cls.KIND: cls for cls in (ColdStartTowers, ConditionalVAE, KNNGenerator, EnsembleGenerator)}
+COLD_MODELS = {cls.KIND: cls for cls in (ColdStartTowers, ConditionalVAE, KNNGenerator, EnsembleGenerator,
+                                         TransferGenerator)}
 
 
 def save_backbone(folder: str | Path, data: SplitData, user: np.ndarray, item: np.ndarray, meta: dict) -> Path:
@@ -41,13 +43,20 @@ def load_backbone(folder: str | Path) -> tuple[dict, np.ndarray, np.ndarray]:
 
 
 def save_cold_model(folder: str | Path, data: SplitData, model, *, user_vectors, item_vectors,
-                    user_features, item_features, content: dict, meta: dict) -> Path:
-    """A generator (towers or VAE) with everything serving needs: backbone vectors, features, content spec."""
+                    user_features, item_features, content: dict, meta: dict,
+                    placed_items: np.ndarray | None = None) -> Path:
+    """A generator with everything serving needs: the space's vectors, features, content spec.
+
+    The generator places the items `placed_items` does not mark (default: the cold ones); marked items keep
+    `item_vectors` as given (a transfer model's items all have learnt vectors, cold ones included).
+    """
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(user_vectors=user_vectors, item_vectors=item_vectors, user_features=user_features,
                    item_features=item_features,
                    warm_users=np.asarray(data.train.getnnz(axis=1) > 0, np.uint8),
                    warm_items=data.warm_items.astype(np.uint8))
+    if placed_items is not None:
+        tensors["placed_items"] = np.asarray(placed_items, np.uint8)
     return save_artifact(folder, model.KIND, {"config": model.config, "content": content,
                                               "user_ids": list(data.user_ids), "item_ids": list(data.item_ids),
                                               **meta}, tensors)
@@ -63,6 +72,11 @@ def load_cold_model(folder: str | Path):
     model.eval()
     arrays = {k: v.numpy() for k, v in tensors.items() if not k.startswith("model.")}
     return meta, model, arrays
+
+
+def placed_items(arrays: dict) -> np.ndarray:
+    """Items whose saved vector is final (the generator places the rest): `placed_items`, else the warm ones."""
+    return arrays.get("placed_items", arrays["warm_items"]).astype(bool)
 
 
 def _align(source_ids: list[str], matrix: np.ndarray, target: pd.Index) -> np.ndarray:
@@ -83,7 +97,7 @@ def load_recommender_artifact(folder: str | Path, data: SplitData) -> EmbeddingR
         meta, generator, arrays = load_cold_model(folder)
         users, items = cold_start_vectors(
             generator, user_vectors=arrays["user_vectors"], item_vectors=arrays["item_vectors"],
-            warm_users=arrays["warm_users"].astype(bool), warm_items=arrays["warm_items"].astype(bool),
+            warm_users=arrays["warm_users"].astype(bool), warm_items=placed_items(arrays),
             user_features=arrays["user_features"], item_features=arrays["item_features"])
         return EmbeddingRecommender(_align(meta["user_ids"], users, data.user_ids),
                                     _align(meta["item_ids"], items, data.item_ids), name=name)

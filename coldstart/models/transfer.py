@@ -82,6 +82,11 @@ def match_items(source: pd.DataFrame, target: pd.DataFrame) -> pd.Series:
                      dtype=object, name="source_item_id")
 
 
+def text_tower(text_dim: int, hidden: int, dim: int, dropout: float) -> nn.Sequential:
+    """The item content tower shared by both domains: LLM text vector -> item vector."""
+    return nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+
 class TransferModel(nn.Module):
     KIND = "coldstart-transfer"
 
@@ -90,8 +95,7 @@ class TransferModel(nn.Module):
         super().__init__()
         self.config = {"text_dim": text_dim, "n_items": n_items, "n_source_users": n_source_users,
                        "n_target_users": n_target_users, "dim": dim, "hidden": hidden, "dropout": dropout}
-        self.tower = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                   nn.Linear(hidden, dim))
+        self.tower = text_tower(text_dim, hidden, dim, dropout)
         self.item = nn.Embedding(n_items, dim)  # joint item table: a matched item has one row for both
         nn.init.zeros_(self.item.weight)  # an item never trained is its tower vector, nothing else
         self.source_user = nn.Embedding(n_source_users, dim)
@@ -142,3 +146,51 @@ def target_vectors(model: nn.Module, text: np.ndarray, target_rows: np.ndarray) 
     items = model.item_vectors(as_input(text, model)[rows], rows)
     model.train(was_training)
     return model.target_user.weight.detach().float().cpu().numpy().copy(), items.float().cpu().numpy()
+
+
+class TransferGenerator(nn.Module):
+    """A trained transfer model as a servable generator, in the transfer model's own space.
+
+    A new item gets the content tower's vector of its LLM text: what the transfer model gives every item
+    it never trained a row for. The model has no user tower, so a new user gets the mean vector of the
+    `user_k` target users whose profiles (features) are nearest, as knn-warm places users. The catalogue's
+    items keep the vectors the model learnt (the artifact marks them placed), source-matched cold items
+    included.
+    """
+
+    KIND = "coldstart-transfer-generator"
+
+    def __init__(self, text_dim: int, hidden: int, dim: int, dropout: float, user_in: int, n_users: int,
+                 user_k: int = 50):
+        from coldstart.models.neighbours import KNNGenerator
+
+        super().__init__()
+        self.config = {"text_dim": text_dim, "hidden": hidden, "dim": dim, "dropout": dropout, "user_in": user_in,
+                       "n_users": n_users, "user_k": user_k}
+        self.text_dim = text_dim
+        self.tower = text_tower(text_dim, hidden, dim, dropout)
+        self.users = KNNGenerator(text_dim, user_in, dim, 0, n_users, text_dim, k=user_k, user_k=user_k)
+
+    @classmethod
+    def of(cls, model: "TransferModel", *, user_features: np.ndarray, user_vectors: np.ndarray,
+           warm_users: np.ndarray, user_k: int = 50) -> "TransferGenerator":
+        """From a trained `TransferModel` and the target users' features and learnt vectors."""
+        from coldstart.models.neighbours import KNNGenerator
+
+        model = unwrap(model)
+        c = model.config
+        generator = cls(c["text_dim"], c["hidden"], c["dim"], c["dropout"], user_features.shape[1],
+                        int(warm_users.sum()), user_k)
+        generator.tower.load_state_dict(model.tower.state_dict())
+        knn = KNNGenerator.fit(item_features=np.zeros((0, c["text_dim"]), np.float32), user_features=user_features,
+                               item_vectors=np.zeros((0, c["dim"]), np.float32), user_vectors=user_vectors,
+                               warm_items=np.zeros(0, bool), warm_users=warm_users, item_dims=c["text_dim"],
+                               k=user_k, user_k=user_k)
+        generator.users.load_state_dict(knn.state_dict())
+        return generator.eval()
+
+    def generate_items(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tower(x[:, :self.text_dim].float())
+
+    def generate_users(self, x: torch.Tensor) -> torch.Tensor:
+        return self.users.generate_users(x)

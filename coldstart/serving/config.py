@@ -10,9 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from coldstart.serving.stores import STORE_ENV, StoreSpec, store_location
 
 
-# The generators a pipeline can leave in an artifacts folder, by folder name; `auto` follows DIR/serving.json.
-GENERATORS = ("distill", "vae", "knn-warm", "regression", "ensemble")
-GeneratorChoice = Literal["auto", "distill", "vae", "knn-warm", "regression", "ensemble"]
+# The generators a pipeline can leave in an artifacts folder, and their folders there; `auto` follows
+# DIR/serving.json. Transfer's is the tuned transfer model made servable (`TransferGenerator`).
+GENERATOR_FOLDERS = {"distill": "distill", "vae": "vae", "knn-warm": "knn-warm", "regression": "regression",
+                     "ensemble": "ensemble", "transfer": "transfer/generator"}
+GeneratorChoice = Literal["auto", "distill", "vae", "knn-warm", "regression", "ensemble", "transfer"]
 
 
 class ServeConfig(BaseModel):

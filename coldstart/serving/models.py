@@ -25,11 +25,10 @@ import torch
 
 from coldstart.config import ConfigError
 from coldstart.models.artifact import MODEL_FILE, is_artifact
-from coldstart.serving.config import GENERATORS
+from coldstart.serving.config import GENERATOR_FOLDERS
 from coldstart.serving.content import NewContent, Side
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, TextEncoder
 
-GENERATOR_FOLDERS = {name: name for name in GENERATORS}
 ENCODERS = ("student", "teacher")
 SERVING_FILE = "serving.json"
 STUDENT_FOLDER = "encoder"
@@ -179,12 +178,15 @@ class ServingGenerator:
         return text / np.where(norms > 0, norms, 1.0)
 
     def catalogue_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(users, items) of the artifact: backbone vectors for warm ones, generated for cold ones."""
+        """(users, items) of the artifact: the saved vectors of warm (and placed) ones, generated for the rest."""
+        from coldstart.models.coldstart_model import placed_items
+
         users = self.arrays["user_vectors"].astype(np.float32).copy()
         items = self.arrays["item_vectors"].astype(np.float32).copy()
-        for side, vectors, warm, features in (("user", users, "warm_users", "user_features"),
-                                              ("item", items, "warm_items", "item_features")):
-            cold = np.flatnonzero(~self.arrays[warm].astype(bool))
+        for side, vectors, placed, features in (("user", users, self.arrays["warm_users"].astype(bool),
+                                                 "user_features"),
+                                                ("item", items, placed_items(self.arrays), "item_features")):
+            cold = np.flatnonzero(~placed)
             if len(cold):
                 vectors[cold] = self.generate(side, self.arrays[features][cold])
         return users, items

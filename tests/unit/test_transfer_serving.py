@@ -1,0 +1,105 @@
+"""The tuned transfer model is servable: its generator keeps the vectors it learnt, places new items with its
+text tower and new users by their profile neighbours, serving.json weighs it with the others, and the HTTP
+API answers with it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from coldstart.content import build_content
+from coldstart.data.split import load_split
+from coldstart.evaluate import SplitData, evaluate
+from coldstart.models.coldstart_model import load_recommender_artifact
+from coldstart.models.mf import EmbeddingRecommender, TrainPairs
+from coldstart.models.transfer import TransferModel, TransferTraining, target_vectors
+from coldstart.pipeline import PipelineConfig
+from coldstart.serving.api import create_api
+from coldstart.serving.models import ServingGenerator
+from coldstart.serving.service import local_service
+from tests.serving_artifacts import build_artifacts
+from trainers.stages import choose_generator
+from trainers.transfer import save_transfer
+from tuning.stages import save_transfer_generator
+
+
+@pytest.fixture(scope="module")
+def with_transfer(tmp_path_factory, minilm):
+    """An artifacts folder with towers and a transfer model (trained on the target alone here), each saved with
+    its real cold-val NDCG@20 as the pipeline saves them."""
+    root = build_artifacts(tmp_path_factory.mktemp("transfer-serving"), minilm, epochs=10)
+    data = SplitData.from_split(load_split(root / "split"))
+    item_features, *_, spec = build_content(data, root / "embeddings", minilm)
+    text = item_features[:, :spec.text_dim]
+    torch.manual_seed(0)
+    model = TransferModel(spec.text_dim, data.n_items, n_source_users=1, n_target_users=data.n_users, dim=16,
+                          hidden=32)
+    training = TransferTraining(model, text, lam=0.0, lr=1e-2)
+    train = data.split.train
+    pairs = TrainPairs(data.user_ids.get_indexer(train["user_id"]), data.item_ids.get_indexer(train["item_id"]),
+                       np.flatnonzero(data.warm_items), seed=0)
+    for _ in range(5):
+        training.train_epoch((batch, (batch[0] * 0, batch[1], batch[2])) for batch in pairs.batches(256))
+    model.eval()
+    users, items = target_vectors(model, text, np.arange(data.n_items))
+    cold_val = evaluate(EmbeddingRecommender(users, items), data, on="val", ks=(20,))["cold"]["ndcg@20"]
+    save_transfer(root / "transfer" / "model", data, model, text,
+                  {"lam": 0.0, "epoch": 4, "metrics": {"cold_val_ndcg@20": cold_val}, "selected_on": "cold_val_ndcg@20"})
+    cfg = PipelineConfig(split=root / "split", out=root)
+    save_transfer_generator(data, cfg, root)
+    return root, data, model, text
+
+
+def test_the_generator_keeps_every_learnt_vector_and_serving_json_can_name_it(with_transfer):
+    root, data, _, _ = with_transfer
+    learnt = load_recommender_artifact(root / "transfer" / "model", data)
+    served = load_recommender_artifact(root / "transfer" / "generator", data)
+    users = np.arange(data.n_users)
+    np.testing.assert_allclose(served.score(users), learnt.score(users), rtol=1e-5, atol=1e-5)  # cold items too
+    chosen = choose_generator(root)
+    serving = json.loads((root / "serving.json").read_text())
+    scores = serving["cold_val_ndcg@20"]
+    assert set(scores) == {"distill", "transfer"} and chosen == serving["generator"] == max(scores, key=scores.get)
+    assert scores["transfer"] == pytest.approx(evaluate(served, data, on="val", ks=(20,))["cold"]["ndcg@20"])
+
+
+def test_new_items_get_the_text_tower_and_new_users_their_profile_neighbours(with_transfer):
+    root, data, model, text = with_transfer
+    generator = ServingGenerator(root, "transfer")
+    with torch.no_grad():
+        expected = model.tower(torch.as_tensor(text[:3])).numpy()
+    np.testing.assert_allclose(generator.generate("item", generator.arrays["item_features"][:3]), expected,
+                               rtol=1e-5, atol=1e-5)
+    # A new user is placed as knn-warm places users, over the transfer model's own user vectors.
+    from coldstart.models.neighbours import KNNGenerator
+
+    arrays = generator.arrays
+    warm = arrays["warm_users"].astype(bool)
+    knn = KNNGenerator.fit(item_features=arrays["item_features"], user_features=arrays["user_features"],
+                           item_vectors=arrays["item_vectors"], user_vectors=arrays["user_vectors"],
+                           warm_items=arrays["warm_items"].astype(bool), warm_users=warm,
+                           item_dims=generator.content.text_dim, user_k=generator.model.config["user_k"])
+    profiles = arrays["user_features"][:4]
+    with torch.no_grad():
+        np.testing.assert_allclose(generator.generate("user", profiles),
+                                   knn.generate_users(torch.as_tensor(profiles)).numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(generator.generate("user", profiles[:1]), arrays["user_vectors"][warm].mean(axis=0))
+
+
+def test_the_http_api_answers_with_the_transfer_generator(with_transfer, tmp_path):
+    root, _, _, _ = with_transfer
+    with TestClient(create_api(local_service(root, tmp_path / "store", generator="transfer"))) as client:
+        health = client.get("/healthz").json()
+        assert health["generator"] == "transfer"
+        item = {"item_id": "new-film", "title": "A New Film", "attributes": {"year": 2001, "genres": "Comedy"}}
+        assert client.post("/v1/items", json=item).status_code == 201
+        r = client.post("/v1/recommend", json={"user_id": "u1", "k": 3, "candidates": ["new-film", "i1", "i2"],
+                                               "exclude_seen": False})
+        assert r.status_code == 200 and "new-film" in [i["item_id"] for i in r.json()["items"]]
+        r = client.post("/v1/recommend", json={"profile": {"attributes": {"age": 30, "occupation": "job5"}},
+                                               "k": 5})
+        assert r.status_code == 200 and len(r.json()["items"]) == 5 and r.json()["path"] == "cold", r.text
