@@ -1,4 +1,6 @@
-"""The warm backbone and the student towers on real ml-100k, trained by Ray Train (2 CPU workers)."""
+"""The warm backbone and the student towers on real ml-100k, trained by Ray Train (2 CPU workers).
+
+The MiniLM vectors are encoded in this process (the embed job has tests of its own)."""
 
 import numpy as np
 import pytest
@@ -8,21 +10,20 @@ from coldstart.data.split import load_split, make_split, save_split
 from coldstart.evaluate import SplitData, evaluate
 from coldstart.models import load_recommender
 from coldstart.models.baselines import RandomRecommender
+from tests.serving_artifacts import write_embeddings
 from trainers.backbone import BackboneConfig
 from trainers.backbone import run as train_backbone
 from trainers.distill import DistillConfig
 from trainers.distill import run as train_distill
-from trainers.embed import EmbedConfig
-from trainers.embed import run as embed
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ml100k_run(ray_cluster, ml100k_dir, tmp_path_factory):
+def ml100k_run(ray_cluster, ml100k_dir, tmp_path_factory, minilm):
     root = tmp_path_factory.mktemp("ml100k-run")
     split_dir = save_split(make_split(load_dataset(ml100k_dir), "items", 42), root / "split")
-    embed(EmbedConfig(split=split_dir, out=root / "embeddings"))
+    write_embeddings(load_split(split_dir), minilm, root / "embeddings")
     backbone = train_backbone(BackboneConfig(split=split_dir, out=root / "backbone", epochs=10, patience=10, lr=5e-3,
                                              batch_size=2048, scale={"storage": root / "runs"}))
     return root, SplitData.from_split(load_split(split_dir)), backbone
