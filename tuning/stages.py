@@ -87,13 +87,14 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
     import numpy as np
 
     from coldstart.content import build_content
-    from coldstart.models.artifact import load_artifact
+    from coldstart import artifacts
     from coldstart.models.coldstart_model import save_cold_model
     from coldstart.models.transfer import TransferGenerator, TransferModel
+    from trainers.transfer import load_transfer_state
 
-    meta, tensors = load_artifact(out / "transfer" / "model")
+    meta = artifacts.read_json(out / "transfer" / "model" / "model.json")
     model = TransferModel(**meta["config"])
-    model.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict(load_transfer_state(out / "transfer" / "model"))
     learnt = load_model(out / "transfer" / "model", data)  # its vectors in this split's order
     item_features, user_features, _, _, spec = build_content(data, out / "embeddings")
     warm_users = data.train.getnnz(axis=1) > 0

@@ -182,11 +182,10 @@ class TransferGenerator(nn.Module):
         generator = cls(c["text_dim"], c["hidden"], c["dim"], c["dropout"], user_features.shape[1],
                         int(warm_users.sum()), user_k)
         generator.tower.load_state_dict(model.tower.state_dict())
-        knn = KNNGenerator.fit(item_features=np.zeros((0, c["text_dim"]), np.float32), user_features=user_features,
-                               item_vectors=np.zeros((0, c["dim"]), np.float32), user_vectors=user_vectors,
-                               warm_items=np.zeros(0, bool), warm_users=warm_users, item_dims=c["text_dim"],
-                               k=user_k, user_k=user_k)
-        generator.users.load_state_dict(knn.state_dict())
+        generator.users = KNNGenerator.fit(
+            item_features=np.zeros((0, c["text_dim"]), np.float32), user_features=user_features,
+            item_vectors=np.zeros((0, c["dim"]), np.float32), user_vectors=user_vectors,
+            warm_items=np.zeros(0, bool), warm_users=warm_users, item_dims=c["text_dim"], k=user_k, user_k=user_k)
         return generator.eval()
 
     def generate_items(self, x: torch.Tensor) -> torch.Tensor:
