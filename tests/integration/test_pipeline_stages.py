@@ -108,11 +108,23 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
     assert not texts.str.contains("unkonwn|nan|<NA>").any()
 
 
+def test_asha_cuts_weak_trials_short(pipeline_run):
+    """Over the two searches' eight trials, ASHA stopped at least one at a rung. Which ones it stops depends
+    on the order trials reach a rung (they run concurrently), so one search of four may finish them all."""
+    import pandas as pd
+
+    root, result = pipeline_run
+    assert result.exit_code == 0, result.output
+    stopped = sum(int(pd.read_csv(root / "out" / stage / "results.csv")["stopped_early"].sum())
+                  for stage in ("tune-vae", "transfer"))
+    assert stopped >= 1
+
+
 @pytest.mark.parametrize("stage", ["tune-vae", "transfer"])
 def test_a_search_stops_weak_trials_and_its_best_config_retrains_to_its_score(pipeline_run, stage):
-    """`coldstart tune vae|transfer` as the pipeline runs them: four trials, ASHA cuts at least one short and
-    lets one finish, best.yaml holds the winner, and the winner trained again (the stage's model, here with
-    as many epochs as a trial) replays the winning trial's best epoch and score."""
+    """`coldstart tune vae|transfer` as the pipeline runs them: four trials, ASHA lets at least one finish
+    (and cuts short only those it stopped), best.yaml holds the winner, and the winner trained again (the
+    stage's model, here with as many epochs as a trial) replays the winning trial's best epoch and score."""
     import pandas as pd
 
     from coldstart.config import load_config
@@ -125,7 +137,8 @@ def test_a_search_stops_weak_trials_and_its_best_config_retrains_to_its_score(pi
     trials = pd.read_csv(folder / "results.csv").sort_values("best", ascending=False)
     epochs = int(SMALL[SMALL.index("--tune.epochs") + 1])
     assert len(trials) == 4 and trials["error"].isna().all()
-    assert trials["stopped_early"].sum() >= 1 and (trials["epochs"] == epochs).sum() >= 1
+    assert (trials["epochs"] == epochs).sum() >= 1  # ASHA let at least one trial finish
+    assert (trials["stopped_early"] == (trials["epochs"] < epochs)).all()
     config_class, fields = {"tune-vae": (GeneratorConfig, ("latent", "beta", "lr")),
                             "transfer": (TransferConfig, ("lam", "lr"))}[stage]
     if stage == "transfer":
