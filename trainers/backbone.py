@@ -74,5 +74,5 @@ class BackboneJob(TrainJob):
         return {"user.weight": torch.from_numpy(user), "item.weight": torch.from_numpy(item)}
 
 
-def run(cfg: BackboneConfig, callbacks: list | None = None) -> TrainResult:
-    return run_job(BackboneJob, cfg, callbacks=callbacks)
+def run(cfg: BackboneConfig, callbacks: list | None = None, context=None) -> TrainResult:
+    return run_job(BackboneJob, cfg, callbacks=callbacks, context=context)

@@ -83,10 +83,11 @@ class ColdModelJob(TrainJob):
         return load_cold_model(folder)[1].state_dict()
 
 
-def run(job_class: type[ColdModelJob], cfg, callbacks: list | None = None) -> TrainResult:
+def run(job_class: type[ColdModelJob], cfg, callbacks: list | None = None, context=None) -> TrainResult:
     """Build the content features once on the driver, then train on Ray Train and keep the best epoch."""
     data = SplitData.from_split(load_split(cfg.split))
     item_features, user_features, user_text, item_text, spec = build_content(data, cfg.embeddings)
     arrays = {"item_features": item_features, "user_features": user_features, "user_text": user_text,
               "item_text": item_text}
-    return run_job(job_class, cfg, inputs={"arrays": arrays, "content": spec.to_json()}, callbacks=callbacks)
+    return run_job(job_class, cfg, inputs={"arrays": arrays, "content": spec.to_json()}, callbacks=callbacks,
+                   context=context)

@@ -33,5 +33,5 @@ class DistillJob(cold_model.ColdModelJob):
                              lr=cfg.lr, weight_decay=cfg.weight_decay, device=device, precision=precision)
 
 
-def run(cfg: DistillConfig, callbacks: list | None = None) -> TrainResult:
-    return cold_model.run(DistillJob, cfg, callbacks)
+def run(cfg: DistillConfig, callbacks: list | None = None, context=None) -> TrainResult:
+    return cold_model.run(DistillJob, cfg, callbacks, context)

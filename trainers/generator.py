@@ -31,5 +31,5 @@ class VAEJob(cold_model.ColdModelJob):
                            match_warm_scale=cfg.match_warm_scale, device=device, precision=precision)
 
 
-def run(cfg: GeneratorConfig, callbacks: list | None = None) -> TrainResult:
-    return cold_model.run(VAEJob, cfg, callbacks)
+def run(cfg: GeneratorConfig, callbacks: list | None = None, context=None) -> TrainResult:
+    return cold_model.run(VAEJob, cfg, callbacks, context)

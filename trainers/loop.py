@@ -339,10 +339,17 @@ def finish(result, out: Path, started: float):
 
 
 def run_job(job_class, cfg, *, inputs: dict | None = None, datasets: dict | None = None,
-            callbacks: list | None = None, score: str | None = None):
-    """Driver side: a TorchTrainer running `worker_loop` over `job_class`, then `finish`."""
+            callbacks: list | None = None, score: str | None = None, context: LocalContext | None = None):
+    """Driver side: a TorchTrainer running `worker_loop` over `job_class`, then `finish`.
+
+    With `context` (a `LocalContext` with a folder: a Tune trial's, say), the job is fitted in this process
+    instead, on the context's device, and its best epoch's artifact is copied from the context's folder to
+    `cfg.out`: no Ray Train run, so no controller and worker processes to start for a small model.
+    """
     from trainers.common import ensure_ray, torch_trainer
 
+    if context is not None:
+        return run_in_process(job_class, cfg, context, inputs=inputs, datasets=datasets)
     ensure_ray(cfg.ray)
     started = time.perf_counter()
     scale = cfg.scale.model_copy(update={"storage": run_storage(cfg)})
@@ -351,6 +358,26 @@ def run_job(job_class, cfg, *, inputs: dict | None = None, datasets: dict | None
                             scale, name=f"{job_class.name}-{cfg.out.name}", out=cfg.out, datasets=datasets,
                             callbacks=callbacks, score=score)
     return finish(trainer.fit(), cfg.out, started)
+
+
+def run_in_process(job_class, cfg, context: LocalContext, *, inputs: dict | None = None,
+                   datasets: dict | None = None):
+    import shutil
+
+    from trainers.common import TrainResult
+
+    if datasets:
+        raise ValueError(f"{job_class.name}: a job that reads Ray Datasets runs on Ray Train, not in-process")
+    if context.folder is None:
+        raise ValueError(f"{job_class.name}: an in-process run needs a context with a folder for its checkpoints")
+    started = time.perf_counter()
+    torch.set_num_threads(cfg.scale.threads_per_worker)
+    stopping = fit(job_class(cfg, **(inputs or {})), context, precision=cfg.scale.precision,
+                   checkpoint_every_s=cfg.scale.checkpoint_every_s)
+    with artifacts.atomic_dir(cfg.out) as tmp:  # the final epoch always checkpoints, so best/ is there
+        shutil.copytree(context.folder / BEST, tmp, dirs_exist_ok=True)
+    return TrainResult(out=Path(cfg.out), history=stopping.history, best=stopping.best,
+                       seconds=time.perf_counter() - started, restarts=stopping.state.get("restarts", 0))
 
 
 def run_storage(cfg) -> Path:

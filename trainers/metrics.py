@@ -6,8 +6,9 @@ chart every training and tuning run side by side with Serve's request metrics
 (`cluster/monitoring/`). Ray prefixes each name with `ray_` on export, so
 `coldstart_train_val_ndcg` is scraped as `ray_coldstart_train_val_ndcg`.
 
-Tags: `job` is the Ray Train run name (`backbone-<out>`, `distill-<out>`, one per
-Tune trial), `metric` the key the trainer reported (`cold_val_ndcg@20`, ...).
+Tags: `job` is the Ray Train run name (`backbone-<out>`, `distill-<out>`), or
+`<job>-<trial id>` for a Tune trial, `metric` the key the trainer reported
+(`cold_val_ndcg@20`, ...).
 """
 
 from __future__ import annotations

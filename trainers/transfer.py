@@ -28,7 +28,7 @@ from coldstart.models.mf import EmbeddingRecommender, TrainPairs
 from coldstart.models.transfer import TransferModel, TransferOptions, TransferTraining, match_items, target_vectors
 from coldstart.models.vectors import read_vectors
 from coldstart.content import aligned
-from trainers.common import TrainResult, ensure_ray
+from trainers.common import TrainResult
 from trainers.loop import TrainJob, per_worker, run_job
 
 log = logging.getLogger(__name__)
@@ -231,13 +231,12 @@ class TransferJob(TrainJob):
         return load_transfer_state(folder)
 
 
-def run(cfg: TransferConfig, callbacks: list | None = None) -> TrainResult:
-    ensure_ray(cfg.ray)
+def run(cfg: TransferConfig, callbacks: list | None = None, context=None) -> TrainResult:
     data = SplitData.from_split(load_split(cfg.target))
     if data.split.cold != "items":
         raise ConfigError(f"target: transfer needs an item cold-start split (the domains share items, not users); "
                           f"{cfg.target} is {data.split.cold}-cold")
     inputs = build_inputs(cfg, data)
-    result = run_job(TransferJob, cfg, inputs={"inputs": inputs}, callbacks=callbacks)
+    result = run_job(TransferJob, cfg, inputs={"inputs": inputs}, callbacks=callbacks, context=context)
     result.best["coverage"] = inputs["coverage"]
     return result

@@ -1,10 +1,14 @@
 """Ray Tune searches over the trainers' drivers: Optuna proposes, ASHA stops the weak trials early.
 
-A trial is one call of a trainer's `run(cfg, callbacks=[TuneReportCallback()])`
-with the sampled fields; no training loop lives here, only search spaces and
-the scheduler. Every epoch's report reaches Tune, so ASHA compares trials on
-validation NDCG@20 epoch by epoch. The jobs' own patience is switched off
-during a search (set to the number of epochs): stopping early is ASHA's job.
+A trial is one call of a trainer's `run` with the sampled fields: with one
+worker per trial (the default) the trainer's skeleton fits the model in the
+trial's own process (`trainers.loop.run_in_process`); with more, a Ray Train run
+whose reports `TuneReportCallback` forwards. No training loop lives here, only
+search spaces and the scheduler. Every epoch's report reaches Tune, so ASHA
+compares trials on validation NDCG@20 epoch by epoch. The jobs' own patience is
+switched off during a search (set to the number of epochs): stopping early is
+ASHA's job. The stage then trains the winner in full on Ray Train, unless the
+winning trial already ran exactly that (`winning_trial_model`).
 
 Output in `out/`: `results.csv` and `results.md` (one row per trial),
 `best.yaml` (the whole job config of the best trial: `coldstart train JOB
@@ -15,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,7 +48,9 @@ class SearchOptions(BaseModel):
     reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep the top 1/factor at each rung.")
     concurrency: int | None = Field(None, gt=0, description="Trials at once (default: what the cluster's CPUs "
                                                              "(or GPUs) fit, given each trial's workers).")
-    trial_workers: int = Field(1, gt=0, description="Ray Train workers per trial.")
+    trial_workers: int = Field(1, gt=0, description="Workers per trial: 1 trains each trial in its own "
+                                                     "process (seconds to start); more run a Ray Train job of "
+                                                     "that many workers per trial.")
     seed: int = Field(0, description="Seed of the Optuna sampler.")
 
 
@@ -64,6 +72,7 @@ class SearchResult:
     best_score: float
     trials: pd.DataFrame
     seconds: float
+    scores: dict[str, list[float]]  # trial id -> its METRIC, epoch by epoch
 
 
 def vae_space() -> dict:
@@ -94,6 +103,14 @@ def _jobs() -> dict[str, SearchJob]:
                                   prepare=warm_source_cache)}
 
 
+def trial_resources(options: SearchOptions, scale) -> dict[str, float]:
+    """What a trial holds. A one-worker trial trains in its own process, so it holds that worker's CPUs (and
+    GPU); a trial of more workers drives a Ray Train run whose workers hold them, itself a token share."""
+    if options.trial_workers == 1:
+        return {"CPU": scale.threads_per_worker, **({"GPU": 1} if scale.use_gpu else {})}
+    return {"CPU": TRIAL_CPU}
+
+
 def trial_concurrency(options: SearchOptions, scale) -> int:
     import ray
 
@@ -102,20 +119,43 @@ def trial_concurrency(options: SearchOptions, scale) -> int:
     resources = ray.cluster_resources()
     if scale.use_gpu:
         fit = resources.get("GPU", 0) // options.trial_workers
+    elif options.trial_workers == 1:
+        fit = resources.get("CPU", 1) // scale.threads_per_worker
     else:  # each trial also holds its driver's TRIAL_CPU, so n trials need n * (workers + TRIAL_CPU)
         fit = resources.get("CPU", 1) // (options.trial_workers * scale.threads_per_worker + TRIAL_CPU)
     return int(max(1, min(fit, options.budget)))
 
 
 def _trial(config: dict, job: SearchJob, base: dict, root: str) -> None:
-    """One trial: the job's driver with the sampled fields, its epochs reported to Tune."""
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
+    """One trial: the job's driver with the sampled fields, its epochs reported to Tune.
 
-    trial_dir = Path(root) / ray.tune.get_context().get_trial_id()
+    One worker: the job's training skeleton runs here, in the trial's process (`trainers.loop.run_in_process`),
+    reporting each epoch to Tune; a Ray Train run per trial would start a controller and a worker process
+    (importing torch in each) for a model that trains in seconds. More workers: a Ray Train run, its reports
+    forwarded to Tune by `TuneReportCallback`.
+    """
+    import ray.tune
+
+    from trainers.loop import LocalContext
+    from trainers.metrics import record_epoch
+
+    trial_id = ray.tune.get_context().get_trial_id()
+
+    class TrialContext(LocalContext):
+        def report(self, metrics: dict, write) -> None:
+            super().report(metrics, write)
+            record_epoch(metrics, job=f"{job.name}-{trial_id}")  # Prometheus, as a Ray Train worker does
+            ray.tune.report(metrics)
+
+    trial_dir = Path(root) / trial_id
     cfg = job.config.model_validate({**base, **config, "out": str(trial_dir / "model"),
                                      "scale": {**base["scale"], "storage": str(trial_dir / "runs")}})
-    job.run(cfg, callbacks=[TuneReportCallback()])
+    if cfg.scale.num_workers == 1:
+        job.run(cfg, context=TrialContext("cuda" if cfg.scale.use_gpu else "cpu", folder=trial_dir / "run"))
+    else:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        job.run(cfg, callbacks=[TuneReportCallback()])
 
 
 def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path) -> SearchResult:
@@ -145,13 +185,15 @@ def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path
         # A trial only drives a Ray Train run, whose workers hold the CPUs (or GPUs); the trial itself holds a
         # token share (Tune refuses zero), and `max_concurrent_trials` keeps trials to what the workers fit.
         tune.with_resources(tune.with_parameters(_trial, job=job, base=base, root=str(out / "trials")),
-                            {"CPU": TRIAL_CPU}),
+                            trial_resources(options, base_cfg.scale)),
         param_space=job.space(),
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=options.budget, max_concurrent_trials=concurrency,
             search_alg=OptunaSearch(seed=options.seed),
+            # stop_last_trials=False: a trial that reaches the last epoch ends on its own, so its driver writes
+            # its model (which the stage can then take instead of training the winner again).
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=options.grace_period,
-                                    reduction_factor=options.reduction_factor)),
+                                    reduction_factor=options.reduction_factor, stop_last_trials=False)),
         run_config=tune.RunConfig(name=f"tune-{job_name}", storage_path=str(out / "tune"), verbose=0))
     grid = tuner.fit()
     trials = trial_table(grid, list(job.space()), epochs)
@@ -163,12 +205,21 @@ def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path
                                           **{k: _plain(best_row[k]) for k in job.space()}})
     write_results(out, job_name, trials, best_cfg)
     return SearchResult(out=out, best_config=best_cfg, best_score=float(best_row["best"]), trials=trials,
-                        seconds=time.perf_counter() - started)
+                        seconds=time.perf_counter() - started, scores=trial_scores(grid))
 
 
 def _plain(value):
     """numpy scalars -> Python scalars, so the YAML stays plain."""
     return value.item() if hasattr(value, "item") else value
+
+
+def trial_scores(grid) -> dict[str, list[float]]:
+    scores = {}
+    for result in grid:
+        history, trial_id = result.metrics_dataframe, (result.metrics or {}).get("trial_id")
+        if history is not None and METRIC in history and trial_id is not None:
+            scores[trial_id] = [float(x) for x in history[METRIC]]
+    return scores
 
 
 def trial_table(grid, params: list[str], max_epochs: int) -> pd.DataFrame:
@@ -178,7 +229,8 @@ def trial_table(grid, params: list[str], max_epochs: int) -> pd.DataFrame:
         scores = history[METRIC] if history is not None and METRIC in history else pd.Series(dtype=float)
         epochs = int(len(scores))
         rows.append({**{p: result.config.get(p) for p in params},
-                     "epochs": epochs, "best": float(scores.max()) if epochs else math.nan,
+                     "trial_id": (result.metrics or {}).get("trial_id"), "epochs": epochs,
+                     "best": float(scores.max()) if epochs else math.nan,
                      "best_epoch": int(scores.to_numpy().argmax()) if epochs else -1,
                      "stopped_early": bool(0 < epochs < max_epochs),
                      "error": None if result.error is None else type(result.error).__name__})
@@ -256,12 +308,18 @@ def tune_and_train(job_name: str, cfg) -> dict:
     if job_name == "transfer":
         runs["lam=0"] = found.best_config.model_copy(update={"out": out / "lam-0", "lam": 0.0})
         runs["lam=1"] = found.best_config.model_copy(update={"out": out / "lam-1", "lam": 1.0})
+    winner = winning_trial_model(found, base, cfg.search)
+    if winner is not None:  # the retrain would replay it epoch for epoch: take the trial's own model
+        log.info("tune %s: the winning trial ran the job's %d epochs; its model is the tuned model", job_name,
+                 base.epochs)
+        with artifacts.atomic_dir(out / "model") as tmp:
+            shutil.copytree(winner, tmp, dirs_exist_ok=True)
+    train_all(job, [c for label, c in runs.items() if not (label == "tuned" and winner is not None)], cfg.search)
     data = SplitData.from_split(load_split(_split_of(base)))
     results, val = {}, {}
     for label, run_cfg in runs.items():
         name = f"{job_name} {label}" + (f" (lam={run_cfg.lam:.3f})" if label == "tuned" and job_name == "transfer"
                                         else "")
-        job.run(run_cfg)
         model = load_recommender(str(run_cfg.out), data)
         val[name] = evaluate(model, data, on="val")
         results[name] = evaluate(model, data, on="test")
@@ -280,6 +338,63 @@ def tune_and_train(job_name: str, cfg) -> dict:
     return {"table": "\n".join(lines) + table, "best_yaml": out / "best.yaml", "model": out / "model",
             "results": results, "val": val, "tuned": tuned_name, "search": found,
             "seconds": time.perf_counter() - started}
+
+
+def retrain_would_stop_before_best(scores: list[float], patience: int) -> bool:
+    """Whether a run with `patience` stops before the best of `scores` (a trial's epochs, run without patience).
+
+    As `trainers.loop.EarlyStopping` counts: an epoch improves on a strictly higher score, and the run stops
+    once `patience` epochs in a row have not improved.
+    """
+    best_epoch = int(np.argmax(scores))
+    top, since = -math.inf, 0
+    for epoch, score in enumerate(scores[:best_epoch]):
+        top, since = (score, 0) if score > top else (top, since + 1)
+        if since >= patience:
+            return True
+    return False
+
+
+def winning_trial_model(found: SearchResult, base, options: SearchOptions) -> Path | None:
+    """The winning trial's model folder when training its config in full would only repeat it: the trial ran
+    every epoch the job runs (ASHA did not stop it), on as many workers, and the job's patience would not stop
+    the retrain before the trial's best epoch. Training is deterministic for a seed, so it is that model."""
+    top = found.trials.loc[found.trials["best"].idxmax()]
+    folder = found.out / "trials" / str(top["trial_id"]) / "model"
+    scores = found.scores.get(top["trial_id"])
+    if (int(top["epochs"]) != base.epochs or options.trial_workers != base.scale.num_workers
+            or not (folder / "model.json").is_file() or scores is None
+            or retrain_would_stop_before_best(scores, base.patience)):
+        return None
+    return folder
+
+
+def train_all(job: SearchJob, configs: list, options: SearchOptions) -> None:
+    """Train each config in full, as many at once as the cluster fits (each a Ray task driving its Ray Train
+    run, as a trial does): on a small cluster the runs' start-ups overlap instead of queueing."""
+    import ray
+
+    if not configs:
+        return
+    scale, resources = configs[0].scale, ray.cluster_resources()
+    if options.concurrency:
+        fit = options.concurrency
+    elif scale.use_gpu:
+        fit = resources.get("GPU", 0) // scale.num_workers
+    else:  # a run's driver task holds TRIAL_CPU beside its workers
+        fit = resources.get("CPU", 1) // (scale.num_workers * scale.threads_per_worker + TRIAL_CPU)
+    fit = max(1, int(fit))
+    train = ray.remote(num_cpus=TRIAL_CPU)(_train_one)
+    pending, waiting = [], list(configs)
+    while waiting or pending:
+        while waiting and len(pending) < fit:
+            pending.append(train.remote(job.run, waiting.pop(0)))
+        done, pending = ray.wait(pending, num_returns=1)
+        ray.get(done)  # a failed run raises here, with its own error
+
+
+def _train_one(run: Callable, cfg) -> None:
+    run(cfg)
 
 
 def _coverage(model_dir: Path) -> dict:

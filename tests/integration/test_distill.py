@@ -2,6 +2,8 @@
 
 The MiniLM vectors are encoded in this process (the embed job has tests of its own)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,21 @@ def test_distilled_towers_rank_cold_items_and_keep_warm(ml100k_run):
     # Reloading the artifact scores identically (it rebuilds from the folder alone).
     again = load_recommender(str(root / "distill"), data)
     np.testing.assert_array_equal(model.score(np.arange(30)), again.score(np.arange(30)))
+
+
+def test_a_search_with_two_workers_per_trial_runs_each_trial_on_ray_train(ml100k_run):
+    """`--search.trial-workers 2`: each trial drives a Ray Train run of two workers, its epochs reported to
+    Tune (`TuneReportCallback`); one-worker trials (the pipeline's) train in the trial's own process."""
+    from tuning.search import SearchOptions, search
+    from trainers.generator import GeneratorConfig
+
+    root, _, _ = ml100k_run
+    base = GeneratorConfig(split=root / "split", embeddings=root / "embeddings", backbone=root / "backbone",
+                           out=root / "unused", epochs=1, patience=1)
+    found = search("vae", base, SearchOptions(budget=1, epochs=1, trial_workers=2), root / "tune-2w")
+    trial = found.trials.iloc[0]
+    assert trial["epochs"] == 1 and trial["error"] is None and np.isfinite(trial["best"])
+    folder = root / "tune-2w" / "trials" / trial["trial_id"]
+    assert (folder / "runs").is_dir() and not (folder / "run").exists()  # a Ray Train run's storage
+    assert json.loads((folder / "model" / "model.json").read_text())["metrics"]["cold_val_ndcg@20"] == \
+        pytest.approx(trial["best"], abs=1e-6)

@@ -121,10 +121,11 @@ def test_asha_cuts_weak_trials_short(pipeline_run):
 
 
 @pytest.mark.parametrize("stage", ["tune-vae", "transfer"])
-def test_a_search_stops_weak_trials_and_its_best_config_retrains_to_its_score(pipeline_run, stage):
+def test_a_search_stops_weak_trials_and_its_winner_becomes_the_stages_model(pipeline_run, stage):
     """`coldstart tune vae|transfer` as the pipeline runs them: four trials, ASHA lets at least one finish
-    (and cuts short only those it stopped), best.yaml holds the winner, and the winner trained again (the
-    stage's model, here with as many epochs as a trial) replays the winning trial's best epoch and score."""
+    (and cuts short only those it stopped), best.yaml holds the winner, and the stage's model is the winner:
+    here a trial runs the job's epochs, so the stage takes the trial's own model instead of training it again
+    (`tuning.search.winning_trial_model`), with the winning trial's best epoch and score."""
     import pandas as pd
 
     from coldstart.config import load_config
@@ -149,9 +150,11 @@ def test_a_search_stops_weak_trials_and_its_best_config_retrains_to_its_score(pi
     for field in fields:
         assert getattr(best, field) == pytest.approx(top[field]), field
     assert best.epochs == epochs  # so the stage's retrain of best.yaml runs what the trial ran
-    retrained = json.loads((folder / "model" / "model.json").read_text())
-    assert retrained["epoch"] == int(top["best_epoch"])
-    assert retrained["metrics"]["cold_val_ndcg@20"] == pytest.approx(top["best"], abs=1e-6)
+    model = json.loads((folder / "model" / "model.json").read_text())
+    assert model["epoch"] == int(top["best_epoch"])
+    assert model["metrics"]["cold_val_ndcg@20"] == pytest.approx(top["best"], abs=1e-6)
+    trial = folder / "trials" / top["trial_id"] / "model"
+    assert (folder / "model" / "weights.safetensors").read_bytes() == (trial / "weights.safetensors").read_bytes()
 
 
 def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tmp_path):

@@ -1,0 +1,39 @@
+"""When a search's winner is reused instead of trained again: only when the retrain would repeat it."""
+
+from types import SimpleNamespace
+
+import pandas as pd
+
+from tuning.search import SearchOptions, SearchResult, retrain_would_stop_before_best, winning_trial_model
+
+
+def test_a_retrain_stops_before_the_best_epoch_only_after_patience_epochs_without_improvement():
+    scores = [0.1, 0.2, 0.15, 0.14, 0.3]  # two epochs without improvement, then the best
+    assert retrain_would_stop_before_best(scores, patience=2)
+    assert not retrain_would_stop_before_best(scores, patience=3)
+    assert not retrain_would_stop_before_best([0.3, 0.2, 0.1], patience=1)  # the best came first
+    assert not retrain_would_stop_before_best([0.2, 0.2, 0.3], patience=2)  # a tie is not an improvement
+
+
+def _found(tmp_path, epochs_run: int, scores: list[float]) -> SearchResult:
+    (tmp_path / "trials" / "t1" / "model").mkdir(parents=True)
+    (tmp_path / "trials" / "t1" / "model" / "model.json").write_text("{}")
+    trials = pd.DataFrame([{"trial_id": "t1", "epochs": epochs_run, "best": max(scores)},
+                           {"trial_id": "t2", "epochs": 1, "best": 0.01}])
+    return SearchResult(out=tmp_path, best_config=None, best_score=max(scores), trials=trials, seconds=0.0,
+                        scores={"t1": scores, "t2": [0.01]})
+
+
+def _job(epochs: int, patience: int, workers: int = 1):
+    return SimpleNamespace(epochs=epochs, patience=patience, scale=SimpleNamespace(num_workers=workers))
+
+
+def test_the_winning_trial_is_the_model_only_when_it_ran_what_the_job_runs(tmp_path):
+    options = SearchOptions(trial_workers=1)
+    found = _found(tmp_path, 3, [0.1, 0.2, 0.3])
+    assert winning_trial_model(found, _job(3, 3), options) == tmp_path / "trials" / "t1" / "model"
+    assert winning_trial_model(found, _job(12, 12), options) is None  # the job runs more epochs than the trial
+    assert winning_trial_model(found, _job(3, 3, workers=2), options) is None  # other batches per worker
+    stalled = _found(tmp_path / "b", 4, [0.2, 0.1, 0.1, 0.3])
+    assert winning_trial_model(stalled, _job(4, 2), options) is None  # the retrain stops at epoch 2
+    assert winning_trial_model(stalled, _job(4, 3), options) is not None
