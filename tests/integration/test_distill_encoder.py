@@ -1,4 +1,8 @@
-"""Encoder distillation on Ray Train: 2 CPU workers, loss falls, a killed worker resumes, the artifact loads."""
+"""Encoder distillation on Ray Train: 2 CPU workers, loss falls, the artifact loads.
+
+A killed worker's resume is checked where it is exact: every job, the encoder's included, resumes as an
+uninterrupted run in tests/unit/test_training_loop.py, and a worker killed under Ray Train resumes from its
+checkpoint in tests/integration/test_reliability_training.py (the same skeleton and context for every job)."""
 
 import json
 
@@ -27,13 +31,11 @@ def embeddings(ray_cluster, tmp_path_factory):
     return root / "emb"
 
 
-def test_two_workers_learn_survive_a_kill_and_write_a_loadable_encoder(embeddings, tmp_path):
+def test_two_workers_learn_and_write_a_loadable_encoder(embeddings, tmp_path):
     cfg = DistillEncoderConfig(embeddings=embeddings, out=tmp_path / "student", epochs=3, batch_size=16, lr=5e-4,
-                               holdout=0.2, scale={"num_workers": 2, "storage": tmp_path / "runs",
-                                                   "kill_at_epoch": 2, "checkpoint_every_s": 0})
+                               holdout=0.2, scale={"num_workers": 2, "storage": tmp_path / "runs"})
     result = run(cfg)
-    assert result.restarts == 1  # a worker died at epoch 2 and the group resumed from epoch 1's checkpoint
-    assert [h["epoch"] for h in result.history] == [0, 1, 2]  # each epoch once: nothing retrained from scratch
+    assert result.restarts == 0 and [h["epoch"] for h in result.history] == [0, 1, 2]
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0]
     meta = json.loads((tmp_path / "student" / "coldstart_encoder.json").read_text())
