@@ -56,6 +56,26 @@ def ml100k_dir(tmp_path_factory):
     return movielens.fetch("ml-100k", tmp_path_factory.mktemp("cache"))
 
 
+ML100K_BACKBONE = {"epochs": 10, "patience": 10, "lr": 5e-3, "batch_size": 2048}
+
+
+@pytest.fixture(scope="session")
+def ml100k_backbone(ray_cluster, ml100k_dir, tmp_path_factory):
+    """The warm backbone on real ml-100k (items cold, seed 42), trained once by Ray Train on 2 CPU workers with a
+    checkpoint every epoch: the towers learn from it (test_distill) and a killed run is compared with it
+    (test_reliability_training). Returns (root, split folder, TrainResult); the artifact is root/backbone."""
+    from coldstart.data.schema import load_dataset
+    from coldstart.data.split import make_split, save_split
+    from trainers.backbone import BackboneConfig
+    from trainers.backbone import run as train_backbone
+
+    root = tmp_path_factory.mktemp("ml100k")
+    split = save_split(make_split(load_dataset(ml100k_dir), "items", 42), root / "split")
+    result = train_backbone(BackboneConfig(split=split, out=root / "backbone", **ML100K_BACKBONE,
+                                           scale={"storage": root / "runs", "checkpoint_every_s": 0}))
+    return root, split, result
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster for the whole session (starting one costs seconds)."""

@@ -126,7 +126,7 @@ def trial_concurrency(options: SearchOptions, scale) -> int:
     return int(max(1, min(fit, options.budget)))
 
 
-def _trial(config: dict, job: SearchJob, base: dict, root: str) -> None:
+def run_trial(config: dict, job: SearchJob, base: dict, root: str) -> None:
     """One trial: the job's driver with the sampled fields, its epochs reported to Tune.
 
     One worker: the job's training skeleton runs here, in the trial's process (`trainers.loop.run_in_process`),
@@ -184,7 +184,7 @@ def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path
     tuner = tune.Tuner(
         # A trial only drives a Ray Train run, whose workers hold the CPUs (or GPUs); the trial itself holds a
         # token share (Tune refuses zero), and `max_concurrent_trials` keeps trials to what the workers fit.
-        tune.with_resources(tune.with_parameters(_trial, job=job, base=base, root=str(out / "trials")),
+        tune.with_resources(tune.with_parameters(run_trial, job=job, base=base, root=str(out / "trials")),
                             trial_resources(options, base_cfg.scale)),
         param_space=job.space(),
         tune_config=tune.TuneConfig(

@@ -2,19 +2,14 @@
 
 The MiniLM vectors are encoded in this process (the embed job has tests of its own)."""
 
-import json
-
 import numpy as np
 import pytest
 
-from coldstart.data.schema import load_dataset
-from coldstart.data.split import load_split, make_split, save_split
+from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData, evaluate
 from coldstart.models import load_recommender
 from coldstart.models.baselines import RandomRecommender
 from tests.serving_artifacts import write_embeddings
-from trainers.backbone import BackboneConfig
-from trainers.backbone import run as train_backbone
 from trainers.distill import DistillConfig
 from trainers.distill import run as train_distill
 
@@ -22,12 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ml100k_run(ray_cluster, ml100k_dir, tmp_path_factory, minilm):
-    root = tmp_path_factory.mktemp("ml100k-run")
-    split_dir = save_split(make_split(load_dataset(ml100k_dir), "items", 42), root / "split")
+def ml100k_run(ml100k_backbone, minilm):
+    root, split_dir, backbone = ml100k_backbone
     write_embeddings(load_split(split_dir), minilm, root / "embeddings")
-    backbone = train_backbone(BackboneConfig(split=split_dir, out=root / "backbone", epochs=10, patience=10, lr=5e-3,
-                                             batch_size=2048, scale={"storage": root / "runs"}))
     return root, SplitData.from_split(load_split(split_dir)), backbone
 
 
@@ -64,20 +56,3 @@ def test_distilled_towers_rank_cold_items_and_keep_warm(ml100k_run):
     again = load_recommender(str(root / "distill"), data)
     np.testing.assert_array_equal(model.score(np.arange(30)), again.score(np.arange(30)))
 
-
-def test_a_search_with_two_workers_per_trial_runs_each_trial_on_ray_train(ml100k_run):
-    """`--search.trial-workers 2`: each trial drives a Ray Train run of two workers, its epochs reported to
-    Tune (`TuneReportCallback`); one-worker trials (the pipeline's) train in the trial's own process."""
-    from tuning.search import SearchOptions, search
-    from trainers.generator import GeneratorConfig
-
-    root, _, _ = ml100k_run
-    base = GeneratorConfig(split=root / "split", embeddings=root / "embeddings", backbone=root / "backbone",
-                           out=root / "unused", epochs=1, patience=1)
-    found = search("vae", base, SearchOptions(budget=1, epochs=1, trial_workers=2), root / "tune-2w")
-    trial = found.trials.iloc[0]
-    assert trial["epochs"] == 1 and trial["error"] is None and np.isfinite(trial["best"])
-    folder = root / "tune-2w" / "trials" / trial["trial_id"]
-    assert (folder / "runs").is_dir() and not (folder / "run").exists()  # a Ray Train run's storage
-    assert json.loads((folder / "model" / "model.json").read_text())["metrics"]["cold_val_ndcg@20"] == \
-        pytest.approx(trial["best"], abs=1e-6)

@@ -17,39 +17,30 @@ from pathlib import Path
 import pytest
 
 from coldstart.config import ScaleOptions
-from coldstart.data.schema import load_dataset
-from coldstart.data.split import make_split, save_split
+from tests.conftest import ML100K_BACKBONE
 from trainers.backbone import BackboneConfig
 from trainers.backbone import run as train_backbone
 from trainers.common import torch_trainer
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 4
 TOLERANCE = 1e-6
 
 
-@pytest.fixture(scope="module")
-def split_dir(ray_cluster, ml100k_dir, tmp_path_factory):
-    return save_split(make_split(load_dataset(ml100k_dir), "items", 42), tmp_path_factory.mktemp("rel") / "split")
-
-
-def _backbone(split_dir: Path, out: Path, kill_at_epoch: int | None):
-    return train_backbone(BackboneConfig(split=split_dir, out=out, epochs=EPOCHS, patience=EPOCHS, seed=0,
-                                         scale={"storage": out.parent / "runs", "kill_at_epoch": kill_at_epoch,
-                                                "max_failures": 2, "checkpoint_every_s": 0}))
-
-
-def test_a_killed_worker_resumes_and_continues_exactly_as_an_uninterrupted_run(split_dir, monkeypatch):
-    clean = _backbone(split_dir, split_dir.parent / "clean", kill_at_epoch=None)
-    monkeypatch.chdir(split_dir.parent)  # relative paths, as a user types them: the workers run elsewhere
-    killed = _backbone(Path("split"), Path("killed"), kill_at_epoch=2)
+def test_a_killed_worker_resumes_and_continues_exactly_as_an_uninterrupted_run(ml100k_backbone, monkeypatch):
+    root, _, clean = ml100k_backbone  # the uninterrupted run: the session's ml-100k backbone
+    monkeypatch.chdir(root)  # relative paths, as a user types them: the workers run elsewhere
+    killed = train_backbone(BackboneConfig(split=Path("split"), out=Path("killed"), **ML100K_BACKBONE,
+                                           scale={"storage": Path("runs"), "kill_at_epoch": 2,
+                                                  "checkpoint_every_s": 0}))
+    epochs = ML100K_BACKBONE["epochs"]
 
     assert clean.restarts == 0
     assert killed.restarts == 1  # the worker really died and the group restarted once
-    assert [h["epoch"] for h in killed.history] == list(range(EPOCHS))  # each epoch once, none lost
+    assert [h["epoch"] for h in killed.history] == list(range(epochs))  # each epoch once, none lost
     # restarts == 1 says it resumed from a checkpoint (a restart from scratch starts a fresh count), and
     # every epoch, before the kill and after it, is the uninterrupted run's.
+    assert len(clean.history) == epochs
     for a, b in zip(clean.history, killed.history):  # after the resume too: it continued, not restarted
         assert b["train_loss"] == pytest.approx(a["train_loss"], abs=TOLERANCE)
         assert b["warm_val_ndcg@20"] == pytest.approx(a["warm_val_ndcg@20"], abs=TOLERANCE)

@@ -37,3 +37,33 @@ def test_the_winning_trial_is_the_model_only_when_it_ran_what_the_job_runs(tmp_p
     stalled = _found(tmp_path / "b", 4, [0.2, 0.1, 0.1, 0.3])
     assert winning_trial_model(stalled, _job(4, 2), options) is None  # the retrain stops at epoch 2
     assert winning_trial_model(stalled, _job(4, 3), options) is not None
+
+
+def test_a_one_worker_trial_trains_in_its_own_process_and_a_bigger_one_on_ray_train(monkeypatch, tmp_path):
+    """The pipeline's searches run one-worker trials end to end (tests/integration/test_pipeline_stages.py);
+    here, which way each kind of trial goes, without a cluster."""
+    import ray.tune
+    import ray.tune.integration.ray_train as tune_train
+
+    from trainers.generator import GeneratorConfig
+    from trainers.loop import LocalContext
+    from tuning.search import SearchJob, run_trial, vae_space
+
+    calls = []
+    monkeypatch.setattr(ray.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t7"))
+
+    class TuneReportCallback:  # Ray's needs a live Tune session to be made
+        pass
+
+    monkeypatch.setattr(tune_train, "TuneReportCallback", TuneReportCallback)
+    job = SearchJob("vae", GeneratorConfig, lambda cfg, **how: calls.append((cfg, how)), vae_space)
+    base = GeneratorConfig(split=tmp_path, embeddings=tmp_path, backbone=tmp_path, out=tmp_path).model_dump(
+        mode="json")
+    for workers in (1, 2):
+        run_trial({"lr": 0.002}, job, {**base, "scale": {**base["scale"], "num_workers": workers}}, str(tmp_path))
+    (one, alone), (two, together) = calls
+    assert one.lr == two.lr == 0.002 and one.out == tmp_path / "t7" / "model"
+    assert isinstance(alone["context"], LocalContext) and alone["context"].folder == tmp_path / "t7" / "run"
+    assert "callbacks" not in alone
+    assert "context" not in together and isinstance(together["callbacks"][0], TuneReportCallback)
+    assert two.scale.storage == tmp_path / "t7" / "runs"
