@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import logging
 
 import httpx
 import pandas as pd
@@ -35,9 +35,11 @@ def _json_value(value):
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
-def run_smoke(base_url: str, artifacts: Path, *, api_key: str | None = None,
+def run_smoke(base_url: str | httpx.Client, artifacts: Path, *, api_key: str | None = None,
               echo: Callable[[str], None] = print) -> list[tuple[str, int]]:
-    """Every endpoint once; returns (request, status) pairs and raises if any answer is not a success."""
+    """Every endpoint once; returns (request, status) pairs and raises if any answer is not a success.
+
+    `base_url` may also be an open client (a FastAPI TestClient over an in-process service, say)."""
     warm_user, item, profile = _examples(artifacts)
     stamp = time.strftime("%Y%m%d%H%M%S")
     attributes = {k: _json_value(v) for k, v in item.items() if k not in ("item_id", "title")}
@@ -57,10 +59,11 @@ def run_smoke(base_url: str, artifacts: Path, *, api_key: str | None = None,
     headers = {"X-API-Key": api_key} if api_key else {}
     logging.getLogger("httpx").setLevel(logging.WARNING)  # we print each exchange ourselves
     results = []
-    with httpx.Client(base_url=base_url, timeout=60, headers=headers) as client:
+    with (contextlib.nullcontext(base_url) if isinstance(base_url, httpx.Client)
+          else httpx.Client(base_url=base_url, timeout=60)) as client:
         for method, path, body in calls:
             started = time.perf_counter()
-            response = client.request(method, path, json=body)
+            response = client.request(method, path, json=body, headers=headers)
             ms = (time.perf_counter() - started) * 1000
             echo(f"\n{method} {path}" + (f"  {json.dumps(body)}" if body else ""))
             echo(f"-> {response.status_code} in {ms:.0f} ms: {json.dumps(response.json())}")

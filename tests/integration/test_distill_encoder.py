@@ -25,17 +25,17 @@ def embeddings(ray_cluster, tmp_path_factory):
     from tests.conftest import make_tables
 
     root = tmp_path_factory.mktemp("distill")
-    inter, items, users = make_tables(n_users=80, n_items=160, seed=1)
+    inter, items, users = make_tables(n_users=60, n_items=100, seed=1)
     split = save_split(make_split(validate(inter, items, users), "items", 0), root / "split")
     embed(EmbedConfig(split=split, out=root / "emb", replicas=1))
     return root / "emb"
 
 
 def test_two_workers_learn_and_write_a_loadable_encoder(embeddings, tmp_path):
-    cfg = DistillEncoderConfig(embeddings=embeddings, out=tmp_path / "student", epochs=3, batch_size=16, lr=5e-4,
+    cfg = DistillEncoderConfig(embeddings=embeddings, out=tmp_path / "student", epochs=2, batch_size=16, lr=5e-4,
                                holdout=0.2, scale={"num_workers": 2, "storage": tmp_path / "runs"})
     result = run(cfg)
-    assert result.restarts == 0 and [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.restarts == 0 and [h["epoch"] for h in result.history] == [0, 1]
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0]
     meta = json.loads((tmp_path / "student" / "coldstart_encoder.json").read_text())

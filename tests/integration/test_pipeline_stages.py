@@ -158,9 +158,13 @@ def test_a_search_stops_weak_trials_and_its_winner_becomes_the_stages_model(pipe
 
 
 def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from coldstart.serving.api import create_api
     from coldstart.serving.config import ServeConfig
     from coldstart.serving.preflight import check_artifacts
-    from serve.local import run_local
+    from coldstart.serving.service import local_service
+    from coldstart.serving.smoke import run_smoke
 
     root, result = pipeline_run
     assert result.exit_code == 0, result.output
@@ -170,7 +174,10 @@ def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tm
     facts = check_artifacts(ServeConfig(artifacts=moved))
     assert any("generator" in f for f in facts)
     lines: list[str] = []
-    run_local(ServeConfig(artifacts=moved, port=_free_port()), smoke=True, echo=lines.append)
+    # `coldstart serve --smoke`'s requests, answered by the objects its deployments build from the folder
+    # (the Serve app around them has its own tests in test_serve_http.py).
+    with TestClient(create_api(local_service(moved, tmp_path / "store"))) as client:
+        run_smoke(client, moved, echo=lines.append)
     answers = [line for line in lines if line.startswith("-> ")]
     assert len(answers) == 7 and all(line.startswith("-> 20") for line in answers), lines
 
@@ -183,10 +190,3 @@ def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tm
     assert "| transfer | skipped | no source dataset" in report
     assert "coldstart (distilled towers)" in json.loads((moved / "report" / "metrics.json").read_text())
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

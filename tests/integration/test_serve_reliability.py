@@ -135,11 +135,11 @@ def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, st
             t.start()
         killed = []
         for deployment in ("Ranker", "Generator"):
-            time.sleep(3)
+            time.sleep(2)
             victim = _replicas(deployment)[0]
             killed.append(victim["actor_id"])
             ray.kill(ray.get_actor(victim["name"], namespace="serve"), no_restart=True)
-        time.sleep(5)
+        time.sleep(3)
         # Serve notices the dead replicas and starts new ones; the load keeps going meanwhile.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -147,7 +147,7 @@ def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, st
             if all(alive.values()) and not set(killed) & {a for ids in alive.values() for a in ids}:
                 break
             time.sleep(1)
-        time.sleep(3)
+        time.sleep(2)  # and keeps going a moment on the new replicas
         stop.set()
         for t in threads:
             t.join(180)
