@@ -35,11 +35,11 @@ def _json_value(value):
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
-def run_smoke(base_url: str | httpx.Client, artifacts: Path, *, api_key: str | None = None,
+def run_smoke(base_url, artifacts: Path, *, api_key: str | None = None,
               echo: Callable[[str], None] = print) -> list[tuple[str, int]]:
     """Every endpoint once; returns (request, status) pairs and raises if any answer is not a success.
 
-    `base_url` may also be an open client (a FastAPI TestClient over an in-process service, say)."""
+    `base_url` is a URL, or an open client with httpx's `request` (a TestClient over an in-process app)."""
     warm_user, item, profile = _examples(artifacts)
     stamp = time.strftime("%Y%m%d%H%M%S")
     attributes = {k: _json_value(v) for k, v in item.items() if k not in ("item_id", "title")}
@@ -59,8 +59,8 @@ def run_smoke(base_url: str | httpx.Client, artifacts: Path, *, api_key: str | N
     headers = {"X-API-Key": api_key} if api_key else {}
     logging.getLogger("httpx").setLevel(logging.WARNING)  # we print each exchange ourselves
     results = []
-    with (contextlib.nullcontext(base_url) if isinstance(base_url, httpx.Client)
-          else httpx.Client(base_url=base_url, timeout=60)) as client:
+    with (httpx.Client(base_url=base_url, timeout=60) if isinstance(base_url, (str, httpx.URL))
+          else contextlib.nullcontext(base_url)) as client:
         for method, path, body in calls:
             started = time.perf_counter()
             response = client.request(method, path, json=body, headers=headers)
