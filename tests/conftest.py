@@ -91,6 +91,15 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="session")
+def serving_artifacts(tmp_path_factory, minilm):
+    """Small serving artifacts (tests/serving_artifacts.py, default sizes), built once per session for the
+    tests that only read them (each test keeps its registrations in a store of its own)."""
+    from tests.serving_artifacts import build_artifacts
+
+    return build_artifacts(tmp_path_factory.mktemp("serving-artifacts"), minilm)
+
+
+@pytest.fixture(scope="session")
 def minilm():
     """The packaged all-MiniLM-L6-v2, loaded once per session (offline)."""
     import torch

@@ -17,7 +17,6 @@ from coldstart.serving.models import ServingEncoder, ServingGenerator
 from coldstart.serving.service import LocalStage, RecommendService
 from coldstart.serving.store import RegistrationStore, encode_record
 from coldstart.text.templates import TextTemplates, item_texts
-from tests.serving_artifacts import build_artifacts
 
 SCI_FI_JOB = "job5"  # make_tables: users with occupation jobN mostly like genre N; GENRES[5] is Sci-Fi
 
@@ -96,8 +95,8 @@ def test_index_excludes_filters_and_grows():
 # ---- the in-process service -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory, minilm):
-    return build_artifacts(tmp_path_factory.mktemp("serving-artifacts"), minilm)
+def artifacts(serving_artifacts):
+    return serving_artifacts
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from benchmarks.stated_interest import genre_table, measure, popularity_list, start_app
-from tests.serving_artifacts import build_artifacts
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory, minilm):
-    return build_artifacts(tmp_path_factory.mktemp("stated") / "artifacts", minilm)
+def artifacts(serving_artifacts):
+    return serving_artifacts
 
 
 def test_each_stated_genre_leads_its_list_over_http(artifacts, tmp_path):
