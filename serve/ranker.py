@@ -49,6 +49,9 @@ class Ranker:
     def register_user(self, user_id: str, content_vector, **fields) -> dict:
         return self.catalogue.register_user(user_id, content_vector, **fields)
 
+    def record_interaction(self, user_id: str, item_id: str, **fields) -> dict:
+        return self.catalogue.record_interaction(user_id, item_id, **fields)
+
     def item_info(self, item_id: str) -> dict:
         return self.catalogue.item_info(item_id)
 

@@ -18,13 +18,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from coldstart.serving.errors import RequestError
-from coldstart.serving.schemas import (FieldValueError, Health, ItemInfo, NewItem, NewUser, Recommendation,
-                                       RecommendRequest, Registered)
+from coldstart.serving.schemas import (FieldValueError, Health, ItemInfo, NewInteraction, NewItem, NewUser,
+                                       Recommendation, RecommendRequest, Recorded, Registered)
 from coldstart.serving.service import RecommendService
 
 API_KEY_ENV = "COLDSTART_API_KEY"
 ERRORS = {400: {"description": "Malformed JSON"}, 401: {"description": "Missing or wrong X-API-Key"},
-          404: {"description": "Unknown id"}, 409: {"description": "Id already registered"},
+          404: {"description": "Unknown id"},
+          409: {"description": "Id already registered, or the interaction already recorded with another rating"},
           422: {"description": "A field is invalid; `error` names it"}}
 
 
@@ -89,6 +90,12 @@ def create_api(service: RecommendService, api_key: str | None = None) -> FastAPI
     async def register_user(user: NewUser) -> Registered:
         """Register a new user from a profile; recommend to it by `user_id` afterwards."""
         return await service.register_user(user)
+
+    @api.post("/v1/interactions", response_model=Recorded, status_code=201, dependencies=v1, responses=ERRORS)
+    async def record_interaction(interaction: NewInteraction) -> Recorded:
+        """A user interacted with an item. Durable before the answer; a cold or registered item's (or user's)
+        vector moves toward what its interactions say, for every replica from the next request on."""
+        return await service.record_interaction(interaction)
 
     @api.get("/v1/items/{item_id}", response_model=ItemInfo, dependencies=v1, responses=ERRORS)
     async def get_item(item_id: str) -> ItemInfo:

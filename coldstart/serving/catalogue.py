@@ -10,6 +10,13 @@ made through another ranker replica is visible in the next request.
 Registration is idempotent by id and body: the same id registered again with the
 same body (a client's retry after an answer it never got) is answered as the
 first time and writes nothing; a different body under a taken id is a 409.
+
+Interactions (a user with an item, after the training run) are records of the
+same store. Each adds the item to the user's seen items; a cold or registered
+item's vector, and a cold or registered user's, moves from its content vector
+toward what its interactions say (`coldstart.serving.warmup.fold_in`), in the
+index in place. Warm items and users keep their trained vectors until the next
+training run. The same (user, item, timestamp) again is the same interaction.
 """
 
 from __future__ import annotations
@@ -29,13 +36,17 @@ from coldstart.data.schema import find_table, read_table
 from coldstart.serving.errors import Conflict, Invalid, NotFound
 from coldstart.serving.index import ItemIndex
 from coldstart.serving.store import RegistrationStore
+from coldstart.serving.warmup import fold_in, positive_target, typical_strength
 
 log = logging.getLogger(__name__)
 
 
 def _digest(record: dict) -> str:
     """What the client sent (not the vector, not the time): equal for a retry of the same request."""
-    sent = {k: record.get(k) for k in ("kind", "id", "title", "attributes", "text", "liked", "generator")}
+    fields = ("kind", "id", "title", "attributes", "text", "liked", "generator")
+    if record["kind"] == "interaction":
+        fields = ("kind", "id", "rating")
+    sent = {k: record.get(k) for k in fields}
     return hashlib.sha1(json.dumps(sent, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
@@ -59,6 +70,7 @@ class Catalogue:
     space: str = ""  # fingerprint of the backbone space; a record from another space is not served
     item_text: np.ndarray | None = None  # items' LLM text vectors: what a stated interest is matched against
     text_weight: float = 1.0  # a stated interest's weight, in units of the two scores' spreads
+    prior_weight: float = 1.0  # online warm-up: a content vector counts as this many interactions
     index: ItemIndex = field(init=False)
     item_pos: dict[str, int] = field(init=False)
     item_cold: list[bool] = field(init=False)
@@ -66,6 +78,12 @@ class Catalogue:
     registered_users: int = field(init=False, default=0)
     stale: int = field(init=False, default=0)
     digests: dict[tuple[str, str], str | None] = field(init=False, default_factory=dict)
+    interactions: int = field(init=False, default=0)
+    interaction_ids: set[str] = field(init=False, default_factory=set)
+    item_priors: dict[int, np.ndarray] = field(init=False, default_factory=dict)  # content vectors, once moved
+    item_events: dict[int, list[str]] = field(init=False, default_factory=dict)  # users who interacted
+    user_priors: dict[str, np.ndarray] = field(init=False, default_factory=dict)
+    user_events: dict[str, list[int]] = field(init=False, default_factory=dict)  # item positions
 
     def __post_init__(self):
         text_dim = 0 if self.item_text is None else self.item_text.shape[1]
@@ -77,6 +95,7 @@ class Catalogue:
         self.item_cold = [not bool(w) for w in self.warm_items]
         warm_norms = [np.linalg.norm(u.vector) for u in self.users.values() if u.warm]
         self.user_norm = float(np.median(warm_norms)) if warm_norms else 1.0
+        self._warmup_scales()
         self._lock = threading.RLock()  # faiss adds and searches, and the dicts, are not thread-safe together
         if self.store is not None:
             self.sync()
@@ -107,6 +126,17 @@ class Catalogue:
         return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, store, space,
                    generator.catalogue_text(), text_weight)
 
+    def _warmup_scales(self) -> None:
+        """What a positive interaction scores (the median over training interactions), and how strongly a
+        content vector holds against interactions (see `coldstart.serving.warmup`)."""
+        warm = [u for u in self.users.values() if u.warm]
+        vectors = np.stack([u.vector for u in warm]) if warm else np.zeros((0, self.item_vectors.shape[1]))
+        pairs = np.asarray([(i, p) for i, u in enumerate(warm) for p in u.seen], np.int64).reshape(-1, 2)
+        self.positive_score = positive_target(vectors, self.item_vectors, pairs)
+        self.item_strength = typical_strength(vectors, self.prior_weight)  # an item's prior vs users' pull
+        self.user_strength = typical_strength(self.item_vectors[np.asarray(self.warm_items, bool)],
+                                              self.prior_weight)
+
     # ---- the store ----------------------------------------------------------------------------------
 
     def sync(self) -> None:
@@ -126,7 +156,9 @@ class Catalogue:
 
     def _apply(self, record: dict) -> None:
         self.digests.setdefault((record["kind"], record["id"]), record.get("digest"))
-        if record["kind"] == "item":
+        if record["kind"] == "interaction":
+            self._apply_interaction(record)
+        elif record["kind"] == "item":
             if record["id"] in self.item_pos:  # a replayed duplicate: the first registration wins
                 return
             text = record.get("text_vector")
@@ -145,7 +177,31 @@ class Catalogue:
                                                  None if text is None else np.asarray(text, np.float32))
             self.registered_users += 1
 
-    def _register(self, record: dict, taken) -> None:
+    def _apply_interaction(self, record: dict) -> None:
+        if record["id"] in self.interaction_ids:  # a replayed duplicate
+            return
+        user, pos = self.users.get(record["user_id"]), self.item_pos.get(record["item_id"])
+        if user is None or pos is None:  # checked when written; a record from a store shared with other data
+            log.warning("interaction %r names an unknown user or item; not applied", record["id"])
+            return
+        self.interaction_ids.add(record["id"])
+        self.interactions += 1
+        if pos not in user.seen:
+            user.seen = np.append(user.seen, pos)
+        if self.item_cold[pos]:
+            prior = self.item_priors.setdefault(pos, self.index.vectors([pos])[0])
+            events = self.item_events.setdefault(pos, [])
+            events.append(record["user_id"])
+            others = np.stack([self.users[u].vector for u in events if u in self.users])
+            self.index.update(pos, fold_in(prior, others, self.positive_score, self.item_strength))
+        if not user.warm:
+            prior = self.user_priors.setdefault(record["user_id"], user.vector.copy())
+            events = self.user_events.setdefault(record["user_id"], [])
+            events.append(pos)
+            user.vector = fold_in(prior, self.index.vectors(np.asarray(events)), self.positive_score,
+                                  self.user_strength)
+
+    def _register(self, record: dict, taken, field_name: str | None = None) -> None:
         """Check against every record so far, append durably, then apply: never half-registered.
 
         `taken()` says whether the id is already in use; a registered record with the same digest is
@@ -159,8 +215,8 @@ class Catalogue:
             if taken():
                 if self.digests.get((record["kind"], record["id"])) == record["digest"]:
                     return
-                field_name = f"{record['kind']}_id"
-                raise Conflict(field_name, f"{record['kind']} {record['id']!r} already exists (with another body)")
+                raise Conflict(field_name or f"{record['kind']}_id",
+                               f"{record['kind']} {record['id']!r} already exists (with another body)")
             writer.append(record)
             self._apply(record)
 
@@ -237,6 +293,26 @@ class Catalogue:
                             "space": self.space, "at": time.time()}, lambda: user_id in self.users)
         return {"id": user_id, "kind": "user", "index_size": len(self.index)}
 
+    def record_interaction(self, user_id: str, item_id: str, *, rating: float | None = None,
+                           timestamp: float | None = None) -> dict:
+        """Store the interaction durably, then apply it: the item joins the user's seen items, and a cold
+        item's or user's vector moves toward what its interactions say."""
+        self.sync()
+        with self._lock:
+            if user_id not in self.users:
+                raise NotFound("user_id", f"unknown user {user_id!r}")
+            if item_id not in self.item_pos:
+                raise NotFound("item_id", f"unknown item {item_id!r}")
+            interaction_id = f"{user_id}|{item_id}|{'' if timestamp is None else repr(float(timestamp))}"
+            self._register({"kind": "interaction", "id": interaction_id, "user_id": user_id, "item_id": item_id,
+                            "rating": rating, "timestamp": timestamp, "space": self.space, "at": time.time()},
+                           lambda: interaction_id in self.interaction_ids, field_name="rating")
+            pos, user = self.item_pos[item_id], self.users[user_id]
+            moved = (["item"] if self.item_cold[pos] else []) + ([] if user.warm else ["user"])
+            return {"user_id": user_id, "item_id": item_id, "moved": moved,
+                    "item_interactions": len(self.item_events.get(pos, [])),
+                    "user_interactions": len(self.user_events.get(user_id, []))}
+
     def item_info(self, item_id: str) -> dict:
         self.sync()
         with self._lock:
@@ -253,7 +329,8 @@ class Catalogue:
     def stats(self) -> dict:
         self.sync()
         return {"items": len(self.index), "users": len(self.users), "registered_items": self.registered_items,
-                "registered_users": self.registered_users, "stale_records": self.stale}
+                "registered_users": self.registered_users, "interactions": self.interactions,
+                "stale_records": self.stale}
 
 
 def _listed(vector: np.ndarray | None) -> list[float] | None:

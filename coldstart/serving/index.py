@@ -38,6 +38,14 @@ class ItemIndex:
         self.index.add(vectors)
         return np.arange(start, start + len(vectors))
 
+    def update(self, position: int, vector: np.ndarray) -> None:
+        """Replace the collaborative vector at `position` in place (its text vector stays)."""
+        vector = np.asarray(vector, np.float32).reshape(self.dim)
+        if not np.isfinite(vector).all():
+            raise ValueError("item vectors must be finite")
+        rows = faiss.rev_swig_ptr(self.index.get_xb(), len(self) * (self.dim + self.text_dim))
+        rows.reshape(len(self), self.dim + self.text_dim)[int(position), :self.dim] = vector
+
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """The collaborative vectors at `positions`."""
         positions = np.asarray(positions, np.int64)

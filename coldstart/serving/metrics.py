@@ -14,4 +14,4 @@ class ServiceMetrics:
         """One answered request on `endpoint`, through the warm or the cold `path`."""
 
     def stage(self, stage: str, milliseconds: float) -> None:
-        """How long one stage (encode, generate, rank, register) took for one request."""
+        """How long one stage (encode, generate, rank, register, interaction) took for one request."""

@@ -96,6 +96,27 @@ class NewUser(Profile):
     user_id: str = Id
 
 
+class NewInteraction(_Body):
+    user_id: str = Field(..., max_length=128, description="A known or registered user.")
+    item_id: str = Field(..., max_length=128, description="A known or registered item.")
+    rating: float | None = Field(None, allow_inf_nan=False,
+                                 description="The user's rating, if any: kept with the interaction; every "
+                                             "interaction counts as a positive, as in training.")
+    timestamp: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                    description="Unix seconds. The same user, item and timestamp again is the "
+                                                "same interaction (a retry), answered as the first time.")
+
+
+class Recorded(BaseModel):
+    user_id: str
+    item_id: str
+    moved: list[Literal["item", "user"]] = Field(
+        ..., description="Whose vector moved toward its interactions: a cold or registered item's, a cold or "
+                         "registered user's. Warm items and users keep theirs until the next training run.")
+    item_interactions: int = Field(..., description="Interactions that moved the item's vector so far.")
+    user_interactions: int = Field(..., description="Interactions that moved the user's vector so far.")
+
+
 class ItemInfo(BaseModel):
     item_id: str
     title: str | None

@@ -20,8 +20,8 @@ import numpy as np
 from coldstart.serving.content import NewContent
 from coldstart.serving.errors import Invalid
 from coldstart.serving.metrics import ServiceMetrics
-from coldstart.serving.schemas import (Health, ItemInfo, NewItem, NewUser, Recommendation, RecommendRequest,
-                                       Registered)
+from coldstart.serving.schemas import (Health, ItemInfo, NewInteraction, NewItem, NewUser, Recommendation,
+                                       RecommendRequest, Recorded, Registered)
 
 
 class Stage(Protocol):
@@ -115,6 +115,13 @@ class RecommendService:
                                             text_vector=stated)
         self.metrics.request("register_user", "cold")
         return Registered.model_validate(result)
+
+    async def record_interaction(self, interaction: NewInteraction) -> Recorded:
+        with self._timed("interaction"):
+            result = await self.ranker.call("record_interaction", interaction.user_id, interaction.item_id,
+                                            rating=interaction.rating, timestamp=interaction.timestamp)
+        self.metrics.request("interaction", "cold" if result["moved"] else "warm")
+        return Recorded.model_validate(result)
 
     async def item(self, item_id: str) -> ItemInfo:
         info = ItemInfo.model_validate(await self.ranker.call("item_info", item_id))

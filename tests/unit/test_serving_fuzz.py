@@ -24,7 +24,8 @@ EXAMPLES_PER_OPERATION = 50  # per operation and mode (valid, invalid)
 SEEN: collections.Counter = collections.Counter()  # status classes per operation, printed at the end
 
 
-OPERATIONS = ["POST /v1/recommend", "POST /v1/items", "POST /v1/users", "GET /v1/items/{item_id}", "GET /healthz"]
+OPERATIONS = ["POST /v1/recommend", "POST /v1/items", "POST /v1/users", "POST /v1/interactions",
+              "GET /v1/items/{item_id}", "GET /healthz"]
 
 
 @pytest.fixture(scope="module")
