@@ -22,6 +22,8 @@ def test_fold_in_starts_at_the_prior_and_follows_the_interactions_as_they_add_up
     before = np.abs(users[:20] @ prior - 3.0).mean()
     assert fits[2] < before  # the interacting users' scores moved toward a positive's
     assert pulls[0] < pulls[1] < pulls[2]  # each interaction pulls the vector further from its content
+    fans = users[:20][users[:20] @ prior > 0.5]  # users the content already puts it high for
+    assert np.allclose(fold_in(prior, fans, 0.5, 1.0), prior)  # nothing lacking: it never pulls them down
     stiff = fold_in(prior, users[:5], 3.0, 1e6)
     assert np.linalg.norm(stiff - prior) < 1e-3 * np.linalg.norm(prior)  # a strong prior barely moves
 
