@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/coldstart pipeline --config configs/demo.yaml --out $(DEMO_OUT)
 	$(BIN)/coldstart serve --artifacts $(DEMO_OUT) --port $(DEMO_PORT) --smoke
+	@echo "report: $(DEMO_OUT)/report/report.md"
+	@echo "to keep the server up: $(BIN)/coldstart serve --artifacts $(DEMO_OUT) --port $(DEMO_PORT)"
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
