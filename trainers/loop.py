@@ -324,16 +324,13 @@ def worker_loop(config: dict) -> None:
 
 def finish(result, out: Path, started: float):
     """Copy the best epoch's artifact out of the run's last checkpoint into `out`, atomically."""
-    import shutil
-
     from trainers.common import TrainResult
 
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as folder:
         state = json.loads((Path(folder) / STATE).read_text())
-        with artifacts.atomic_dir(out) as tmp:
-            shutil.copytree(Path(folder) / BEST, tmp, dirs_exist_ok=True)
+        copy_best(Path(folder), out)
     return TrainResult(out=Path(out), history=state["history"], best=state["best"],
                        seconds=time.perf_counter() - started, restarts=state.get("restarts", 0))
 
@@ -362,8 +359,6 @@ def run_job(job_class, cfg, *, inputs: dict | None = None, datasets: dict | None
 
 def run_in_process(job_class, cfg, context: LocalContext, *, inputs: dict | None = None,
                    datasets: dict | None = None):
-    import shutil
-
     from trainers.common import TrainResult
 
     if datasets:
@@ -374,10 +369,17 @@ def run_in_process(job_class, cfg, context: LocalContext, *, inputs: dict | None
     torch.set_num_threads(cfg.scale.threads_per_worker)
     stopping = fit(job_class(cfg, **(inputs or {})), context, precision=cfg.scale.precision,
                    checkpoint_every_s=cfg.scale.checkpoint_every_s)
-    with artifacts.atomic_dir(cfg.out) as tmp:  # the final epoch always checkpoints, so best/ is there
-        shutil.copytree(context.folder / BEST, tmp, dirs_exist_ok=True)
+    copy_best(context.folder, cfg.out)  # the final epoch always checkpoints, so best/ is there
     return TrainResult(out=Path(cfg.out), history=stopping.history, best=stopping.best,
                        seconds=time.perf_counter() - started, restarts=stopping.state.get("restarts", 0))
+
+
+def copy_best(checkpoint: Path, out: Path) -> None:
+    """The best epoch's artifact of a checkpoint folder, copied to `out` atomically."""
+    import shutil
+
+    with artifacts.atomic_dir(out) as tmp:
+        shutil.copytree(checkpoint / BEST, tmp, dirs_exist_ok=True)
 
 
 def run_storage(cfg) -> Path:

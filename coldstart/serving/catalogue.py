@@ -78,7 +78,6 @@ class Catalogue:
     registered_users: int = field(init=False, default=0)
     stale: int = field(init=False, default=0)
     digests: dict[tuple[str, str], str | None] = field(init=False, default_factory=dict)
-    interactions: int = field(init=False, default=0)
     interaction_ids: set[str] = field(init=False, default_factory=set)
     item_priors: dict[int, np.ndarray] = field(init=False, default_factory=dict)  # content vectors, once moved
     item_events: dict[int, list[str]] = field(init=False, default_factory=dict)  # users who interacted
@@ -185,17 +184,20 @@ class Catalogue:
             log.warning("interaction %r names an unknown user or item; not applied", record["id"])
             return
         self.interaction_ids.add(record["id"])
-        self.interactions += 1
         if pos not in user.seen:
             user.seen = np.append(user.seen, pos)
         if self.item_cold[pos]:
-            prior = self.item_priors.setdefault(pos, self.index.vectors([pos])[0])
+            if pos not in self.item_priors:  # its content vector, kept from the first interaction on
+                self.item_priors[pos] = self.index.vectors([pos])[0]
+            prior = self.item_priors[pos]
             events = self.item_events.setdefault(pos, [])
             events.append(record["user_id"])
             others = np.stack([self.users[u].vector for u in events if u in self.users])
             self.index.update(pos, fold_in(prior, others, self.positive_score, self.item_strength))
         if not user.warm:
-            prior = self.user_priors.setdefault(record["user_id"], user.vector.copy())
+            if record["user_id"] not in self.user_priors:
+                self.user_priors[record["user_id"]] = user.vector.copy()
+            prior = self.user_priors[record["user_id"]]
             events = self.user_events.setdefault(record["user_id"], [])
             events.append(pos)
             user.vector = fold_in(prior, self.index.vectors(np.asarray(events)), self.positive_score,
@@ -329,7 +331,7 @@ class Catalogue:
     def stats(self) -> dict:
         self.sync()
         return {"items": len(self.index), "users": len(self.users), "registered_items": self.registered_items,
-                "registered_users": self.registered_users, "interactions": self.interactions,
+                "registered_users": self.registered_users, "interactions": len(self.interaction_ids),
                 "stale_records": self.stale}
 
 
