@@ -7,8 +7,8 @@ whose reports `TuneReportCallback` forwards. No training loop lives here, only
 search spaces and the scheduler. Every epoch's report reaches Tune, so ASHA
 compares trials on validation NDCG@20 epoch by epoch. The jobs' own patience is
 switched off during a search (set to the number of epochs): stopping early is
-ASHA's job. The stage then trains the winner in full on Ray Train, unless the
-winning trial already ran exactly that (`winning_trial_model`).
+ASHA's job. The stage then trains the winner in full the way a trial trains,
+unless the winning trial already ran exactly that (`winning_trial_model`).
 
 Output in `out/`: `results.csv` and `results.md` (one row per trial),
 `best.yaml` (the whole job config of the best trial: `coldstart train JOB
@@ -370,21 +370,27 @@ def winning_trial_model(found: SearchResult, base, options: SearchOptions) -> Pa
 
 
 def train_all(job: SearchJob, configs: list, options: SearchOptions) -> None:
-    """Train each config in full, as many at once as the cluster fits (each a Ray task driving its Ray Train
-    run, as a trial does): on a small cluster the runs' start-ups overlap instead of queueing."""
+    """Train each config in full, as many at once as the cluster fits, each in a Ray task. A one-worker run
+    trains in its task's process, as a one-worker trial does (`full_run`); a run of more workers is a Ray
+    Train run driven from its task. On a small cluster the runs' start-ups overlap instead of queueing."""
     import ray
 
     if not configs:
         return
     scale, resources = configs[0].scale, ray.cluster_resources()
+    one_worker = scale.num_workers == 1
     if options.concurrency:
         fit = options.concurrency
     elif scale.use_gpu:
         fit = resources.get("GPU", 0) // scale.num_workers
+    elif one_worker:
+        fit = resources.get("CPU", 1) // scale.threads_per_worker
     else:  # a run's driver task holds TRIAL_CPU beside its workers
         fit = resources.get("CPU", 1) // (scale.num_workers * scale.threads_per_worker + TRIAL_CPU)
     fit = max(1, int(fit))
-    train = ray.remote(num_cpus=TRIAL_CPU)(_train_one)
+    held = {"num_cpus": scale.threads_per_worker, "num_gpus": 1 if scale.use_gpu else 0} if one_worker \
+        else {"num_cpus": TRIAL_CPU}
+    train = ray.remote(**held)(full_run)
     pending, waiting = [], list(configs)
     while waiting or pending:
         while waiting and len(pending) < fit:
@@ -393,8 +399,17 @@ def train_all(job: SearchJob, configs: list, options: SearchOptions) -> None:
         ray.get(done)  # a failed run raises here, with its own error
 
 
-def _train_one(run: Callable, cfg) -> None:
-    run(cfg)
+def full_run(run: Callable, cfg) -> None:
+    """Train `cfg` in full. One worker: the job's skeleton fits it in this process, checkpointing every epoch
+    beside its Ray Train runs (`run_storage`), so a task that Ray retries after losing its node resumes
+    from its last epoch. More workers: the job's Ray Train run."""
+    from trainers.loop import LocalContext, run_storage
+
+    if cfg.scale.num_workers != 1:
+        run(cfg)
+        return
+    run(cfg, context=LocalContext("cuda" if cfg.scale.use_gpu else "cpu", folder=run_storage(cfg) / "in-process",
+                                  resume=True))
 
 
 def _coverage(model_dir: Path) -> dict:
