@@ -109,15 +109,20 @@ def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, st
               route_prefix="/", blocking=False)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-        stop, stats, acknowledged, failures = threading.Event(), {}, [], []
+        stop, stats, acknowledged, interactions, failures = threading.Event(), {}, [], [], []
 
         def load(worker: int):
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as mine:
-                n = 0
+                n, mine_acknowledged = 0, []
                 while not stop.is_set():
                     n += 1
                     try:
-                        if n % 2:
+                        if n % 4 == 1 and mine_acknowledged:  # a user meets an item registered a moment ago
+                            body = {"user_id": f"u{n % 100}", "item_id": mine_acknowledged[-1], "timestamp": n}
+                            r = send_with_retries(mine, "POST", "/v1/interactions", body, stats=stats)
+                            assert r.status_code == 201, r.text  # a retry is the same interaction, never a 409
+                            interactions.append(f"u{n % 100}|{mine_acknowledged[-1]}|{float(n)!r}")
+                        elif n % 2:
                             r = send_with_retries(mine, "POST", "/v1/recommend", {"user_id": f"u{n % 100}", "k": 5},
                                                   stats=stats)
                             assert r.status_code == 200 and len(r.json()["items"]) == 5, r.text
@@ -126,6 +131,7 @@ def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, st
                             r = send_with_retries(mine, "POST", "/v1/items", _item(item_id), stats=stats)
                             assert r.status_code == 201, r.text  # a 409 here would be a retry taken for a clash
                             acknowledged.append(item_id)
+                            mine_acknowledged.append(item_id)
                     except Exception as exc:  # noqa: BLE001 - collected and reported by the main thread
                         failures.append(repr(exc))
                         return
@@ -152,14 +158,16 @@ def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, st
         for t in threads:
             t.join(180)
         print(f"\nreplicas killed {len(killed)}, requests retried {stats.get('retries', 0)}, "
-              f"registrations acknowledged {len(acknowledged)}")
+              f"registrations acknowledged {len(acknowledged)}, interactions {len(interactions)}")
         assert not failures, failures
         assert all(alive.values()) and not set(killed) & {a for ids in alive.values() for a in ids}
         assert len(acknowledged) >= 3
         for item_id in acknowledged:
             assert client.get(f"/v1/items/{item_id}").json()["registered"] is True
         records = open_store(store).read_new()
-        assert sorted(r["id"] for r in records) == sorted(acknowledged)  # each exactly once, retries included
+        # Each exactly once, retries included: registrations and interactions.
+        assert sorted(r["id"] for r in records if r["kind"] == "item") == sorted(acknowledged)
+        assert sorted(r["id"] for r in records if r["kind"] == "interaction") == sorted(interactions)
         assert client.post("/v1/recommend", json={"user_id": "u1", "k": 5}).status_code == 200
     finally:
         serve.shutdown()
@@ -167,14 +175,26 @@ def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, st
 
 # ---- the whole app SIGKILLed in the middle of registrations ---------------------------------------
 
-def _start_app(artifacts, store, ray_tmp) -> tuple[subprocess.Popen, str]:
+# The plain-process app: the same API over the same objects, in one uvicorn process.
+PLAIN_APP = """
+import sys, uvicorn
+from coldstart.serving.api import create_api
+from coldstart.serving.service import local_service
+uvicorn.run(create_api(local_service(sys.argv[1], sys.argv[2])), host="127.0.0.1", port=int(sys.argv[3]),
+            log_level="warning")
+"""
+
+
+def _start_app(artifacts, store, ray_tmp, *, on_ray: bool = True) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     # RAY_ADDRESS=local: its own Ray cluster, never the session's or another user's on this machine;
     # its own session (process group) so one killpg takes the app and its Ray processes together.
     env = {**os.environ, "RAY_ADDRESS": "local", "RAY_TMPDIR": str(ray_tmp)}
-    proc = subprocess.Popen([sys.executable, "-m", "coldstart.cli", "serve", "--artifacts", str(artifacts),
-                             "--store", str(store), "--port", str(port), "--num-cpus", "4"],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = ([sys.executable, "-m", "coldstart.cli", "serve", "--artifacts", str(artifacts), "--store", str(store),
+                "--port", str(port), "--num-cpus", "4"] if on_ray
+               else [sys.executable, "-c", PLAIN_APP, str(artifacts), str(store), str(port)])
+    proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -184,7 +204,7 @@ def _start_app(artifacts, store, ray_tmp) -> tuple[subprocess.Popen, str]:
                 return proc, url
         except httpx.TransportError:
             pass
-        time.sleep(1)
+        time.sleep(0.5)
     _kill_app(proc)
     raise TimeoutError("the app did not come up")
 
@@ -203,9 +223,12 @@ def _kill_app(proc: subprocess.Popen) -> int:
 
 
 def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, store):
+    """The file log's drill kills the whole Ray app (Serve, its replicas, the cluster); PostgreSQL's kills the
+    same API in one process: what it checks, a registration committed before it is acknowledged, lives in the
+    store, and the Ray app over PostgreSQL is drilled by the replica kill above."""
     log_file = None if store.startswith("postgresql://") else os.path.join(store, LOG_FILE)
     with tempfile.TemporaryDirectory(prefix="csrel-", dir="/tmp") as ray_tmp:  # short: Ray's socket paths
-        proc, url = _start_app(artifacts, store, ray_tmp)
+        proc, url = _start_app(artifacts, store, ray_tmp, on_ray=log_file is not None)
         items, users = [], []
         try:
             def register(worker: int):
