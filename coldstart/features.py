@@ -106,6 +106,22 @@ class AttributeEncoder:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         return matrix / np.where(norms > 0, norms, 1.0)
 
+    def labels(self, table: pd.DataFrame) -> list[list[str]]:
+        """Per row, its encoded values as a person reads them ("genres: Drama", "year: 1990s", "age: 25-34"),
+        the values `transform` sets a bit for."""
+        matrix = self.transform(table)
+        names = []
+        for c in self.columns:
+            if c["kind"] == "bins":
+                bounds = [None, *c["edges"], None]
+                names += [f"{c['name']}: " + (f"under {hi:g}" if lo is None else f"{lo:g} and over" if hi is None
+                                              else f"{lo:g}-{hi:g}") for lo, hi in zip(bounds[:-1], bounds[1:])]
+            elif c["kind"] == "decade":
+                names += [f"{c['name']}: {v}s" for v in c["values"]]
+            else:
+                names += [f"{c['name']}: {v}" for v in c["values"]]
+        return [[names[j] for j in np.flatnonzero(row)] for row in matrix]
+
     def to_json(self) -> dict:
         return {"id_column": self.id_column, "columns": self.columns}
 

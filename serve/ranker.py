@@ -34,12 +34,14 @@ class Ranker:
     def _report(self) -> None:
         self.index_size.set(len(self.catalogue.index))
 
-    def recommend_user(self, user_id: str, k: int, exclude_seen: bool = True, candidates=None) -> dict:
-        return self.catalogue.recommend_user(user_id, k, exclude_seen, candidates)
+    def recommend_user(self, user_id: str, k: int, exclude_seen: bool = True, candidates=None,
+                       explain: bool = False) -> dict:
+        return self.catalogue.recommend_user(user_id, k, exclude_seen, candidates, explain)
 
     def recommend_profile(self, content_vector, liked: list[str], k: int, exclude_seen: bool = True,
-                          candidates=None, text_vector=None) -> dict:
-        return self.catalogue.recommend_profile(content_vector, liked, k, exclude_seen, candidates, text_vector)
+                          candidates=None, text_vector=None, explain: bool = False) -> dict:
+        return self.catalogue.recommend_profile(content_vector, liked, k, exclude_seen, candidates, text_vector,
+                                                explain)
 
     def register_item(self, item_id: str, vector: np.ndarray, **fields) -> dict:
         result = self.catalogue.register_item(item_id, vector, **fields)
@@ -51,6 +53,11 @@ class Ranker:
 
     def record_interaction(self, user_id: str, item_id: str, **fields) -> dict:
         return self.catalogue.record_interaction(user_id, item_id, **fields)
+
+    def delete(self, kind: str, entity_id: str) -> dict:
+        result = self.catalogue.delete(kind, entity_id)
+        self._report()
+        return result
 
     def item_info(self, item_id: str) -> dict:
         return self.catalogue.item_info(item_id)

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from coldstart.serving.errors import RequestError
-from coldstart.serving.schemas import (FieldValueError, Health, ItemInfo, NewInteraction, NewItem, NewUser,
+from coldstart.serving.schemas import (Deleted, FieldValueError, Health, ItemInfo, NewInteraction, NewItem, NewUser,
                                        Recommendation, RecommendRequest, Recorded, Registered)
 from coldstart.serving.service import RecommendService
 
@@ -100,6 +100,18 @@ def create_api(service: RecommendService, api_key: str | None = None) -> FastAPI
     @api.get("/v1/items/{item_id}", response_model=ItemInfo, dependencies=v1, responses=ERRORS)
     async def get_item(item_id: str) -> ItemInfo:
         return await service.item(item_id)
+
+    @api.delete("/v1/items/{item_id}", response_model=Deleted, dependencies=v1, responses=ERRORS)
+    async def delete_item(item_id: str) -> Deleted:
+        """Delete an item, trained or registered: never recommended again, by any replica from the next request
+        on; its registration and interactions are erased from the store before the answer."""
+        return await service.delete("item", item_id)
+
+    @api.delete("/v1/users/{user_id}", response_model=Deleted, dependencies=v1, responses=ERRORS)
+    async def delete_user(user_id: str) -> Deleted:
+        """Delete a user, trained or registered: unknown from the next request on, and their registration
+        (text, attributes, liked items) and interactions erased from the store before the answer."""
+        return await service.delete("user", user_id)
 
     @api.get("/healthz", response_model=Health)
     async def healthz() -> Health:

@@ -17,6 +17,17 @@ item's vector, and a cold or registered user's, moves from its content vector
 toward what its interactions say (`coldstart.serving.warmup.fold_in`), in the
 index in place. Warm items and users keep their trained vectors until the next
 training run. The same (user, item, timestamp) again is the same interaction.
+
+Deletion (a user who leaves, an item withdrawn) is a record too, holding only
+the kind and id. Applied, it takes the entity out of every answer (a deleted
+item is never ranked, a deleted user is unknown), and takes its interactions
+back out of the vectors they moved. Then the store erases every earlier record
+about it (`coldstart.serving.stores.erased`): its registration with its text
+and attributes, and its interactions. A deleted trained (warm) user or item is
+hidden the same way; its rows in the training artifacts stay until the next
+training run leaves them out. The id may be registered again afterwards, as a
+new entity. Nothing a user or item registered (text, attributes, titles) is
+ever logged; log lines name ids only.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from coldstart.data.schema import find_table, read_table
+from coldstart.features import AttributeEncoder
 from coldstart.serving.errors import Conflict, Invalid, NotFound
 from coldstart.serving.index import ItemIndex
 from coldstart.serving.store import RegistrationStore
@@ -46,6 +58,8 @@ def _digest(record: dict) -> str:
     fields = ("kind", "id", "title", "attributes", "text", "liked", "generator")
     if record["kind"] == "interaction":
         fields = ("kind", "id", "rating")
+    elif record["kind"] == "deletion":
+        fields = ("kind", "id")
     sent = {k: record.get(k) for k in fields}
     return hashlib.sha1(json.dumps(sent, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
@@ -71,6 +85,8 @@ class Catalogue:
     item_text: np.ndarray | None = None  # items' LLM text vectors: what a stated interest is matched against
     text_weight: float = 1.0  # a stated interest's weight, in units of the two scores' spreads
     prior_weight: float = 1.0  # online warm-up: a content vector counts as this many interactions
+    attribute_encoder: AttributeEncoder | None = None  # items' attributes as explanations name them
+    item_labels: list[list[str]] | None = None  # each item's attribute values ("genres: Drama"), for explanations
     index: ItemIndex = field(init=False)
     item_pos: dict[str, int] = field(init=False)
     item_cold: list[bool] = field(init=False)
@@ -78,7 +94,9 @@ class Catalogue:
     registered_users: int = field(init=False, default=0)
     stale: int = field(init=False, default=0)
     digests: dict[tuple[str, str], str | None] = field(init=False, default_factory=dict)
-    interaction_ids: set[str] = field(init=False, default_factory=set)
+    interactions: dict[str, tuple[str, int]] = field(init=False, default_factory=dict)  # id -> (user, item pos)
+    deleted_items: set[int] = field(init=False, default_factory=set)  # positions never ranked again
+    deletions: set[str] = field(init=False, default_factory=set)  # ids of the deletion records applied
     item_priors: dict[int, np.ndarray] = field(init=False, default_factory=dict)  # content vectors, once moved
     item_events: dict[int, list[str]] = field(init=False, default_factory=dict)  # users who interacted
     user_priors: dict[str, np.ndarray] = field(init=False, default_factory=dict)
@@ -92,6 +110,8 @@ class Catalogue:
                                                            [u.vector for u in self.users.values() if u.warm])
         self.item_pos = {item: i for i, item in enumerate(self.item_ids)}
         self.item_cold = [not bool(w) for w in self.warm_items]
+        if self.item_labels is None:
+            self.item_labels = [[] for _ in self.item_ids]
         warm_norms = [np.linalg.norm(u.vector) for u in self.users.values() if u.warm]
         self.user_norm = float(np.median(warm_norms)) if warm_norms else 1.0
         self._warmup_scales()
@@ -122,8 +142,10 @@ class Catalogue:
         users = {user: UserEntry(user_vectors[i], seen.get(user, empty), bool(warm_users[i]))
                  for i, user in enumerate(user_ids)}
         space = hashlib.sha1(np.ascontiguousarray(arrays["item_vectors"], np.float32).tobytes()).hexdigest()[:16]
+        encoder = generator.content.attribute_encoders["item"]
+        labels = encoder.labels(items.reindex(item_ids).rename_axis("item_id").reset_index())
         return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, store, space,
-                   generator.catalogue_text(), text_weight)
+                   generator.catalogue_text(), text_weight, attribute_encoder=encoder, item_labels=labels)
 
     def _warmup_scales(self) -> None:
         """What a positive interaction scores (the median over training interactions), and how strongly a
@@ -146,12 +168,14 @@ class Catalogue:
 
     def _apply_all(self, records: list[dict]) -> None:
         for record in records:
-            if record.get("space") != self.space:
+            if record.get("kind") == "deletion":  # whatever the space: a deleted entity stays deleted
+                self._apply_deletion(record)
+            elif record.get("space") != self.space:
                 self.stale += 1
                 log.warning("registered %s %r was made against other artifacts; not served (register it again)",
                             record.get("kind"), record.get("id"))
-                continue
-            self._apply(record)
+            else:
+                self._apply(record)
 
     def _apply(self, record: dict) -> None:
         self.digests.setdefault((record["kind"], record["id"]), record.get("digest"))
@@ -165,6 +189,8 @@ class Catalogue:
                                                              None if text is None else np.asarray(text))[0])
             self.item_ids.append(record["id"])
             self.titles.append(record.get("title"))
+            self.item_labels.append([] if self.attribute_encoder is None else self.attribute_encoder.labels(
+                pd.DataFrame([{**(record.get("attributes") or {}), "item_id": record["id"]}], dtype=object))[0])
             self.item_cold.append(True)
             self.registered_items += 1
         elif record["kind"] == "user":
@@ -177,31 +203,74 @@ class Catalogue:
             self.registered_users += 1
 
     def _apply_interaction(self, record: dict) -> None:
-        if record["id"] in self.interaction_ids:  # a replayed duplicate
+        if record["id"] in self.interactions:  # a replayed duplicate
             return
         user, pos = self.users.get(record["user_id"]), self.item_pos.get(record["item_id"])
         if user is None or pos is None:  # checked when written; a record from a store shared with other data
             log.warning("interaction %r names an unknown user or item; not applied", record["id"])
             return
-        self.interaction_ids.add(record["id"])
+        self.interactions[record["id"]] = (record["user_id"], pos)
         if pos not in user.seen:
             user.seen = np.append(user.seen, pos)
         if self.item_cold[pos]:
             if pos not in self.item_priors:  # its content vector, kept from the first interaction on
                 self.item_priors[pos] = self.index.vectors([pos])[0]
-            prior = self.item_priors[pos]
-            events = self.item_events.setdefault(pos, [])
-            events.append(record["user_id"])
-            others = np.stack([self.users[u].vector for u in events if u in self.users])
-            self.index.update(pos, fold_in(prior, others, self.positive_score, self.item_strength))
+            self.item_events.setdefault(pos, []).append(record["user_id"])
+            self._fold_item(pos)
         if not user.warm:
             if record["user_id"] not in self.user_priors:
                 self.user_priors[record["user_id"]] = user.vector.copy()
-            prior = self.user_priors[record["user_id"]]
-            events = self.user_events.setdefault(record["user_id"], [])
-            events.append(pos)
-            user.vector = fold_in(prior, self.index.vectors(np.asarray(events)), self.positive_score,
-                                  self.user_strength)
+            self.user_events.setdefault(record["user_id"], []).append(pos)
+            self._fold_user(record["user_id"])
+
+    def _fold_item(self, pos: int) -> None:
+        others = [self.users[u].vector for u in self.item_events.get(pos, []) if u in self.users]
+        prior = self.item_priors[pos]
+        self.index.update(pos, fold_in(prior, np.stack(others), self.positive_score, self.item_strength)
+                          if others else prior)
+
+    def _fold_user(self, user_id: str) -> None:
+        events = self.user_events.get(user_id, [])
+        prior = self.user_priors[user_id]
+        self.users[user_id].vector = fold_in(prior, self.index.vectors(np.asarray(events)), self.positive_score,
+                                             self.user_strength) if events else prior.copy()
+
+    def _apply_deletion(self, record: dict) -> None:
+        """Take the entity out of every answer, and its interactions out of the vectors they moved."""
+        if record["id"] in self.deletions:  # a replayed duplicate (the log is read again after an erasure)
+            return
+        self.deletions.add(record["id"])
+        kind, target = record.get("target"), record.get("target_id")
+        self.digests.pop((kind, target), None)
+        if kind == "user" and target in self.users:
+            user = self.users.pop(target)
+            self.registered_users -= user.registered
+            self.user_priors.pop(target, None)
+            self.user_events.pop(target, None)
+            moved = {pos for i, (u, pos) in self.interactions.items() if u == target}
+            self.interactions = {i: e for i, e in self.interactions.items() if e[0] != target}
+            for pos in moved:
+                if pos in self.item_events:
+                    self.item_events[pos] = [u for u in self.item_events[pos] if u != target]
+                    self._fold_item(pos)
+        elif kind == "item" and target in self.item_pos:
+            pos = self.item_pos.pop(target)
+            self.deleted_items.add(pos)
+            self.registered_items -= pos >= len(self.warm_items)
+            self.titles[pos] = None
+            self.item_labels[pos] = []
+            self.index.clear(pos)
+            self.item_priors.pop(pos, None)
+            self.item_events.pop(pos, None)
+            users = {u for i, (u, p) in self.interactions.items() if p == pos}
+            self.interactions = {i: e for i, e in self.interactions.items() if e[1] != pos}
+            for user_id in users:
+                user = self.users.get(user_id)
+                if user is not None:
+                    user.seen = user.seen[user.seen != pos]
+                if user_id in self.user_events:
+                    self.user_events[user_id] = [p for p in self.user_events[user_id] if p != pos]
+                    self._fold_user(user_id)
 
     def _register(self, record: dict, taken, field_name: str | None = None) -> None:
         """Check against every record so far, append durably, then apply: never half-registered.
@@ -231,12 +300,61 @@ class Catalogue:
         return np.asarray([self.item_pos[i] for i in ids], np.int64)
 
     def _rank(self, query: np.ndarray, k: int, exclude: np.ndarray | None, candidates: list[str] | None,
-              text: np.ndarray | None = None) -> list[dict]:
+              text: np.ndarray | None = None, history: np.ndarray | None = None) -> list[dict]:
+        """The top k; with `history` (the user's item positions), each item explained from it."""
         allowed = None if candidates is None else self._positions(candidates, "candidates")
+        if self.deleted_items:
+            deleted = np.fromiter(self.deleted_items, np.int64, len(self.deleted_items))
+            exclude = deleted if exclude is None else np.concatenate([np.asarray(exclude, np.int64), deleted])
         positions, scores = self.index.search(query, k, exclude=exclude, allowed=allowed, text=text,
                                               text_weight=self.text_scale)
-        return [{"item_id": self.item_ids[p], "title": self.titles[p], "score": float(s), "cold": self.item_cold[p]}
-                for p, s in zip(positions, scores)]
+        items = [{"item_id": self.item_ids[p], "title": self.titles[p], "score": float(s), "cold": self.item_cold[p]}
+                 for p, s in zip(positions, scores)]
+        if history is not None:
+            history = np.asarray([h for h in history if h not in self.deleted_items], np.int64)
+            theirs = self.index.vectors(history)
+            theirs = theirs / np.maximum(np.linalg.norm(theirs, axis=1, keepdims=True), 1e-12)
+            counts: dict[str, int] = {}
+            for h in history:
+                for label in self.item_labels[h]:
+                    counts[label] = counts.get(label, 0) + 1
+            for item, p in zip(items, positions):
+                item["explanation"] = self._explain(int(p), history, theirs, counts, text)
+        return items
+
+    def _explain(self, pos: int, history: np.ndarray, theirs: np.ndarray, counts: dict[str, int],
+                 text: np.ndarray | None, because: int = 3, shared: int = 5) -> dict:
+        """Why item `pos`: the user's items (`history`, their unit collaborative vectors `theirs`, their attribute
+        values' `counts`) closest to it by cosine, the attribute values it shares with them, how well it matches
+        what the user said, and where its vector came from."""
+        closest = []
+        if len(history):
+            mine = self.index.vectors([pos])[0]
+            cosine = theirs @ (mine / max(float(np.linalg.norm(mine)), 1e-12))
+            for j in np.argsort(-cosine)[:because]:
+                h = int(history[j])
+                closest.append({"item_id": self.item_ids[h], "title": self.titles[h],
+                                "similarity": round(float(cosine[j]), 4)})
+        common = sorted((label for label in self.item_labels[pos] if label in counts), key=lambda x: -counts[x])
+        explanation = {"because": closest,
+                       "shared_attributes": [{"attribute": label, "your_items": counts[label]}
+                                             for label in common[:shared]],
+                       "vector": self._vector_source(pos), "text_match": None}
+        if text is not None:
+            stated = self.item_text[pos] if self.item_text is not None and pos < len(self.item_text) \
+                else self.index.text_vector(pos)  # a registered item's text vector is in its index row
+            explanation["text_match"] = round(float(np.dot(stated, text)), 4)
+        return explanation
+
+    def _vector_source(self, pos: int) -> dict:
+        """Trained items: their training interactions. Cold and registered ones: their content, and from their
+        first interaction on both, the content counting as `prior_weight` interactions (fold-in's ridge)."""
+        if not self.item_cold[pos]:
+            return {"source": "interactions", "content_weight": 0.0, "interactions": None}
+        n = len(self.item_events.get(pos, []))
+        weight = self.prior_weight / (self.prior_weight + n)
+        return {"source": "content" if n == 0 else "content+interactions", "content_weight": round(weight, 4),
+                "interactions": n}
 
     def profile_query(self, content_vector: np.ndarray | None, liked: np.ndarray) -> np.ndarray:
         """A new user's vector: the generated one, the mean of liked items' vectors, or half of each."""
@@ -254,24 +372,26 @@ class Catalogue:
         return np.mean(scaled, axis=0).astype(np.float32)
 
     def recommend_user(self, user_id: str, k: int, exclude_seen: bool = True,
-                       candidates: list[str] | None = None) -> dict:
+                       candidates: list[str] | None = None, explain: bool = False) -> dict:
         self.sync()
         with self._lock:
             user = self.users.get(user_id)
             if user is None:
                 raise NotFound("user_id", f"unknown user {user_id!r}")
-            items = self._rank(user.vector, k, user.seen if exclude_seen else None, candidates, user.text)
+            items = self._rank(user.vector, k, user.seen if exclude_seen else None, candidates, user.text,
+                               history=user.seen if explain else None)
             return {"user_id": user_id, "path": "warm" if user.warm else "cold", "items": items}
 
     def recommend_profile(self, content_vector: np.ndarray | None, liked: list[str], k: int,
                           exclude_seen: bool = True, candidates: list[str] | None = None,
-                          text_vector: np.ndarray | None = None) -> dict:
+                          text_vector: np.ndarray | None = None, explain: bool = False) -> dict:
         """`text_vector`: the LLM vector of the profile's free text, a stated interest matched to items' text."""
         self.sync()
         with self._lock:
             liked_positions = self._positions(liked, "profile.liked")
             query = self.profile_query(content_vector, liked_positions)
-            items = self._rank(query, k, liked_positions if exclude_seen else None, candidates, text_vector)
+            items = self._rank(query, k, liked_positions if exclude_seen else None, candidates, text_vector,
+                               history=liked_positions if explain else None)
             return {"user_id": None, "path": "cold", "items": items}
 
     def register_item(self, item_id: str, vector: np.ndarray, *, title: str | None, attributes: dict,
@@ -308,12 +428,34 @@ class Catalogue:
             interaction_id = f"{user_id}|{item_id}|{'' if timestamp is None else repr(float(timestamp))}"
             self._register({"kind": "interaction", "id": interaction_id, "user_id": user_id, "item_id": item_id,
                             "rating": rating, "timestamp": timestamp, "space": self.space, "at": time.time()},
-                           lambda: interaction_id in self.interaction_ids, field_name="rating")
+                           lambda: interaction_id in self.interactions, field_name="rating")
             pos, user = self.item_pos[item_id], self.users[user_id]
             moved = (["item"] if self.item_cold[pos] else []) + ([] if user.warm else ["user"])
             return {"user_id": user_id, "item_id": item_id, "moved": moved,
                     "item_interactions": len(self.item_events.get(pos, [])),
                     "user_interactions": len(self.user_events.get(user_id, []))}
+
+    def delete(self, kind: str, entity_id: str) -> dict:
+        """Delete a user or an item (trained or registered): durable before the answer, applied at once, every
+        earlier record about it erased from the store. Deleting what is not there is a 404."""
+        if kind not in ("user", "item"):
+            raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
+        if self.store is None:
+            raise RuntimeError("this catalogue has no registration store")
+        field_name = f"{kind}_id"
+        self.sync()
+        with self._lock, self.store.writing() as writer:
+            self._apply_all(writer.read_new())
+            if entity_id not in (self.users if kind == "user" else self.item_pos):
+                raise NotFound(field_name, f"unknown {kind} {entity_id!r}")
+            record = {"kind": "deletion", "id": f"{kind}:{entity_id}:{time.time_ns()}", "target": kind,
+                      "target_id": entity_id, "at": time.time()}
+            record["digest"] = _digest(record)
+            writer.append(record)
+            self._apply_deletion(record)
+            erased = writer.erase()
+        log.info("deleted %s %r; %d record(s) about it erased from the store", kind, entity_id, erased)
+        return {"id": entity_id, "kind": kind, "deleted": True, "erased_records": erased}
 
     def item_info(self, item_id: str) -> dict:
         self.sync()
@@ -330,9 +472,9 @@ class Catalogue:
 
     def stats(self) -> dict:
         self.sync()
-        return {"items": len(self.index), "users": len(self.users), "registered_items": self.registered_items,
-                "registered_users": self.registered_users, "interactions": len(self.interaction_ids),
-                "stale_records": self.stale}
+        return {"items": len(self.index) - len(self.deleted_items), "users": len(self.users),
+                "registered_items": self.registered_items, "registered_users": self.registered_users,
+                "interactions": len(self.interactions), "deleted": len(self.deletions), "stale_records": self.stale}
 
 
 def _listed(vector: np.ndarray | None) -> list[float] | None:

@@ -46,11 +46,20 @@ class ItemIndex:
         rows = faiss.rev_swig_ptr(self.index.get_xb(), len(self) * (self.dim + self.text_dim))
         rows.reshape(len(self), self.dim + self.text_dim)[int(position), :self.dim] = vector
 
+    def clear(self, position: int) -> None:
+        """Zero the row at `position` (a deleted item: its vectors leave memory; searches exclude it)."""
+        rows = faiss.rev_swig_ptr(self.index.get_xb(), len(self) * (self.dim + self.text_dim))
+        rows.reshape(len(self), self.dim + self.text_dim)[int(position)] = 0.0
+
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """The collaborative vectors at `positions`."""
         positions = np.asarray(positions, np.int64)
         return np.stack([self.index.reconstruct(int(p))[:self.dim] for p in positions]) if len(positions) \
             else np.zeros((0, self.dim), np.float32)
+
+    def text_vector(self, position: int) -> np.ndarray:
+        """The text vector at `position` (zeros without one)."""
+        return self.index.reconstruct(int(position))[self.dim:] if self.text_dim else np.zeros(0, np.float32)
 
     def search(self, query: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
                allowed: np.ndarray | None = None, text: np.ndarray | None = None,

@@ -268,6 +268,35 @@ class PostgresStore:
         self.last_id = row_id
 
 
+    def _erase(self) -> int:
+        """Delete the rows `erased` marks, commit, then VACUUM the table so their space is reclaimed."""
+        from coldstart.serving.stores import erased
+
+        if not self._locked:
+            self._take_lock()
+        conn = self._conn
+        with conn.cursor() as cur:
+            cur.execute(self._sql("SELECT id, record::text FROM {table} ORDER BY id"))
+            rows = cur.fetchall()
+            if rows and rows[-1][0] > self.last_id:
+                raise RuntimeError("read_new() must return every record before erase()")
+            records = [json.loads(text) for _, text in rows]
+            drop = [row_id for (row_id, _), gone in zip(rows, erased([r if isinstance(r, dict) else {}
+                                                                       for r in records])) if gone]
+            if drop:
+                cur.execute(self._sql("DELETE FROM {table} WHERE id = ANY(%s)"), (drop,))
+        conn.commit()
+        self._locked = False
+        if drop:
+            conn.autocommit = True  # VACUUM cannot run inside a transaction
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(self._sql("VACUUM {table}"))
+            finally:
+                conn.autocommit = False
+        return len(drop)
+
+
 class PostgresWriter:
     def __init__(self, store: PostgresStore):
         self.store = store
@@ -278,6 +307,10 @@ class PostgresWriter:
     def append(self, record: dict) -> None:
         """Committed when this returns. The caller applies the record itself (the next read skips it)."""
         self.store._append(record)
+
+    def erase(self) -> int:
+        """Delete for good every record a later deletion names (`coldstart.serving.stores.erased`)."""
+        return self.store._erase()
 
 
 def check(url: str, *, table: str = TABLE) -> str:

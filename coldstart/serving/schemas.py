@@ -61,6 +61,7 @@ class RecommendRequest(_Body):
     exclude_seen: bool = Field(True, description="Leave out items the user interacted with or liked.")
     candidates: list[str] | None = Field(None, max_length=MAX_CANDIDATES,
                                          description="Rank only among these item ids.")
+    explain: bool = Field(False, description="Say, per item, why it was recommended (`explanation`).")
 
     @model_validator(mode="after")
     def _one_user(self) -> "RecommendRequest":
@@ -69,11 +70,41 @@ class RecommendRequest(_Body):
         return self
 
 
+class BecauseOf(BaseModel):
+    item_id: str
+    title: str | None
+    similarity: float = Field(..., description="Cosine of the two items' collaborative vectors.")
+
+
+class SharedAttribute(BaseModel):
+    attribute: str = Field(..., description="An attribute value of the item, e.g. \"genres: Drama\".")
+    your_items: int = Field(..., description="How many of the user's items have it too.")
+
+
+class VectorSource(BaseModel):
+    source: Literal["interactions", "content", "content+interactions"] = Field(
+        ..., description="interactions: a trained item; content: placed from its text and attributes; "
+                         "content+interactions: moved from there by its first interactions.")
+    content_weight: float = Field(..., description="The content's share of the vector (1: content only; the "
+                                                   "content counts as one interaction in the fold-in).")
+    interactions: int | None = Field(..., description="Interactions since it was placed (None: a trained item).")
+
+
+class Explanation(BaseModel):
+    because: list[BecauseOf] = Field(..., description="The user's items (seen, interacted with or liked) closest "
+                                                      "to this one, closest first.")
+    shared_attributes: list[SharedAttribute] = Field(..., description="Its attribute values the user's items share.")
+    text_match: float | None = Field(..., description="Cosine of what the user said (profile text) and the "
+                                                      "item's text; None without profile text.")
+    vector: VectorSource
+
+
 class RecommendedItem(BaseModel):
     item_id: str
     title: str | None
     score: float
     cold: bool = Field(..., description="True if the item had no training interactions (new or registered).")
+    explanation: Explanation | None = Field(None, description="Why, when the request asked (`explain`).")
 
 
 class Recommendation(BaseModel):
@@ -115,6 +146,14 @@ class Recorded(BaseModel):
                          "registered user's. Warm items and users keep theirs until the next training run.")
     item_interactions: int = Field(..., description="Interactions that moved the item's vector so far.")
     user_interactions: int = Field(..., description="Interactions that moved the user's vector so far.")
+
+
+class Deleted(BaseModel):
+    id: str
+    kind: Literal["item", "user"]
+    deleted: Literal[True]
+    erased_records: int = Field(..., description="Records about it (its registration, text, attributes and "
+                                                 "interactions) erased from the registration store.")
 
 
 class ItemInfo(BaseModel):

@@ -20,7 +20,7 @@ import numpy as np
 from coldstart.serving.content import NewContent
 from coldstart.serving.errors import Invalid
 from coldstart.serving.metrics import ServiceMetrics
-from coldstart.serving.schemas import (Health, ItemInfo, NewInteraction, NewItem, NewUser, Recommendation,
+from coldstart.serving.schemas import (Deleted, Health, ItemInfo, NewInteraction, NewItem, NewUser, Recommendation,
                                        RecommendRequest, Recorded, Registered)
 
 
@@ -77,7 +77,7 @@ class RecommendService:
         if request.user_id is not None:
             with self._timed("rank"):
                 result = await self.ranker.call("recommend_user", request.user_id, request.k, request.exclude_seen,
-                                                request.candidates)
+                                                request.candidates, explain=request.explain)
         else:
             profile = request.profile
             self.content.check("user", profile.attributes, "profile.attributes")
@@ -87,7 +87,8 @@ class RecommendService:
             vector, _, stated = await self._content_vector("user", profile.attributes, profile.text, stated=True)
             with self._timed("rank"):
                 result = await self.ranker.call("recommend_profile", vector, profile.liked, request.k,
-                                                request.exclude_seen, request.candidates, stated)
+                                                request.exclude_seen, request.candidates, stated,
+                                                explain=request.explain)
         self.metrics.request("recommend", result["path"])
         return Recommendation.model_validate(result)
 
@@ -122,6 +123,12 @@ class RecommendService:
                                             rating=interaction.rating, timestamp=interaction.timestamp)
         self.metrics.request("interaction", "cold" if result["moved"] else "warm")
         return Recorded.model_validate(result)
+
+    async def delete(self, kind: str, entity_id: str) -> Deleted:
+        with self._timed("delete"):
+            result = await self.ranker.call("delete", kind, entity_id)
+        self.metrics.request(f"delete_{kind}", "cold")
+        return Deleted.model_validate(result)
 
     async def item(self, item_id: str) -> ItemInfo:
         info = ItemInfo.model_validate(await self.ranker.call("item_info", item_id))

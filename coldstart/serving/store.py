@@ -6,6 +6,13 @@ registration survives a crash or a restart. Writers (ranker replicas, in other
 processes too) hold an exclusive `flock` while they append; readers follow the
 log's tail and take only whole lines.
 
+Erasure (`writer.erase()`, after a deletion) rewrites the log without the
+erased records: a new file written and fsynced beside it, renamed over it, the
+folder fsynced. Readers notice the new file (another inode) and read it from
+the start; the catalogue applies a record it has already applied as a no-op.
+A writer that opened the old file before the rename finds, once it holds the
+lock, that its file is no longer the log, and opens the new one.
+
 A torn record (a crash in the middle of a write leaves a last line without its
 newline, or a line whose checksum fails) is never served: the tail is cut off,
 with a warning, before the next append; a bad line elsewhere is skipped with a
@@ -57,16 +64,21 @@ class RegistrationStore:
         os.close(fd)
         _fsync_dir(self.folder)  # the log file itself must survive a crash, not only its records
         self.offset = 0  # bytes of the log this reader has consumed
+        self.inode = os.stat(self.path).st_ino  # which file: erasure replaces it with a new one
         self.skipped = 0  # bad records met while reading
 
     def read_new(self) -> list[dict]:
-        """Whole records appended since the last call (a line still being written waits for the next)."""
-        size = os.stat(self.path).st_size
-        if size <= self.offset:
-            return []
+        """Whole records appended since the last call (a line still being written waits for the next); after
+        an erasure replaced the log, every record of the new one."""
         with open(self.path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            if stat.st_ino != self.inode:
+                log.info("%s: the log was rewritten by an erasure; reading it from the start", self.path)
+                self.inode, self.offset = stat.st_ino, 0
+            if stat.st_size <= self.offset:
+                return []
             f.seek(self.offset)
-            data = f.read(size - self.offset)
+            data = f.read(stat.st_size - self.offset)
         end = data.rfind(b"\n") + 1
         records = []
         for line in data[:end].splitlines(keepends=True):
@@ -82,13 +94,18 @@ class RegistrationStore:
     @contextlib.contextmanager
     def writing(self) -> Iterator["_Writer"]:
         """Hold the writers' lock: read what others appended, then append (`writer.append`)."""
-        with open(self.path, "rb+") as f:
+        while True:
+            f = open(self.path, "rb+")
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                self._cut_torn_tail(f)
-                yield _Writer(self)
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            if os.fstat(f.fileno()).st_ino == os.stat(self.path).st_ino:
+                break
+            f.close()  # an erasure replaced the log while this writer waited: lock the new one
+        try:
+            self._cut_torn_tail(f)
+            yield _Writer(self)
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            f.close()
 
     def _cut_torn_tail(self, f) -> None:
         """Under the lock nobody is mid-write, so a last line without its newline is a crashed write."""
@@ -107,6 +124,35 @@ class RegistrationStore:
         os.ftruncate(f.fileno(), keep)
         os.fsync(f.fileno())
         self.offset = min(self.offset, keep)
+
+    def _erase(self) -> int:
+        """Under the lock: rewrite the log without the records `erased` marks (and any damaged line, which is
+        never served). How many records went."""
+        from coldstart.serving.stores import erased
+
+        with open(self.path, "rb") as f:
+            data = f.read()
+        lines = data.splitlines(keepends=True)
+        decoded = [decode_record(line) for line in lines]
+        drop = erased([r if r is not None else {} for r in decoded])
+        gone = [line for line, r, d in zip(lines, decoded, drop) if d or r is None]
+        if not gone:
+            return 0
+        kept = b"".join(line for line, r, d in zip(lines, decoded, drop) if not d and r is not None)
+        fresh = self.folder / f".{LOG_FILE}.erasing"
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(kept)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(fresh, self.path)
+        _fsync_dir(self.folder)
+        stat = os.stat(self.path)
+        self.inode, self.offset = stat.st_ino, stat.st_size
+        return sum(d for d in drop)
 
     def _append(self, record: dict) -> None:
         line = encode_record(record)
@@ -135,3 +181,10 @@ class _Writer:
             raise RuntimeError("read_new() must return every record before append()")
         self.store._append(record)
         self.store.offset = os.stat(self.store.path).st_size
+
+    def erase(self) -> int:
+        """Remove for good every record a later deletion names (`coldstart.serving.stores.erased`); the caller
+        has read every record. How many were removed."""
+        if os.stat(self.store.path).st_size != self.store.offset:
+            raise RuntimeError("read_new() must return every record before erase()")
+        return self.store._erase()

@@ -10,7 +10,10 @@ A store keeps registered items and users as an ordered list of JSON records.
   writer it yields has `read_new()` (catch up, under the lock) and
   `append(record)`, which returns only once the record is durable. A writer must
   have read every record before it appends, so a check it made (is this id
-  taken?) saw all of them.
+  taken?) saw all of them. `writer.erase()` removes, for good, every record
+  about an entity that a later deletion record names (`erased`): a deleted
+  user's registration, text and interactions leave the store, the deletion
+  record (kind and id only) stays, so every replica and every restart applies it.
 
 Two back ends:
 
@@ -40,12 +43,36 @@ class StoreWriter(Protocol):
 
     def append(self, record: dict) -> None: ...
 
+    def erase(self) -> int: ...
+
 
 @runtime_checkable
 class Store(Protocol):
     def read_new(self) -> list[dict]: ...
 
     def writing(self) -> contextlib.AbstractContextManager[StoreWriter]: ...
+
+
+def concerns(record: dict) -> list[tuple[str, str]]:
+    """The (kind, id) of every entity a record is about: a registration its own, an interaction its user and
+    its item, a deletion none (it holds no more than the id it deletes, and must outlive what it erases)."""
+    kind = record.get("kind")
+    if kind in ("item", "user"):
+        return [(kind, str(record.get("id")))]
+    if kind == "interaction":
+        return [("user", str(record.get("user_id"))), ("item", str(record.get("item_id")))]
+    return []
+
+
+def erased(records: list[dict]) -> list[bool]:
+    """For each record, in store order, whether a later deletion names an entity it concerns: what
+    `writer.erase()` removes. A registration made after a deletion of the same id is a new entity and stays."""
+    last_deletion: dict[tuple[str, str], int] = {}
+    for position, record in enumerate(records):
+        if record.get("kind") == "deletion":
+            last_deletion[(str(record.get("target")), str(record.get("target_id")))] = position
+    return [any(last_deletion.get(entity, -1) > position for entity in concerns(record))
+            for position, record in enumerate(records)]
 
 
 def is_database_url(spec: object) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -55,7 +56,9 @@ def test_health_and_openapi(app):
                       "generator": "distill", "encoder": "teacher"}
     schema = client.get("/openapi.json").json()
     assert schema["info"]["version"] == "1"
-    assert {"/v1/recommend", "/v1/items", "/v1/users", "/v1/items/{item_id}", "/healthz"} <= set(schema["paths"])
+    assert {"/v1/recommend", "/v1/items", "/v1/users", "/v1/interactions", "/v1/items/{item_id}",
+            "/v1/users/{user_id}", "/healthz"} <= set(schema["paths"])
+    assert {"get", "delete"} <= set(schema["paths"]["/v1/items/{item_id}"])
 
 
 def test_warm_user_and_new_profile(app):
@@ -65,7 +68,11 @@ def test_warm_user_and_new_profile(app):
     body = warm.json()
     assert body["path"] == "warm" and len(body["items"]) == 5
     assert [i["score"] for i in body["items"]] == sorted((i["score"] for i in body["items"]), reverse=True)
-    assert set(body["items"][0]) == {"item_id", "title", "score", "cold"}
+    assert set(body["items"][0]) == {"item_id", "title", "score", "cold", "explanation"}
+    assert body["items"][0]["explanation"] is None  # only when asked
+    explained = client.post("/v1/recommend", json={"user_id": "u1", "k": 5, "explain": True}).json()["items"]
+    assert [i["item_id"] for i in explained] == [i["item_id"] for i in body["items"]]
+    assert all(i["explanation"]["because"] and i["explanation"]["vector"]["source"] for i in explained)
     cold = client.post("/v1/recommend", json={"profile": {"attributes": {"occupation": SCI_FI_JOB, "age": 30},
                                                           "text": "likes space films"}, "k": 7}).json()
     assert cold["path"] == "cold" and cold["user_id"] is None and len(cold["items"]) == 7
@@ -154,11 +161,42 @@ def test_metrics_reach_the_prometheus_endpoint(app, ray_cluster):
     assert 'endpoint="recommend"' in text and 'path="warm"' in text and 'stage="rank"' in text
 
 
+def _rank(client, user_id: str, item_id: str) -> int:
+    items = client.post("/v1/recommend", json={"user_id": user_id, "k": 100, "exclude_seen": False}).json()["items"]
+    ids = [i["item_id"] for i in items]
+    return ids.index(item_id) if item_id in ids else len(ids)
+
+
+def test_a_registered_item_rises_in_the_lists_of_the_users_who_interact_with_it(app):
+    client = app["client"]
+    item = {"item_id": "warming", "title": "A Quiet Documentary", "attributes": {"year": 1999, "genres": "Documentary"},
+            "text": "A film about gardens."}
+    assert client.post("/v1/items", json=item).status_code == 201
+    users = [f"u{i}" for i in range(0, 120, 3)]
+    before = {u: _rank(client, u, "warming") for u in users}
+    fans = sorted(users, key=before.get, reverse=True)[:6]  # the users whose lists had it lowest
+    for n, user in enumerate(fans):
+        r = client.post("/v1/interactions", json={"user_id": user, "item_id": "warming", "timestamp": n})
+        assert r.status_code == 201 and r.json()["moved"] == ["item"], r.text
+    after = {u: _rank(client, u, "warming") for u in users}
+    assert all(after[u] < before[u] for u in fans), [(before[u], after[u]) for u in fans]
+
+
+SECRET = "Quokka-whisperer from Zanzibar"
+
+
 def test_registrations_survive_a_restart(app):
+    import ray
     from ray import serve
 
     client = app["client"]
     client.post("/v1/items", json={**NEW_ITEM, "item_id": "restart-item"})
+    # A user who leaves before the restart: deleted, and erased from the store at once.
+    leaver = {"user_id": "leaver", "text": SECRET, "attributes": {"occupation": SECRET, "age": 33}, "liked": ["i3"]}
+    assert client.post("/v1/users", json=leaver).status_code == 201
+    assert client.post("/v1/interactions", json={"user_id": "leaver", "item_id": "i4"}).status_code == 201
+    deleted = client.delete("/v1/users/leaver")
+    assert deleted.status_code == 200 and deleted.json()["erased_records"] == 2, deleted.text
     before = client.get("/healthz").json()
     serve.delete("coldstart")
     with open(app["store"] / "registrations.log", "ab") as log:  # the app died in the middle of a write
@@ -174,3 +212,9 @@ def test_registrations_survive_a_restart(app):
     assert client.post("/v1/items", json={**NEW_ITEM, "item_id": "after-torn"}).status_code == 201
     assert client.get("/v1/items/after-torn").json()["registered"] is True
     assert b"torn-item" not in (app["store"] / "registrations.log").read_bytes()  # cut before the append
+    # The deleted user stays deleted; nothing it registered is in the store, or in any of the cluster's logs.
+    assert client.post("/v1/recommend", json={"user_id": "leaver", "k": 3}).status_code == 404
+    assert all(SECRET.encode() not in f.read_bytes() for f in app["store"].rglob("*") if f.is_file())
+    logs = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
+    files = [f for f in logs.rglob("*") if f.is_file()]
+    assert files and not [f for f in files if SECRET.encode() in f.read_bytes()]

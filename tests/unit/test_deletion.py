@@ -1,0 +1,124 @@
+"""Deletion (DELETE /v1/users/{id}, DELETE /v1/items/{id}), in-process over the HTTP API, on both stores.
+
+A deleted user or item is gone from every answer at once, from a second replica
+on the same store from its next request, and from the store before the answer:
+a restarted app still does not know it, and the store's bytes (and the logs, at
+every level) hold none of what was registered about it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from coldstart.serving.api import create_api
+from coldstart.serving.service import local_service
+from coldstart.serving.stores import erased, open_store
+
+SECRET_TEXT = "Zanzibar-quokka-enthusiast who journals about xylophones"
+SECRET_ATTRIBUTE = "lighthouse-keeper-7731"
+
+
+@pytest.fixture(scope="module")
+def artifacts(serving_artifacts):
+    return serving_artifacts
+
+
+@pytest.fixture(params=["file", "postgres"])
+def store(request, tmp_path):
+    if request.param == "file":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("postgres_url")
+
+
+def _stored_bytes(store: str) -> bytes:
+    """Everything the store holds: the folder's files, or the table's rows as text."""
+    if store.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(store) as conn, conn.cursor() as cur:
+            cur.execute("SELECT record::text FROM coldstart_registrations")
+            return "\n".join(r[0] for r in cur.fetchall()).encode()
+    from pathlib import Path
+
+    return b"".join(p.read_bytes() for p in Path(store).rglob("*") if p.is_file())
+
+
+def _ranked(client, user_id: str, k: int = 100) -> list[str]:
+    r = client.post("/v1/recommend", json={"user_id": user_id, "k": k, "exclude_seen": False})
+    assert r.status_code == 200, r.text
+    return [i["item_id"] for i in r.json()["items"]]
+
+
+def test_the_erasure_rule_keeps_deletions_and_what_came_after():
+    records = [{"kind": "user", "id": "a"}, {"kind": "item", "id": "x"},
+               {"kind": "interaction", "id": "a|x|", "user_id": "a", "item_id": "x"},
+               {"kind": "interaction", "id": "b|x|", "user_id": "b", "item_id": "x"},
+               {"kind": "deletion", "id": "user:a:1", "target": "user", "target_id": "a"},
+               {"kind": "user", "id": "a"},  # the id registered again: a new user, kept
+               {"kind": "interaction", "id": "a|x|2", "user_id": "a", "item_id": "x"}]
+    assert erased(records) == [True, False, True, False, False, False, False]
+
+
+def test_a_deleted_user_and_item_are_gone_from_answers_replicas_restarts_the_store_and_the_logs(
+        artifacts, store, caplog):
+    caplog.set_level(logging.DEBUG)
+    service, other = local_service(artifacts, store), local_service(artifacts, store)  # two ranker replicas
+    with TestClient(create_api(service)) as client, TestClient(create_api(other)) as replica:
+        user = {"user_id": "leaver", "text": SECRET_TEXT, "attributes": {"occupation": SECRET_ATTRIBUTE, "age": 41},
+                "liked": ["i1"]}
+        assert client.post("/v1/users", json=user).status_code == 201
+        item = {"item_id": "withdrawn", "title": "A Withdrawn Film", "text": SECRET_TEXT,
+                "attributes": {"year": 2001, "genres": "Drama"}}
+        assert client.post("/v1/items", json=item).status_code == 201
+        for n, u in enumerate(["leaver", "u3", "u5"]):
+            assert client.post("/v1/interactions", json={"user_id": u, "item_id": "withdrawn",
+                                                         "timestamp": n}).status_code == 201
+        assert client.post("/v1/interactions", json={"user_id": "leaver", "item_id": "i7"}).status_code == 201
+        assert "withdrawn" in _ranked(replica, "u3")
+        catalogue = service.ranker.target
+        moved = catalogue.index.vectors([catalogue.item_pos["withdrawn"]])[0].copy()
+
+        r = client.delete("/v1/users/leaver")
+        assert r.status_code == 200, r.text
+        assert r.json()["erased_records"] == 3  # the registration and its two interactions
+        # The item the user moved is refolded from the interactions that remain.
+        assert not np.allclose(catalogue.index.vectors([catalogue.item_pos["withdrawn"]])[0], moved)
+        for c in (client, replica):  # this replica at once, the other from its next request
+            r = c.post("/v1/recommend", json={"user_id": "leaver", "k": 5})
+            assert r.status_code == 404 and r.json()["field"] == "user_id"
+        assert client.delete("/v1/users/leaver").status_code == 404
+
+        assert client.delete("/v1/items/withdrawn").status_code == 200
+        for c in (client, replica):
+            assert "withdrawn" not in _ranked(c, "u3")
+            assert c.get("/v1/items/withdrawn").status_code == 404
+            r = c.post("/v1/recommend", json={"user_id": "u3", "k": 5, "candidates": ["withdrawn", "i1"]})
+            assert r.status_code == 404 and r.json()["field"] == "candidates"
+        # A trained user and a trained item are hidden the same way.
+        assert client.delete("/v1/users/u9").status_code == 200
+        assert client.delete("/v1/items/i2").status_code == 200
+        assert replica.post("/v1/recommend", json={"user_id": "u9", "k": 5}).status_code == 404
+        assert "i2" not in _ranked(replica, "u3")
+        assert client.get("/healthz").json()["registered_users"] == 0
+
+        stored = _stored_bytes(store)
+        assert SECRET_TEXT.encode() not in stored and SECRET_ATTRIBUTE.encode() not in stored
+        assert b"A Withdrawn Film" not in stored
+
+    # A restart replays the store: everything deleted stays deleted; the id can be registered anew.
+    with TestClient(create_api(local_service(artifacts, store))) as restarted:
+        assert restarted.post("/v1/recommend", json={"user_id": "leaver", "k": 5}).status_code == 404
+        assert restarted.post("/v1/recommend", json={"user_id": "u9", "k": 5}).status_code == 404
+        assert restarted.get("/v1/items/withdrawn").status_code == 404
+        assert "i2" not in _ranked(restarted, "u3")
+        again = {"user_id": "leaver", "attributes": {"age": 30}}
+        assert restarted.post("/v1/users", json=again).status_code == 201
+        assert restarted.post("/v1/recommend", json={"user_id": "leaver", "k": 5}).status_code == 200
+
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert SECRET_TEXT not in logged and SECRET_ATTRIBUTE not in logged and "Withdrawn Film" not in logged
+    assert len(open_store(store).read_new()) > 0
