@@ -1,5 +1,12 @@
 """The application: a FastAPI ingress that chains encoder -> generator -> ranker through handles.
 
+A request for a known user (`user_id`: trained, cold or registered) needs no
+model, only the catalogue: the ingress holds one of its own, following the same
+registration store as the ranker replicas, and answers it in-process. The hop
+to a ranker replica and back was most of such a request's time. Profiles,
+registrations, interactions and deletions take the encoder -> generator ->
+ranker path, and the ranker replicas write the store.
+
 `build_app(args)` is the builder for `serve run serve.app:build_app
 artifacts=DIR`, `serve deploy serve/config.yaml` and `coldstart serve`. The
 routes, validation and error bodies are `coldstart.serving.api.create_api`,
@@ -20,11 +27,11 @@ from coldstart.serving.config import ServeConfig
 from coldstart.serving.content import NewContent
 from coldstart.serving.errors import RequestError
 from coldstart.serving.models import content_spec, resolve_encoder, resolve_generator
-from coldstart.serving.service import RecommendService
+from coldstart.serving.service import LocalStage, RecommendService
 from serve.encoder import Encoder
 from serve.generator import Generator
 from serve.metrics import RayServeMetrics
-from serve.ranker import Ranker
+from serve.ranker import Ranker, build_catalogue
 
 
 def _request_error(exc: BaseException) -> RequestError | None:
@@ -65,7 +72,8 @@ class Ingress:
         self.service = RecommendService(
             encoder=HandleStage(encoder), generator=HandleStage(generator), ranker=HandleStage(ranker),
             content=NewContent(spec), generator_name=resolve_generator(cfg.artifacts, cfg.generator)[0],
-            encoder_name=resolve_encoder(cfg.artifacts, spec, cfg.encoder)[0], metrics=RayServeMetrics())
+            encoder_name=resolve_encoder(cfg.artifacts, spec, cfg.encoder)[0], metrics=RayServeMetrics(),
+            known_users=LocalStage(build_catalogue(cfg)))
 
     def __serve_build_asgi_app__(self):
         return create_api(self.service, self.api_key)

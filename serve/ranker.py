@@ -17,17 +17,20 @@ from coldstart.serving.models import ServingGenerator
 from serve.metrics import index_size_gauge
 
 
+def build_catalogue(cfg: ServeConfig) -> Catalogue:
+    """The catalogue a replica holds: every item in the index, users, and the store followed from its tail."""
+    torch.set_num_threads(cfg.torch_threads)
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # exact search over thousands of items: threads cost more than they give
+    generator = ServingGenerator(cfg.artifacts, cfg.generator)  # for the catalogue's cold vectors only
+    return Catalogue.from_artifacts(cfg.artifacts, generator, cfg.open_store(), text_weight=cfg.text_weight)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class Ranker:
     def __init__(self, settings: dict):
-        cfg = ServeConfig.model_validate(settings)
-        torch.set_num_threads(cfg.torch_threads)
-        import faiss
-
-        faiss.omp_set_num_threads(1)  # exact search over thousands of items: threads cost more than they give
-        generator = ServingGenerator(cfg.artifacts, cfg.generator)  # for the catalogue's cold vectors only
-        self.catalogue = Catalogue.from_artifacts(cfg.artifacts, generator, cfg.open_store(),
-                                                  text_weight=cfg.text_weight)
+        self.catalogue = build_catalogue(ServeConfig.model_validate(settings))
         self.index_size = index_size_gauge()
         self._report()
 

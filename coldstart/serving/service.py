@@ -40,8 +40,12 @@ class LocalStage:
 
 class RecommendService:
     def __init__(self, *, encoder: Stage, generator: Stage, ranker: Stage, content: NewContent,
-                 generator_name: str, encoder_name: str, metrics: ServiceMetrics | None = None):
+                 generator_name: str, encoder_name: str, metrics: ServiceMetrics | None = None,
+                 known_users: Stage | None = None):
+        """`known_users`: a catalogue that answers requests by `user_id` (default: the ranker), e.g. one held in
+        the ingress's own process, following the same store, to save a hop on the commonest request."""
         self.encoder, self.generator, self.ranker = encoder, generator, ranker
+        self.known_users = known_users or ranker
         self.content = content
         self.generator_name, self.encoder_name = generator_name, encoder_name
         self.metrics = metrics or ServiceMetrics()
@@ -76,8 +80,8 @@ class RecommendService:
     async def recommend(self, request: RecommendRequest) -> Recommendation:
         if request.user_id is not None:
             with self._timed("rank"):
-                result = await self.ranker.call("recommend_user", request.user_id, request.k, request.exclude_seen,
-                                                request.candidates, explain=request.explain)
+                result = await self.known_users.call("recommend_user", request.user_id, request.k,
+                                                     request.exclude_seen, request.candidates, explain=request.explain)
         else:
             profile = request.profile
             self.content.check("user", profile.attributes, "profile.attributes")
