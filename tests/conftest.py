@@ -99,6 +99,42 @@ def serving_artifacts(tmp_path_factory, minilm):
     return build_artifacts(tmp_path_factory.mktemp("serving-artifacts"), minilm)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deploy_app(artifacts, store, name: str = "coldstart", route_prefix: str = "/") -> None:
+    """Deploy (or redeploy) the Serve app over `artifacts` and `store`; returns once it is running."""
+    from ray import serve
+
+    from serve.app import build_app
+
+    serve.run(build_app({"artifacts": str(artifacts), "store": str(store)}), name=name, route_prefix=route_prefix,
+              blocking=False)
+
+
+@pytest.fixture(scope="session")
+def serve_app(ray_cluster, serving_artifacts, tmp_path_factory):
+    """One Ray Serve app for the session (deploying one takes about 45 s on 2 cores) over the shared serving
+    artifacts and a file store of its own, HTTP on a free port: {"client", "artifacts", "store", "port"}.
+    Tests that redeploy it keep its name, artifacts and store."""
+    import httpx
+    from ray import serve
+
+    store = tmp_path_factory.mktemp("serve-app") / "store"
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    deploy_app(serving_artifacts, store)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    yield {"client": client, "artifacts": serving_artifacts, "store": store, "port": port}
+    client.close()
+    serve.shutdown()
+
+
 @pytest.fixture(scope="session")
 def minilm():
     """The packaged all-MiniLM-L6-v2, loaded once per session (offline)."""
@@ -219,3 +255,12 @@ def postgres_url(postgres_server):
     yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(postgres_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["file", "postgres"])
+def store(request, tmp_path):
+    """A registration store (`--store`) of each back end, fresh per test: a folder, or the URL of a new
+    database on the session's PostgreSQL server."""
+    if request.param == "file":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("postgres_url")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import httpx
 import pytest
 
 from coldstart.serving.store import encode_record
-from tests.serving_artifacts import build_artifacts
+from tests.conftest import deploy_app
 
 pytestmark = pytest.mark.slow
 
@@ -19,34 +18,10 @@ NEW_ITEM = {"item_id": "new-scifi", "title": "Star Voyage", "attributes": {"year
             "text": "A crew crosses the galaxy."}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _deploy(artifacts, store):
-    from ray import serve
-
-    from serve.app import build_app
-
-    serve.run(build_app({"artifacts": str(artifacts), "store": str(store)}), name="coldstart", route_prefix="/",
-              blocking=False)
-
-
 @pytest.fixture(scope="module")
-def app(ray_cluster, tmp_path_factory, minilm):
-    from ray import serve
-
-    root = tmp_path_factory.mktemp("serve-http")
-    artifacts = build_artifacts(root / "artifacts", minilm)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    _deploy(artifacts, root / "store")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    yield {"client": client, "artifacts": artifacts, "store": root / "store"}
-    client.close()
-    serve.shutdown()
+def app(serve_app):
+    """The session's Serve app (tests/conftest.py); these tests run first on it, so it starts empty."""
+    return serve_app
 
 
 def test_health_and_openapi(app):
@@ -201,7 +176,7 @@ def test_registrations_survive_a_restart(app):
     serve.delete("coldstart")
     with open(app["store"] / "registrations.log", "ab") as log:  # the app died in the middle of a write
         log.write(encode_record({"kind": "item", "id": "torn-item", "vector": [0.0]})[:-9])
-    _deploy(app["artifacts"], app["store"])
+    deploy_app(app["artifacts"], app["store"])
     after = client.get("/healthz").json()
     assert after["registered_items"] == before["registered_items"] >= 2
     assert after["registered_users"] == before["registered_users"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,17 +30,11 @@ from coldstart.serving.api import create_api
 from coldstart.serving.service import local_service
 from coldstart.serving.store import LOG_FILE, decode_record
 from coldstart.serving.stores import open_store
-from tests.serving_artifacts import build_artifacts
+from tests.conftest import deploy_app, free_port
 
 pytestmark = pytest.mark.slow
 
 RETRIED = {500, 502, 503, 504}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _item(item_id: str) -> dict:
@@ -72,21 +65,13 @@ def send_with_retries(client: httpx.Client, method: str, path: str, body: dict |
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory, minilm):
-    return build_artifacts(tmp_path_factory.mktemp("reliability") / "artifacts", minilm, epochs=10)
-
-
-@pytest.fixture(params=["file", "postgres"])
-def store(request, tmp_path):
-    """The `--store` of the app under test: a folder, or the URL of a fresh PostgreSQL database."""
-    if request.param == "file":
-        return str(tmp_path / "store")
-    return request.getfixturevalue("postgres_url")
+def artifacts(serving_artifacts):
+    return serving_artifacts
 
 
 # ---- a replica killed under load ------------------------------------------------------------------
 
-def _replicas(deployment: str) -> list[dict]:
+def _replicas(deployment: str, app: str) -> list[dict]:
     import ray
     from ray.util.state import list_actors
 
@@ -94,83 +79,92 @@ def _replicas(deployment: str) -> list[dict]:
     dashboard = "http://" + ray._private.worker.global_worker.node.address_info["webui_url"]
     return [a for a in list_actors(address=dashboard, filters=[("state", "=", "ALIVE")], detail=True,
                                    raise_on_missing_output=False)
-            if a["class_name"] == f"ServeReplica:coldstart:{deployment}"]
+            if a["class_name"] == f"ServeReplica:{app}:{deployment}"]
 
 
-def test_killing_replicas_under_load_loses_no_request(ray_cluster, artifacts, store):
-    import ray
+@pytest.fixture(params=["file", "postgres"])
+def app_under_load(request, serve_app):
+    """(base URL, Serve app name, store) of a running app: the session's (file store), or for PostgreSQL a second
+    app beside it under /pg, deleted afterwards."""
+    url = f"http://127.0.0.1:{serve_app['port']}"
+    if request.param == "file":
+        yield url, "coldstart", str(serve_app["store"])
+        return
     from ray import serve
 
-    from serve.app import build_app
-
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"artifacts": str(artifacts), "store": store}), name="coldstart",
-              route_prefix="/", blocking=False)
+    store = request.getfixturevalue("postgres_url")
+    deploy_app(serve_app["artifacts"], store, name="coldstart-pg", route_prefix="/pg")
     try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-        stop, stats, acknowledged, interactions, failures = threading.Event(), {}, [], [], []
-
-        def load(worker: int):
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as mine:
-                n, mine_acknowledged = 0, []
-                while not stop.is_set():
-                    n += 1
-                    try:
-                        if n % 4 == 1 and mine_acknowledged:  # a user meets an item registered a moment ago
-                            body = {"user_id": f"u{n % 100}", "item_id": mine_acknowledged[-1], "timestamp": n}
-                            r = send_with_retries(mine, "POST", "/v1/interactions", body, stats=stats)
-                            assert r.status_code == 201, r.text  # a retry is the same interaction, never a 409
-                            interactions.append(f"u{n % 100}|{mine_acknowledged[-1]}|{float(n)!r}")
-                        elif n % 2:
-                            r = send_with_retries(mine, "POST", "/v1/recommend", {"user_id": f"u{n % 100}", "k": 5},
-                                                  stats=stats)
-                            assert r.status_code == 200 and len(r.json()["items"]) == 5, r.text
-                        else:
-                            item_id = f"kill-{worker}-{n}"
-                            r = send_with_retries(mine, "POST", "/v1/items", _item(item_id), stats=stats)
-                            assert r.status_code == 201, r.text  # a 409 here would be a retry taken for a clash
-                            acknowledged.append(item_id)
-                            mine_acknowledged.append(item_id)
-                    except Exception as exc:  # noqa: BLE001 - collected and reported by the main thread
-                        failures.append(repr(exc))
-                        return
-
-        threads = [threading.Thread(target=load, args=(w,)) for w in range(3)]
-        for t in threads:
-            t.start()
-        killed = []
-        for deployment in ("Ranker", "Generator"):
-            time.sleep(2)
-            victim = _replicas(deployment)[0]
-            killed.append(victim["actor_id"])
-            ray.kill(ray.get_actor(victim["name"], namespace="serve"), no_restart=True)
-        time.sleep(3)
-        # Serve notices the dead replicas and starts new ones; the load keeps going meanwhile.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            alive = {d: [a["actor_id"] for a in _replicas(d)] for d in ("Ranker", "Generator")}
-            if all(alive.values()) and not set(killed) & {a for ids in alive.values() for a in ids}:
-                break
-            time.sleep(1)
-        time.sleep(2)  # and keeps going a moment on the new replicas
-        stop.set()
-        for t in threads:
-            t.join(180)
-        print(f"\nreplicas killed {len(killed)}, requests retried {stats.get('retries', 0)}, "
-              f"registrations acknowledged {len(acknowledged)}, interactions {len(interactions)}")
-        assert not failures, failures
-        assert all(alive.values()) and not set(killed) & {a for ids in alive.values() for a in ids}
-        assert len(acknowledged) >= 3
-        for item_id in acknowledged:
-            assert client.get(f"/v1/items/{item_id}").json()["registered"] is True
-        records = open_store(store).read_new()
-        # Each exactly once, retries included: registrations and interactions.
-        assert sorted(r["id"] for r in records if r["kind"] == "item") == sorted(acknowledged)
-        assert sorted(r["id"] for r in records if r["kind"] == "interaction") == sorted(interactions)
-        assert client.post("/v1/recommend", json={"user_id": "u1", "k": 5}).status_code == 200
+        yield url + "/pg", "coldstart-pg", store
     finally:
-        serve.shutdown()
+        serve.delete("coldstart-pg")
+
+
+def test_killing_replicas_under_load_loses_no_request(app_under_load):
+    import ray
+
+    base, app, store = app_under_load
+    client = httpx.Client(base_url=base, timeout=60)
+    stop, stats, acknowledged, interactions, failures = threading.Event(), {}, [], [], []
+
+    def load(worker: int):
+        with httpx.Client(base_url=base, timeout=60) as mine:
+            n, mine_acknowledged = 0, []
+            while not stop.is_set():
+                n += 1
+                try:
+                    if n % 4 == 1 and mine_acknowledged:  # a user meets an item registered a moment ago
+                        body = {"user_id": f"u{n % 100}", "item_id": mine_acknowledged[-1], "timestamp": n}
+                        r = send_with_retries(mine, "POST", "/v1/interactions", body, stats=stats)
+                        assert r.status_code == 201, r.text  # a retry is the same interaction, never a 409
+                        interactions.append(f"u{n % 100}|{mine_acknowledged[-1]}|{float(n)!r}")
+                    elif n % 2:
+                        r = send_with_retries(mine, "POST", "/v1/recommend", {"user_id": f"u{n % 100}", "k": 5},
+                                              stats=stats)
+                        assert r.status_code == 200 and len(r.json()["items"]) == 5, r.text
+                    else:
+                        item_id = f"kill-{worker}-{n}"
+                        r = send_with_retries(mine, "POST", "/v1/items", _item(item_id), stats=stats)
+                        assert r.status_code == 201, r.text  # a 409 here would be a retry taken for a clash
+                        acknowledged.append(item_id)
+                        mine_acknowledged.append(item_id)
+                except Exception as exc:  # noqa: BLE001 - collected and reported by the main thread
+                    failures.append(repr(exc))
+                    return
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    killed = []
+    for deployment in ("Ranker", "Generator"):
+        time.sleep(2)
+        victim = _replicas(deployment, app)[0]
+        killed.append(victim["actor_id"])
+        ray.kill(ray.get_actor(victim["name"], namespace="serve"), no_restart=True)
+    time.sleep(3)
+    # Serve notices the dead replicas and starts new ones; the load keeps going meanwhile.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        alive = {d: [a["actor_id"] for a in _replicas(d, app)] for d in ("Ranker", "Generator")}
+        if all(alive.values()) and not set(killed) & {a for ids in alive.values() for a in ids}:
+            break
+        time.sleep(1)
+    time.sleep(2)  # and keeps going a moment on the new replicas
+    stop.set()
+    for t in threads:
+        t.join(180)
+    print(f"\nreplicas killed {len(killed)}, requests retried {stats.get('retries', 0)}, "
+          f"registrations acknowledged {len(acknowledged)}, interactions {len(interactions)}")
+    assert not failures, failures
+    assert all(alive.values()) and not set(killed) & {a for ids in alive.values() for a in ids}
+    assert len(acknowledged) >= 3
+    for item_id in acknowledged:
+        assert client.get(f"/v1/items/{item_id}").json()["registered"] is True
+    records = [r for r in open_store(store).read_new() if "kill-" in r["id"]]  # the session app's store has more
+    # Each exactly once, retries included: registrations and interactions.
+    assert sorted(r["id"] for r in records if r["kind"] == "item") == sorted(acknowledged)
+    assert sorted(r["id"] for r in records if r["kind"] == "interaction") == sorted(interactions)
+    assert client.post("/v1/recommend", json={"user_id": "u1", "k": 5}).status_code == 200
 
 
 # ---- the whole app SIGKILLed in the middle of registrations ---------------------------------------
@@ -186,7 +180,7 @@ uvicorn.run(create_api(local_service(sys.argv[1], sys.argv[2])), host="127.0.0.1
 
 
 def _start_app(artifacts, store, ray_tmp, *, on_ray: bool = True) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     # RAY_ADDRESS=local: its own Ray cluster, never the session's or another user's on this machine;
     # its own session (process group) so one killpg takes the app and its Ray processes together.
     env = {**os.environ, "RAY_ADDRESS": "local", "RAY_TMPDIR": str(ray_tmp)}
@@ -229,7 +223,7 @@ def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, store)
     log_file = None if store.startswith("postgresql://") else os.path.join(store, LOG_FILE)
     with tempfile.TemporaryDirectory(prefix="csrel-", dir="/tmp") as ray_tmp:  # short: Ray's socket paths
         proc, url = _start_app(artifacts, store, ray_tmp, on_ray=log_file is not None)
-        items, users = [], []
+        items, users, deleted = [], [], []
         try:
             def register(worker: int):
                 with httpx.Client(base_url=url, timeout=30) as client:
@@ -238,6 +232,10 @@ def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, store)
                         try:
                             if client.post("/v1/items", json=_item(item_id)).status_code == 201:
                                 items.append(item_id)
+                                if n % 4 == 3:  # some are deleted again: the deletion, once answered, must hold
+                                    items.remove(item_id)  # unknown if the kill takes the answer: not checked
+                                    answer = client.delete(f"/v1/items/{item_id}")
+                                    (deleted if answer.status_code == 200 else items).append(item_id)
                             if client.post("/v1/users", json=_user(user_id)).status_code == 201:
                                 users.append(user_id)
                         except httpx.TransportError:
@@ -254,15 +252,16 @@ def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, store)
         for t in threads:
             t.join(60)
         acknowledged_items, acknowledged_users = list(items), list(users)
-        assert len(acknowledged_items) + len(acknowledged_users) >= 30
+        assert len(acknowledged_items) + len(acknowledged_users) >= 30 and deleted
 
         if log_file is not None:
             with open(log_file, "rb") as f:
                 lines = f.read().split(b"\n")
             torn = len(lines[-1])  # bytes after the last newline: a record the kill cut in half
             damaged = sum(decode_record(line + b"\n") is None for line in lines[:-1])
-            print(f"\nacknowledged {len(acknowledged_items)} items and {len(acknowledged_users)} users; "
-                  f"{len(lines) - 1} whole records, torn tail {torn} bytes, damaged {damaged}; strays killed {strays}")
+            print(f"\nacknowledged {len(acknowledged_items)} items, {len(acknowledged_users)} users, "
+                  f"{len(deleted)} deletions; {len(lines) - 1} whole records, torn tail {torn} bytes, "
+                  f"damaged {damaged}; strays killed {strays}")
             assert damaged == 0  # only the very last line may be cut short
         else:  # the database rolls back what the kill left uncommitted: nothing torn to look for
             print(f"\nacknowledged {len(acknowledged_items)} items and {len(acknowledged_users)} users; "
@@ -273,6 +272,8 @@ def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, store)
         with TestClient(create_api(local_service(artifacts, store))) as client:
             for item_id in acknowledged_items:
                 assert client.get(f"/v1/items/{item_id}").json()["registered"] is True, item_id
+            for item_id in deleted:
+                assert client.get(f"/v1/items/{item_id}").status_code == 404, item_id
             for user_id in acknowledged_users:
                 r = client.post("/v1/recommend", json={"user_id": user_id, "k": 3})
                 assert r.status_code == 200 and r.json()["path"] == "cold", r.text
@@ -291,3 +292,5 @@ def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, store)
         with open(log_file, "rb") as f:
             assert f.read().endswith(b"\n")
     assert {r["id"] for r in records} >= set(acknowledged_items) | set(acknowledged_users)
+    assert not {r["id"] for r in records if r["kind"] == "item"} & set(deleted)  # erased, not only hidden
+    assert {r["target_id"] for r in records if r["kind"] == "deletion"} >= set(deleted)

@@ -36,13 +36,6 @@ def _register(artifacts, generator, spec) -> Catalogue:
     return catalogue
 
 
-@pytest.fixture(params=["file", "postgres"])
-def store(request, tmp_path):
-    if request.param == "file":
-        return str(tmp_path / "store")
-    return request.getfixturevalue("postgres_url")
-
-
 def test_all_users_warm_cold_and_registered_ranked_as_serving_ranks_them(artifacts, generator, store):
     serving = _register(artifacts, generator, store)
     recs = recommend_in_process(BatchOptions(artifacts=artifacts, store=store, k=K))

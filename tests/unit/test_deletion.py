@@ -27,13 +27,6 @@ def artifacts(serving_artifacts):
     return serving_artifacts
 
 
-@pytest.fixture(params=["file", "postgres"])
-def store(request, tmp_path):
-    if request.param == "file":
-        return str(tmp_path / "store")
-    return request.getfixturevalue("postgres_url")
-
-
 def _stored_bytes(store: str) -> bytes:
     """Everything the store holds: the folder's files, or the table's rows as text."""
     if store.startswith("postgresql://"):
