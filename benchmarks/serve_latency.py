@@ -4,22 +4,26 @@ Both serve the same objects (`coldstart.serving`: encoder, generator, ranker,
 store) behind the same FastAPI app; the plain one calls them in-process, Serve
 through deployment handles. Load: warm-user, new-user (profile text) and
 item-registration requests at each concurrency, from this process to loopback
-only, a fixed number of requests per cell after a warm-up. The two servers run
-one after the other, never together, so they do not compete for the cores.
+only, a fixed number of requests per cell after a warm-up. The servers take
+turns over `--repeats` rounds (their order alternating), each started, measured
+and stopped in its turn, never both up at once, so the machine's noise falls on
+both; each figure is the median over the rounds.
 
-    python -m benchmarks.serve_latency --artifacts out/demo
+    python -m benchmarks.serve_latency --artifacts out/demo [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -133,7 +137,8 @@ def plain_server(artifacts: Path, port: int, store: Path, threads: int) -> None:
     uvicorn.run(create_api(service), host="127.0.0.1", port=port, workers=1, log_level="warning")
 
 
-def run_plain(args, requests: Requests, scratch: Path) -> dict:
+@contextlib.contextmanager
+def plain_up(args, scratch: Path) -> Iterator[str]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.serve_latency", "--plain-server",
@@ -141,13 +146,14 @@ def run_plain(args, requests: Requests, scratch: Path) -> dict:
                              "--store", str(scratch / "plain-store"), "--plain-threads", str(args.plain_threads)])
     try:
         _wait_ready(url)
-        return measure(url, requests, args.kinds, args.concurrency, args.requests, args.warmup, "plain")
+        yield url
     finally:
         proc.terminate()
         proc.wait(30)
 
 
-def run_serve(args, requests: Requests, scratch: Path) -> dict:
+@contextlib.contextmanager
+def serve_up(args, scratch: Path) -> Iterator[str]:
     import ray
     from ray import serve
 
@@ -162,10 +168,29 @@ def run_serve(args, requests: Requests, scratch: Path) -> dict:
                   name="coldstart", route_prefix="/", blocking=False)
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url)
-        return measure(url, requests, args.kinds, args.concurrency, args.requests, args.warmup, "serve")
+        yield url
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def interleaved(args, requests: Requests, scratch: Path) -> tuple[dict, dict]:
+    """(Serve's figures, the plain server's), each the median over `args.repeats` rounds. In every round each
+    server is started, warmed up, measured on every cell and stopped, the first alternating round by round:
+    never both up at once (an idle Ray cluster and Serve app take CPU from the plain process on 2 cores)."""
+    servers = {"plain": plain_up, "serve": serve_up}
+    rounds: dict[str, list[dict]] = {"serve": [], "plain": []}
+    for r in range(args.repeats):
+        for name in (("plain", "serve") if r % 2 == 0 else ("serve", "plain")):
+            with servers[name](args, scratch / f"{name}-{r}") as url:
+                for kind in args.kinds:
+                    asyncio.run(_load(url, requests, kind, 4, args.warmup, f"{name}-r{r}-warmup"))
+                rounds[name].append({(kind, c): asyncio.run(_load(url, requests, kind, c, args.requests,
+                                                                  f"{name}-r{r}-c{c}"))
+                                     for kind in args.kinds for c in args.concurrency})
+    median = {name: {cell: {k: float(np.median([f[cell][k] for f in runs])) for k in runs[0][cell]}
+                     for cell in runs[0]} for name, runs in rounds.items()}
+    return median["serve"], median["plain"]
 
 
 def report(serve_figures: dict, plain_figures: dict) -> str:
@@ -187,6 +212,7 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, required=True)
     parser.add_argument("--requests", type=int, default=200, help="Requests per (kind, concurrency) cell.")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="Interleaved rounds; figures are their medians.")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--num-cpus", type=int, default=4, help="Logical CPUs of the local Ray cluster.")
@@ -203,9 +229,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as scratch:
         requests = Requests(args.artifacts)
-        plain_figures = run_plain(args, requests, Path(scratch))
-        serve_figures = run_serve(args, requests, Path(scratch))
-    print(f"\n{args.requests} requests per cell after {args.warmup} warm-up; {os.cpu_count()} cores; "
+        serve_figures, plain_figures = interleaved(args, requests, Path(scratch))
+    print(f"\n{args.requests} requests per cell after {args.warmup} warm-up, median of {args.repeats} interleaved "
+          f"rounds; {os.cpu_count()} cores; "
           f"Ray num_cpus {args.num_cpus}; torch threads: Serve replicas {args.serve_threads}, "
           f"plain server {args.plain_threads}; "
           f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', 'unset')}\n")
