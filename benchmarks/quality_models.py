@@ -109,6 +109,31 @@ def knn_warm(inputs: Inputs, k: int = 5, user_k: int = 50):
                               knn_user_content(inputs), k=k, user_k=user_k)
 
 
+def knn_bag(inputs: Inputs, ks: tuple[int, ...] = (5, 10, 20), user_ks: tuple[int, ...] = (25, 50, 100)):
+    """knn-warm averaged over several neighbour counts (items' and users'): no count to pick on the noisy
+    cold-val set."""
+    members = [knn_warm(inputs, k=k, user_k=user_k) for k, user_k in zip(ks, user_ks)]
+    return EmbeddingRecommender(np.mean([m.user_vectors for m in members], axis=0),
+                                np.mean([m.item_vectors for m in members], axis=0))
+
+
+def ridge(inputs: Inputs, alpha: float = 10.0):
+    """Closed-form ridge regression from an item's content (unit text vector, attributes, bias) to its backbone
+    vector, fitted on the warm items: the linear content-to-backbone mapping. Item cold-start only."""
+    if inputs.data.split.cold != "items":
+        raise ValueError("ridge places cold items; this split's cold side is users")
+    text_dim = inputs.content["text_dim"]
+    x = inputs.arrays["item_features"].astype(np.float64)
+    text = x[:, :text_dim] / np.maximum(np.linalg.norm(x[:, :text_dim], axis=1, keepdims=True), 1e-9)
+    features = np.hstack([text, x[:, text_dim:], np.ones((len(x), 1))])
+    warm, cold = inputs.data.warm_items, inputs.data.cold_items
+    fw = features[warm]
+    weights = np.linalg.solve(fw.T @ fw + alpha * np.eye(fw.shape[1]), fw.T @ inputs.item_vectors[warm])
+    items = inputs.item_vectors.copy()
+    items[cold] = (features[cold] @ weights).astype(items.dtype)
+    return EmbeddingRecommender(inputs.user_vectors, items)
+
+
 def cached(name: str, build: Callable[[Inputs], object]) -> Callable[[Inputs], object]:
     """`build`, its vectors kept under the seed's folder per feature set: members of ensembles train once."""
     def run(inputs: Inputs):
@@ -149,8 +174,11 @@ MODELS: dict[str, Callable[[Inputs], object]] = {
     "popularity": lambda inputs: PopularityRecommender(inputs.data),
     "backbone": lambda inputs: EmbeddingRecommender(inputs.user_vectors, inputs.item_vectors),
     "knn-warm": knn_warm,
+    "knn-bag": knn_bag,
+    "ridge": ridge,
     "regression": cached("regression", functools.partial(towers, bpr=0.0, distill=0.0, align=1.0)),
     "towers": cached("towers", towers),
     "vae": cached("vae", vae),
 }
 MODELS["ensemble"] = ensemble_of(("knn-warm", "towers", "vae"))
+MODELS["ensemble-bag"] = ensemble_of(("knn-bag", "towers", "vae"))
