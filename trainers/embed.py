@@ -1,7 +1,13 @@
 """LLM embeddings of every item and user, as a Ray Data batch-inference job.
 
 An actor pool of encoder replicas (one GPU each where GPUs exist, CPUs
-otherwise) embeds texts sorted by length, so each batch pads little. Output:
+otherwise) embeds texts sorted by length, so each batch pads little. The texts
+to embed are written as parquet files beside the output (one file a block);
+`read_parquet` -> `map_batches` over the pool -> `write_parquet` streams them
+through the actors, so no row passes through the driver's object store, and
+the driver reads the vectors back from those files to assemble the artifact.
+Like every job's paths, the output's folder must be storage the workers share
+on a cluster of several machines. Output:
 `items.parquet` (item_id, vector, text_hash, text), `users.parquet` (user_id, ...)
 and `embed.json` (encoder, dimension, templates, counts). The folder is also a
 vectors model: `coldstart evaluate --model OUT` scores a user's text against
@@ -67,12 +73,17 @@ class EncodeBatch:
         set_threads(threads)
         self.encoder = TextEncoder(EncoderConfig.model_validate(encoder))
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        vectors = self.encoder.encode(batch["text"].tolist())
-        return pd.DataFrame({"id": batch["id"].to_numpy(), "kind": batch["kind"].to_numpy(),
-                             "text_hash": batch["text_hash"].to_numpy(), "text": batch["text"].to_numpy(),
-                             "empty": batch["text"].str.strip().eq("").to_numpy(),
-                             "vector": list(vectors)})
+    def __call__(self, batch: pd.DataFrame):
+        import pyarrow as pa
+
+        vectors = np.ascontiguousarray(self.encoder.encode(batch["text"].tolist()), np.float32)
+        return pa.table({"id": pa.array(batch["id"].astype(str).to_numpy()),
+                         "kind": pa.array(batch["kind"].to_numpy()),
+                         "text_hash": pa.array(batch["text_hash"].to_numpy()),
+                         "text": pa.array(batch["text"].to_numpy()),
+                         "empty": pa.array(batch["text"].str.strip().eq("").to_numpy()),
+                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()),
+                                                                     vectors.shape[1])})
 
 
 def encoder_fingerprint(cfg: EncoderConfig) -> dict:
@@ -117,8 +128,10 @@ def embed_texts(texts: dict[str, pd.DataFrame], cfg: EmbedConfig) -> EmbedResult
         # Nothing new: leave the folder as it is, so concurrent readers (Tune trials) never see it move.
         return EmbedResult(out=cfg.out, embedded={k: 0 for k in texts}, reused={k: len(v) for k, v in kept.items()},
                            seconds=time.perf_counter() - started, texts_per_second=0.0)
-    new = _embed_with_ray(pending, cfg) if len(pending) else pd.DataFrame(
+    workdir = cfg.out.parent / f".{cfg.out.name}.embedding"
+    new = embed_with_ray(pending, cfg, workdir) if len(pending) else pd.DataFrame(
         columns=["id", "kind", "text_hash", "text", "empty", "vector"])
+    new["id"] = new["id"].map(dict(zip(pending["id"].astype(str), pending["id"])))  # parquet gave strings
     embedded, reused, empty = {}, {}, int(new["empty"].sum()) if len(new) else 0
     if empty:
         log.warning("%d empty text(s) got zero vectors", empty)
@@ -144,21 +157,41 @@ def embed_texts(texts: dict[str, pd.DataFrame], cfg: EmbedConfig) -> EmbedResult
                        texts_per_second=n / seconds if seconds else 0.0)
 
 
-def _embed_with_ray(pending: pd.DataFrame, cfg: EmbedConfig) -> pd.DataFrame:
+def embed_with_ray(pending: pd.DataFrame, cfg: EmbedConfig, workdir: Path) -> pd.DataFrame:
+    """Embed `pending` (id, kind, text, text_hash) with the actor pool; the rows with their vectors, longest texts
+    first. From `cfg.stream_rows` rows on, parquet to parquet through `workdir` (removed afterwards); below, the
+    blocks go from the driver's memory and the vectors come back to it (less fixed cost for a small job)."""
+    import shutil
+
     ray = ensure_ray(cfg.ray)
     import ray.data
 
     lengths = pending["text"].str.len().to_numpy()
     ordered = pending.iloc[np.argsort(-lengths, kind="stable")].reset_index(drop=True)
+    ordered = ordered.astype({"id": str})  # ids of any type come back alike
     blocks = [ordered.iloc[i:i + cfg.block_rows] for i in range(0, len(ordered), cfg.block_rows)]
-    ds = ray.data.from_pandas(blocks)
-    out = ds.map_batches(
-        EncodeBatch,
-        fn_constructor_kwargs={"encoder": cfg.encoder.model_dump(), "threads": cfg.threads_per_replica},
-        compute=ray.data.ActorPoolStrategy(size=min(cfg.replicas, len(blocks))),
-        batch_size=cfg.encoder.batch_size,
-        batch_format="pandas",
-        num_gpus=1 if cfg.use_gpu else 0,
-        num_cpus=0 if cfg.use_gpu else cfg.threads_per_replica,
-    )
-    return out.to_pandas()
+
+    def encode(ds):
+        return ds.map_batches(
+            EncodeBatch,
+            fn_constructor_kwargs={"encoder": cfg.encoder.model_dump(), "threads": cfg.threads_per_replica},
+            compute=ray.data.ActorPoolStrategy(size=min(cfg.replicas, len(blocks))),
+            batch_size=cfg.encoder.batch_size,
+            batch_format="pandas",
+            num_gpus=1 if cfg.use_gpu else 0,
+            num_cpus=0 if cfg.use_gpu else cfg.threads_per_replica,
+        )
+
+    if len(ordered) < cfg.stream_rows:
+        return encode(ray.data.from_pandas(blocks)).to_pandas()
+    shutil.rmtree(workdir, ignore_errors=True)  # what a failed run left
+    (workdir / "texts").mkdir(parents=True)
+    try:
+        for n, block in enumerate(blocks):
+            block.to_parquet(workdir / "texts" / f"part-{n:06d}.parquet", index=False)
+        # Small files are read as one block; a block is an actor's unit of work, so split it back up.
+        encode(ray.data.read_parquet(str(workdir / "texts")).repartition(len(blocks))).write_parquet(
+            str(workdir / "vectors"))
+        return pd.read_parquet(workdir / "vectors")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

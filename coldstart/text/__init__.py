@@ -16,3 +16,7 @@ class EmbedOptions(BaseModel):
     use_gpu: bool = Field(False, description="One GPU per replica.")
     threads_per_replica: int = Field(1, gt=0, description="torch threads in each CPU replica.")
     block_rows: int = Field(1024, gt=0, description="Rows per Ray Data block (the unit of work of an actor).")
+    stream_rows: int = Field(20_000, ge=0, description="From this many texts to embed on, they stream from parquet "
+                                                       "files through the actors to parquet files, never held by the "
+                                                       "driver (about 45 s of fixed cost on 2 cores); fewer go "
+                                                       "from the driver's memory as blocks (less fixed cost).")

@@ -6,6 +6,7 @@ import pytest
 from coldstart.data.split import load_split, save_split
 from coldstart.evaluate import SplitData, evaluate
 from coldstart.models.vectors import VectorsRecommender
+from coldstart.text.encoder import EncoderConfig, TextEncoder
 from trainers.embed import EmbedConfig, run
 
 pytestmark = pytest.mark.slow
@@ -23,12 +24,20 @@ def test_embed_job_then_incremental_rerun(ray_cluster, tiny_split, tmp_path):
     assert again.embedded == {"items": 0, "users": 0}
     assert again.reused == first.embedded
 
-    # Change one item's text: only that item (and users whose text names it) is re-embedded.
+    # Change one item's text: only that item (and users whose text names it) is re-embedded, this time
+    # streaming parquet -> actors -> parquet (what a large job does), with the same vectors as before.
+    before = pd.read_parquet(tmp_path / "emb" / "users.parquet").set_index("user_id")
     split.items.loc[0, "title"] = "A brand new title"
     save_split(split, tiny_split)
-    third = run(cfg)
+    third = run(cfg.model_copy(update={"stream_rows": 0}))
     assert third.embedded["items"] == 1
-    assert third.embedded["users"] < 40
+    assert 0 < third.embedded["users"] < 40
+    after = pd.read_parquet(tmp_path / "emb" / "users.parquet").set_index("user_id")
+    changed = after.index[after["text_hash"] != before.loc[after.index, "text_hash"]]
+    assert len(changed) == third.embedded["users"] and not list((tmp_path).glob(".emb.embedding"))
+    encoder = TextEncoder(EncoderConfig())
+    for user in changed[:3]:  # a re-embedded text's vector is the encoder's, as the in-memory path gives
+        assert abs(after.loc[user, "vector"] - encoder.encode([after.loc[user, "text"]])[0]).max() < 1e-4
 
     # The folder is a vectors model on the shared evaluation path.
     data = SplitData.from_split(split)
