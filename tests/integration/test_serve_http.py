@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from coldstart.serving.store import encode_record
@@ -142,19 +143,29 @@ def _rank(client, user_id: str, item_id: str) -> int:
     return ids.index(item_id) if item_id in ids else len(ids)
 
 
-def test_a_registered_item_rises_in_the_lists_of_the_users_who_interact_with_it(app):
+def test_a_registered_item_rises_in_the_lists_of_a_group_who_interact_with_it_and_of_users_like_them(app):
+    """A group of users who like one genre (make_tables: occupation jobN likes genre N) meet an item of another
+    genre: it rises in their lists, and in those of the group's other users, who never touched it, more than in
+    everybody else's."""
+    import pandas as pd
+
     client = app["client"]
     item = {"item_id": "warming", "title": "A Quiet Documentary", "attributes": {"year": 1999, "genres": "Documentary"},
             "text": "A film about gardens."}
     assert client.post("/v1/items", json=item).status_code == 201
-    users = [f"u{i}" for i in range(0, 120, 3)]
-    before = {u: _rank(client, u, "warming") for u in users}
-    fans = sorted(users, key=before.get, reverse=True)[:6]  # the users whose lists had it lowest
+    users = pd.read_parquet(app["artifacts"] / "split" / "users.parquet")
+    group = sorted(users.loc[users["occupation"] == "job3", "user_id"])  # GENRES[3] is Horror
+    fans, alike = group[:len(group) // 2], group[len(group) // 2:]
+    others = sorted(users.loc[users["occupation"] != "job3", "user_id"])[::4]
+    before = {u: _rank(client, u, "warming") for u in group + others}
     for n, user in enumerate(fans):
         r = client.post("/v1/interactions", json={"user_id": user, "item_id": "warming", "timestamp": n})
         assert r.status_code == 201 and r.json()["moved"] == ["item"], r.text
-    after = {u: _rank(client, u, "warming") for u in users}
-    assert all(after[u] < before[u] for u in fans), [(before[u], after[u]) for u in fans]
+    after = {u: _rank(client, u, "warming") for u in group + others}
+    rise = {u: before[u] - after[u] for u in before}
+    assert all(rise[u] > 0 for u in fans), [(before[u], after[u]) for u in fans]
+    assert sum(rise[u] > 0 for u in alike) > len(alike) / 2
+    assert np.mean([rise[u] for u in alike]) > np.mean([rise[u] for u in others]), (rise, alike)
 
 
 SECRET = "Quokka-whisperer from Zanzibar"
