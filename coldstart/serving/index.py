@@ -43,13 +43,16 @@ class ItemIndex:
         vector = np.asarray(vector, np.float32).reshape(self.dim)
         if not np.isfinite(vector).all():
             raise ValueError("item vectors must be finite")
-        rows = faiss.rev_swig_ptr(self.index.get_xb(), len(self) * (self.dim + self.text_dim))
-        rows.reshape(len(self), self.dim + self.text_dim)[int(position), :self.dim] = vector
+        self._rows()[int(position), :self.dim] = vector
 
     def clear(self, position: int) -> None:
         """Zero the row at `position` (a deleted item: its vectors leave memory; searches exclude it)."""
+        self._rows()[int(position)] = 0.0
+
+    def _rows(self) -> np.ndarray:
+        """The index's rows, a writable view of faiss' own memory (collaborative | text)."""
         rows = faiss.rev_swig_ptr(self.index.get_xb(), len(self) * (self.dim + self.text_dim))
-        rows.reshape(len(self), self.dim + self.text_dim)[int(position)] = 0.0
+        return rows.reshape(len(self), self.dim + self.text_dim)
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """The collaborative vectors at `positions`."""
