@@ -1,13 +1,14 @@
 """LLM embeddings of every item and user, as a Ray Data batch-inference job.
 
 An actor pool of encoder replicas (one GPU each where GPUs exist, CPUs
-otherwise) embeds texts sorted by length, so each batch pads little. The texts
-to embed are written as parquet files beside the output (one file a block);
-`read_parquet` -> `map_batches` over the pool -> `write_parquet` streams them
-through the actors, so no row passes through the driver's object store, and
-the driver reads the vectors back from those files to assemble the artifact.
-Like every job's paths, the output's folder must be storage the workers share
-on a cluster of several machines. Output:
+otherwise) embeds texts sorted by length, so each batch pads little. From
+`stream_rows` texts on, they are written as parquet files beside the output
+(one file a block) and `read_parquet` -> `map_batches` over the pool ->
+`write_parquet` streams them through the actors, so no row passes through the
+driver's object store; the driver reads the vectors back from those files to
+assemble the artifact. Like every job's paths, the output's folder must then be
+storage the workers share on a cluster of several machines. Fewer texts go from
+the driver's memory as blocks, which starts faster. Output:
 `items.parquet` (item_id, vector, text_hash, text), `users.parquet` (user_id, ...)
 and `embed.json` (encoder, dimension, templates, counts). The folder is also a
 vectors model: `coldstart evaluate --model OUT` scores a user's text against
