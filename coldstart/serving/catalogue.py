@@ -38,6 +38,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,7 @@ class Catalogue:
     prior_weight: float = 1.0  # online warm-up: a content vector counts as this many interactions
     attribute_encoder: AttributeEncoder | None = None  # items' attributes as explanations name them
     item_labels: list[list[str]] | None = None  # each item's attribute values ("genres: Drama"), for explanations
+    regenerate: Callable[[dict, str], dict] | None = None  # a record of another space -> this space's (`Regenerator`)
     index: ItemIndex = field(init=False)
     item_pos: dict[str, int] = field(init=False)
     item_cold: list[bool] = field(init=False)
@@ -121,9 +123,12 @@ class Catalogue:
 
     @classmethod
     def from_artifacts(cls, artifacts: str | Path, generator, store: RegistrationStore | None = None,
-                       text_weight: float = 1.0) -> "Catalogue":
+                       text_weight: float = 1.0, encoder: str | None = "auto") -> "Catalogue":
         """Build from an artifacts folder and a `ServingGenerator` (which provides the cold vectors and the
-        items' text vectors)."""
+        items' text vectors). Registrations made against other artifacts are made again with `generator` and
+        the `encoder` serving picks (`Regenerator`); `encoder=None` leaves them out instead."""
+        from coldstart.serving.regenerate import Regenerator
+
         split = Path(artifacts) / "split"
         meta, arrays = generator.meta, generator.arrays
         user_vectors, item_vectors = generator.catalogue_vectors()
@@ -142,10 +147,11 @@ class Catalogue:
         users = {user: UserEntry(user_vectors[i], seen.get(user, empty), bool(warm_users[i]))
                  for i, user in enumerate(user_ids)}
         space = hashlib.sha1(np.ascontiguousarray(arrays["item_vectors"], np.float32).tobytes()).hexdigest()[:16]
-        encoder = generator.content.attribute_encoders["item"]
-        labels = encoder.labels(items.reindex(item_ids).rename_axis("item_id").reset_index())
+        attributes = generator.content.attribute_encoders["item"]
+        labels = attributes.labels(items.reindex(item_ids).rename_axis("item_id").reset_index())
         return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, store, space,
-                   generator.catalogue_text(), text_weight, attribute_encoder=encoder, item_labels=labels)
+                   generator.catalogue_text(), text_weight, attribute_encoder=attributes, item_labels=labels,
+                   regenerate=None if encoder is None else Regenerator(artifacts, generator, encoder))
 
     def _warmup_scales(self) -> None:
         """What a positive interaction scores (the median over training interactions), and how strongly a
@@ -167,15 +173,32 @@ class Catalogue:
             self._apply_all(self.store.read_new())
 
     def _apply_all(self, records: list[dict]) -> None:
+        prepare = getattr(self.regenerate, "prepare", None)
+        if prepare is not None:  # one batched encoding for every registration to make again
+            prepare([r for r in records if r.get("kind") in ("item", "user") and r.get("space") != self.space])
         for record in records:
-            if record.get("kind") == "deletion":  # whatever the space: a deleted entity stays deleted
+            kind = record.get("kind")
+            if kind == "deletion":  # whatever the space: a deleted entity stays deleted
                 self._apply_deletion(record)
-            elif record.get("space") != self.space:
+            elif kind not in ("item", "user", "interaction"):  # the app's own records (routing)
+                continue
+            elif record.get("space") == self.space:
+                self._apply(record)
+            elif self.regenerate is None:
                 self.stale += 1
                 log.warning("registered %s %r was made against other artifacts; not served (register it again)",
-                            record.get("kind"), record.get("id"))
-            else:
+                            kind, record.get("id"))
+            elif kind == "interaction":  # ids only: the same fact in every space
                 self._apply(record)
+            elif (kind == "item" and record["id"] in self.item_pos) or (kind == "user" and record["id"] in self.users):
+                continue  # a replayed duplicate: the first registration wins, nothing to make again
+            else:
+                try:
+                    self._apply(self.regenerate(record, self.space))
+                except Exception as exc:  # noqa: BLE001 - one record the new models cannot read must not stop the rest
+                    self.stale += 1
+                    log.warning("registered %s %r could not be made again with these artifacts (%s); not served",
+                                kind, record.get("id"), type(exc).__name__)
 
     def _apply(self, record: dict) -> None:
         self.digests.setdefault((record["kind"], record["id"]), record.get("digest"))
@@ -198,7 +221,12 @@ class Catalogue:
                 return
             seen = np.asarray([self.item_pos[i] for i in record["liked"] if i in self.item_pos], np.int64)
             text = record.get("text_vector")
-            self.users[record["id"]] = UserEntry(np.asarray(record["vector"], np.float32), seen, False, True,
+            if "content_vector" in record:  # made again from its content (`regenerate`): add the liked items' share
+                content = record["content_vector"]
+                vector = self.profile_query(None if content is None else np.asarray(content, np.float32), seen)
+            else:
+                vector = np.asarray(record["vector"], np.float32)
+            self.users[record["id"]] = UserEntry(vector, seen, False, True,
                                                  None if text is None else np.asarray(text, np.float32))
             self.registered_users += 1
 

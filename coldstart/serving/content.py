@@ -59,7 +59,7 @@ class NewContent:
         known = given if self._template(side) is None else given & self.known_attributes(side)
         return bool(known or text.strip() or (title or "").strip())
 
-    def _row(self, side: Side, attributes: dict, title: str | None) -> pd.DataFrame:
+    def _fields(self, side: Side, attributes: dict, title: str | None) -> dict:
         template = self._template(side)
         columns = {f for _, f, _, _ in string.Formatter().parse(template or "") if f} - {"liked", "gender_word"}
         columns |= {c["name"] for c in self.attribute_encoders[side].columns}
@@ -69,17 +69,28 @@ class NewContent:
             row[self.templates.title_column] = title
         id_column = f"{side}_id"
         row.pop(id_column, None)
-        return pd.DataFrame([{id_column: "", **row}], dtype=object)
+        return {id_column: "", **row}
+
+    def _row(self, side: Side, attributes: dict, title: str | None) -> pd.DataFrame:
+        return pd.DataFrame([self._fields(side, attributes, title)], dtype=object)
 
     def text(self, side: Side, attributes: dict, text: str = "", title: str | None = None) -> str:
-        row = self._row(side, attributes, title)
-        extra = {"liked": pd.Series([""])} if side == "user" else None
-        rendered = render(self._template(side), row, f"{side}_id", title=self.templates.title_column,
-                          extra=extra)[0]
-        return " ".join(part for part in (rendered, text.strip()) if part)
+        return self.texts(side, [(attributes, text, title)])[0]
 
-    def features(self, side: Side, text_vector: np.ndarray, attributes: dict) -> np.ndarray:
-        """(1, text_dim + attribute dims) float32: the generator's input."""
-        one_hots = self.attribute_encoders[side].transform(self._row(side, attributes, None))
-        text_vector = np.asarray(text_vector, np.float32).reshape(1, -1)
+    def texts(self, side: Side, entries: list[tuple[dict, str, str | None]]) -> list[str]:
+        """`text` of many (attributes, free text, title) at once: one table rendered, not one per entity."""
+        if not entries:
+            return []
+        rows = pd.DataFrame([self._fields(side, attributes, title) for attributes, _, title in entries], dtype=object)
+        extra = {"liked": pd.Series([""] * len(entries))} if side == "user" else None
+        rendered = render(self._template(side), rows, f"{side}_id", title=self.templates.title_column, extra=extra)
+        return [" ".join(part for part in (r, text.strip()) if part) for r, (_, text, _) in zip(rendered, entries)]
+
+    def features(self, side: Side, text_vector: np.ndarray, attributes: dict | list[dict]) -> np.ndarray:
+        """(n, text_dim + attribute dims) float32: the generator's input, for one entity (a dict of attributes,
+        a text vector) or many (a list, a matrix of text vectors) at once."""
+        many = attributes if isinstance(attributes, list) else [attributes]
+        rows = pd.DataFrame([self._fields(side, a, None) for a in many], dtype=object)
+        one_hots = self.attribute_encoders[side].transform(rows)
+        text_vector = np.asarray(text_vector, np.float32).reshape(len(many), -1)
         return np.concatenate([text_vector, one_hots], axis=1).astype(np.float32)

@@ -1,0 +1,118 @@
+"""Registrations made against other artifacts, re-generated with the models being served.
+
+A registration record keeps what the client sent (title, attributes, text, liked
+ids) beside the vector the serving models of the time made from it. When the
+endpoint moves to new artifacts (a swap, or an A/B variant reading the same
+store), the old vector belongs to another embedding space; `Regenerator` makes
+the record's vectors again from its stored content, exactly as a registration
+through the new models would, so every registered item and user is served by
+the new model from its first request on. The text encoder is loaded on the first
+record that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from coldstart.serving.content import NewContent, Side
+
+log = logging.getLogger(__name__)
+
+
+def _key(entry: tuple[dict, str, str | None]) -> tuple:
+    attributes, text, title = entry
+    return json.dumps(attributes, sort_keys=True, default=str), text, title
+
+
+def content_vectors(content: NewContent, encode, generate, side: Side, attributes: dict, text: str,
+                    title: str | None = None, stated: bool = False) -> tuple[np.ndarray | None, np.ndarray | None,
+                                                                            np.ndarray | None]:
+    """(generated vector, LLM vector of the whole text, LLM vector of the free text alone) of an item or a user,
+    None where there is nothing to encode: what `RecommendService` computes through its stages, in one call.
+    `encode(texts) -> vectors`, `generate(side, text_vector, attributes) -> vector`."""
+    usable = content.usable(side, attributes, text, title)
+    rendered = content.text(side, attributes, text, title) if usable else ""
+    free = text.strip() if stated else ""
+    texts = [t for t in (rendered, free) if t]
+    encoded = list(encode(texts)) if texts else []
+    text_vector = encoded[0] if rendered else None
+    stated_vector = encoded[-1] if free else None
+    if not usable:
+        return None, text_vector, stated_vector
+    vector = generate(side, text_vector if text_vector is not None else np.zeros(content.text_dim, np.float32),
+                      attributes)
+    return vector, text_vector, stated_vector
+
+
+class Regenerator:
+    """A registration record of another space -> the same record with this space's vectors."""
+
+    def __init__(self, artifacts: str | Path, generator, encoder_choice: str = "auto"):
+        """`generator`: the `ServingGenerator` being served; the encoder is the one serving would pick."""
+        self.artifacts, self.generator, self.encoder_choice = artifacts, generator, encoder_choice
+        self._encoder = None
+        self._prepared: dict[tuple, tuple] = {}
+        self.count = 0
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from coldstart.serving.models import ServingEncoder
+
+            self._encoder = ServingEncoder(self.artifacts, self.generator.meta["content"], self.encoder_choice)
+        return self._encoder
+
+    def _generate(self, side: Side, text_vector: np.ndarray, attributes: dict) -> np.ndarray:
+        return getattr(self.generator, f"{side}_vector")(text_vector, attributes)
+
+    def prepare(self, records: list[dict]) -> None:
+        """Make the vectors of `records` (about to be made again) in batches: one rendered table, one encoding
+        and one generator pass per side instead of one each, so a store of thousands of registrations is
+        made again in seconds. `__call__` takes them from here; replaces what the last call prepared."""
+        content, self._prepared = self.generator.content, {}
+        work = {}
+        for side in ("item", "user"):
+            mine = [r for r in records if r.get("kind") == side]
+            entries = [(r.get("attributes") or {}, r.get("text") or "", r.get("title")) for r in mine]
+            usable = [content.usable(side, *entry) for entry in entries]
+            rendered = [t if ok else "" for t, ok in zip(content.texts(side, entries), usable)]
+            free = [entry[1].strip() if side == "user" else "" for entry in entries]
+            work[side] = (mine, entries, usable, rendered, free)
+        texts = sorted({t for _, _, _, rendered, free in work.values() for t in rendered + free if t})
+        if not texts:
+            return
+        encoded = dict(zip(texts, self.encoder.encode(texts)))
+        zeros = np.zeros(content.text_dim, np.float32)
+        for side, (mine, entries, usable, rendered, free) in work.items():
+            made = [i for i, ok in enumerate(usable) if ok]
+            vectors = {}
+            if made:
+                features = content.features(side, np.stack([encoded.get(rendered[i], zeros) for i in made]),
+                                            [entries[i][0] for i in made])
+                vectors = dict(zip(made, self.generator.generate(side, features)))
+            for i, record in enumerate(mine):
+                self._prepared[(side, record.get("id"), _key(entries[i]))] = (
+                    vectors.get(i), encoded.get(rendered[i]), encoded.get(free[i]))
+
+    def __call__(self, record: dict, space: str) -> dict:
+        """For an item: `vector` and `text_vector` anew. For a user: `content_vector` (None when only liked ids
+        describe them) and the stated interest's `text_vector`; the catalogue adds the liked items' share."""
+        side = record["kind"]
+        entry = (record.get("attributes") or {}, record.get("text") or "", record.get("title"))
+        made = self._prepared.get((side, record.get("id"), _key(entry)))
+        if made is None:
+            made = content_vectors(self.generator.content, self.encoder.encode, self._generate, side, *entry,
+                                   stated=side == "user")
+        vector, text_vector, stated = made
+        self.count += 1
+        fresh = {**record, "space": space, "generator": self.generator.name, "regenerated_from": record.get("space")}
+        if side == "item":
+            fresh.update(vector=vector, text_vector=text_vector)
+        else:
+            fresh.update(content_vector=vector, text_vector=stated)
+            fresh.pop("vector", None)
+        return fresh
