@@ -157,15 +157,14 @@ def serve_up(args, scratch: Path) -> Iterator[str]:
     import ray
     from ray import serve
 
-    from serve.app import build_app
+    from serve.local import deploy_artifacts
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app({"artifacts": str(args.artifacts), "store": str(scratch / "serve-store"),
-                             "torch_threads": args.serve_threads}),
-                  name="coldstart", route_prefix="/", blocking=False)
+        deploy_artifacts({"artifacts": str(args.artifacts), "store": str(scratch / "serve-store"),
+                          "torch_threads": args.serve_threads}, wait=False)
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url)
         yield url

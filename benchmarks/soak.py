@@ -125,7 +125,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from serve.app import build_app
+    from serve.local import deploy_artifacts
 
     with tempfile.TemporaryDirectory(prefix="coldstart-soak-") as scratch:
         scratch = Path(scratch)
@@ -140,9 +140,8 @@ def main() -> None:
         try:
             port = _free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            serve.run(build_app({"artifacts": str(artifacts), "store": str(scratch / "store"), "torch_threads": 1,
-                                 "generator": args.generator}),
-                      name="coldstart", route_prefix="/", blocking=False)
+            deploy_artifacts({"artifacts": str(artifacts), "store": str(scratch / "store"), "torch_threads": 1,
+                              "generator": args.generator}, wait=False)
             url = f"http://127.0.0.1:{port}"
             _wait_ready(url)
             memory, done = [], threading.Event()

@@ -323,7 +323,9 @@ def submit_cmd(
 @app.command("serve")
 @_friendly_errors
 def serve_cmd(
-    artifacts: Annotated[Path, typer.Option(help="Folder that `coldstart pipeline` wrote.")],
+    artifacts: Annotated[Optional[Path], typer.Option(help="Folder that `coldstart pipeline` wrote: the variant \"main\". Against a running app (RAY_ADDRESS=auto), the folder it moves to without downtime.")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: one more variant served beside main (an A/B test); repeat for more.")] = None,
+    weight: Annotated[Optional[list[str]], typer.Option(help="NAME=W: a variant's share of users, by a stable hash of their id (default 1 each; 0: only by header X-Coldstart-Variant).")] = None,
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="HTTP bind address (loopback by default).")] = "127.0.0.1",
     generator: Annotated[str, typer.Option(help="auto (DIR/serving.json's choice) or a generator folder: distill, vae, knn-warm, regression, ensemble.")] = "auto",
@@ -334,25 +336,56 @@ def serve_cmd(
     num_cpus: Annotated[Optional[int], typer.Option(help="Logical CPUs of the local Ray cluster (default max(4, cores)).")] = None,
     smoke: Annotated[bool, typer.Option(help="Answer one request of each kind, print them, and stop.")] = False,
 ):
-    """Serve the HTTP API on Ray Serve (encoder -> generator -> ranker) until Ctrl-C."""
+    """Serve the HTTP API on Ray Serve (encoder -> generator -> ranker) until Ctrl-C.
+
+    With RAY_ADDRESS=auto against a cluster where the app runs, move it to --artifacts (and --variant) without
+    downtime: the new models start beside the old, registrations are made again with them, then requests move.
+    """
     from pydantic import ValidationError
 
     from coldstart.serving.config import ServeConfig
 
+    folders = _pairs(variant, "variant", Path)
+    if artifacts is not None:
+        if "main" in folders:
+            raise ConfigError("variant: 'main' is --artifacts' name; give the other variants other names")
+        folders = {"main": artifacts, **folders}
+    if not folders:
+        raise ConfigError("artifacts: give --artifacts DIR, or --variant NAME=DIR")
+    weights = _pairs(weight, "weight", float)
+    unknown = sorted(set(weights) - set(folders))
+    if unknown:
+        raise ConfigError(f"weight: no variant named {', '.join(unknown)} (serving {', '.join(folders)})")
     try:
-        cfg = ServeConfig(artifacts=artifacts, port=port, host=host, generator=generator, encoder=encoder,
-                          store=store, api_key=api_key, text_weight=text_weight)
+        cfgs = {name: ServeConfig(artifacts=folder, port=port, host=host, generator=generator, encoder=encoder,
+                                  store=store, api_key=api_key, text_weight=text_weight)
+                for name, folder in folders.items()}
     except ValidationError as exc:
         raise ConfigError(str(exc)) from None
     from coldstart.serving.preflight import check_artifacts
 
     # Everything the replicas will load, checked before Ray starts: a replica that cannot start would be
     # retried for minutes, its reason in a log; here it is one line and exit code 2.
-    for fact in check_artifacts(cfg):
-        _progress(fact)
+    for cfg in cfgs.values():
+        for fact in check_artifacts(cfg):
+            _progress(fact)
     from serve.local import run_local
 
-    run_local(cfg, num_cpus=num_cpus, smoke=smoke, echo=typer.echo)
+    run_local(None, variants=cfgs, weights=weights, num_cpus=num_cpus, smoke=smoke, echo=typer.echo)
+
+
+def _pairs(values: list[str] | None, option: str, cast) -> dict:
+    """NAME=VALUE options as {name: cast(value)}; the error names the option and the value."""
+    out = {}
+    for value in values or []:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise ConfigError(f"{option}: expected NAME=VALUE, got {value!r}")
+        try:
+            out[name] = cast(rest)
+        except ValueError:
+            raise ConfigError(f"{option}: {name}'s value {rest!r} is not a {cast.__name__}") from None
+    return out
 
 
 @app.command("recommend")

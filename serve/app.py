@@ -1,5 +1,13 @@
 """The application: a FastAPI ingress that chains encoder -> generator -> ranker through handles.
 
+The front app (`build_app`, HTTP at /) holds only the ingress. Each served
+variant, an artifacts folder, is a Serve app of its own (`build_chain`, no
+route): its encoder, generator and ranker. The ingress follows the app's
+routing in the registration store (`coldstart.serving.routing`), so moving to
+new artifacts, or adding a variant for an A/B test, starts a new chain app
+beside the running one and then writes a routing record; the ingress switches
+once the new chain answers, and is never restarted (`serve.local.swap`).
+
 A request for a known user (`user_id`: trained, cold or registered) needs no
 model, only the catalogue: the ingress holds one of its own, following the same
 registration store as the ranker replicas, and answers it in-process. The hop
@@ -7,10 +15,10 @@ to a ranker replica and back was most of such a request's time. Profiles,
 registrations, interactions and deletions take the encoder -> generator ->
 ranker path, and the ranker replicas write the store.
 
-`build_app(args)` is the builder for `serve run serve.app:build_app
-artifacts=DIR`, `serve deploy serve/config.yaml` and `coldstart serve`. The
-routes, validation and error bodies are `coldstart.serving.api.create_api`,
-the same app the plain-uvicorn baseline serves.
+`build_app(args)` and `build_chain(args)` are the builders for `serve deploy
+serve/config.yaml` and `coldstart serve`. The routes, validation and error
+bodies are `coldstart.serving.api.create_api`, the same app the plain-uvicorn
+baseline serves.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from coldstart.serving.config import ServeConfig
 from coldstart.serving.content import NewContent
 from coldstart.serving.errors import RequestError
 from coldstart.serving.models import content_spec, resolve_encoder, resolve_generator
+from coldstart.serving.routing import FollowingRouter, Variant, write_routing
 from coldstart.serving.service import LocalStage, RecommendService
+from coldstart.serving.stores import open_store
 from serve.encoder import Encoder
 from serve.generator import Generator
 from serve.metrics import RayServeMetrics
@@ -61,31 +71,61 @@ class HandleStage:
             raise type(cause)(cause.field, cause.message) from None
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+CHAIN_APP = "coldstart-main"  # the one variant's chain app when a config file deploys the app
+ROUTING_POLL_S = 0.5  # how often an ingress reads the store for a new routing while it serves
+
+
+def variant_service(variant: Variant) -> RecommendService:
+    """A variant's request path: handles to its chain app's deployments, and its own catalogue for requests by
+    `user_id` (answered in the ingress's process, following the store)."""
+    cfg = ServeConfig.model_validate(variant.settings)
+    spec = content_spec(cfg.artifacts, cfg.generator)
+    handles = {name: HandleStage(serve.get_deployment_handle(name, app_name=variant.app))
+               for name in ("Encoder", "Generator", "Ranker")}
+    return RecommendService(
+        encoder=handles["Encoder"], generator=handles["Generator"], ranker=handles["Ranker"],
+        content=NewContent(spec), generator_name=resolve_generator(cfg.artifacts, cfg.generator)[0],
+        encoder_name=resolve_encoder(cfg.artifacts, spec, cfg.encoder)[0], metrics=RayServeMetrics(variant.name),
+        known_users=LocalStage(build_catalogue(cfg)), variant=variant.name)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128, health_check_period_s=2)
 @serve.ingress()
 class Ingress:
-    def __init__(self, encoder: DeploymentHandle, generator: DeploymentHandle, ranker: DeploymentHandle,
-                 settings: dict):
-        cfg = ServeConfig.model_validate(settings)
-        spec = content_spec(cfg.artifacts, cfg.generator)
-        self.api_key = cfg.api_key
-        self.service = RecommendService(
-            encoder=HandleStage(encoder), generator=HandleStage(generator), ranker=HandleStage(ranker),
-            content=NewContent(spec), generator_name=resolve_generator(cfg.artifacts, cfg.generator)[0],
-            encoder_name=resolve_encoder(cfg.artifacts, spec, cfg.encoder)[0], metrics=RayServeMetrics(),
-            known_users=LocalStage(build_catalogue(cfg)))
+    """`settings`: {"variants": [Variant fields], "api_key": ..., "store": ...}: the routing it starts with
+    when the store holds none yet."""
+
+    def __init__(self, settings: dict):
+        variants = [Variant.model_validate(v) for v in settings["variants"]]
+        self.api_key, self.store = settings.get("api_key"), settings["store"]
+        self.front = FollowingRouter(open_store(settings["store"]), variants, variant_service, ROUTING_POLL_S)
+
+    async def check_health(self) -> None:
+        await self.front.follow()  # an idle replica takes a new routing too (Serve calls this every 2 s)
+
+    async def routing(self) -> dict:
+        """This replica's routing: what `serve.local.swap` waits on before it deletes the chains left behind."""
+        await self.front.follow()
+        return {"replica": serve.get_replica_context().replica_id.unique_id, "store": self.store,
+                "variants": [v.model_dump(mode="json") for v in self.front.router.variants],
+                "building": self.front.building}
 
     def __serve_build_asgi_app__(self):
-        return create_api(self.service, self.api_key)
+        return create_api(self.front, self.api_key)
 
 
-def build_app(args: dict) -> Application:
-    """The bound application; `args` are ServeConfig fields (artifacts required)."""
+def settled(args: dict) -> ServeConfig:
+    """`args` as ServeConfig with the artifacts folder absolute and the store decided: here, once, for every
+    replica (wherever they run and whatever their environment)."""
     cfg = ServeConfig.model_validate(args)
-    # The store is decided here, once, for every replica (wherever they run and whatever their environment).
     store = cfg.store_location()
-    cfg = cfg.model_copy(update={"artifacts": cfg.artifacts.resolve(),
-                                 "store": store.resolve() if isinstance(store, Path) else store})
+    return cfg.model_copy(update={"artifacts": cfg.artifacts.resolve(),
+                                  "store": store.resolve() if isinstance(store, Path) else store})
+
+
+def build_chain(args: dict) -> Application:
+    """One variant's app: encoder -> generator -> ranker over `args` (ServeConfig fields; artifacts required)."""
+    cfg = settled(args)
     content_spec(cfg.artifacts, cfg.generator)  # fail here, with the reason, rather than in a replica's log
     settings = cfg.model_dump(mode="json")
     gpus = cfg.encoder_gpus
@@ -94,4 +134,20 @@ def build_app(args: dict) -> Application:
 
         gpus = 1 if torch.cuda.is_available() else 0
     encoder = Encoder.options(ray_actor_options={"num_cpus": 1, "num_gpus": gpus}).bind(settings)
-    return Ingress.bind(encoder, Generator.bind(settings), Ranker.bind(settings), settings)
+    return Ranker.bind(settings, encoder, Generator.bind(settings))  # the ranker is the app's root
+
+
+def build_app(args: dict) -> Application:
+    """The front app: the HTTP ingress. `args`: {"variants": [{"name", "weight", "app", "settings"}], "store",
+    "api_key"}, or the ServeConfig fields of one variant, "main", whose chain is the app `args["app"]` (default
+    "coldstart-main", as serve/config.yaml names it). The routing is written to the store here: what is
+    deployed is what the ingress routes to, whatever an earlier app on the same store routed."""
+    if "variants" not in args:
+        one = {k: v for k, v in args.items() if k != "app"}
+        cfg = settled(one)
+        args = {"variants": [{"name": "main", "app": args.get("app", CHAIN_APP),
+                              "settings": cfg.model_dump(mode="json")}],
+                "store": cfg.model_dump(mode="json")["store"], "api_key": cfg.api_key}
+    store = str(args["store"])
+    write_routing(open_store(store), [Variant.model_validate(v) for v in args["variants"]])
+    return Ingress.bind({"variants": args["variants"], "store": store, "api_key": args.get("api_key")})

@@ -1,5 +1,6 @@
 """Run the app on this machine: start (or join) Ray, bind HTTP to the configured address, and
-either keep it up until interrupted or answer the smoke requests and stop.
+either keep it up until interrupted or answer the smoke requests and stop; or, against a
+cluster where the app already runs, move it to new artifacts without downtime (`swap`).
 
 A replica that cannot start never keeps the command waiting: the app is deployed
 without Serve's own wait (which lasts until every constructor retry has failed,
@@ -23,9 +24,12 @@ from ray import serve
 
 from coldstart.config import ConfigError
 from coldstart.serving.config import ServeConfig
-from serve.app import build_app
+from coldstart.serving.routing import Variant, write_routing
+from coldstart.serving.stores import describe_store, open_store
+from serve.app import build_app, build_chain, settled
 
 APP_NAME = "coldstart"
+SWAP_DEADLINE_S = 300.0  # for every ingress replica to build and take the new routing
 DEPLOY_DEADLINE_S = 900.0  # generous: a first start may download or load a large teacher encoder
 POLL_S = 0.5
 FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
@@ -96,12 +100,130 @@ def wait_until_answering(url: str, *, deadline_s: float = 60.0) -> None:
         time.sleep(POLL_S)
 
 
+def variants_of(cfgs: dict[str, ServeConfig], weights: dict[str, float] | None = None, *,
+                front: str = APP_NAME, store=None) -> list[Variant]:
+    """The named artifacts folders as variants on one store (`store`, else the first one's): each in a chain
+    app named after the front, the variant and its settings, so new settings get a new app beside the old."""
+    import hashlib
+    import json
+
+    first = settled(next(iter(cfgs.values())).model_dump(mode="json"))
+    store = str(store if store is not None else first.store)
+    variants = []
+    for name, cfg in cfgs.items():
+        settings = settled({**cfg.model_dump(mode="json"), "store": store}).model_dump(mode="json")
+        digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        variants.append(Variant(name=name, weight=(weights or {}).get(name, 1.0), app=f"{front}-{name}-{digest}",
+                                settings=settings))
+    return variants
+
+
+def _chains(variants: list[Variant]) -> list:
+    return [serve.RunTarget(build_chain(v.settings), name=v.app, route_prefix=None) for v in variants]
+
+
+def deploy(variants: list[Variant], *, name: str = APP_NAME, route_prefix: str = "/", wait: bool = True,
+           echo: Callable[[str], None] = print) -> None:
+    """Deploy the front app `name` and a chain app per variant (`build_app` writes the routing to their store
+    first, so a store that an earlier app routed keeps no stale routing). Serve's own waits are skipped: with `wait`,
+    `wait_until_running` watches every app and fails fast on a replica that cannot start."""
+    store = variants[0].settings["store"]
+    front = build_app({"variants": [v.model_dump(mode="json") for v in variants], "store": store,
+                       "api_key": variants[0].settings.get("api_key")})
+    serve.run_many(_chains(variants) + [serve.RunTarget(front, name=name, route_prefix=route_prefix)],
+                   wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    if wait:
+        for app in [v.app for v in variants] + [name]:
+            wait_until_running(app, echo=echo)
+
+
+def deploy_artifacts(settings: dict, *, name: str = APP_NAME, route_prefix: str = "/", wait: bool = True) -> None:
+    """Deploy the app over one artifacts folder (`settings`: ServeConfig fields): what tests and benchmarks
+    start."""
+    deploy(variants_of({"main": ServeConfig.model_validate(settings)}, front=name), name=name,
+           route_prefix=route_prefix, wait=wait, echo=lambda _: None)
+
+
+def running_routing(name: str = APP_NAME) -> dict | None:
+    """One ingress replica's routing of the running app `name` ({"replica", "store", "variants", "building"}),
+    None when no such app runs."""
+    app = serve.status().applications.get(name)
+    if app is None or app.status != "RUNNING":
+        return None
+    return serve.get_app_handle(name).routing.remote().result(timeout_s=60)
+
+
+def chain_apps(name: str = APP_NAME) -> list[str]:
+    """The chain apps the running app `name` routes to."""
+    current = running_routing(name)
+    return [] if current is None else [v["app"] for v in current["variants"]]
+
+
+def delete(name: str = APP_NAME) -> None:
+    """Delete the app `name` and the chain apps it routes to."""
+    chains = chain_apps(name)
+    serve.delete(name)
+    for app in chains:
+        serve.delete(app)
+
+
+def swap(cfgs: dict[str, ServeConfig], weights: dict[str, float] | None = None, *, name: str = APP_NAME,
+         deadline_s: float = SWAP_DEADLINE_S, echo: Callable[[str], None] = print) -> list[Variant]:
+    """Move the running app `name` to the variants `cfgs` (name -> artifacts and options) without downtime.
+
+    The new chain apps start beside the running ones, on the running app's store; once they run, a routing
+    record names them; every ingress replica builds the new variants (their registrations made again with
+    the new models) while the old ones keep answering, then switches; only when every replica has switched
+    are the chain apps nobody routes to any more deleted (Serve lets their requests in flight finish)."""
+    current = running_routing(name)
+    if current is None:
+        raise DeployFailed(f"no running app {name!r} to swap")
+    for cfg in cfgs.values():
+        if cfg.store is not None and str(settled(cfg.model_dump(mode="json")).store) != current["store"]:
+            raise ConfigError(f"store: a swap keeps the running app's store ({describe_store(current['store'])}), "
+                              f"so that its registrations move to the new artifacts; got {cfg.store}")
+    variants = variants_of(cfgs, weights, front=name, store=current["store"])
+    running = {v["app"] for v in current["variants"]}
+    started = time.perf_counter()
+    new = [v for v in variants if v.app not in running]
+    if new:
+        serve.run_many(_chains(new), wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+        for variant in new:
+            wait_until_running(variant.app, echo=echo)
+    echo(f"new chain apps running ({', '.join(v.app for v in new) or 'none new'}) in "
+         f"{time.perf_counter() - started:.0f} s; routing to {', '.join(v.name for v in variants)}")
+    write_routing(open_store(current["store"]), variants)
+    wanted = [v.app for v in variants]
+    switched: set[str] = set()
+    while True:
+        replicas = serve.status().applications[name].deployments["Ingress"].replica_states.get("RUNNING", 0)
+        state = serve.get_app_handle(name).routing.remote().result(timeout_s=60)
+        if [v["app"] for v in state["variants"]] == wanted:
+            switched.add(state["replica"])
+        if len(switched) >= replicas:
+            break
+        if time.perf_counter() - started > deadline_s:
+            raise DeployFailed(f"the ingress replicas did not take the new routing within {deadline_s:.0f} s; "
+                               f"both chains keep running (see `serve status`)")
+        time.sleep(POLL_S)
+    for app in sorted(running - set(wanted)):
+        serve.delete(app)
+    echo(f"swapped in {time.perf_counter() - started:.0f} s: {name} serves "
+         + ", ".join(f"{v.name} ({v.settings['artifacts']})" for v in variants))
+    return variants
+
+
 def _stop(*_):
     raise KeyboardInterrupt  # SIGTERM shuts down as Ctrl-C does: Serve and Ray stop cleanly
 
 
 def run_local(cfg: ServeConfig, *, num_cpus: int | None = None, smoke: bool = False,
+              variants: dict[str, ServeConfig] | None = None, weights: dict[str, float] | None = None,
               echo: Callable[[str], None] = print) -> None:
+    """Serve `cfg` (the variant "main") and `variants` (name -> config, an A/B test) until interrupted; on a
+    joined cluster (RAY_ADDRESS) where the app already runs, swap it to them and return, leaving it up."""
+    cfgs = {**({"main": cfg} if cfg is not None else {}), **(variants or {})}
+    first = next(iter(cfgs.values()))
     address = os.environ.get("RAY_ADDRESS") or None
     joining = address not in (None, "local")  # RAY_ADDRESS=local: a cluster of our own even if others run here
     started_ray = not ray.is_initialized()
@@ -109,33 +231,40 @@ def run_local(cfg: ServeConfig, *, num_cpus: int | None = None, smoke: bool = Fa
         # 2 cores run 4 replicas' worth of logical CPUs: the replicas mostly wait on each other.
         ray.init(address=address, num_cpus=None if joining else (num_cpus or max(4, os.cpu_count() or 1)),
                  include_dashboard=None if not smoke else False, log_to_driver=not smoke)
+    if joining and not smoke and APP_NAME in serve.status().applications:
+        try:
+            swap(cfgs, weights, echo=echo)
+        finally:
+            if started_ray:
+                ray.shutdown()  # the app keeps running on the cluster
+        return
     scratch = None
-    if smoke and cfg.store is None:
+    if smoke and first.store is None:
         # The smoke's registrations are examples: keep them out of the artifacts' real store.
         scratch = tempfile.TemporaryDirectory(prefix="coldstart-smoke-")
-        cfg = cfg.model_copy(update={"store": scratch.name})
+        cfgs = {name: c.model_copy(update={"store": scratch.name}) for name, c in cfgs.items()}
     signal.signal(signal.SIGTERM, _stop)
     try:
-        serve.start(http_options={"host": cfg.host, "port": cfg.port})
+        serve.start(http_options={"host": first.host, "port": first.port})
         started = time.perf_counter()
         # serve.run waits until RUNNING even with blocking=False, and gives up only when every constructor
-        # retry has failed; run_many without its waits hands the watching to wait_until_running.
-        serve.run_many([serve.RunTarget(build_app(cfg.model_dump(mode="json")), name=APP_NAME, route_prefix="/")],
-                       wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
-        wait_until_running(APP_NAME, echo=echo)
-        url = f"http://{cfg.host}:{cfg.port}"
-        local_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
-        wait_until_answering(f"http://{local_host}:{cfg.port}")
-        echo(f"coldstart is serving {cfg.artifacts} at {url} (ready in {time.perf_counter() - started:.0f} s); "
+        # retry has failed; deploy hands the watching to wait_until_running.
+        deploy(variants_of(cfgs, weights), echo=echo)
+        url = f"http://{first.host}:{first.port}"
+        local_host = "127.0.0.1" if first.host in ("0.0.0.0", "::", "") else first.host
+        wait_until_answering(f"http://{local_host}:{first.port}")
+        served = ", ".join(f"{name}={c.artifacts}" for name, c in cfgs.items()) if len(cfgs) > 1 else first.artifacts
+        echo(f"coldstart is serving {served} at {url} (ready in {time.perf_counter() - started:.0f} s); "
              f"OpenAPI at {url}/docs")
         node = ray._private.worker.global_worker.node
         echo(f"Prometheus metrics: http://{node.node_ip_address}:{node.metrics_export_port}/metrics")
         if smoke:
             from coldstart.serving.smoke import run_smoke
 
-            run_smoke(url, cfg.artifacts, api_key=cfg.api_key or os.environ.get("COLDSTART_API_KEY"), echo=echo)
+            run_smoke(url, first.artifacts, api_key=first.api_key or os.environ.get("COLDSTART_API_KEY"), echo=echo)
             return
-        echo("Ctrl-C stops it.")
+        echo("Ctrl-C stops it. To move it to new artifacts without downtime, from another shell: "
+             "RAY_ADDRESS=auto coldstart serve --artifacts NEW")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

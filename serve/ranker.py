@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.config import ServeConfig
@@ -24,12 +25,15 @@ def build_catalogue(cfg: ServeConfig) -> Catalogue:
 
     faiss.omp_set_num_threads(1)  # exact search over thousands of items: threads cost more than they give
     generator = ServingGenerator(cfg.artifacts, cfg.generator)  # for the catalogue's cold vectors only
-    return Catalogue.from_artifacts(cfg.artifacts, generator, cfg.open_store(), text_weight=cfg.text_weight)
+    return Catalogue.from_artifacts(cfg.artifacts, generator, cfg.open_store(), text_weight=cfg.text_weight,
+                                    encoder=cfg.encoder)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class Ranker:
-    def __init__(self, settings: dict):
+    def __init__(self, settings: dict, *chain: DeploymentHandle):
+        """`chain`: the variant's encoder and generator, bound here so that one Serve app holds the three
+        deployments (`serve.app.build_chain`); the ingress calls each by name, the ranker none of them."""
         self.catalogue = build_catalogue(ServeConfig.model_validate(settings))
         self.index_size = index_size_gauge()
         self._report()

@@ -99,6 +99,15 @@ def serving_artifacts(tmp_path_factory, minilm):
     return build_artifacts(tmp_path_factory.mktemp("serving-artifacts"), minilm)
 
 
+@pytest.fixture(scope="session")
+def serving_artifacts_b(tmp_path_factory, minilm):
+    """Other serving artifacts over the same data and catalogue (another training seed): what a swap moves to,
+    or an A/B test's second variant."""
+    from tests.serving_artifacts import build_artifacts
+
+    return build_artifacts(tmp_path_factory.mktemp("serving-artifacts-b"), minilm, epochs=30, model_seed=1)
+
+
 def free_port() -> int:
     import socket
 
@@ -109,12 +118,9 @@ def free_port() -> int:
 
 def deploy_app(artifacts, store, name: str = "coldstart", route_prefix: str = "/") -> None:
     """Deploy (or redeploy) the Serve app over `artifacts` and `store`; returns once it is running."""
-    from ray import serve
+    from serve.local import deploy_artifacts
 
-    from serve.app import build_app
-
-    serve.run(build_app({"artifacts": str(artifacts), "store": str(store)}), name=name, route_prefix=route_prefix,
-              blocking=False)
+    deploy_artifacts({"artifacts": str(artifacts), "store": str(store)}, name=name, route_prefix=route_prefix)
 
 
 @pytest.fixture(scope="session")

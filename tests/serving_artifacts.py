@@ -41,9 +41,10 @@ def write_embeddings(split, encoder, out: Path) -> Path:
 
 
 def build_artifacts(root: Path, encoder, *, epochs: int = 40, seed: int = 0, n_users: int = 120, n_items: int = 90,
-                    per_user: int = 15) -> Path:
-    """`n_users`, `n_items`, `per_user`: the generated data's size (benchmarks build ml-100k-sized ones)."""
-    torch.manual_seed(seed)
+                    per_user: int = 15, model_seed: int | None = None) -> Path:
+    """`n_users`, `n_items`, `per_user`: the generated data's size (benchmarks build ml-100k-sized ones).
+    `model_seed` (default `seed`): another one trains other models over the same data and split."""
+    torch.manual_seed(seed if model_seed is None else model_seed)
     interactions, items, users = make_tables(n_users=n_users, n_items=n_items, per_user=per_user, seed=seed)
     split_dir = save_split(make_split(validate(interactions, items, users, name="tiny"), "items", seed=seed),
                            root / "split")
@@ -54,7 +55,7 @@ def build_artifacts(root: Path, encoder, *, epochs: int = 40, seed: int = 0, n_u
 
     train = split.train
     pairs = TrainPairs(data.user_ids.get_indexer(train["user_id"]), data.item_ids.get_indexer(train["item_id"]),
-                       np.flatnonzero(data.warm_items), seed=seed)
+                       np.flatnonzero(data.warm_items), seed=seed if model_seed is None else model_seed)
     mf = MatrixFactorization(data.n_users, data.n_items, 32)
     training = BackboneTraining(mf, lr=2e-2)
     for _ in range(epochs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.encoders import jsonable_encoder
@@ -18,9 +19,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from coldstart.serving.errors import RequestError
+from coldstart.serving.routing import VARIANT_HEADER
 from coldstart.serving.schemas import (Deleted, FieldValueError, Health, ItemInfo, NewInteraction, NewItem, NewUser,
                                        Recommendation, RecommendRequest, Recorded, Registered)
 from coldstart.serving.service import RecommendService
+
+if TYPE_CHECKING:
+    from coldstart.serving.routing import VariantRouter
 
 API_KEY_ENV = "COLDSTART_API_KEY"
 ERRORS = {400: {"description": "Malformed JSON"}, 401: {"description": "Missing or wrong X-API-Key"},
@@ -37,7 +42,7 @@ def _field(error: dict) -> str:
     return ".".join(parts) or "body"
 
 
-def create_api(service: RecommendService, api_key: str | None = None) -> FastAPI:
+def create_api(service: RecommendService | VariantRouter, api_key: str | None = None) -> FastAPI:
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     api = FastAPI(title="coldstart", version="1",
                   description="Recommendations for warm and brand-new users; live registration of new items "
@@ -75,43 +80,44 @@ def create_api(service: RecommendService, api_key: str | None = None) -> FastAPI
                             status_code=422)
 
     v1 = [Depends(require_key)]
+    Variant = Header(None, alias=VARIANT_HEADER, description="Route to this variant (when the app serves several).")
 
     @api.post("/v1/recommend", response_model=Recommendation, dependencies=v1, responses=ERRORS)
-    async def recommend(request: RecommendRequest) -> Recommendation:
+    async def recommend(request: RecommendRequest, variant: str | None = Variant) -> Recommendation:
         """Top-k items for a known or registered `user_id`, or for a new user's `profile`."""
-        return await service.recommend(request)
+        return await service.recommend(request, variant=variant)
 
     @api.post("/v1/items", response_model=Registered, status_code=201, dependencies=v1, responses=ERRORS)
-    async def register_item(item: NewItem) -> Registered:
+    async def register_item(item: NewItem, variant: str | None = Variant) -> Registered:
         """Register a new item; it is recommendable from the next request on."""
-        return await service.register_item(item)
+        return await service.register_item(item, variant=variant)
 
     @api.post("/v1/users", response_model=Registered, status_code=201, dependencies=v1, responses=ERRORS)
-    async def register_user(user: NewUser) -> Registered:
+    async def register_user(user: NewUser, variant: str | None = Variant) -> Registered:
         """Register a new user from a profile; recommend to it by `user_id` afterwards."""
-        return await service.register_user(user)
+        return await service.register_user(user, variant=variant)
 
     @api.post("/v1/interactions", response_model=Recorded, status_code=201, dependencies=v1, responses=ERRORS)
-    async def record_interaction(interaction: NewInteraction) -> Recorded:
+    async def record_interaction(interaction: NewInteraction, variant: str | None = Variant) -> Recorded:
         """A user interacted with an item. Durable before the answer; a cold or registered item's (or user's)
         vector moves toward what its interactions say, for every replica from the next request on."""
-        return await service.record_interaction(interaction)
+        return await service.record_interaction(interaction, variant=variant)
 
     @api.get("/v1/items/{item_id}", response_model=ItemInfo, dependencies=v1, responses=ERRORS)
-    async def get_item(item_id: str) -> ItemInfo:
-        return await service.item(item_id)
+    async def get_item(item_id: str, variant: str | None = Variant) -> ItemInfo:
+        return await service.item(item_id, variant=variant)
 
     @api.delete("/v1/items/{item_id}", response_model=Deleted, dependencies=v1, responses=ERRORS)
-    async def delete_item(item_id: str) -> Deleted:
+    async def delete_item(item_id: str, variant: str | None = Variant) -> Deleted:
         """Delete an item, trained or registered: never recommended again, by any replica from the next request
         on; its registration and interactions are erased from the store before the answer."""
-        return await service.delete("item", item_id)
+        return await service.delete("item", item_id, variant=variant)
 
     @api.delete("/v1/users/{user_id}", response_model=Deleted, dependencies=v1, responses=ERRORS)
-    async def delete_user(user_id: str) -> Deleted:
+    async def delete_user(user_id: str, variant: str | None = Variant) -> Deleted:
         """Delete a user, trained or registered: unknown from the next request on, and their registration
         (text, attributes, liked items) and interactions erased from the store before the answer."""
-        return await service.delete("user", user_id)
+        return await service.delete("user", user_id, variant=variant)
 
     @api.get("/healthz", response_model=Health)
     async def healthz() -> Health:

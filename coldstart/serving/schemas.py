@@ -111,6 +111,8 @@ class Recommendation(BaseModel):
     user_id: str | None
     path: Literal["warm", "cold"] = Field(..., description="warm: a user with training history; cold: anyone else.")
     items: list[RecommendedItem]
+    variant: str | None = Field(None, description="The served variant (artifacts) that answered, when the app "
+                                                  "serves named variants (an A/B test, a swap).")
 
 
 class NewItem(_Body):
@@ -169,6 +171,13 @@ class Registered(BaseModel):
     index_size: int = Field(..., description="Items in the index after this registration.")
 
 
+class VariantInfo(BaseModel):
+    name: str
+    weight: float = Field(..., description="Share of users routed to it by the hash of their id.")
+    generator: str
+    app: str = Field(..., description="The Ray Serve app holding its encoder, generator and ranker.")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     items: int
@@ -177,3 +186,6 @@ class Health(BaseModel):
     registered_users: int
     generator: str
     encoder: str
+    variants: list[VariantInfo] = Field(default_factory=list, description="What the app routes to, when it serves "
+                                                                          "named variants; the counts above are "
+                                                                          "the first one's.")

@@ -41,14 +41,24 @@ class LocalStage:
 class RecommendService:
     def __init__(self, *, encoder: Stage, generator: Stage, ranker: Stage, content: NewContent,
                  generator_name: str, encoder_name: str, metrics: ServiceMetrics | None = None,
-                 known_users: Stage | None = None):
-        """`known_users`: a catalogue that answers requests by `user_id` (default: the ranker), e.g. one held in
+                 known_users: Stage | None = None, variant: str | None = None):
+        """`variant`: the name its answers carry when it is one of several (`coldstart.serving.routing`).
+        `known_users`: a catalogue that answers requests by `user_id` (default: the ranker), e.g. one held in
         the ingress's own process, following the same store, to save a hop on the commonest request."""
         self.encoder, self.generator, self.ranker = encoder, generator, ranker
         self.known_users = known_users or ranker
         self.content = content
         self.generator_name, self.encoder_name = generator_name, encoder_name
         self.metrics = metrics or ServiceMetrics()
+        self.variant = variant
+
+    def _check(self, variant: str | None) -> None:
+        """A request that names a variant (the header) must name this one."""
+        if variant is not None and variant != self.variant:
+            from coldstart.serving.routing import VARIANT_HEADER
+
+            serving = f"serving only {self.variant!r}" if self.variant else "this app serves no named variants"
+            raise Invalid(VARIANT_HEADER, f"unknown variant {variant!r}; {serving}")
 
     @contextlib.contextmanager
     def _timed(self, stage: str):
@@ -77,7 +87,8 @@ class RecommendService:
                                                else np.zeros(self.content.text_dim, np.float32), attributes)
         return vector, text_vector, stated_vector
 
-    async def recommend(self, request: RecommendRequest) -> Recommendation:
+    async def recommend(self, request: RecommendRequest, variant: str | None = None) -> Recommendation:
+        self._check(variant)
         if request.user_id is not None:
             with self._timed("rank"):
                 result = await self.known_users.call("recommend_user", request.user_id, request.k,
@@ -94,9 +105,10 @@ class RecommendService:
                                                 request.exclude_seen, request.candidates, stated,
                                                 explain=request.explain)
         self.metrics.request("recommend", result["path"])
-        return Recommendation.model_validate(result)
+        return Recommendation.model_validate({**result, "variant": self.variant})
 
-    async def register_item(self, item: NewItem) -> Registered:
+    async def register_item(self, item: NewItem, variant: str | None = None) -> Registered:
+        self._check(variant)
         self.content.check("item", item.attributes)
         if not self.content.usable("item", item.attributes, item.text, item.title):
             raise Invalid("title, attributes, text", "nothing describes the item: give a title, attributes or text")
@@ -108,7 +120,8 @@ class RecommendService:
         self.metrics.request("register_item", "cold")
         return Registered.model_validate(result)
 
-    async def register_user(self, user: NewUser) -> Registered:
+    async def register_user(self, user: NewUser, variant: str | None = None) -> Registered:
+        self._check(variant)
         self.content.check("user", user.attributes)
         has_content = self.content.usable("user", user.attributes, user.text)
         if not has_content and not user.liked:
@@ -121,20 +134,23 @@ class RecommendService:
         self.metrics.request("register_user", "cold")
         return Registered.model_validate(result)
 
-    async def record_interaction(self, interaction: NewInteraction) -> Recorded:
+    async def record_interaction(self, interaction: NewInteraction, variant: str | None = None) -> Recorded:
+        self._check(variant)
         with self._timed("interaction"):
             result = await self.ranker.call("record_interaction", interaction.user_id, interaction.item_id,
                                             rating=interaction.rating, timestamp=interaction.timestamp)
         self.metrics.request("interaction", "cold" if result["moved"] else "warm")
         return Recorded.model_validate(result)
 
-    async def delete(self, kind: str, entity_id: str) -> Deleted:
+    async def delete(self, kind: str, entity_id: str, variant: str | None = None) -> Deleted:
+        self._check(variant)
         with self._timed("delete"):
             result = await self.ranker.call("delete", kind, entity_id)
         self.metrics.request(f"delete_{kind}", "cold")
         return Deleted.model_validate(result)
 
-    async def item(self, item_id: str) -> ItemInfo:
+    async def item(self, item_id: str, variant: str | None = None) -> ItemInfo:
+        self._check(variant)
         info = ItemInfo.model_validate(await self.ranker.call("item_info", item_id))
         self.metrics.request("get_item", "cold" if info.cold else "warm")
         return info
@@ -146,7 +162,7 @@ class RecommendService:
 
 
 def local_service(artifacts, store, *, generator: str = "auto", encoder: str = "auto",
-                  text_weight: float = 1.0) -> RecommendService:
+                  text_weight: float = 1.0, variant: str | None = None) -> RecommendService:
     """The whole request path in this process over an artifacts folder and a registration store (a folder, a
     `postgresql://` URL, or an open store): what the unit tests, the benchmarks' plain-uvicorn baseline and a
     restart check serve, with the objects the Serve deployments hold."""
@@ -157,7 +173,8 @@ def local_service(artifacts, store, *, generator: str = "auto", encoder: str = "
     serving_generator = ServingGenerator(artifacts, generator)
     serving_encoder = ServingEncoder(artifacts, serving_generator.meta["content"], encoder)
     opened = open_store(store) if isinstance(store, (str, os.PathLike)) else store
-    catalogue = Catalogue.from_artifacts(artifacts, serving_generator, opened, text_weight=text_weight)
+    catalogue = Catalogue.from_artifacts(artifacts, serving_generator, opened, text_weight=text_weight, encoder=encoder)
     return RecommendService(encoder=LocalStage(serving_encoder), generator=LocalStage(serving_generator),
                             ranker=LocalStage(catalogue), content=serving_generator.content,
-                            generator_name=serving_generator.name, encoder_name=serving_encoder.kind)
+                            generator_name=serving_generator.name, encoder_name=serving_encoder.kind,
+                            variant=variant)

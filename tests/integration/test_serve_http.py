@@ -28,8 +28,11 @@ def app(serve_app):
 def test_health_and_openapi(app):
     client = app["client"]
     health = client.get("/healthz").json()
+    variants = health.pop("variants")
     assert health == {"status": "ok", "items": 90, "users": 120, "registered_items": 0, "registered_users": 0,
                       "generator": "distill", "encoder": "teacher"}
+    assert [(v["name"], v["generator"], v["weight"]) for v in variants] == [("main", "distill", 1.0)]
+    assert variants[0]["app"].startswith("coldstart-main-")  # the Serve app of its encoder, generator, ranker
     schema = client.get("/openapi.json").json()
     assert schema["info"]["version"] == "1"
     assert {"/v1/recommend", "/v1/items", "/v1/users", "/v1/interactions", "/v1/items/{item_id}",
@@ -173,7 +176,8 @@ SECRET = "Quokka-whisperer from Zanzibar"
 
 def test_registrations_survive_a_restart(app):
     import ray
-    from ray import serve
+
+    from serve.local import delete
 
     client = app["client"]
     client.post("/v1/items", json={**NEW_ITEM, "item_id": "restart-item"})
@@ -184,7 +188,7 @@ def test_registrations_survive_a_restart(app):
     deleted = client.delete("/v1/users/leaver")
     assert deleted.status_code == 200 and deleted.json()["erased_records"] == 2, deleted.text
     before = client.get("/healthz").json()
-    serve.delete("coldstart")
+    delete("coldstart")  # the front app and its chain
     with open(app["store"] / "registrations.log", "ab") as log:  # the app died in the middle of a write
         log.write(encode_record({"kind": "item", "id": "torn-item", "vector": [0.0]})[:-9])
     deploy_app(app["artifacts"], app["store"])

@@ -12,6 +12,7 @@ Each drill runs against both registration stores: the file log and PostgreSQL
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -21,12 +22,14 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 
 from fastapi.testclient import TestClient
 
 from coldstart.serving.api import create_api
+from coldstart.serving.schemas import RecommendRequest
 from coldstart.serving.service import local_service
 from coldstart.serving.store import LOG_FILE, decode_record
 from coldstart.serving.stores import open_store
@@ -90,18 +93,20 @@ def app_under_load(request, serve_app):
     if request.param == "file":
         yield url, "coldstart", str(serve_app["store"])
         return
-    from ray import serve
+    from serve.local import delete
 
     store = request.getfixturevalue("postgres_url")
     deploy_app(serve_app["artifacts"], store, name="coldstart-pg", route_prefix="/pg")
     try:
         yield url + "/pg", "coldstart-pg", store
     finally:
-        serve.delete("coldstart-pg")
+        delete("coldstart-pg")
 
 
 def test_killing_replicas_under_load_loses_no_request(app_under_load):
     import ray
+
+    from serve.local import chain_apps
 
     base, app, store = app_under_load
     client = httpx.Client(base_url=base, timeout=60)
@@ -136,16 +141,17 @@ def test_killing_replicas_under_load_loses_no_request(app_under_load):
     for t in threads:
         t.start()
     killed = []
+    (chain,) = chain_apps(app)  # the Serve app holding the variant's encoder, generator and ranker
     for deployment in ("Ranker", "Generator"):
         time.sleep(2)
-        victim = _replicas(deployment, app)[0]
+        victim = _replicas(deployment, chain)[0]
         killed.append(victim["actor_id"])
         ray.kill(ray.get_actor(victim["name"], namespace="serve"), no_restart=True)
     time.sleep(3)
     # Serve notices the dead replicas and starts new ones; the load keeps going meanwhile.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        alive = {d: [a["actor_id"] for a in _replicas(d, app)] for d in ("Ranker", "Generator")}
+        alive = {d: [a["actor_id"] for a in _replicas(d, chain)] for d in ("Ranker", "Generator")}
         if all(alive.values()) and not set(killed) & {a for ids in alive.values() for a in ids}:
             break
         time.sleep(1)
@@ -294,3 +300,87 @@ def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, store)
     assert {r["id"] for r in records} >= set(acknowledged_items) | set(acknowledged_users)
     assert not {r["id"] for r in records if r["kind"] == "item"} & set(deleted)  # erased, not only hidden
     assert {r["target_id"] for r in records if r["kind"] == "deletion"} >= set(deleted)
+
+
+# ---- moving the running app to new artifacts, through an A/B test, under load -------------------------
+# Last in this file: it leaves the session's app on the other artifacts.
+
+def test_swapping_to_an_ab_test_then_to_new_artifacts_under_load_fails_no_request(serve_app, serving_artifacts_b,
+                                                                                  tmp_path):
+    import shutil
+
+    from ray import serve
+
+    from coldstart.serving.config import ServeConfig
+    from serve.local import chain_apps, swap
+
+    base = f"http://127.0.0.1:{serve_app['port']}"
+    client = httpx.Client(base_url=base, timeout=60)
+    user = {"user_id": "swap-user", "attributes": {"occupation": "job2", "age": 41}, "text": "westerns and jazz",
+            "liked": ["i2", "i9"]}
+    assert client.post("/v1/users", json=user).status_code == 201
+    assert client.post("/v1/items", json=_item("swap-item")).status_code == 201
+    stop, failures, registered, variants = threading.Event(), [], ["swap-item"], []
+
+    def load(worker: int):
+        with httpx.Client(base_url=base, timeout=60) as mine:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    if n % 5 == 0:
+                        item_id = f"swap-{worker}-{n}"
+                        r = mine.post("/v1/items", json=_item(item_id))
+                        assert r.status_code == 201, r.text
+                        registered.append(item_id)
+                    else:
+                        body = {"user_id": f"u{n % 100}", "k": 5} if n % 2 else \
+                            {"profile": {"attributes": {"age": 20 + n % 40, "occupation": "job1"}}, "k": 5}
+                        r = mine.post("/v1/recommend", json=body)  # no retries: every answer must be a 200
+                        assert r.status_code == 200 and len(r.json()["items"]) == 5, r.text
+                        variants.append(r.json()["variant"])
+                except Exception as exc:  # noqa: BLE001 - collected and reported by the main thread
+                    failures.append(repr(exc))
+                    return
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(1)]  # 2 cores: the new chain starts too
+    for t in threads:
+        t.start()
+    try:
+        (old_chain,) = chain_apps()
+        time.sleep(1)
+        a, b = ServeConfig(artifacts=serve_app["artifacts"]), ServeConfig(artifacts=serving_artifacts_b)
+        ab = swap({"main": a, "b": b})  # an A/B test: main's chain stays as it is, b's starts beside it
+        assert ab[0].app == old_chain
+        answered_before, deadline = len(variants), time.monotonic() + 60
+        while len(variants) < answered_before + 40 and time.monotonic() < deadline and not failures:
+            time.sleep(0.2)
+        assert set(variants[answered_before:]) == {"main", "b"}, variants[answered_before:]  # users split
+        (new,) = swap({"b": b})  # then everybody on b: main's chain is deleted
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    print(f"\nrequests answered {len(variants)} ({variants.count('main')} by main, {variants.count('b')} by b), "
+          f"registrations {len(registered)}")
+    assert not failures, failures
+    assert variants[-1] == "b" and len(registered) >= 5
+    assert chain_apps() == [new.app] and old_chain not in serve.status().applications
+    assert [v["name"] for v in client.get("/healthz").json()["variants"]] == ["b"]
+
+    # Every registration, made through the old model, is answered by the new one: the same answers as a
+    # process over the new artifacts and a copy of the store.
+    copy = tmp_path / "store"
+    shutil.copytree(serve_app["store"], copy)
+    local = local_service(serving_artifacts_b, copy)
+    request = {"user_id": "swap-user", "k": 10}
+    served = client.post("/v1/recommend", json=request).json()
+    expected = asyncio.run(local.recommend(RecommendRequest(**request)))
+    assert [i["item_id"] for i in served["items"]] == [i.item_id for i in expected.items]
+    some = registered[:100]  # a request ranks at most 100
+    request = {"profile": {"attributes": {"age": 30, "occupation": "job3"}}, "k": len(some), "candidates": some}
+    served = client.post("/v1/recommend", json=request).json()
+    expected = asyncio.run(local.recommend(RecommendRequest(**request)))
+    assert sorted(i["item_id"] for i in served["items"]) == sorted(some)
+    assert np.allclose([i["score"] for i in served["items"]], [i.score for i in expected.items], atol=1e-4)

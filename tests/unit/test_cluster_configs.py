@@ -206,18 +206,23 @@ def test_rayservice_carries_a_serve_config_that_matches_the_app():
     (service,) = _manifests()["RayService"]
     config = yaml.safe_load(service["spec"]["serveConfigV2"])
     apps = _serve_apps(config)
-    assert len(apps) == 1
-    (app,) = apps.values()
-    assert app["import_path"] == "serve.app:build_app"
-    module, attr = app["import_path"].split(":")
-    builder = ROOT / (module.replace(".", "/") + ".py")
-    assert f"def {attr}(" in builder.read_text()
-    deployments = {d["name"] for d in app.get("deployments", [])}
-    assert deployments and deployments <= _serve_deployments(), deployments - _serve_deployments()
+    # the HTTP front and the served models' app, which the front's routing names (serve.app.CHAIN_APP)
+    from serve.app import CHAIN_APP
+
+    assert {n: a["import_path"] for n, a in apps.items()} == {"coldstart": "serve.app:build_app",
+                                                              CHAIN_APP: "serve.app:build_chain"}
+    assert apps[CHAIN_APP]["route_prefix"] is None and apps["coldstart"]["route_prefix"] == "/"
     from coldstart.serving.config import ServeConfig
 
-    ServeConfig.model_validate(app["args"])  # the builder's own validation; unknown keys are errors
-    assert app["args"]["artifacts"].startswith("/mnt/coldstart/")
+    for app in apps.values():
+        module, attr = app["import_path"].split(":")
+        builder = ROOT / (module.replace(".", "/") + ".py")
+        assert f"def {attr}(" in builder.read_text()
+        deployments = {d["name"] for d in app.get("deployments", [])}
+        assert deployments and deployments <= _serve_deployments(), deployments - _serve_deployments()
+        ServeConfig.model_validate(app["args"])  # the builder's own validation; unknown keys are errors
+        assert app["args"]["artifacts"].startswith("/mnt/coldstart/")
+    assert apps["coldstart"]["args"] == apps[CHAIN_APP]["args"]  # one artifacts folder, one store
 
 
 def test_rayservice_takes_the_registration_store_from_a_secret():
