@@ -109,9 +109,27 @@ def knn_warm(inputs: Inputs, k: int = 5, user_k: int = 50):
                               knn_user_content(inputs), k=k, user_k=user_k)
 
 
-def knn_bag(inputs: Inputs, ks: tuple[int, ...] = (5, 10, 20), user_ks: tuple[int, ...] = (25, 50, 100)):
-    """knn-warm averaged over several neighbour counts (items' and users'): no count to pick on the noisy
-    cold-val set."""
+def knn_bag(inputs: Inputs):
+    """The pipeline's knn-bag generator (`KNNGenerator.bag`): knn-warm averaged over neighbour counts 5, 10, 20
+    (users' 25, 50, 100) and two similarity spaces (text; text and attributes), neighbours among warm items
+    with at least 2 training interactions. Its vectors, as serving makes them."""
+    from coldstart.models.neighbours import KNNGenerator
+    from coldstart.models.towers import cold_start_vectors
+
+    arrays, data = inputs.arrays, inputs.data
+    fit = {"item_features": arrays["item_features"], "user_features": arrays["user_features"],
+           "item_vectors": inputs.item_vectors, "user_vectors": inputs.user_vectors, "warm_items": data.warm_items,
+           "warm_users": inputs.warm_users}
+    model = KNNGenerator.bag(**fit, item_dims=inputs.content["text_dim"], item_counts=data.item_popularity())
+    users, items = cold_start_vectors(model, user_vectors=inputs.user_vectors, item_vectors=inputs.item_vectors,
+                                      warm_users=inputs.warm_users, warm_items=data.warm_items,
+                                      user_features=arrays["user_features"], item_features=arrays["item_features"])
+    return EmbeddingRecommender(users, items)
+
+
+def knn_bag_all(inputs: Inputs, ks: tuple[int, ...] = (5, 10, 20), user_ks: tuple[int, ...] = (25, 50, 100)):
+    """knn-warm averaged over several neighbour counts (items' and users'), text space, every warm item a
+    neighbour: the first knn-bag (RESULTS, 2026-11-30)."""
     members = [knn_warm(inputs, k=k, user_k=user_k) for k, user_k in zip(ks, user_ks)]
     return EmbeddingRecommender(np.mean([m.user_vectors for m in members], axis=0),
                                 np.mean([m.item_vectors for m in members], axis=0))
@@ -175,6 +193,7 @@ MODELS: dict[str, Callable[[Inputs], object]] = {
     "backbone": lambda inputs: EmbeddingRecommender(inputs.user_vectors, inputs.item_vectors),
     "knn-warm": knn_warm,
     "knn-bag": knn_bag,
+    "knn-bag-all": knn_bag_all,
     "ridge": ridge,
     "regression": cached("regression", functools.partial(towers, bpr=0.0, distill=0.0, align=1.0)),
     "towers": cached("towers", towers),

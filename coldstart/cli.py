@@ -328,7 +328,7 @@ def serve_cmd(
     weight: Annotated[Optional[list[str]], typer.Option(help="NAME=W: a variant's share of users, by a stable hash of their id (default 1 each; 0: only by header X-Coldstart-Variant).")] = None,
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="HTTP bind address (loopback by default).")] = "127.0.0.1",
-    generator: Annotated[str, typer.Option(help="auto (DIR/serving.json's choice) or a generator folder: distill, vae, knn-warm, regression, ensemble.")] = "auto",
+    generator: Annotated[str, typer.Option(help="auto (DIR/serving.json's choice) or a generator folder: distill, vae, knn-warm, regression, knn-bag, ensemble, transfer.")] = "auto",
     encoder: Annotated[str, typer.Option(help="student, teacher or auto (DIR/serving.json's choice, else the student when DIR/encoder exists).")] = "auto",
     store: Annotated[Optional[str], typer.Option(help="Registration store: a folder (one machine) or a postgresql:// URL (a cluster's replicas share it; password from PGPASSWORD or ~/.pgpass); default $COLDSTART_STORE, else DIR/registry.")] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="COLDSTART_API_KEY", help="Require X-API-Key on /v1/*.")] = None,
@@ -397,7 +397,7 @@ def recommend_cmd(
     k: Annotated[int, typer.Option(help="Items per user.")] = 100,
     actors: Annotated[int, typer.Option(help="Ray Data actors, each holding the catalogue (0: no Ray, in this process).")] = 2,
     store: Annotated[Optional[str], typer.Option(help="Registration store to include, read only: a folder or a postgresql:// URL (default $COLDSTART_STORE, else DIR/registry).")] = None,
-    generator: Annotated[str, typer.Option(help="auto (DIR/serving.json's choice) or a generator folder: distill, vae, knn-warm, regression, ensemble.")] = "auto",
+    generator: Annotated[str, typer.Option(help="auto (DIR/serving.json's choice) or a generator folder: distill, vae, knn-warm, regression, knn-bag, ensemble, transfer.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Users per call of an actor.")] = 256,
 ):
     """Top-k items for every user (or a file of users) as a Ray Data job: parquet rows (user_id, rank, item_id, score, path).

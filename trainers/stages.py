@@ -173,14 +173,20 @@ class GeneratorInputs:
 
 
 def ensemble_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    """The mean of the generators the run trained (knn-warm, towers, VAE): no training, less variance.
+    """Generators without training: knn-bag (`KNNGenerator.bag`: knn-warm averaged over neighbour counts and
+    similarity spaces, neighbours among items with at least two training interactions), and the mean of the
+    generators the run trained (knn-warm, towers, VAE): less variance.
 
     On a user-cold split, how far new users are pulled towards the average user is chosen on cold-val.
     """
     from coldstart.models.coldstart_model import load_cold_model
-    from coldstart.models.neighbours import EnsembleGenerator
+    from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
 
     inputs = GeneratorInputs.load(data, out)
+    inputs.save(out / "knn-bag", KNNGenerator.bag(
+        item_features=inputs.item_features, user_features=inputs.user_features, item_vectors=inputs.item_vectors,
+        user_vectors=inputs.user_vectors, warm_items=data.warm_items, warm_users=inputs.warm_users,
+        item_dims=inputs.content["text_dim"], item_counts=data.item_popularity()))
     members = [load_cold_model(out / name)[1] for name in ENSEMBLE_MEMBERS if (out / name / "model.json").is_file()]
     center = inputs.user_vectors[inputs.warm_users].mean(axis=0)
     shrinks = ENSEMBLE_SHRINKS if data.split.cold == "users" else (1.0,)
@@ -196,7 +202,8 @@ ENSEMBLE_SHRINKS = (0.25, 0.5, 0.75, 1.0)
 
 def ensemble_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     choose_generator(out)
-    return {"coldstart (ensemble)": load_model(out / "ensemble", data)}
+    return {"coldstart (knn-bag)": load_model(out / "knn-bag", data),
+            "coldstart (ensemble)": load_model(out / "ensemble", data)}
 
 
 ENSEMBLE_MEMBERS = ("knn-warm", "distill", "vae")
@@ -290,7 +297,7 @@ STAGES = {
                             needs=("embed", "backbone"),
                             outputs=("knn-warm", "regression")),
     "ensemble": ModelStage("ensemble", ensemble_stage, ensemble_models, ensemble_fingerprint,
-                           needs=("baselines",), outputs=("ensemble",)),
+                           needs=("baselines",), outputs=("knn-bag", "ensemble")),
     "distill": ModelStage("distill", distill_stage, distill_models, lambda cfg: cfg.distill,
                           needs=("embed", "backbone"), outputs=("distill",)),
     "vae": ModelStage("vae", vae_stage, vae_models, vae_fingerprint, needs=("embed", "backbone"), outputs=("vae",)),

@@ -20,36 +20,67 @@ class KNNGenerator(nn.Module):
     """Mean backbone vector of the k warm entities whose content is nearest (cosine).
 
     Items are compared on the first `item_dims` feature columns (the LLM text
-    vector), users on all of theirs (profile text and attribute one-hots); `k`
-    neighbours for items, `user_k` (default `k`) for users, whose profiles say
-    less and need more of them. An entity with no content gets the mean of all
-    warm vectors.
+    vector), or with `attribute_weight` > 0 on the unit text vector and that
+    weight times the unit attribute one-hots; users on all of theirs (profile
+    text and attribute one-hots); `k` neighbours for items, `user_k` (default
+    `k`) for users, whose profiles say less and need more of them. An entity
+    with no content gets the mean of all warm vectors.
     """
 
     KIND = "coldstart-knn"
 
     def __init__(self, item_in: int, user_in: int, dim: int, n_items: int, n_users: int, item_dims: int,
-                 k: int = 5, user_k: int | None = None):
+                 k: int = 5, user_k: int | None = None, attribute_weight: float = 0.0):
         super().__init__()
         self.config = {"item_in": item_in, "user_in": user_in, "dim": dim, "n_items": n_items, "n_users": n_users,
-                       "item_dims": item_dims, "k": k, "user_k": user_k}
+                       "item_dims": item_dims, "k": k, "user_k": user_k, "attribute_weight": attribute_weight}
         self.k, self.user_k, self.item_dims = k, user_k or k, item_dims
-        for side, width, count in (("item", item_dims, n_items), ("user", user_in, n_users)):
+        self.attribute_weight = attribute_weight
+        item_width = item_in if attribute_weight > 0 else item_dims
+        for side, width, count in (("item", item_width, n_items), ("user", user_in, n_users)):
             self.register_buffer(f"{side}_content", torch.zeros(count, width))
             self.register_buffer(f"{side}_vectors", torch.zeros(count, dim))
 
     @classmethod
     def fit(cls, *, item_features: np.ndarray, user_features: np.ndarray, item_vectors: np.ndarray,
             user_vectors: np.ndarray, warm_items: np.ndarray, warm_users: np.ndarray, item_dims: int,
-            k: int = 5, user_k: int | None = None) -> "KNNGenerator":
-        """Keep the warm entities' content and vectors."""
-        model = cls(item_features.shape[1], user_features.shape[1], item_vectors.shape[1], int(warm_items.sum()),
-                    int(warm_users.sum()), item_dims, k, user_k)
-        model.item_content.copy_(torch.as_tensor(_unit(item_features[warm_items][:, :item_dims])))
-        model.item_vectors.copy_(torch.as_tensor(item_vectors[warm_items], dtype=torch.float32))
+            k: int = 5, user_k: int | None = None, attribute_weight: float = 0.0,
+            item_counts: np.ndarray | None = None, min_interactions: int = 1) -> "KNNGenerator":
+        """Keep the warm entities' content and vectors. With `item_counts` (training interactions per item),
+        only warm items with at least `min_interactions` are neighbours: an item seen once has a vector that
+        one user taught it, and it often matches a new item's title closely (a sequel, a namesake)."""
+        pool = np.asarray(warm_items, bool).copy()
+        if item_counts is not None and min_interactions > 1 and (pool & (item_counts >= min_interactions)).any():
+            pool &= np.asarray(item_counts) >= min_interactions
+        model = cls(item_features.shape[1], user_features.shape[1], item_vectors.shape[1], int(pool.sum()),
+                    int(warm_users.sum()), item_dims, k, user_k, attribute_weight)
+        model.item_content.copy_(torch.as_tensor(model.item_space(np.asarray(item_features[pool], np.float32))))
+        model.item_vectors.copy_(torch.as_tensor(item_vectors[pool], dtype=torch.float32))
         model.user_content.copy_(torch.as_tensor(_unit(user_features[warm_users])))
         model.user_vectors.copy_(torch.as_tensor(user_vectors[warm_users], dtype=torch.float32))
         return model.eval()
+
+    def item_space(self, features):
+        """Items' features (numpy or torch) -> the vectors whose cosine picks neighbours."""
+        unit = _unit if isinstance(features, np.ndarray) else _unit_torch
+        text = unit(features[:, :self.item_dims])
+        if self.attribute_weight <= 0:
+            return text
+        both = (np.hstack if isinstance(features, np.ndarray) else lambda parts: torch.cat(parts, dim=1))(
+            [text, self.attribute_weight * unit(features[:, self.item_dims:])])
+        return unit(both)
+
+    @classmethod
+    def bag(cls, *, ks: tuple[int, ...] = (5, 10, 20), user_ks: tuple[int, ...] = (25, 50, 100),
+            attribute_weights: tuple[float, ...] = (0.0, 0.5), min_interactions: int = 2,
+            **fit_args) -> "EnsembleGenerator":
+        """knn-bag: the mean of knn-warm over several neighbour counts and similarity spaces (text alone, text
+        and attributes), neighbours taken among items with at least `min_interactions`: no count or space to
+        pick on a noisy validation set. `fit_args`: as `fit` (with `item_counts`)."""
+        members = [cls.fit(k=k, user_k=user_k, attribute_weight=weight, min_interactions=min_interactions,
+                           **fit_args) for weight in attribute_weights for k, user_k in zip(ks, user_ks)]
+        center = fit_args["user_vectors"][fit_args["warm_users"]].mean(axis=0)
+        return EnsembleGenerator.of(members, center)
 
     def _neighbours(self, x: torch.Tensor, content: torch.Tensor, vectors: torch.Tensor, k: int) -> torch.Tensor:
         if not len(content):
@@ -61,7 +92,7 @@ class KNNGenerator(nn.Module):
         return torch.where(norms > 0, out, vectors.mean(dim=0, keepdim=True).expand_as(out))
 
     def generate_items(self, x: torch.Tensor) -> torch.Tensor:
-        return self._neighbours(x[:, :self.item_dims].float(), self.item_content, self.item_vectors, self.k)
+        return self._neighbours(self.item_space(x.float()), self.item_content, self.item_vectors, self.k)
 
     def generate_users(self, x: torch.Tensor) -> torch.Tensor:
         return self._neighbours(x.float(), self.user_content, self.user_vectors, self.user_k)
@@ -109,3 +140,7 @@ def _unit(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms > 0, norms, 1.0)
+
+
+def _unit_torch(matrix: torch.Tensor) -> torch.Tensor:
+    return matrix / matrix.norm(dim=1, keepdim=True).clamp_min(1e-12)

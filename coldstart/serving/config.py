@@ -13,8 +13,8 @@ from coldstart.serving.stores import STORE_ENV, StoreSpec, store_location
 # The generators a pipeline can leave in an artifacts folder, and their folders there; `auto` follows
 # DIR/serving.json. Transfer's is the tuned transfer model made servable (`TransferGenerator`).
 GENERATOR_FOLDERS = {"distill": "distill", "vae": "vae", "knn-warm": "knn-warm", "regression": "regression",
-                     "ensemble": "ensemble", "transfer": "transfer/generator"}
-GeneratorChoice = Literal["auto", "distill", "vae", "knn-warm", "regression", "ensemble", "transfer"]
+                     "knn-bag": "knn-bag", "ensemble": "ensemble", "transfer": "transfer/generator"}
+GeneratorChoice = Literal["auto", "distill", "vae", "knn-warm", "regression", "knn-bag", "ensemble", "transfer"]
 
 
 class ServeConfig(BaseModel):

@@ -76,3 +76,41 @@ def test_the_ensemble_is_the_mean_of_its_members_and_both_rebuild_from_their_art
         expected = cold_start_vectors(model, user_vectors=U, item_vectors=V, warm_users=warm_users,
                                       warm_items=data.warm_items, user_features=user_x, item_features=text)[1]
         np.testing.assert_allclose(scored.item_vectors, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_knn_bag_takes_neighbours_among_items_seen_often_enough_and_in_both_spaces(tmp_path):
+    data, U, V, text, user_x = _world()
+    warm, cold = np.flatnonzero(data.warm_items), np.flatnonzero(~data.warm_items)
+    counts = np.zeros(data.n_items, int)
+    counts[warm] = 5
+    twin = warm[0]
+    counts[twin] = 1  # seen once: its vector is one user's taste
+    text = text.copy()
+    text[cold[0]] = text[twin]  # the cold item's text matches that rare item exactly (a sequel, a namesake)
+    fit = dict(item_features=text, user_features=user_x, item_vectors=V, user_vectors=U, warm_items=data.warm_items,
+               warm_users=np.ones(data.n_users, bool), item_dims=text.shape[1], item_counts=counts, k=1)
+    x = torch.as_tensor(text[cold[:1]])
+    assert np.allclose(KNNGenerator.fit(**fit, min_interactions=1).generate_items(x).numpy()[0], V[twin])
+    assert not np.allclose(KNNGenerator.fit(**fit, min_interactions=2).generate_items(x).numpy()[0], V[twin])
+
+    # With attributes, the second space weighs them: an attribute shared with another item changes the neighbour.
+    attributes = np.zeros((data.n_items, 2), np.float32)
+    attributes[cold[0], 0] = attributes[warm[1], 0] = 1.0
+    both = np.hstack([text, attributes])
+    spaced = {**fit, "item_features": both, "min_interactions": 2}
+    text_only = KNNGenerator.fit(**spaced, attribute_weight=0.0).generate_items(torch.as_tensor(both[cold[:1]]))
+    with_attributes = KNNGenerator.fit(**spaced, attribute_weight=5.0).generate_items(torch.as_tensor(both[cold[:1]]))
+    assert np.allclose(with_attributes.numpy()[0], V[warm[1]]) and not np.allclose(text_only.numpy()[0], V[warm[1]])
+
+    # The bag is the mean of its members, and rebuilds from its artifact as any generator does.
+    bag = KNNGenerator.bag(**{k: v for k, v in spaced.items() if k not in ("k", "min_interactions")}, ks=(1, 3),
+                           user_ks=(2, 4))
+    members = [KNNGenerator.fit(**{**spaced, "k": k, "user_k": uk}, attribute_weight=w)
+               for w in (0.0, 0.5) for k, uk in ((1, 2), (3, 4))]
+    x = torch.as_tensor(both[cold])
+    expected = torch.stack([m.generate_items(x) for m in members]).mean(0)
+    np.testing.assert_allclose(bag.generate_items(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    save_cold_model(tmp_path / "knn-bag", data, bag, user_vectors=U, item_vectors=V, user_features=user_x,
+                    item_features=both, content={}, meta={})
+    _, rebuilt, _ = load_cold_model(tmp_path / "knn-bag")
+    np.testing.assert_allclose(rebuilt.generate_items(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
