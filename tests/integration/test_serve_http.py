@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from coldstart.serving.store import encode_record
-from tests.conftest import deploy_app
 
 pytestmark = pytest.mark.slow
 
@@ -169,42 +166,3 @@ def test_a_registered_item_rises_in_the_lists_of_a_group_who_interact_with_it_an
     assert all(rise[u] > 0 for u in fans), [(before[u], after[u]) for u in fans]
     assert sum(rise[u] > 0 for u in alike) > len(alike) / 2
     assert np.mean([rise[u] for u in alike]) > np.mean([rise[u] for u in others]), (rise, alike)
-
-
-SECRET = "Quokka-whisperer from Zanzibar"
-
-
-def test_registrations_survive_a_restart(app):
-    import ray
-
-    from serve.local import delete
-
-    client = app["client"]
-    client.post("/v1/items", json={**NEW_ITEM, "item_id": "restart-item"})
-    # A user who leaves before the restart: deleted, and erased from the store at once.
-    leaver = {"user_id": "leaver", "text": SECRET, "attributes": {"occupation": SECRET, "age": 33}, "liked": ["i3"]}
-    assert client.post("/v1/users", json=leaver).status_code == 201
-    assert client.post("/v1/interactions", json={"user_id": "leaver", "item_id": "i4"}).status_code == 201
-    deleted = client.delete("/v1/users/leaver")
-    assert deleted.status_code == 200 and deleted.json()["erased_records"] == 2, deleted.text
-    before = client.get("/healthz").json()
-    delete("coldstart")  # the front app and its chain
-    with open(app["store"] / "registrations.log", "ab") as log:  # the app died in the middle of a write
-        log.write(encode_record({"kind": "item", "id": "torn-item", "vector": [0.0]})[:-9])
-    deploy_app(app["artifacts"], app["store"])
-    after = client.get("/healthz").json()
-    assert after["registered_items"] == before["registered_items"] >= 2
-    assert after["registered_users"] == before["registered_users"]
-    assert client.get("/v1/items/restart-item").json()["registered"] is True
-    assert client.get("/v1/items/torn-item").status_code == 404  # never served
-    assert client.post("/v1/items", json={**NEW_ITEM, "item_id": "restart-item"}).status_code == 201  # a retry
-    assert client.post("/v1/items", json={**NEW_ITEM, "item_id": "restart-item", "title": "other"}).status_code == 409
-    assert client.post("/v1/items", json={**NEW_ITEM, "item_id": "after-torn"}).status_code == 201
-    assert client.get("/v1/items/after-torn").json()["registered"] is True
-    assert b"torn-item" not in (app["store"] / "registrations.log").read_bytes()  # cut before the append
-    # The deleted user stays deleted; nothing it registered is in the store, or in any of the cluster's logs.
-    assert client.post("/v1/recommend", json={"user_id": "leaver", "k": 3}).status_code == 404
-    assert all(SECRET.encode() not in f.read_bytes() for f in app["store"].rglob("*") if f.is_file())
-    logs = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
-    files = [f for f in logs.rglob("*") if f.is_file()]
-    assert files and not [f for f in files if SECRET.encode() in f.read_bytes()]

@@ -31,7 +31,7 @@ from fastapi.testclient import TestClient
 from coldstart.serving.api import create_api
 from coldstart.serving.schemas import RecommendRequest
 from coldstart.serving.service import local_service
-from coldstart.serving.store import LOG_FILE, decode_record
+from coldstart.serving.store import LOG_FILE, decode_record, encode_record
 from coldstart.serving.stores import open_store
 from tests.conftest import deploy_app, free_port
 
@@ -303,12 +303,19 @@ def test_sigkill_mid_registration_loses_no_acknowledged_record(artifacts, store)
 
 
 # ---- moving the running app to new artifacts, through an A/B test, under load -------------------------
-# Last in this file: it leaves the session's app on the other artifacts.
+# Last in this file: it leaves the session's app on the other artifacts. The new chain and the ingress's new
+# variant start from the store alone, so this is also the restart drill: what was registered, deleted or torn
+# before is served, gone or never served by replicas that were not there when it happened.
+
+SECRET = "Quokka-whisperer from Zanzibar"
+
 
 def test_swapping_to_an_ab_test_then_to_new_artifacts_under_load_fails_no_request(serve_app, serving_artifacts_b,
                                                                                   tmp_path):
     import shutil
+    from pathlib import Path
 
+    import ray
     from ray import serve
 
     from coldstart.serving.config import ServeConfig
@@ -320,6 +327,15 @@ def test_swapping_to_an_ab_test_then_to_new_artifacts_under_load_fails_no_reques
             "liked": ["i2", "i9"]}
     assert client.post("/v1/users", json=user).status_code == 201
     assert client.post("/v1/items", json=_item("swap-item")).status_code == 201
+    # A user who leaves before the swap: deleted, and erased from the store at once.
+    leaver = {"user_id": "leaver", "text": SECRET, "attributes": {"occupation": SECRET, "age": 33}, "liked": ["i3"]}
+    assert client.post("/v1/users", json=leaver).status_code == 201
+    assert client.post("/v1/interactions", json={"user_id": "leaver", "item_id": "i4"}).status_code == 201
+    deleted = client.delete("/v1/users/leaver")
+    assert deleted.status_code == 200 and deleted.json()["erased_records"] == 2, deleted.text
+    log_file = serve_app["store"] / LOG_FILE
+    with open(log_file, "ab") as log:  # a writer that died in the middle of its write (it held no lock now)
+        log.write(encode_record({"kind": "item", "id": "torn-item", "vector": [0.0]})[:-9])
     stop, failures, registered, variants = threading.Event(), [], ["swap-item"], []
 
     def load(worker: int):
@@ -368,6 +384,17 @@ def test_swapping_to_an_ab_test_then_to_new_artifacts_under_load_fails_no_reques
     assert variants[-1] == "b" and len(registered) >= 5
     assert chain_apps() == [new.app] and old_chain not in serve.status().applications
     assert [v["name"] for v in client.get("/healthz").json()["variants"]] == ["b"]
+    # What the old replicas were told holds in the new ones: registered, deleted, torn.
+    assert client.get("/v1/items/swap-item").json()["registered"] is True
+    assert client.get("/v1/items/torn-item").status_code == 404  # never served
+    assert b"torn-item" not in log_file.read_bytes()  # cut by the next write
+    assert client.post("/v1/items", json=_item("swap-item")).status_code == 201  # a retry, answered as the first
+    assert client.post("/v1/items", json={**_item("swap-item"), "title": "other"}).status_code == 409
+    assert client.post("/v1/recommend", json={"user_id": "leaver", "k": 3}).status_code == 404
+    assert all(SECRET.encode() not in f.read_bytes() for f in serve_app["store"].rglob("*") if f.is_file())
+    logs = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
+    files = [f for f in logs.rglob("*") if f.is_file()]
+    assert files and not [f for f in files if SECRET.encode() in f.read_bytes()]  # nor in any of Ray's logs
 
     # Every registration, made through the old model, is answered by the new one: the same answers as a
     # process over the new artifacts and a copy of the store.
