@@ -145,8 +145,8 @@ def build_app(args: dict) -> Application:
     if "variants" not in args:
         one = {k: v for k, v in args.items() if k != "app"}
         cfg = settled(one)
-        args = {"variants": [{"name": "main", "app": args.get("app", CHAIN_APP),
-                              "settings": cfg.model_dump(mode="json")}],
+        args = {"variants": [{"name": "main", "app": args.get("app", CHAIN_APP),  # the key stays out of the store
+                              "settings": {**cfg.model_dump(mode="json"), "api_key": None}}],
                 "store": cfg.model_dump(mode="json")["store"], "api_key": cfg.api_key}
     store = str(args["store"])
     write_routing(open_store(store), [Variant.model_validate(v) for v in args["variants"]])

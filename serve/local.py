@@ -111,7 +111,8 @@ def variants_of(cfgs: dict[str, ServeConfig], weights: dict[str, float] | None =
     store = str(store if store is not None else first.store)
     variants = []
     for name, cfg in cfgs.items():
-        settings = settled({**cfg.model_dump(mode="json"), "store": store}).model_dump(mode="json")
+        # the API key stays out: the routing is a record of the store, and only the front checks the key
+        settings = settled({**cfg.model_dump(mode="json"), "store": store, "api_key": None}).model_dump(mode="json")
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         variants.append(Variant(name=name, weight=(weights or {}).get(name, 1.0), app=f"{front}-{name}-{digest}",
                                 settings=settings))
@@ -123,13 +124,13 @@ def _chains(variants: list[Variant]) -> list:
 
 
 def deploy(variants: list[Variant], *, name: str = APP_NAME, route_prefix: str = "/", wait: bool = True,
-           echo: Callable[[str], None] = print) -> None:
+           api_key: str | None = None, echo: Callable[[str], None] = print) -> None:
     """Deploy the front app `name` and a chain app per variant (`build_app` writes the routing to their store
     first, so a store that an earlier app routed keeps no stale routing). Serve's own waits are skipped: with `wait`,
     `wait_until_running` watches every app and fails fast on a replica that cannot start."""
     store = variants[0].settings["store"]
     front = build_app({"variants": [v.model_dump(mode="json") for v in variants], "store": store,
-                       "api_key": variants[0].settings.get("api_key")})
+                       "api_key": api_key})
     serve.run_many(_chains(variants) + [serve.RunTarget(front, name=name, route_prefix=route_prefix)],
                    wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
     if wait:
@@ -140,8 +141,9 @@ def deploy(variants: list[Variant], *, name: str = APP_NAME, route_prefix: str =
 def deploy_artifacts(settings: dict, *, name: str = APP_NAME, route_prefix: str = "/", wait: bool = True) -> None:
     """Deploy the app over one artifacts folder (`settings`: ServeConfig fields): what tests and benchmarks
     start."""
-    deploy(variants_of({"main": ServeConfig.model_validate(settings)}, front=name), name=name,
-           route_prefix=route_prefix, wait=wait, echo=lambda _: None)
+    cfg = ServeConfig.model_validate(settings)
+    deploy(variants_of({"main": cfg}, front=name), name=name, route_prefix=route_prefix, wait=wait,
+           api_key=cfg.api_key, echo=lambda _: None)
 
 
 def running_routing(name: str = APP_NAME) -> dict | None:
@@ -249,7 +251,7 @@ def run_local(cfg: ServeConfig, *, num_cpus: int | None = None, smoke: bool = Fa
         started = time.perf_counter()
         # serve.run waits until RUNNING even with blocking=False, and gives up only when every constructor
         # retry has failed; deploy hands the watching to wait_until_running.
-        deploy(variants_of(cfgs, weights), echo=echo)
+        deploy(variants_of(cfgs, weights), api_key=first.api_key, echo=echo)
         url = f"http://{first.host}:{first.port}"
         local_host = "127.0.0.1" if first.host in ("0.0.0.0", "::", "") else first.host
         wait_until_answering(f"http://{local_host}:{first.port}")

@@ -136,3 +136,19 @@ def test_a_plain_app_refuses_a_variant_it_does_not_serve(serving_artifacts, tmp_
     r = client.post("/v1/recommend", json={"user_id": "u1", "k": 3}, headers={"X-Coldstart-Variant": "b"})
     assert r.status_code == 422 and r.json()["field"] == "X-Coldstart-Variant"
     assert client.post("/v1/recommend", json={"user_id": "u1", "k": 3}).json()["variant"] is None
+
+
+def test_the_api_key_never_reaches_the_store(serving_artifacts, tmp_path):
+    """The routing is a record of the registration store; the key is the front's alone."""
+    from coldstart.serving.config import ServeConfig
+    from coldstart.serving.store import LOG_FILE
+    from serve.app import build_app
+    from serve.local import variants_of
+
+    store = tmp_path / "store"
+    cfg = ServeConfig(artifacts=serving_artifacts, store=store, api_key="s3cret-key-123")
+    variants = variants_of({"main": cfg})
+    assert all(v.settings["api_key"] is None for v in variants)
+    write_routing(open_store(store), variants)
+    build_app(cfg.model_dump(mode="json"))  # a config file's deployment writes its routing too
+    assert b"s3cret-key-123" not in (store / LOG_FILE).read_bytes()
