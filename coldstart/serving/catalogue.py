@@ -174,11 +174,13 @@ class Catalogue:
 
     def _apply_all(self, records: list[dict]) -> None:
         prepare = getattr(self.regenerate, "prepare", None)
-        if prepare is not None:  # one batched encoding for every registration to make again (not yet applied:
-            # a log read again after an erasure replays what is already here)
-            prepare([r for r in records if r.get("space") != self.space and (
-                (r.get("kind") == "item" and r.get("id") not in self.item_pos)
-                or (r.get("kind") == "user" and r.get("id") not in self.users))])
+        # one batched encoding for every registration to make again (not yet applied: a log read again after
+        # an erasure replays what is already here); none in the usual sync, which then encodes nothing
+        again = [r for r in records if r.get("space") != self.space and (
+            (r.get("kind") == "item" and r.get("id") not in self.item_pos)
+            or (r.get("kind") == "user" and r.get("id") not in self.users))] if prepare is not None else []
+        if again:
+            prepare(again)
         for record in records:
             kind = record.get("kind")
             if kind == "deletion":  # whatever the space: a deleted entity stays deleted

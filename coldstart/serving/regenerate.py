@@ -56,7 +56,6 @@ class Regenerator:
         self.artifacts, self.generator, self.encoder_choice = artifacts, generator, encoder_choice
         self._encoder = None
         self._prepared: dict[tuple, tuple] = {}
-        self.count = 0
 
     @property
     def encoder(self):
@@ -108,7 +107,6 @@ class Regenerator:
             made = content_vectors(self.generator.content, self.encoder.encode, self._generate, side, *entry,
                                    stated=side == "user")
         vector, text_vector, stated = made
-        self.count += 1
         fresh = {**record, "space": space, "generator": self.generator.name, "regenerated_from": record.get("space")}
         if side == "item":
             fresh.update(vector=vector, text_vector=text_vector)
