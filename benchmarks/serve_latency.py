@@ -2,14 +2,15 @@
 
 Both serve the same objects (`coldstart.serving`: encoder, generator, ranker,
 store) behind the same FastAPI app; the plain one calls them in-process, Serve
-through deployment handles. Load: warm-user, new-user (profile text) and
+through deployment handles, behind each HTTP front of `--proxy` (HAProxy, what
+`coldstart serve` starts, and Serve's proxy actor). Load: warm-user, new-user (profile text) and
 item-registration requests at each concurrency, from this process to loopback
 only, a fixed number of requests per cell after a warm-up. The servers take
 turns over `--repeats` rounds (their order alternating), each started, measured
 and stopped in its turn, never both up at once, so the machine's noise falls on
 both; each figure is the median over the rounds.
 
-    python -m benchmarks.serve_latency --artifacts out/demo [--repeats 3]
+    python -m benchmarks.serve_latency --artifacts out/demo [--repeats 3] [--proxy haproxy ray]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import subprocess
@@ -153,13 +155,14 @@ def plain_up(args, scratch: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_up(args, scratch: Path) -> Iterator[str]:
+def serve_up(args, scratch: Path, proxy: str = "haproxy") -> Iterator[str]:
     import ray
     from ray import serve
 
-    from serve.local import deploy_artifacts
+    from serve.local import deploy_artifacts, proxy_environment
 
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    with proxy_environment(proxy):  # what `coldstart serve --proxy PROXY` starts
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -173,30 +176,33 @@ def serve_up(args, scratch: Path) -> Iterator[str]:
         ray.shutdown()
 
 
-def interleaved(args, requests: Requests, scratch: Path) -> tuple[dict, dict]:
-    """(Serve's figures, the plain server's), each the median over `args.repeats` rounds. In every round each
-    server is started, warmed up, measured on every cell and stopped, the first alternating round by round:
-    never both up at once (an idle Ray cluster and Serve app take CPU from the plain process on 2 cores)."""
-    servers = {"plain": plain_up, "serve": serve_up}
-    rounds: dict[str, list[dict]] = {"serve": [], "plain": []}
+def interleaved(args, requests: Requests, scratch: Path) -> dict[str, dict]:
+    """{server: figures}, each the median over `args.repeats` rounds: "plain" and "serve-PROXY" for each of
+    `args.proxy`. In every round each server is started, warmed up, measured on every cell and stopped, the order
+    reversed round by round: never two up at once (an idle Ray cluster and Serve app take CPU from the plain
+    process on 2 cores)."""
+    servers = {"plain": plain_up, **{f"serve-{proxy}": functools.partial(serve_up, proxy=proxy)
+                                     for proxy in args.proxy}}
+    rounds: dict[str, list[dict]] = {name: [] for name in servers}
     for r in range(args.repeats):
-        for name in (("plain", "serve") if r % 2 == 0 else ("serve", "plain")):
+        for name in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
             with servers[name](args, scratch / f"{name}-{r}") as url:
                 for kind in args.kinds:
                     asyncio.run(_load(url, requests, kind, 4, args.warmup, f"{name}-r{r}-warmup"))
                 rounds[name].append({(kind, c): asyncio.run(_load(url, requests, kind, c, args.requests,
                                                                   f"{name}-r{r}-c{c}"))
                                      for kind in args.kinds for c in args.concurrency})
-    median = {name: {cell: {k: float(np.median([f[cell][k] for f in runs])) for k in runs[0][cell]}
-                     for cell in runs[0]} for name, runs in rounds.items()}
-    return median["serve"], median["plain"]
+    return {name: {cell: {k: float(np.median([f[cell][k] for f in runs])) for k in runs[0][cell]}
+                   for cell in runs[0]} for name, runs in rounds.items()}
 
 
-def report(serve_figures: dict, plain_figures: dict) -> str:
+def report(figures: dict[str, dict]) -> str:
     rows = []
-    for (kind, c), s in serve_figures.items():
-        p = plain_figures[(kind, c)]
-        rows.append({"request": kind, "concurrency": c, "Serve p50 ms": s["p50_ms"], "Serve p99 ms": s["p99_ms"],
+    served = [(name, cell, s) for name, cells in figures.items() if name != "plain" for cell, s in cells.items()]
+    for name, (kind, c), s in sorted(served, key=lambda row: row[1]):
+        p = figures["plain"][(kind, c)]
+        rows.append({"request": kind, "concurrency": c, "proxy": name.removeprefix("serve-"),
+                     "Serve p50 ms": s["p50_ms"], "Serve p99 ms": s["p99_ms"],
                      "Serve req/s": s["rps"], "plain p50 ms": p["p50_ms"], "plain p99 ms": p["p99_ms"],
                      "plain req/s": p["rps"], "throughput vs plain": s["rps"] / p["rps"]})
     head = list(rows[0])
@@ -215,6 +221,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--num-cpus", type=int, default=4, help="Logical CPUs of the local Ray cluster.")
+    parser.add_argument("--proxy", nargs="+", default=["haproxy"], choices=["haproxy", "ray"],
+                        help="HTTP in front of the Serve app (ServeConfig.proxy); each is a server of its own.")
     parser.add_argument("--serve-threads", type=int, default=1, help="Torch threads of each Serve replica.")
     parser.add_argument("--plain-threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="Torch threads of the plain server (default: every core; it runs alone).")
@@ -228,13 +236,13 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as scratch:
         requests = Requests(args.artifacts)
-        serve_figures, plain_figures = interleaved(args, requests, Path(scratch))
+        figures = interleaved(args, requests, Path(scratch))
     print(f"\n{args.requests} requests per cell after {args.warmup} warm-up, median of {args.repeats} interleaved "
           f"rounds; {os.cpu_count()} cores; "
           f"Ray num_cpus {args.num_cpus}; torch threads: Serve replicas {args.serve_threads}, "
           f"plain server {args.plain_threads}; "
           f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', 'unset')}\n")
-    print(report(serve_figures, plain_figures))
+    print(report(figures))
 
 
 if __name__ == "__main__":

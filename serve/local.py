@@ -10,6 +10,7 @@ the command with that replica's error, in one line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import ray
 from ray import serve
@@ -33,6 +34,47 @@ SWAP_DEADLINE_S = 300.0  # for every ingress replica to build and take the new r
 DEPLOY_DEADLINE_S = 900.0  # generous: a first start may download or load a large teacher encoder
 POLL_S = 0.5
 FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def proxy_variables(proxy: str) -> dict[str, str]:
+    """The environment a Ray cluster needs at start-up for `proxy` (ServeConfig.proxy) in front of the app.
+
+    Serve's controller and replicas read it when they start, so it belongs to a cluster about to start here (a
+    joined cluster keeps what it was started with). For haproxy: Serve's HAProxy ingress, its fixed ports (the
+    fallback proxy, the stats page, the metrics) moved to free ones so that two clusters on one machine do not
+    collide, and a stopping ingress replica drained for 5 s instead of Serve's 30 (sized for a cluster's remote
+    nodes; this machine's HAProxy knows within a second).
+    """
+    if proxy == "ray":
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    if proxy != "haproxy":
+        raise ConfigError(f"proxy: {proxy!r} is neither 'haproxy' nor 'ray'")
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+            **{name: str(_free_port()) for name in (
+                "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+                "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")}}
+
+
+@contextlib.contextmanager
+def proxy_environment(proxy: str) -> Iterator[None]:
+    """`proxy_variables(proxy)` in this process's environment while a local Ray cluster starts inside the block
+    (its processes keep them); a variable the user set wins; restored afterwards, so that processes started later
+    do not inherit this cluster's ports."""
+    added = {name: value for name, value in proxy_variables(proxy).items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 class DeployFailed(ConfigError):
@@ -231,8 +273,10 @@ def run_local(cfg: ServeConfig, *, num_cpus: int | None = None, smoke: bool = Fa
     started_ray = not ray.is_initialized()
     if started_ray:
         # 2 cores run 4 replicas' worth of logical CPUs: the replicas mostly wait on each other.
-        ray.init(address=address, num_cpus=None if joining else (num_cpus or max(4, os.cpu_count() or 1)),
-                 include_dashboard=None if not smoke else False, log_to_driver=not smoke)
+        with proxy_environment(first.proxy) if not joining else contextlib.nullcontext():
+            via = "HAProxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "Serve's proxy actor"
+            ray.init(address=address, num_cpus=None if joining else (num_cpus or max(4, os.cpu_count() or 1)),
+                     include_dashboard=None if not smoke else False, log_to_driver=not smoke)
     if joining and not smoke and APP_NAME in serve.status().applications:
         try:
             swap(cfgs, weights, echo=echo)
@@ -256,7 +300,8 @@ def run_local(cfg: ServeConfig, *, num_cpus: int | None = None, smoke: bool = Fa
         local_host = "127.0.0.1" if first.host in ("0.0.0.0", "::", "") else first.host
         wait_until_answering(f"http://{local_host}:{first.port}")
         served = ", ".join(f"{name}={c.artifacts}" for name, c in cfgs.items()) if len(cfgs) > 1 else first.artifacts
-        echo(f"coldstart is serving {served} at {url} (ready in {time.perf_counter() - started:.0f} s); "
+        front = f", HTTP through {via}" if started_ray and not joining else ""
+        echo(f"coldstart is serving {served} at {url} (ready in {time.perf_counter() - started:.0f} s{front}); "
              f"OpenAPI at {url}/docs")
         node = ray._private.worker.global_worker.node
         echo(f"Prometheus metrics: http://{node.node_ip_address}:{node.metrics_export_port}/metrics")

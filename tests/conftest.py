@@ -82,10 +82,13 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
+        from serve.local import proxy_environment
         from trainers.common import local_cluster
 
         # With the State API reachable (see local_cluster), a Tune trial's stopped Train run frees its CPUs.
-        ray.init(**local_cluster(4), log_to_driver=False)
+        # Serve's HTTP goes through HAProxy, as `coldstart serve` starts it.
+        with proxy_environment("haproxy"):
+            ray.init(**local_cluster(4), log_to_driver=False)
     yield ray
     ray.shutdown()
 

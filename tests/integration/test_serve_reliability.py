@@ -193,12 +193,15 @@ def _start_app(artifacts, store, ray_tmp, *, on_ray: bool = True) -> tuple[subpr
     command = ([sys.executable, "-m", "coldstart.cli", "serve", "--artifacts", str(artifacts), "--store", str(store),
                 "--port", str(port), "--num-cpus", "4"] if on_ray
                else [sys.executable, "-c", PLAIN_APP, str(artifacts), str(store), str(port)])
-    proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    output = os.path.join(ray_tmp, "app.log")  # what the app said, shown if it fails to come up
+    with open(output, "wb") as sink:
+        proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the app exited with {proc.returncode}"
+        if proc.poll() is not None:
+            with open(output, errors="replace") as f:
+                raise AssertionError(f"the app exited with {proc.returncode}:\n{f.read()[-3000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
                 return proc, url

@@ -246,6 +246,19 @@ def test_rayservice_takes_the_registration_store_from_a_secret():
     assert ServeConfig.model_validate({**app["args"], "store": url}).store_location() == url
 
 
+def test_rayservice_serves_http_through_haproxy_on_every_node():
+    """What `coldstart serve` starts locally (ServeConfig.proxy haproxy), the cluster gets too: Serve reads the
+    flag when each node's processes start, so every container sets it, the same way."""
+    from serve.local import proxy_variables
+
+    flag = "RAY_SERVE_ENABLE_HA_PROXY"
+    (service,) = _manifests()["RayService"]
+    for name, group in _groups(service["spec"]["rayClusterConfig"]):
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env.get(flag, {}).get("value") == proxy_variables("haproxy")[flag], f"{name}: {flag} not set"
+
+
 def test_rayservice_agrees_with_the_serve_engineers_config():
     """If serve/ ships its own Serve config, the RayService must deploy the same application."""
     ours = _serve_apps(yaml.safe_load(_manifests()["RayService"][0]["spec"]["serveConfigV2"]))

@@ -267,3 +267,30 @@ def test_wait_reports_a_failed_app_and_returns_once_running(monkeypatch):
     local = _serve_answers(monkeypatch, [_status("DEPLOYING", Encoder=("UPDATING", ""))])
     with pytest.raises(ConfigError, match="did not start within 0 s .*Encoder UPDATING"):
         local.wait_until_running("coldstart", deadline_s=0.05, echo=lambda _: None)
+
+
+def test_the_proxy_is_set_for_the_cluster_about_to_start_and_only_then(monkeypatch):
+    """`proxy_environment` puts Serve's HAProxy flag and free ports in the environment a local cluster inherits,
+    keeps what the user set, and leaves nothing behind for processes started later; a bad name is one clear
+    error."""
+    import os
+
+    from serve.local import proxy_environment
+
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
+    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY", raising=False)
+    before = dict(os.environ)
+    with proxy_environment("haproxy"):
+        assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"  # the user's
+        ports = [os.environ[n] for n in ("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")]
+        assert all(p.isdigit() and p not in ("8500", "9101") for p in ports)
+    assert dict(os.environ) == before
+    with proxy_environment("ray"):
+        assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    assert dict(os.environ) == before
+    with pytest.raises(ConfigError, match="proxy: 'nginx'"):
+        with proxy_environment("nginx"):
+            pass
+    with pytest.raises(ValueError, match="proxy"):
+        ServeConfig(artifacts="x", proxy="nginx")
