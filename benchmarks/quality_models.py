@@ -152,6 +152,61 @@ def ridge(inputs: Inputs, alpha: float = 10.0):
     return EmbeddingRecommender(inputs.user_vectors, items)
 
 
+def neighbour_counts(inputs: Inputs, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """(cold users, their k attribute-nearest warm users' log interaction counts per item): a new user's
+    demographic popularity. User cold-start only."""
+    data = inputs.data
+    if data.split.cold != "users":
+        raise ValueError("neighbour popularity places cold users; this split's cold side is items")
+    features = inputs.arrays["user_features"].astype(np.float64)
+    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-9)
+    warm, cold = np.flatnonzero(inputs.warm_users), np.flatnonzero(~inputs.warm_users)
+    nearest = np.argsort(-(features[cold] @ features[warm].T), axis=1)[:, :k]
+    weights = np.zeros((len(cold), len(warm)))
+    np.put_along_axis(weights, nearest, 1.0 / k, axis=1)
+    return cold, np.log1p(100 * np.asarray((data.train[warm].T @ weights.T).T))
+
+
+def _spread(scores: np.ndarray) -> np.ndarray:
+    return scores.std(axis=1, keepdims=True) + 1e-9
+
+
+def knn_bag_popular(inputs: Inputs, share: float = 0.3):
+    """A vector model: knn-bag's cold user vector plus the vector whose scores come closest (ridge least squares
+    over every item) to the user's demographic popularity (`neighbour_counts`), `share` of the two in units of
+    their score spreads. Tried for user cold-start (RESULTS): the 64-d item space cannot carry that popularity."""
+    bag = knn_bag(inputs)
+    cold, counts = neighbour_counts(inputs)
+    items = inputs.item_vectors.astype(np.float64)
+    target = counts - counts.mean(axis=1, keepdims=True)
+    popular = np.linalg.solve(items.T @ items + np.eye(items.shape[1]), items.T @ target.T).T
+    own = bag.user_vectors[cold].astype(np.float64)
+    users = bag.user_vectors.copy()
+    users[cold] = ((1 - share) * own / _spread(own @ items.T) + share * popular / _spread(popular @ items.T))
+    return EmbeddingRecommender(users, inputs.item_vectors)
+
+
+class ScoreBlend:
+    """Not a vector model: knn-bag's scores and the user's demographic popularity (`neighbour_counts`), each
+    standardised per user, blended half and half; warm users keep the backbone's scores."""
+
+    def __init__(self, inputs: Inputs, share: float = 0.5):
+        bag = knn_bag(inputs)
+        self.users, self.items = inputs.user_vectors, inputs.item_vectors
+        cold, counts = neighbour_counts(inputs)
+        vector = bag.user_vectors[cold] @ self.items.T
+        z = lambda m: (m - m.mean(axis=1, keepdims=True)) / _spread(m)  # noqa: E731
+        self.blended = ((1 - share) * z(vector) + share * z(counts)).astype(np.float32)
+        self.row = {int(u): i for i, u in enumerate(cold)}
+
+    def score(self, users) -> np.ndarray:
+        out = (self.users[users] @ self.items.T).astype(np.float32)
+        for r, u in enumerate(users):
+            if int(u) in self.row:
+                out[r] = self.blended[self.row[int(u)]]
+        return out
+
+
 def cached(name: str, build: Callable[[Inputs], object]) -> Callable[[Inputs], object]:
     """`build`, its vectors kept under the seed's folder per feature set: members of ensembles train once."""
     def run(inputs: Inputs):
@@ -195,6 +250,8 @@ MODELS: dict[str, Callable[[Inputs], object]] = {
     "knn-bag": knn_bag,
     "knn-bag-all": knn_bag_all,
     "ridge": ridge,
+    "knn-bag-popular": knn_bag_popular,
+    "score-blend": ScoreBlend,
     "regression": cached("regression", functools.partial(towers, bpr=0.0, distill=0.0, align=1.0)),
     "towers": cached("towers", towers),
     "vae": cached("vae", vae),
