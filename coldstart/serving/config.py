@@ -36,9 +36,9 @@ class ServeConfig(BaseModel):
     proxy: Literal["haproxy", "ray"] = Field(
         "haproxy", description="What takes HTTP in front of the ingress replicas of a cluster `coldstart serve` "
                                "starts: haproxy (Ray Serve's HAProxy ingress: requests go straight to an ingress "
-                               "replica's own HTTP server, a warm request a quarter as slow) or ray (Serve's Python "
-                               "proxy actor, one hop more). A joined cluster keeps what it was started with "
-                               "(RAY_SERVE_ENABLE_HA_PROXY=1 in its environment selects haproxy).")
+                               "replica's own HTTP server; a warm request takes a third of the time) or ray "
+                               "(Serve's Python proxy actor, one hop more). A joined cluster keeps what it was "
+                               "started with (RAY_SERVE_ENABLE_HA_PROXY=1 in its environment selects haproxy).")
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port.")
     api_key: str | None = Field(None, description="If set (or env COLDSTART_API_KEY), /v1/* need header X-API-Key.")
