@@ -10,6 +10,9 @@ serving time than in training.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +22,11 @@ import pandas as pd
 from coldstart import artifacts
 from coldstart.evaluate import SplitData
 from coldstart.features import AttributeEncoder
-from coldstart.models.vectors import read_vectors
+from coldstart.models.vectors import read_vectors, write_vectors
 from coldstart.text.encoder import EncoderConfig, TextEncoder
-from coldstart.text.templates import TextTemplates, render
+from coldstart.text.templates import TextTemplates, render, text_hash
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,11 +74,41 @@ def build_content(data: SplitData, embeddings: str | Path, encoder: TextEncoder 
         users = pd.DataFrame({"user_id": list(data.user_ids)})
     user_attr = AttributeEncoder.fit(users, "user_id")
     texts = profile_texts(users, templates)
-    encoder = encoder or TextEncoder(EncoderConfig.model_validate(meta["encoder"]))
-    distinct = sorted(set(texts))  # profiles repeat: age x gender x occupation
-    vectors = dict(zip(distinct, encoder.encode(distinct)))
+    vectors = profile_vectors(texts, embeddings, meta["encoder"], encoder)
     profile = np.stack([vectors[t] for t in texts]) if texts else np.zeros((0, item_text.shape[1]), np.float32)
     user_features = np.concatenate([profile, user_attr.transform(users)], axis=1)
     spec = ContentSpec(encoder=meta["encoder"], templates=meta["templates"], item_attributes=item_attr.to_json(),
                        user_attributes=user_attr.to_json(), text_dim=int(item_text.shape[1]))
     return item_features.astype(np.float32), user_features.astype(np.float32), user_text, item_text, spec
+
+
+def profile_cache(embeddings: Path, encoder: dict) -> Path:
+    """Where the profile vectors of `encoder` (its config) are kept, beside the embeddings they go with."""
+    key = hashlib.sha1(json.dumps(encoder, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(embeddings) / f"profiles-{key}.parquet"
+
+
+def profile_vectors(texts: list[str], embeddings: Path, encoder_config: dict,
+                    encoder: TextEncoder | None = None) -> dict[str, np.ndarray]:
+    """{profile text: its LLM vector}, kept beside the embeddings by text hash (`profile_cache`).
+
+    Every cold-model job, each search trial and each retrain builds these features; encoding the few
+    distinct profiles (age x gender x occupation) is quick, but loading the encoder to do it took about
+    16 s of a 2-core machine each time. Only the first job on a folder loads it now; a folder that
+    cannot be written is served by encoding every time.
+    """
+    distinct = sorted(set(texts))
+    path = profile_cache(embeddings, encoder_config)
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        hashes, matrix = read_vectors(path, "text_hash")
+        known = dict(zip(hashes, matrix))
+    missing = [t for t in distinct if text_hash(t) not in known]
+    if missing:
+        encoder = encoder or TextEncoder(EncoderConfig.model_validate(encoder_config))
+        known.update(zip(map(text_hash, missing), encoder.encode(missing)))
+        try:
+            write_vectors(path, "text_hash", list(known), np.stack(list(known.values())))
+        except OSError as exc:
+            log.warning("profile vectors not kept in %s: %s", path.parent, exc)
+    return {t: known[text_hash(t)] for t in distinct}

@@ -107,3 +107,32 @@ def test_decoder_uses_last_token_with_left_padding(tiny_decoder):
 def test_a_template_for_other_columns_falls_back_to_automatic():
     table = pd.DataFrame({"sku": ["a"], "name": ["Red shoe"], "colour": ["red"]})
     assert render("{title} ({year}). Genres: {genres}.", table, "sku", title="name") == ["Red shoe. colour: red."]
+
+
+class CountingEncoder:
+    """Stands in for a loaded encoder; records what it was asked to encode."""
+
+    def __init__(self):
+        self.asked = []
+
+    def encode(self, texts):
+        self.asked.append(list(texts))
+        return np.stack([np.array([len(t), ord(t[0]), 1.0, 0.0], np.float32) for t in texts])
+
+
+def test_profile_vectors_are_encoded_once_per_folder_and_encoder(tmp_path):
+    from coldstart.content import profile_vectors
+
+    minilm, other = {"model": "default"}, {"model": "some/other-model"}
+    first = CountingEncoder()
+    vectors = profile_vectors(["A man aged 25", "A woman aged 30", "A man aged 25"], tmp_path, minilm, first)
+    assert first.asked == [["A man aged 25", "A woman aged 30"]]
+
+    later = CountingEncoder()  # the next job on the folder: only a text never seen is encoded
+    again = profile_vectors(["A woman aged 30", "A man aged 60"], tmp_path, minilm, later)
+    assert later.asked == [["A man aged 60"]]
+    np.testing.assert_array_equal(again["A woman aged 30"], vectors["A woman aged 30"])
+
+    elsewhere = CountingEncoder()  # another encoder's vectors are not these
+    profile_vectors(["A man aged 25"], tmp_path, other, elsewhere)
+    assert elsewhere.asked == [["A man aged 25"]]
