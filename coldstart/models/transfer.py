@@ -49,10 +49,6 @@ class TransferOptions(BaseModel):
 def match_key(title, year) -> str | None:
     """'Usual Suspects, The' (1995) and 'The Usual Suspects' (1995) give the same key. A missing or empty title
     gives None, which matches nothing; a year that is missing or not a number leaves "title ()"."""
-    return _key(_title_key(title), read_year(year))
-
-
-def _title_key(title) -> str | None:
     if is_missing(title):
         return None
     text = str(title).strip().lower()
@@ -61,11 +57,10 @@ def _title_key(title) -> str | None:
     if found:
         text = f"{found['article']} {found['rest']}"
     text = re.sub(r"[^0-9a-z]+", " ", text).strip()
-    return text or None  # "???" and "(1995)" say nothing that could tell two items apart
-
-
-def _key(text: str | None, year: int | None) -> str | None:
-    return None if text is None else f"{text} ({'' if year is None else year})"
+    if not text:  # "???" and "(1995)" say nothing that could tell two items apart
+        return None
+    year = read_year(year)
+    return f"{text} ({'' if year is None else year})"
 
 
 def match_items(source: pd.DataFrame, target: pd.DataFrame) -> pd.Series:
@@ -77,13 +72,8 @@ def match_items(source: pd.DataFrame, target: pd.DataFrame) -> pd.Series:
             return [None] * len(items)
         # The loaders' reading of titles and years, for tables that did not come through a loader.
         read = clean_entity_table(items[[c for c in ("title", "year") if c in items.columns]], "item_id")
-        if "year" not in read.columns:
-            years = [None] * len(read)
-        elif pd.api.types.is_integer_dtype(read["year"]):  # read already: `read_year` per value, through pandas,
-            years = [None if is_missing(y) else int(y) for y in read["year"]]  # took 13 s over ml-1m and ml-100k
-        else:  # a column left as it was (dates, booleans): each value as `match_key` reads it
-            years = [read_year(y) for y in read["year"]]
-        return [_key(_title_key(t), y) for t, y in zip(read["title"], years)]
+        years = read["year"] if "year" in read.columns else [None] * len(read)
+        return [match_key(t, y) for t, y in zip(read["title"], years)]
 
     source_keys = keys(source)
     shared = pd.Series(source_keys).value_counts()
