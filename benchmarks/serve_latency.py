@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,14 +31,9 @@ import httpx
 import numpy as np
 
 from coldstart.data.schema import find_table, read_table
+from coldstart.ports import free_port
 
 KINDS = ("warm-user", "new-user", "register-item")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Requests:
@@ -141,7 +135,7 @@ def plain_server(artifacts: Path, port: int, store: Path, threads: int) -> None:
 
 @contextlib.contextmanager
 def plain_up(args, scratch: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.serve_latency", "--plain-server",
                              "--artifacts", str(args.artifacts), "--port", str(port),
@@ -164,7 +158,7 @@ def serve_up(args, scratch: Path, proxy: str = "haproxy") -> Iterator[str]:
     with proxy_environment(proxy):  # what `coldstart serve --proxy PROXY` starts
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     try:
-        port = _free_port()
+        port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         deploy_artifacts({"artifacts": str(args.artifacts), "store": str(scratch / "serve-store"),
                           "torch_threads": args.serve_threads}, wait=False)

@@ -28,7 +28,8 @@ import httpx
 import numpy as np
 import psutil
 
-from benchmarks.serve_latency import Requests, _free_port, _wait_ready
+from benchmarks.serve_latency import Requests, _wait_ready
+from coldstart.ports import free_port
 
 WINDOW_S = 30
 MIX = {"warm-user": 0.5, "new-user": 0.3, "register-item": 0.2}
@@ -138,7 +139,7 @@ def main() -> None:
         # address="local": always a cluster of our own, never another user's on this machine.
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
         try:
-            port = _free_port()
+            port = free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             deploy_artifacts({"artifacts": str(artifacts), "store": str(scratch / "store"), "torch_threads": 1,
                               "generator": args.generator}, wait=False)

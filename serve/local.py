@@ -24,6 +24,7 @@ import ray
 from ray import serve
 
 from coldstart.config import ConfigError
+from coldstart.ports import free_port
 from coldstart.serving.config import ServeConfig
 from coldstart.serving.routing import Variant, write_routing
 from coldstart.serving.stores import describe_store, open_store
@@ -34,29 +35,6 @@ SWAP_DEADLINE_S = 300.0  # for every ingress replica to build and take the new r
 DEPLOY_DEADLINE_S = 900.0  # generous: a first start may download or load a large teacher encoder
 POLL_S = 0.5
 FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
-
-
-# HAProxy's ports are chosen when the cluster starts and bound when Serve starts, maybe minutes later: from
-# below the kernel's ephemeral range (32768+) and above Ray's worker ports (10002-19999), where no process is
-# handed one in between, and under Serve's replica ports (30000+).
-PROXY_PORTS = range(20000, 30000)
-
-
-def _free_port(taken: set[int]) -> int:
-    import random
-    import socket
-
-    for port in random.sample(PROXY_PORTS, 200):
-        if port in taken:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise ConfigError(f"proxy: no free port in {PROXY_PORTS.start}-{PROXY_PORTS.stop - 1} for HAProxy")
 
 
 def proxy_variables(proxy: str) -> dict[str, str]:
@@ -72,11 +50,14 @@ def proxy_variables(proxy: str) -> dict[str, str]:
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
     if proxy != "haproxy":
         raise ConfigError(f"proxy: {proxy!r} is neither 'haproxy' nor 'ray'")
-    taken: set[int] = set()
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
-            **{name: str(_free_port(taken)) for name in (
-                "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
-                "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")}}
+    taken: set[int] = set()  # chosen now, bound when Serve starts: from `coldstart.ports.QUIET_PORTS`
+    try:
+        ports = {name: str(free_port(taken)) for name in (
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+            "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")}
+    except OSError as exc:
+        raise ConfigError(f"proxy: {exc} for HAProxy") from exc
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5", **ports}
 
 
 @contextlib.contextmanager

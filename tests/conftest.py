@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from coldstart.data.schema import Dataset, validate
+from coldstart.ports import free_port
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
 
@@ -111,14 +112,6 @@ def serving_artifacts_b(tmp_path_factory, minilm):
     return build_artifacts(tmp_path_factory.mktemp("serving-artifacts-b"), minilm, epochs=30, model_seed=1)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def deploy_app(artifacts, store, name: str = "coldstart", route_prefix: str = "/") -> None:
     """Deploy (or redeploy) the Serve app over `artifacts` and `store`; returns once it is running."""
     from serve.local import deploy_artifacts
@@ -194,7 +187,6 @@ def postgres_server():
     import os
     import shutil
     import signal
-    import socket
     import subprocess
     import tempfile
     import time
@@ -216,9 +208,7 @@ def postgres_server():
                                "--no-instructions"], cwd=root, capture_output=True, text=True, **as_owner)
         if init.returncode:
             pytest.fail(f"initdb failed: {init.stderr.strip()[-2000:]}")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port(host="127.0.0.1")
         log_path = os.path.join(root, "server.log")
         with open(log_path, "wb") as log_file:
             if owner is not None:

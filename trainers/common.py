@@ -48,11 +48,9 @@ def local_cluster(cpus: int) -> dict:
     a known port and every process of the job is told its address. The
     dashboard listens on localhost only.
     """
-    import socket
+    from coldstart.ports import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port(host="127.0.0.1")
     return {"num_cpus": cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
             "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}}
 

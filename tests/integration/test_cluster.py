@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import pytest
 from coldstart import submit
 from coldstart.data.schema import validate
 from coldstart.data.split import make_split, save_split
+from coldstart.ports import free_port
 from tests.conftest import make_tables
 from trainers import metrics as train_metrics
 
@@ -34,16 +34,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _get(url: str, token: str | None = None, timeout: float = 5) -> tuple[int, str]:
@@ -76,7 +66,8 @@ def head():
     token = secrets.token_hex(32)
     names = ["gcs", "dashboard", "client", "metrics", "agent_http", "agent_grpc", "runtime_env", "node_manager",
              "object_manager"]
-    ports = dict(zip(names, _free_ports(len(names))))
+    taken: set[int] = set()
+    ports = {name: free_port(taken, host="127.0.0.1") for name in names}
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)

@@ -33,7 +33,8 @@ from coldstart.serving.schemas import RecommendRequest
 from coldstart.serving.service import local_service
 from coldstart.serving.store import LOG_FILE, decode_record, encode_record
 from coldstart.serving.stores import open_store
-from tests.conftest import deploy_app, free_port
+from coldstart.ports import free_port
+from tests.conftest import deploy_app
 
 pytestmark = pytest.mark.slow
 

@@ -445,3 +445,23 @@ def test_model_artifacts_are_safetensors_and_json(tmp_path, tiny_split):
     files = [p for p in (tmp_path / "bb").rglob("*") if p.is_file()]
     assert files and {p.suffix for p in files} <= {".safetensors", ".json", ".parquet"}, files
     assert any(p.suffix == ".safetensors" for p in files)
+
+
+def test_ports_picked_before_they_are_bound_are_free_distinct_and_below_the_ephemeral_range():
+    """HAProxy's ports are picked when a cluster starts and bound minutes later: each differs from the others,
+    none is in use, and none comes from the range the kernel hands to outgoing connections meanwhile."""
+    import socket
+
+    from coldstart.ports import QUIET_PORTS, free_port
+    from serve.local import proxy_variables
+
+    ports = [int(value) for name, value in proxy_variables("haproxy").items() if name.endswith("_PORT")]
+    assert len(ports) == 4 and len(set(ports)) == 4 and all(p in QUIET_PORTS and p < 32768 for p in ports)
+    with socket.socket() as held:
+        port = free_port(host="127.0.0.1")
+        held.bind(("127.0.0.1", port))
+        held.listen()
+        with pytest.raises(OSError, match=f"no free port in {port}-{port}"):
+            free_port(host="127.0.0.1", ports=range(port, port + 1))  # in use
+    with pytest.raises(OSError):
+        free_port({port}, host="127.0.0.1", ports=range(port, port + 1))  # free, but taken by an earlier pick
