@@ -120,7 +120,9 @@ def knn_bag(inputs: Inputs):
     fit = {"item_features": arrays["item_features"], "user_features": arrays["user_features"],
            "item_vectors": inputs.item_vectors, "user_vectors": inputs.user_vectors, "warm_items": data.warm_items,
            "warm_users": inputs.warm_users}
-    model = KNNGenerator.bag(**fit, item_dims=inputs.content["text_dim"], item_counts=data.item_popularity())
+    # With `--features attributes` the one-hots are all an item has: they are then its similarity space.
+    item_dims = arrays["item_features"].shape[1] if inputs.features == "attributes" else inputs.content["text_dim"]
+    model = KNNGenerator.bag(**fit, item_dims=item_dims, item_counts=data.item_popularity())
     users, items = cold_start_vectors(model, user_vectors=inputs.user_vectors, item_vectors=inputs.item_vectors,
                                       warm_users=inputs.warm_users, warm_items=data.warm_items,
                                       user_features=arrays["user_features"], item_features=arrays["item_features"])

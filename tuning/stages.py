@@ -54,7 +54,8 @@ def resolve_source(data: SplitData, cfg: PipelineConfig) -> str | None:
 
 def transfer_applies(data: SplitData, cfg: PipelineConfig) -> str | None:
     if data.split.cold != "items":
-        return f"the domains share items, and this split is {data.split.cold}-cold"
+        return (f"transfer places new items (a source domain shares items with the target, not users); this split's "
+                f"cold side is {data.split.cold}")
     if resolve_source(data, cfg) is None:
         return ("no source dataset: transfer runs by default only on an ml-100k target (from ml-1m); "
                 "give --source (a MovieLens name or a dataset folder) to run it")
