@@ -5,7 +5,9 @@ A template is a Python format string over the entity's columns, e.g.
 and `|`-joined lists as comma lists. `None` means the automatic template: the
 title (if any) then "column: value" for every other column. A user's text can
 include `{liked}`: titles of items they interacted with in train (never from
-val or test, so no held-out interaction leaks into the content).
+val or test, so no held-out interaction leaks into the content); the automatic
+template ends with them ("liked: ..."), so users without a users table are
+still described by what they liked.
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ def render(template: str | None, rows: pd.DataFrame, id_column: str, *, title: s
             values[name] = _clean(series.iloc[i])
         if "gender_word" in fields:
             values["gender_word"] = {"M": "man", "F": "woman"}.get(values.get("gender", ""), "person")
-        if template is None:
-            text = _auto(row, id_column, title)
+        if template is None:  # the extra fields too: a user's {liked} titles are often all their text says
+            text = _auto({**row, **{name: series.iloc[i] for name, series in (extra or {}).items()}}, id_column, title)
         else:
             text = template.format_map(values)
         out.append(_tidy(text))

@@ -109,6 +109,19 @@ def test_a_template_for_other_columns_falls_back_to_automatic():
     assert render("{title} ({year}). Genres: {genres}.", table, "sku", title="name") == ["Red shoe. colour: red."]
 
 
+def test_users_without_a_users_table_or_the_templates_columns_are_described_by_what_they_liked():
+    """The MovieLens user template on a user's own data (no age, no occupation) falls back to the automatic
+    one, which still lists the liked titles; a user with no training history has no text."""
+    items = pd.DataFrame({"item_id": ["1", "2"], "title": ["Heat", "Casino"]})
+    train = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["1", "2"]})
+    texts = user_texts(None, train, items, TextTemplates(), ["u", "new"]).set_index("user_id")["text"]
+    assert sorted(texts["u"].removeprefix("liked: ").rstrip(".").split(", ")) == ["Casino", "Heat"]
+    assert texts["new"] == ""
+    shop = pd.DataFrame({"user_id": ["u"], "country": ["FR"]})
+    (text,) = user_texts(shop, train, items, TextTemplates())["text"]
+    assert text.startswith("country: FR. liked: ") and "Heat" in text
+
+
 class CountingEncoder:
     """Stands in for a loaded encoder; records what it was asked to encode."""
 
