@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coldstart import artifacts
-from coldstart.config import JobConfig, RayOptions, ScaleOptions, to_yaml
+from coldstart.config import JobConfig, NotApplicable, RayOptions, ScaleOptions, to_yaml
 from coldstart.data import movielens
 from coldstart.data.schema import load_dataset
 from coldstart.data.split import load_split, make_split, save_split
@@ -235,7 +235,13 @@ def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
 
     results: dict[str, dict] = {}
     for name in cfg.baselines:
-        results[name] = _timed_eval(name, load_recommender(name, data, seed=cfg.seed), data, cfg, ks, progress)
+        try:
+            model = load_recommender(name, data, seed=cfg.seed)
+        except NotApplicable as exc:  # the report says why the row is missing
+            progress(f"baseline {name}: skipped: {exc}")
+            context[f"{name} (baseline)"] = f"skipped: {exc}"
+            continue
+        results[name] = _timed_eval(name, model, data, cfg, ks, progress)
     write_report(results, cfg.out / "report", title=title, context=context, stages=ledger.entries)
     for stage in stages or []:
         models = _run_stage(stage, data, cfg, split_hash, ledger, progress)

@@ -46,6 +46,20 @@ def item_attribute_vectors(data: SplitData) -> np.ndarray:
     return attribute_matrix(items, "item_id")[0]
 
 
+def _check_attributes(data: SplitData, item_attributes: np.ndarray) -> None:
+    """NotApplicable where attribute one-hots say nothing about the cold side: it would rank at random (items)
+    or be the popularity list under another name (users)."""
+    from coldstart.config import NotApplicable
+
+    if data.split.cold == "items" and not item_attributes.shape[1]:
+        raise NotApplicable("the items have no attributes (genres, year, ...) to compare: every item would tie; "
+                            "content-knn-llm compares their text")
+    users = data.split.users
+    if data.split.cold == "users" and (users is None or not attribute_matrix(users, "user_id")[1]):
+        raise NotApplicable("the users have no attributes (no users table, or none of its columns) to find a new "
+                            "user's neighbours by: a new user would get the popularity list")
+
+
 class ContentKNNRecommender:
     """An item's score is the cosine of its content vector to the mean of the user's history.
 
@@ -59,6 +73,8 @@ class ContentKNNRecommender:
                  name: str = "content-knn", n_neighbours: int = 50):
         self.name = name
         vectors = item_attribute_vectors(data) if item_vectors is None else np.asarray(item_vectors, np.float32)
+        if item_vectors is None:
+            _check_attributes(data, vectors)
         if vectors.shape[0] != data.n_items:
             raise ValueError(f"item_vectors has {vectors.shape[0]} rows, expected {data.n_items}")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)

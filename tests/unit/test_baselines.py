@@ -52,11 +52,17 @@ def test_content_knn_answers_cold_users_through_attribute_neighbours(user_cold):
 
 
 def test_content_knn_without_user_attributes_falls_back_to_popularity():
+    """Over item vectors of its own (the LLM's), a new user without attributes gets the popularity list; the
+    attribute baseline itself then says it does not apply (it would be popularity under another name)."""
+    from coldstart.config import NotApplicable
+
     inter, items, _ = make_tables(n_users=60, n_items=80, seed=2)
     data = SplitData.from_split(make_split(validate(inter, items, None), "users", seed=0))
-    model = ContentKNNRecommender(data)
+    model = ContentKNNRecommender(data, np.random.default_rng(0).normal(size=(data.n_items, 8)))
     cold = data.user_ids.get_indexer(sorted(set(data.split.sets["cold_test"]["user_id"])))
     np.testing.assert_allclose(model.score(cold[:1])[0], data.item_popularity())
+    with pytest.raises(NotApplicable, match="the users have no attributes"):
+        ContentKNNRecommender(data)
 
 
 def test_unknown_model_spec_is_a_clear_error(item_cold):

@@ -26,6 +26,30 @@ def test_split_evaluate_and_pipeline_on_tiny_data(tmp_path, tiny):
     assert (tmp_path / "p" / "report" / "ndcg20.png").stat().st_size > 1000
 
 
+def test_content_knn_without_attributes_to_compare_is_left_out_of_the_report_with_its_reason(tmp_path, tiny):
+    """Items of ids and titles alone would all tie under content-knn (a random list named a baseline); users
+    without attributes would get popularity under another name. The pipeline says so instead of a row."""
+    from coldstart.data.schema import validate
+
+    bare = validate(tiny.interactions, tiny.items[["item_id", "title"]], None, name="bare")
+    cases = (("items", bare, "the items have no attributes"), ("users", bare, "the users have no attributes"),
+             ("users", tiny, None))
+    for n, (cold, data, reason) in enumerate(cases):
+        case = tmp_path / str(n)
+        save_dataset(data, case / "ds")
+        split = runner.invoke(app, ["data", "split", str(case / "ds"), "--cold", cold, "--out", str(case / "split")])
+        assert split.exit_code == 0, split.output
+        result = runner.invoke(app, ["pipeline", "--split", str(case / "split"), "--out", str(case / "p"),
+                                     "--stages", "[]"])
+        assert result.exit_code == 0, result.output
+        rows = set(json.loads((case / "p" / "report" / "metrics.json").read_text()))
+        report = (case / "p" / "report" / "report.md").read_text()
+        if reason:
+            assert rows == {"random", "popularity"} and f"- content-knn (baseline): skipped: {reason}" in report
+        else:
+            assert rows == {"random", "popularity", "content-knn"} and "skipped" not in report
+
+
 def test_bad_input_exits_2_with_a_message_naming_it(tmp_path):
     result = runner.invoke(app, ["evaluate", "--split", str(tmp_path / "nope"), "--model", "random", "--out",
                                  str(tmp_path / "o")])
