@@ -37,6 +37,13 @@ POLL_S = 0.5
 FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 
 
+# Serve's controller gives a new proxy 5 s to answer its readiness check, three times, then kills it, and
+# serve.start fails with ActorDiedError (HAProxyManager "killed by ray.kill"). A proxy's process imports Serve
+# first: on 2 cores under load (load average 10: a pipeline and a search running) that took longer, and
+# `coldstart serve` failed before deploying anything. On a cluster the operator's settings stay.
+PROXY_READY_CHECK = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
+
+
 def proxy_variables(proxy: str) -> dict[str, str]:
     """The environment a Ray cluster needs at start-up for `proxy` (ServeConfig.proxy) in front of the app.
 
@@ -44,10 +51,10 @@ def proxy_variables(proxy: str) -> dict[str, str]:
     joined cluster keeps what it was started with). For haproxy: Serve's HAProxy ingress, its fixed ports (the
     fallback proxy, the stats page, the metrics) moved to free ones so that two clusters on one machine do not
     collide, and a stopping ingress replica drained for 5 s instead of Serve's 30 (sized for a cluster's remote
-    nodes; this machine's HAProxy knows within a second).
+    nodes; this machine's HAProxy knows within a second). Either way, `PROXY_READY_CHECK`.
     """
     if proxy == "ray":
-        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0", **PROXY_READY_CHECK}
     if proxy != "haproxy":
         raise ConfigError(f"proxy: {proxy!r} is neither 'haproxy' nor 'ray'")
     taken: set[int] = set()  # chosen now, bound when Serve starts: from `coldstart.ports.QUIET_PORTS`
@@ -57,7 +64,8 @@ def proxy_variables(proxy: str) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")}
     except OSError as exc:
         raise ConfigError(f"proxy: {exc} for HAProxy") from exc
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5", **ports}
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5", **ports,
+            **PROXY_READY_CHECK}
 
 
 @contextlib.contextmanager

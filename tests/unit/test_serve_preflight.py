@@ -285,9 +285,12 @@ def test_the_proxy_is_set_for_the_cluster_about_to_start_and_only_then(monkeypat
         assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"  # the user's
         ports = [os.environ[n] for n in ("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")]
         assert all(p.isdigit() and p not in ("8500", "9101") for p in ports)
+        # a proxy slow to import on a loaded machine is waited for, not killed after 3 x 5 s
+        assert float(os.environ["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"]) >= 30
     assert dict(os.environ) == before
     with proxy_environment("ray"):
         assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+        assert float(os.environ["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"]) >= 30
     assert dict(os.environ) == before
     with pytest.raises(ConfigError, match="proxy: 'nginx'"):
         with proxy_environment("nginx"):
