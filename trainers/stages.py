@@ -58,6 +58,18 @@ def embed_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Re
     return embed_models(data, cfg, out)
 
 
+def embed_fingerprint(cfg: PipelineConfig) -> dict:
+    """The embed options and the texts they render from OUT/split: a new coldstart that writes a text another
+    way (a template change) embeds it again on a rerun, and the stages downstream retrain; unchanged texts
+    keep their vectors (the embed job reuses them by text hash)."""
+    from coldstart.pipeline import config_hash
+    from trainers.embed import build_texts
+
+    texts = build_texts(cfg.out / "split", cfg.embed.templates)
+    return {"options": cfg.embed, "texts": config_hash({kind: list(frame["text_hash"])
+                                                       for kind, frame in texts.items()})}
+
+
 def embed_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     folder = out / "embeddings"
     return {
@@ -287,7 +299,7 @@ def load_model(folder: Path, data: SplitData) -> Recommender:
 
 
 STAGES = {
-    "embed": ModelStage("embed", embed_stage, embed_models, lambda cfg: cfg.embed, outputs=("embeddings",)),
+    "embed": ModelStage("embed", embed_stage, embed_models, embed_fingerprint, outputs=("embeddings",)),
     "encoder": ModelStage("encoder", encoder_stage, encoder_models, lambda cfg: {"student": cfg.encoder},
                           needs=("embed",), outputs=("encoder",)),
     "backbone": ModelStage("backbone", backbone_stage, backbone_models, lambda cfg: cfg.backbone,

@@ -161,3 +161,22 @@ def test_a_job_run_folder_is_keyed_by_its_whole_configuration(tmp_path):
     assert run_storage(base.model_copy(update={"lr": 0.01})) != run_storage(base)
     moved = base.model_copy(update={"scale": base.scale.model_copy(update={"storage": tmp_path / "runs"})})
     assert run_storage(moved).parent == tmp_path / "runs" and run_storage(moved).name == run_storage(base).name
+
+
+def test_texts_written_another_way_embed_again_and_retrain_what_reads_them(split_dir, tmp_path, monkeypatch):
+    """The embed stage is keyed on the texts it would embed, not only on its options: after an upgrade that
+    renders a text another way (a template change), a rerun embeds again and retrains the stages reading the
+    embeddings; with the same code everything is reused."""
+    from coldstart.text import templates
+    from trainers.stages import embed_fingerprint
+
+    calls = Calls()
+    stages = [fake_stage("embed", calls, key=embed_fingerprint), fake_stage("towers", calls, needs=("embed",))]
+    out = tmp_path / "out"
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    assert calls.runs == ["embed", "towers"]
+    tidy = templates._tidy
+    monkeypatch.setattr(templates, "_tidy", lambda text: tidy(text).replace("Genres:", "Genre:"))
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    assert calls.runs == ["embed", "towers", "embed", "towers"]
