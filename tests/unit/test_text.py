@@ -149,3 +149,21 @@ def test_profile_vectors_are_encoded_once_per_folder_and_encoder(tmp_path):
     elsewhere = CountingEncoder()  # another encoder's vectors are not these
     profile_vectors(["A man aged 25"], tmp_path, other, elsewhere)
     assert elsewhere.asked == [["A man aged 25"]]
+
+
+def test_the_embedding_job_gives_each_actor_about_the_same_work_whatever_the_texts_lengths():
+    """Texts go to the actor pool longest first in blocks: cut by rows, the long user texts of ml-100k fell in one
+    block and one actor encoded them while the other waited. Blocks now carry about equal characters, at
+    least a few per actor and never more than `block_rows` rows, and cover every text once."""
+    import numpy as np
+
+    from trainers.embed import TEXT_OVERHEAD_CHARS, cut_blocks
+
+    lengths = np.array([230] * 943 + [47] * 1682)  # ml-100k's users, then its items
+    blocks = cut_blocks(lengths, block_rows=1024, parts=8)
+    assert [i for b in blocks for i in range(b.start, b.stop)] == list(range(len(lengths)))
+    work = [float((lengths[b] + TEXT_OVERHEAD_CHARS).sum()) for b in blocks]
+    assert len(blocks) == 8 and max(work) < 1.1 * min(work)
+    assert all(b.stop - b.start <= 100 for b in cut_blocks(lengths, block_rows=100, parts=2))
+    assert cut_blocks(np.array([5, 5]), block_rows=1024, parts=8) == [slice(0, 1), slice(1, 2)]
+    assert cut_blocks(np.array([], int), block_rows=1024, parts=8) == []
