@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,9 @@ def profile_cache(embeddings: Path, encoder: dict) -> Path:
     return Path(embeddings) / f"profiles-{key}.parquet"
 
 
+_PROFILES = threading.Lock()
+
+
 def profile_vectors(texts: list[str], embeddings: Path, encoder_config: dict,
                     encoder: TextEncoder | None = None) -> dict[str, np.ndarray]:
     """{profile text: its LLM vector}, kept beside the embeddings by text hash (`profile_cache`).
@@ -100,15 +104,16 @@ def profile_vectors(texts: list[str], embeddings: Path, encoder_config: dict,
     distinct = sorted(set(texts))
     path = profile_cache(embeddings, encoder_config)
     known: dict[str, np.ndarray] = {}
-    if path.is_file():
-        hashes, matrix = read_vectors(path, "text_hash")
-        known = dict(zip(hashes, matrix))
-    missing = [t for t in distinct if text_hash(t) not in known]
-    if missing:
-        encoder = encoder or TextEncoder(EncoderConfig.model_validate(encoder_config))
-        known.update(zip(map(text_hash, missing), encoder.encode(missing)))
-        try:
-            write_vectors(path, "text_hash", list(known), np.stack(list(known.values())))
-        except OSError as exc:
-            log.warning("profile vectors not kept in %s: %s", path.parent, exc)
+    with _PROFILES:  # pipeline stages side by side: the first encodes, the others read what it kept
+        if path.is_file():
+            hashes, matrix = read_vectors(path, "text_hash")
+            known = dict(zip(hashes, matrix))
+        missing = [t for t in distinct if text_hash(t) not in known]
+        if missing:
+            encoder = encoder or TextEncoder(EncoderConfig.model_validate(encoder_config))
+            known.update(zip(map(text_hash, missing), encoder.encode(missing)))
+            try:
+                write_vectors(path, "text_hash", list(known), np.stack(list(known.values())))
+            except OSError as exc:
+                log.warning("profile vectors not kept in %s: %s", path.parent, exc)
     return {t: known[text_hash(t)] for t in distinct}

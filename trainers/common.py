@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,19 +24,23 @@ class TrainResult:
     restarts: int = 0
 
 
+_CONNECT = threading.Lock()  # pipeline stages that run at once start their jobs from threads of one driver
+
+
 def ensure_ray(options: RayOptions | None = None):
     """Join the configured cluster, or start a local one; reuse a connection that exists."""
     import ray
 
-    if ray.is_initialized():
-        return ray
-    options = options or RayOptions()
-    address = options.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(**local_cluster(options.local_cpus or max(4, os.cpu_count() or 1)), log_to_driver=True)
-    log.info("ray resources: %s", ray.cluster_resources())
+    with _CONNECT:
+        if ray.is_initialized():
+            return ray
+        options = options or RayOptions()
+        address = options.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(**local_cluster(options.local_cpus or max(4, os.cpu_count() or 1)), log_to_driver=True)
+        log.info("ray resources: %s", ray.cluster_resources())
     return ray
 
 

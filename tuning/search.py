@@ -158,6 +158,16 @@ def run_trial(config: dict, job: SearchJob, base: dict, root: str) -> None:
         job.run(cfg, callbacks=[TuneReportCallback()])
 
 
+def trial_function(job: SearchJob) -> Callable:
+    """`run_trial` under a name of the job's own. Tune registers a trainable in the cluster by its name, so two
+    searches at once from one driver (pipeline stages side by side) would otherwise run each other's jobs."""
+    def trial(config: dict, job: SearchJob, base: dict, root: str) -> None:
+        run_trial(config, job, base, root)
+
+    trial.__name__ = trial.__qualname__ = f"{job.name}_trial"
+    return trial
+
+
 def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path) -> SearchResult:
     """Run the search for `job_name` around `base_cfg`; write the results and the best config to `out`."""
     from ray import tune
@@ -184,7 +194,7 @@ def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path
     tuner = tune.Tuner(
         # A trial only drives a Ray Train run, whose workers hold the CPUs (or GPUs); the trial itself holds a
         # token share (Tune refuses zero), and `max_concurrent_trials` keeps trials to what the workers fit.
-        tune.with_resources(tune.with_parameters(run_trial, job=job, base=base, root=str(out / "trials")),
+        tune.with_resources(tune.with_parameters(trial_function(job), job=job, base=base, root=str(out / "trials")),
                             trial_resources(options, base_cfg.scale)),
         param_space=job.space(),
         tune_config=tune.TuneConfig(

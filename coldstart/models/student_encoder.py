@@ -66,7 +66,9 @@ class StudentEncoder(nn.Module):
 def build_student(teacher: str, *, layers: int | None = 2, student_model: str | None = None,
                   teacher_dim: int | None = None, pooling: str = "mean"):
     """(StudentEncoder, tokenizer). Truncates the teacher unless `student_model` is named."""
-    from transformers import AutoModel, AutoTokenizer
+    from coldstart.text.encoder import auto_classes
+
+    _, AutoModel, AutoTokenizer = auto_classes()
 
     source = resolve_model_path(student_model or teacher)
     local = Path(source).is_dir()
@@ -158,9 +160,10 @@ def load_student(folder: str | Path) -> tuple[StudentEncoder, object, dict]:
     import json
 
     from safetensors.torch import load_file
-    from transformers import AutoModel, AutoTokenizer
 
-    from coldstart.text.encoder import ARTIFACT_FILE
+    from coldstart.text.encoder import ARTIFACT_FILE, auto_classes
+
+    _, AutoModel, AutoTokenizer = auto_classes()
 
     folder = Path(folder)
     meta = json.loads((folder / ARTIFACT_FILE).read_text())

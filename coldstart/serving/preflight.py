@@ -29,7 +29,7 @@ from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.config import ServeConfig
 from coldstart.serving.models import ServingGenerator, pick_encoder, resolve_generator
 from coldstart.serving.store import LOG_FILE, RegistrationStore
-from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, resolve_model_path
+from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, auto_classes, resolve_model_path
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -115,7 +115,7 @@ def _check_encoder(artifacts: Path, spec: dict, choice: str) -> str:
 def encoder_dim(cfg: EncoderConfig, kind: str = "encoder") -> int:
     """The width of the vectors `TextEncoder(cfg)` will give, from its config files; config, tokenizer and
     weights must be there (a hub id resolves as the replica will resolve it)."""
-    from transformers import AutoConfig, AutoTokenizer
+    AutoConfig, _, AutoTokenizer = auto_classes()
 
     path = resolve_model_path(cfg.model)
     folder = Path(path)

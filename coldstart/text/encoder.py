@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,19 @@ ARTIFACT_FILE = "coldstart_encoder.json"
 DECODER_TYPES = {"gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2",
                  "gemma3", "phi", "phi3", "opt", "falcon", "bloom", "gptj", "olmo", "olmo2", "smollm3"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_TRANSFORMERS = threading.Lock()
+
+
+def auto_classes():
+    """transformers' (AutoConfig, AutoModel, AutoTokenizer), imported one thread at a time.
+
+    transformers builds its namespace lazily, and two threads importing it at once can find it half made
+    ("cannot import name 'AutoConfig'"): pipeline stages that run side by side each load an encoder in the
+    driver (`PipelineConfig.parallel`).
+    """
+    with _TRANSFORMERS:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+    return AutoConfig, AutoModel, AutoTokenizer
 
 
 class EncoderConfig(BaseModel):
@@ -82,7 +96,7 @@ class TextEncoder:
     """Encode texts into L2-normalised vectors with a transformers model."""
 
     def __init__(self, cfg: EncoderConfig | None = None, **overrides):
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        AutoConfig, AutoModel, AutoTokenizer = auto_classes()
 
         cfg = (cfg or EncoderConfig()).model_copy(update=overrides)
         self.cfg = cfg
