@@ -175,10 +175,16 @@ def pipeline_cmd(
 
         stages = build_stages(cfg, {**TRAIN_STAGES, **TUNE_STAGES})
     try:
-        run_pipeline(cfg, stages=stages, progress=_progress)
+        run_pipeline(cfg, stages=stages, progress=_progress, start=lambda: _ray_cluster(cfg.ray))
     except PipelineFailed as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(1) from None
+
+
+def _ray_cluster(options) -> None:
+    from trainers.common import ensure_ray
+
+    ensure_ray(options)
 
 
 @app.command("embed", context_settings=OVERRIDES)

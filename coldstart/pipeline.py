@@ -9,11 +9,13 @@ report by adding one stage.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -64,6 +66,10 @@ class PipelineConfig(JobConfig):
                                                   "of age, gender and job says little, so many are averaged).")
     force: bool = Field(False, description="Retrain every stage, even one whose artifacts exist with the same "
                                            "configuration (by default those are reused).")
+    parallel: int = Field(2, gt=0, description="Stages run at once: each starts as soon as the stages it reads "
+                                               "have finished (embed beside backbone, the searches beside the "
+                                               "towers); Ray shares the cluster's CPUs and GPUs among their "
+                                               "runs. 1 runs them one after another, in the listed order.")
     embed: EmbedOptions = Field(default_factory=EmbedOptions, description="The LLM embedding stage.")
     encoder: StudentOptions = Field(default_factory=lambda: StudentOptions(),
                                     description="The distilled student encoder (stage encoder).")
@@ -107,6 +113,8 @@ class ModelStage:
     `fingerprint(cfg)` is the part of the configuration the artifacts depend on,
     `needs` the earlier stages whose artifacts this one reads, and `outputs` the
     folders under OUT it writes (all must exist for a stage to count as done).
+    `after` the stages whose artifacts it reads when the run includes them (an
+    ensemble of whichever generators were trained): it waits for them too.
     `applies(data, cfg)` returns why the stage cannot apply to the data, or None.
     """
 
@@ -116,6 +124,7 @@ class ModelStage:
     fingerprint: Callable[["PipelineConfig"], object] = lambda cfg: None
     needs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
     applies: Callable[[SplitData, "PipelineConfig"], str | None] = lambda data, cfg: None
 
 
@@ -126,10 +135,12 @@ class Ledger:
         self.path = path
         self.previous = artifacts.read_json(path) if path.is_file() else {}
         self.entries: dict[str, dict] = {}
+        self._lock = threading.Lock()  # stages that run at once record from their threads
 
     def record(self, name: str, **entry) -> None:
-        self.entries[name] = entry
-        artifacts.write_json(self.path, {**self.previous, **self.entries})
+        with self._lock:
+            self.entries[name] = entry
+            artifacts.write_json(self.path, {**self.previous, **self.entries})
 
     def finished(self, stage: ModelStage, fingerprint: str, out: Path) -> bool:
         entry = self.previous.get(stage.name, {})
@@ -205,18 +216,23 @@ def prepare_split(cfg: PipelineConfig, progress: Callable[[str], None] = print) 
 
 
 def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
-                 progress: Callable[[str], None] = print) -> dict[str, dict]:
+                 progress: Callable[[str], None] = print, start: Callable[[], None] | None = None) -> dict[str, dict]:
     """Run every stage and write `out/report` after each; returns {model: evaluate JSON}.
 
+    Stages run `cfg.parallel` at once, each when the stages it reads have finished (`run_stages`).
     A stage that does not apply is skipped with its reason; one that fails is
     recorded with its error and the stages that do not need it still run; the
     report keeps everything that finished, and `PipelineFailed` is raised at the
     end. A stage whose artifacts exist with the same fingerprint is reused, not
     retrained (`force` retrains). With `seeds`, one run per seed in OUT/seed-N,
     then OUT/report/summary.md and summary.json with mean and std per model.
+
+    `start` is called once, in the calling thread, before the first stage that trains (none when every
+    stage is reused or skipped): the CLI joins or starts the Ray cluster there. Ray ties the processes of a
+    cluster it starts to the thread that started them, so one started in a stage's thread would die with it.
     """
     if cfg.seeds and len(cfg.seeds) > 1:
-        return _run_seeds(cfg, stages, progress)
+        return _run_seeds(cfg, stages, progress, start)
     started = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
     artifacts.write_text(cfg.out / "pipeline.yaml", to_yaml(cfg))
@@ -243,35 +259,129 @@ def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
             continue
         results[name] = _timed_eval(name, model, data, cfg, ks, progress)
     write_report(results, cfg.out / "report", title=title, context=context, stages=ledger.entries)
-    for stage in stages or []:
-        models = _run_stage(stage, data, cfg, split_hash, ledger, progress)
-        for name, model in models.items():
-            results[name] = _timed_eval(name, model, data, cfg, ks, progress)
-        write_report(results, cfg.out / "report", title=title, context=context, stages=ledger.entries)
+    baseline_results, stages = dict(results), list(stages or [])
+    by_stage: dict[str, dict[str, dict]] = {}
+    lock = threading.Lock()
+
+    cluster: list[bool] = []  # whether `start` was called
+
+    def plan(stage: ModelStage) -> tuple[str, str]:
+        decided = _plan_stage(stage, data, cfg, split_hash, ledger)
+        if decided[0] == "run" and start is not None and not cluster:
+            start()
+            cluster.append(True)
+        return decided
+
+    def run_one(stage: ModelStage, planned: tuple[str, str]) -> None:
+        models = _run_stage(stage, planned, data, cfg, ledger, progress)
+        metrics = {name: _timed_eval(name, model, data, cfg, ks, progress) for name, model in models.items()}
+        with lock:  # the report lists rows and stages in the configured order, whichever finished first
+            by_stage[stage.name] = metrics
+            results.clear()
+            results.update(baseline_results)
+            for s in stages:
+                results.update(by_stage.get(s.name, {}))
+            write_report(results, cfg.out / "report", title=title, context=context,
+                         stages={s.name: ledger.entries[s.name] for s in stages if s.name in ledger.entries})
+
+    run_stages(stages, cfg.parallel, run_one, plan)
 
     report = cfg.out / "report"
     progress(f"report written to {report} in {time.perf_counter() - started:.1f} s\n\n" + markdown_table(results))
-    failed = [(n, e) for n, e in ledger.entries.items() if e["status"] == "failed"]
+    failed = [(s.name, ledger.entries[s.name]) for s in stages
+              if ledger.entries.get(s.name, {}).get("status") == "failed"]
     if failed:
         raise PipelineFailed(f"stage {failed[0][0]} failed: {failed[0][1]['error']} (the report in {report} "
                              f"keeps what finished; fix the cause and rerun: finished stages are reused)")
     return results
 
 
-def _run_stage(stage: ModelStage, data: SplitData, cfg: PipelineConfig, split_hash: str, ledger: Ledger,
-               progress: Callable[[str], None]) -> dict[str, Recommender]:
-    """Run, reuse or skip one stage, recording the outcome; a failure is recorded, not raised."""
+def run_stages(stages: list[ModelStage], parallel: int, run_one: Callable[[ModelStage, Any], None],
+               plan: Callable[[ModelStage], Any] = lambda stage: None) -> None:
+    """Run every stage once the stages it reads (`needs`, `after`) that are in `stages` have returned, at most
+    `parallel` at once, the earliest listed first when several are ready: `plan(stage)` in this thread, then
+    `run_one(stage, plan's answer)`.
+
+    `run_one` records a stage's own failure and returns (the stages after it decide for themselves); what it
+    raises is raised here, once the stages running beside it have finished. One at a time, stages run in this
+    thread; more run in daemon threads, so an interrupt (Ctrl-C) stops the command without waiting for them.
+    """
+    names = {s.name for s in stages}
+    waiting, finished, running = list(stages), set(), set()
+    done: queue.Queue[str] = queue.Queue()
+    raised: list[BaseException] = []
+
+    def ready() -> ModelStage | None:
+        for stage in waiting:
+            if all(n in finished or n not in names for n in (*stage.needs, *stage.after)):
+                return stage
+        return waiting[0] if waiting and not running else None  # a cycle of `after`s: the listed order breaks it
+
+    def work(stage: ModelStage, planned) -> None:
+        try:
+            run_one(stage, planned)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            raised.append(exc)
+        finally:
+            done.put(stage.name)
+
+    while waiting or running:
+        while not raised and len(running) < parallel and (stage := ready()) is not None:
+            waiting.remove(stage)
+            running.add(stage.name)
+            try:
+                planned = plan(stage)
+            except BaseException as exc:  # noqa: BLE001 - raised once the stages running have finished
+                raised.append(exc)
+                running.discard(stage.name)
+                break
+            if parallel == 1:
+                work(stage, planned)
+            else:
+                threading.Thread(target=work, args=(stage, planned), name=f"stage-{stage.name}", daemon=True).start()
+        if not running:
+            break
+        name = _next(done)
+        running.discard(name)
+        finished.add(name)
+    if raised:
+        raise raised[0]
+
+
+def _next(done: queue.Queue) -> str:
+    while True:  # a timed wait, so that Ctrl-C reaches this thread promptly
+        try:
+            return done.get(timeout=0.5)
+        except queue.Empty:
+            continue
+
+
+def _plan_stage(stage: ModelStage, data: SplitData, cfg: PipelineConfig, split_hash: str,
+                ledger: Ledger) -> tuple[Literal["skip", "reuse", "run"], str]:
+    """What a stage will do, decided once the stages it reads have finished: ("skip", why), or ("reuse" or
+    "run", its fingerprint)."""
     blocked = [n for n in stage.needs if ledger.status(n) not in ("done", "reused")]
     reason = (f"needs the {', '.join(blocked)} stage(s), which did not finish" if blocked
               else stage.applies(data, cfg))
     if reason:
-        progress(f"stage {stage.name}: skipped: {reason}")
-        ledger.record(stage.name, status="skipped", reason=reason)
-        return {}
+        return "skip", reason
     fingerprint = stage_fingerprint(stage, cfg, split_hash, ledger)
+    reuse = not cfg.force and stage.load is not None and ledger.finished(stage, fingerprint, cfg.out)
+    return ("reuse" if reuse else "run"), fingerprint
+
+
+def _run_stage(stage: ModelStage, plan: tuple[str, str], data: SplitData, cfg: PipelineConfig, ledger: Ledger,
+               progress: Callable[[str], None]) -> dict[str, Recommender]:
+    """Skip, reuse or run one stage as planned, recording the outcome; a failure is recorded, not raised."""
+    action, detail = plan
+    if action == "skip":
+        progress(f"stage {stage.name}: skipped: {detail}")
+        ledger.record(stage.name, status="skipped", reason=detail)
+        return {}
+    fingerprint = detail
     t = time.perf_counter()
     try:
-        if not cfg.force and stage.load is not None and ledger.finished(stage, fingerprint, cfg.out):
+        if action == "reuse":
             progress(f"stage {stage.name}: reusing {', '.join(stage.outputs)} (same configuration; --force retrains)")
             models = stage.load(data, cfg, cfg.out)
             status = "reused"
@@ -306,7 +416,7 @@ def _stage_runs(cfg: PipelineConfig, name: str, fingerprint: str) -> PipelineCon
     return cfg.model_copy(update={"scale": cfg.scale.model_copy(update={"storage": storage})})
 
 
-def _run_seeds(cfg: PipelineConfig, stages, progress) -> dict[str, dict]:
+def _run_seeds(cfg: PipelineConfig, stages, progress, start) -> dict[str, dict]:
     if cfg.split is not None:
         from coldstart.config import ConfigError
 
@@ -316,7 +426,8 @@ def _run_seeds(cfg: PipelineConfig, stages, progress) -> dict[str, dict]:
         progress(f"seed {seed}")
         try:
             runs[seed] = run_pipeline(cfg.model_copy(update={"seed": seed, "seeds": None,
-                                                             "out": cfg.out / f"seed-{seed}"}), stages, progress)
+                                                             "out": cfg.out / f"seed-{seed}"}), stages, progress,
+                                     start)
         except PipelineFailed as exc:
             failures.append(f"seed {seed}: {exc}")
             runs[seed] = artifacts.read_json(cfg.out / f"seed-{seed}" / "report" / "metrics.json")

@@ -1,15 +1,18 @@
 """The pipeline's Ray stages: each trains (or embeds) and hands back models to evaluate.
 
-`coldstart pipeline` runs the core stages itself and these in the order
-`cfg.stages` names them. Each stage says what it reads (`needs`), what it
-writes under OUT (`outputs`) and which configuration its artifacts depend on
-(`fingerprint`), so the pipeline can reuse a finished stage and skip one whose
-inputs are missing; `load` rebuilds a finished stage's models from its folders.
+`coldstart pipeline` runs the core stages itself and these as `cfg.stages`
+names them, side by side where one does not read another (`parallel`). Each
+stage says what it reads (`needs`, and `after` for what it reads only when the
+run makes it), what it writes under OUT (`outputs`) and which configuration its
+artifacts depend on (`fingerprint`), so the pipeline can reuse a finished stage
+and skip one whose inputs are missing; `load` rebuilds a finished stage's models
+from its folders.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,9 @@ from coldstart.serving.config import GENERATOR_FOLDERS  # what serving can load,
 log = logging.getLogger(__name__)
 
 SERVING = "serving.json"
+# Stages that run at once (`PipelineConfig.parallel`) each update serving.json: one read-decide-write at a time,
+# so a choice made before another stage's model existed cannot overwrite a later one.
+SERVING_LOCK = threading.RLock()
 
 
 def split_dir(data: SplitData) -> Path:
@@ -42,9 +48,10 @@ def aligned_item_vectors(data: SplitData, folder: Path) -> np.ndarray:
 def update_serving(out: Path, **fields) -> dict:
     """Merge `fields` into OUT/serving.json (the generator and encoder serving uses) and return it."""
     path = out / SERVING
-    current = artifacts.read_json(path) if path.is_file() else {}
-    current.update(fields)
-    artifacts.write_json(path, current)
+    with SERVING_LOCK:
+        current = artifacts.read_json(path) if path.is_file() else {}
+        current.update(fields)
+        artifacts.write_json(path, current)
     return current
 
 
@@ -279,15 +286,16 @@ def vae_fingerprint(cfg: PipelineConfig) -> dict:
 
 def choose_generator(out: Path) -> str | None:
     """Record in OUT/serving.json the generator with the best cold-val NDCG@20 among those the run made."""
-    scores = {}
-    for name, folder in GENERATOR_FOLDERS.items():
-        model = out / folder / "model.json"
-        if model.is_file():
-            scores[name] = artifacts.read_json(model)["metrics"]["cold_val_ndcg@20"]
-    if not scores:
-        return None
-    chosen = max(scores, key=scores.get)
-    update_serving(out, generator=chosen, **{"cold_val_ndcg@20": scores, "selected_on": "cold_val_ndcg@20"})
+    with SERVING_LOCK:
+        scores = {}
+        for name, folder in GENERATOR_FOLDERS.items():
+            model = out / folder / "model.json"
+            if model.is_file():
+                scores[name] = artifacts.read_json(model)["metrics"]["cold_val_ndcg@20"]
+        if not scores:
+            return None
+        chosen = max(scores, key=scores.get)
+        update_serving(out, generator=chosen, **{"cold_val_ndcg@20": scores, "selected_on": "cold_val_ndcg@20"})
     log.info("serving generator: %s (cold-val NDCG@20 %s)", chosen, scores)
     return chosen
 
@@ -309,10 +317,12 @@ STAGES = {
                             needs=("embed", "backbone"),
                             outputs=("knn-warm", "regression")),
     "ensemble": ModelStage("ensemble", ensemble_stage, ensemble_models, ensemble_fingerprint,
-                           needs=("baselines",), outputs=("knn-bag", "ensemble")),
+                           needs=("baselines",), outputs=("knn-bag", "ensemble"),
+                           after=("distill", "vae", "tune-vae")),
     "distill": ModelStage("distill", distill_stage, distill_models, lambda cfg: cfg.distill,
                           needs=("embed", "backbone"), outputs=("distill",)),
-    "vae": ModelStage("vae", vae_stage, vae_models, vae_fingerprint, needs=("embed", "backbone"), outputs=("vae",)),
+    "vae": ModelStage("vae", vae_stage, vae_models, vae_fingerprint, needs=("embed", "backbone"), outputs=("vae",),
+                      after=("tune-vae",)),  # trains the search's winner when the run searches
 }
 
 

@@ -26,9 +26,12 @@ class Calls:
         self.runs: list[str] = []
 
 
-def fake_stage(name, calls, *, needs=(), fail=False, skip=None, applies=None, key=lambda cfg: cfg.backbone):
+def fake_stage(name, calls, *, needs=(), after=(), fail=False, skip=None, applies=None, key=lambda cfg: cfg.backbone,
+               during=None):
     def run(data, cfg, out):
         calls.runs.append(name)
+        if during:
+            during()
         if fail:
             raise RuntimeError(f"{name} broke\nsecond line of the traceback")
         if skip:
@@ -39,21 +42,22 @@ def fake_stage(name, calls, *, needs=(), fail=False, skip=None, applies=None, ke
     def load(data, cfg, out):
         return {f"model-{name}": PopularityRecommender(data)}
 
-    return ModelStage(name, run, load, key, needs=needs, outputs=(name,),
+    return ModelStage(name, run, load, key, needs=needs, after=after, outputs=(name,),
                       applies=applies or (lambda data, cfg: None))
 
 
 def _cfg(split_dir, out, **kw):
-    return PipelineConfig(split=split_dir, out=out, baselines=["random"], **kw)
+    return PipelineConfig(split=split_dir, out=out, baselines=["random"], **{"parallel": 1, **kw})
 
 
-def test_a_failed_stage_is_reported_and_the_rest_still_run(split_dir, tmp_path):
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_failed_stage_is_reported_and_the_rest_still_run(split_dir, tmp_path, parallel):
     calls = Calls()
     stages = [fake_stage("a", calls), fake_stage("b", calls, fail=True), fake_stage("c", calls, needs=("b",)),
               fake_stage("d", calls, needs=("a",))]
     with pytest.raises(PipelineFailed, match="stage b failed: RuntimeError: b broke"):
-        run_pipeline(_cfg(split_dir, tmp_path / "out"), stages, progress=lambda m: None)
-    assert calls.runs == ["a", "b", "d"]  # c needs the failed b; d does not
+        run_pipeline(_cfg(split_dir, tmp_path / "out", parallel=parallel), stages, progress=lambda m: None)
+    assert sorted(calls.runs) == ["a", "b", "d"]  # c needs the failed b; d does not
     metrics = json.loads((tmp_path / "out" / "report" / "metrics.json").read_text())
     assert set(metrics) == {"random", "model-a", "model-d"}
     report = (tmp_path / "out" / "report" / "report.md").read_text()
@@ -180,3 +184,76 @@ def test_texts_written_another_way_embed_again_and_retrain_what_reads_them(split
     monkeypatch.setattr(templates, "_tidy", lambda text: tidy(text).replace("Genres:", "Genre:"))
     run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
     assert calls.runs == ["embed", "towers", "embed", "towers"]
+
+
+def test_stages_that_do_not_read_each_other_run_side_by_side_and_the_report_keeps_the_listed_order(split_dir,
+                                                                                                   tmp_path):
+    """With `parallel` 2, b (which reads nothing of a) starts while a runs; c, which reads both, starts only
+    after both have finished; the report lists rows and stages as configured, whichever finished first."""
+    import threading
+
+    calls, b_started, a_done = Calls(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a_waits_for_b():
+        seen["b ran beside a"] = b_started.wait(timeout=30)
+        a_done.set()
+
+    def c_checks():
+        seen["a and b done before c"] = a_done.is_set() and "b" in calls.runs
+
+    stages = [fake_stage("a", calls, during=a_waits_for_b), fake_stage("b", calls, during=b_started.set),
+              fake_stage("c", calls, needs=("a", "b"), during=c_checks)]
+    out = tmp_path / "out"
+    run_pipeline(_cfg(split_dir, out, parallel=2), stages, progress=lambda m: None)
+    assert seen == {"b ran beside a": True, "a and b done before c": True}
+    assert list(json.loads((out / "report" / "metrics.json").read_text())) == ["random", "model-a", "model-b",
+                                                                               "model-c"]
+    report = (out / "report" / "report.md").read_text()
+    assert report.index("| a | done") < report.index("| b | done") < report.index("| c | done")
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_stage_waits_for_the_stages_it_reads_when_they_run_even_if_listed_after_it(split_dir, tmp_path,
+                                                                                        parallel):
+    """An ensemble reads whichever generators the run trains (`after`): it waits for them when they are in the
+    run, listed before or after it, and runs without them when they are not."""
+    calls = Calls()
+    stages = [fake_stage("base", calls), fake_stage("ensemble", calls, needs=("base",), after=("towers", "vae")),
+              fake_stage("towers", calls, needs=("base",))]
+    run_pipeline(_cfg(split_dir, tmp_path / "out", parallel=parallel), stages, progress=lambda m: None)
+    assert calls.runs == ["base", "towers", "ensemble"]
+
+
+def test_an_error_outside_a_stage_reaches_the_caller_from_a_stage_run_beside_others(split_dir, tmp_path):
+    """A stage's own failure is recorded; an error in what the pipeline does around it (here the report of its
+    models) is not swallowed by the thread it ran in."""
+    calls = Calls()
+
+    def broken(data, cfg, out):
+        (out / "x").mkdir(exist_ok=True)
+        return {"model-x": object()}  # not a recommender: its evaluation raises
+
+    stages = [fake_stage("a", calls), ModelStage("x", broken, None, lambda cfg: None, outputs=("x",))]
+    with pytest.raises(Exception):
+        run_pipeline(_cfg(split_dir, tmp_path / "out", parallel=2), stages, progress=lambda m: None)
+
+
+def test_the_cluster_is_started_once_from_the_calling_thread_and_only_for_a_stage_that_trains(split_dir,
+                                                                                            tmp_path):
+    """Ray ties a cluster's processes to the thread that started it: started from a stage's thread, the cluster
+    would die when that stage ended, under the stages still running. A rerun that reuses everything starts none."""
+    import threading
+
+    calls, starts = Calls(), []
+
+    def start():
+        starts.append(threading.current_thread() is threading.main_thread())
+        calls.runs.append("start")
+
+    stages = [fake_stage("a", calls), fake_stage("b", calls), fake_stage("c", calls, needs=("a",))]
+    out = tmp_path / "out"
+    run_pipeline(_cfg(split_dir, out, parallel=2), stages, progress=lambda m: None, start=start)
+    assert starts == [True] and calls.runs[0] == "start" and sorted(calls.runs[1:]) == ["a", "b", "c"]
+    run_pipeline(_cfg(split_dir, out, parallel=2), stages, progress=lambda m: None, start=start)
+    assert starts == [True]  # every stage reused
