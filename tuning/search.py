@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -126,6 +127,21 @@ def trial_concurrency(options: SearchOptions, scale) -> int:
     return int(max(1, min(fit, options.budget)))
 
 
+def warn_oversubscribed(workers: int, scale, local: bool, cores: int | None = None) -> bool:
+    """Warn when `workers` of `scale.threads_per_worker` torch threads each, on a cluster on this machine
+    (`local`), ask for more threads than it has cores while each worker has more than one. A local cluster
+    counts more logical CPUs than cores (`RayOptions.local_cpus`), and contending threads made trial epochs
+    2-3x slower than one thread per worker (benchmarks/RESULTS.md, the demo's run B)."""
+    threads = scale.threads_per_worker
+    cores = cores or os.cpu_count() or 1
+    if threads <= 1 or scale.use_gpu or not local or workers * threads <= cores:
+        return False
+    log.warning("%d workers x %d threads at once on %d cores: the threads contend (epochs ran 2-3x slower here "
+                "than with one thread per worker); --scale.threads-per-worker 1 uses the same cores better",
+                workers, threads, cores)
+    return True
+
+
 def run_trial(config: dict, job: SearchJob, base: dict, root: str) -> None:
     """One trial: the job's driver with the sampled fields, its epochs reported to Tune.
 
@@ -191,6 +207,8 @@ def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path
         job.prepare(base_cfg)
     concurrency = trial_concurrency(options, base_cfg.scale)
     log.info("tune %s: %d trials, %d at once, at most %d epochs each", job_name, options.budget, concurrency, epochs)
+    warn_oversubscribed(concurrency * options.trial_workers, base_cfg.scale,
+                        local=not (base_cfg.ray.address or os.environ.get("RAY_ADDRESS")))
     tuner = tune.Tuner(
         # A trial only drives a Ray Train run, whose workers hold the CPUs (or GPUs); the trial itself holds a
         # token share (Tune refuses zero), and `max_concurrent_trials` keeps trials to what the workers fit.

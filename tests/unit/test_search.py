@@ -67,3 +67,19 @@ def test_a_one_worker_trial_trains_in_its_own_process_and_a_bigger_one_on_ray_tr
     assert "callbacks" not in alone
     assert "context" not in together and isinstance(together["callbacks"][0], TuneReportCallback)
     assert two.scale.storage == tmp_path / "t7" / "runs"
+
+
+def test_threads_that_would_contend_for_this_machines_cores_are_warned_about(caplog):
+    """Four trials of two threads on a 2-core machine's local cluster (4 logical CPUs) ran epochs 2-3x slower
+    than four of one thread: the search says so. One thread each, GPUs, or a cluster elsewhere: no warning."""
+    from coldstart.config import ScaleOptions
+    from tuning.search import warn_oversubscribed
+
+    two = ScaleOptions(threads_per_worker=2)
+    with caplog.at_level("WARNING", logger="tuning.search"):
+        assert warn_oversubscribed(2, two, local=True, cores=2)
+    assert "2 workers x 2 threads at once on 2 cores" in caplog.text
+    assert not warn_oversubscribed(4, ScaleOptions(threads_per_worker=1), local=True, cores=2)
+    assert not warn_oversubscribed(1, two, local=True, cores=2)
+    assert not warn_oversubscribed(2, two, local=False, cores=2)
+    assert not warn_oversubscribed(2, ScaleOptions(threads_per_worker=2, use_gpu=True), local=True, cores=2)
