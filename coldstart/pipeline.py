@@ -248,6 +248,11 @@ def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
     title = f"coldstart: {split.info.get('dataset', split.info.get('source', split_dir))} {split.cold}-cold " \
             f"({cfg.report_on})"
     context = {"split": split_dir, "seed": cfg.seed, "protocol": split.info.get("protocol")}
+    if split.cold == "users" and (split.users is None or set(split.users.columns) <= {"user_id"}):
+        note = ("they come with an id alone (no users table describes them, and they have no history): every "
+                "cold-start model can only rank for a new user as for the average user; the cold rows measure that")
+        progress(f"new users: {note}")
+        context["new users"] = note
 
     results: dict[str, dict] = {}
     for name in cfg.baselines:

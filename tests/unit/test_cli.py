@@ -28,7 +28,8 @@ def test_split_evaluate_and_pipeline_on_tiny_data(tmp_path, tiny):
 
 def test_content_knn_without_attributes_to_compare_is_left_out_of_the_report_with_its_reason(tmp_path, tiny):
     """Items of ids and titles alone would all tie under content-knn (a random list named a baseline); users
-    without attributes would get popularity under another name. The pipeline says so instead of a row."""
+    without attributes would get popularity under another name. The pipeline says so instead of a row, and on
+    a user-cold split says that new users known by an id alone get the average user's list from every model."""
     from coldstart.data.schema import validate
 
     bare = validate(tiny.interactions, tiny.items[["item_id", "title"]], None, name="bare")
@@ -48,6 +49,8 @@ def test_content_knn_without_attributes_to_compare_is_left_out_of_the_report_wit
             assert rows == {"random", "popularity"} and f"- content-knn (baseline): skipped: {reason}" in report
         else:
             assert rows == {"random", "popularity", "content-knn"} and "skipped" not in report
+        # New users with nothing but an id: every cold model can only give them the average user's list.
+        assert ("- new users: they come with an id alone" in report) == (cold == "users" and data is bare)
 
 
 def test_bad_input_exits_2_with_a_message_naming_it(tmp_path):
