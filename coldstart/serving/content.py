@@ -10,6 +10,7 @@ into the generator's input.
 from __future__ import annotations
 
 import string
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -21,6 +22,30 @@ from coldstart.text.templates import TextTemplates, render
 
 Side = Literal["item", "user"]
 NUMERIC_KINDS = ("decade", "bins")
+
+
+@dataclass(frozen=True)
+class ToEncode:
+    """What of a new item or user goes to the encoder (`NewContent.to_encode`), and how its answer reads."""
+
+    usable: bool  # anything says what the entity is: it gets a generated vector
+    rendered: str  # the whole text as training rendered it ("" when not usable)
+    free: str  # the free text alone, for a user who states what they like ("" otherwise)
+    text_dim: int
+
+    @property
+    def texts(self) -> list[str]:
+        """Both texts go to the encoder at once, so they share one batch."""
+        return [t for t in (self.rendered, self.free) if t]
+
+    def vectors(self, encoded) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(LLM vector of the whole text, of the free text alone) from the encoder's answer to `texts`."""
+        encoded = list(encoded)
+        return (encoded[0] if self.rendered else None), (encoded[-1] if self.free else None)
+
+    def generator_input(self, text_vector: np.ndarray | None) -> np.ndarray:
+        """The text vector the generator takes: zeros where nothing was rendered (attributes alone)."""
+        return text_vector if text_vector is not None else np.zeros(self.text_dim, np.float32)
 
 
 class NewContent:
@@ -58,6 +83,14 @@ class NewContent:
         given = {k for k, v in attributes.items() if v is not None and str(v).strip()}
         known = given if self._template(side) is None else given & self.known_attributes(side)
         return bool(known or text.strip() or (title or "").strip())
+
+    def to_encode(self, side: Side, attributes: dict, text: str, title: str | None = None,
+                  stated: bool = False) -> ToEncode:
+        """What of a new entity the encoder gets: the rendered text when anything says what it is, and the free
+        text alone when it states what it likes (`stated`)."""
+        usable = self.usable(side, attributes, text, title)
+        return ToEncode(usable, self.text(side, attributes, text, title) if usable else "",
+                        text.strip() if stated else "", self.text_dim)
 
     def _fields(self, side: Side, attributes: dict, title: str | None) -> dict:
         template = self._template(side)

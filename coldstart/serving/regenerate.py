@@ -34,18 +34,11 @@ def content_vectors(content: NewContent, encode, generate, side: Side, attribute
     """(generated vector, LLM vector of the whole text, LLM vector of the free text alone) of an item or a user,
     None where there is nothing to encode: what `RecommendService` computes through its stages, in one call.
     `encode(texts) -> vectors`, `generate(side, text_vector, attributes) -> vector`."""
-    usable = content.usable(side, attributes, text, title)
-    rendered = content.text(side, attributes, text, title) if usable else ""
-    free = text.strip() if stated else ""
-    texts = [t for t in (rendered, free) if t]
-    encoded = list(encode(texts)) if texts else []
-    text_vector = encoded[0] if rendered else None
-    stated_vector = encoded[-1] if free else None
-    if not usable:
+    plan = content.to_encode(side, attributes, text, title, stated)
+    text_vector, stated_vector = plan.vectors(encode(plan.texts) if plan.texts else [])
+    if not plan.usable:
         return None, text_vector, stated_vector
-    vector = generate(side, text_vector if text_vector is not None else np.zeros(content.text_dim, np.float32),
-                      attributes)
-    return vector, text_vector, stated_vector
+    return generate(side, plan.generator_input(text_vector), attributes), text_vector, stated_vector
 
 
 class Regenerator:

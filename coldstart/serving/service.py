@@ -73,18 +73,14 @@ class RecommendService:
         """(generated vector, LLM vector of the whole text, LLM vector of the free text alone) of a new item or
         user; None where there is nothing to encode. The free text alone is what a user says they like
         (`stated`); both texts go to the encoder at once, so they share one batch."""
-        usable = self.content.usable(side, attributes, text, title)
-        rendered = self.content.text(side, attributes, text, title) if usable else ""
-        free = text.strip() if stated else ""
+        plan = self.content.to_encode(side, attributes, text, title, stated)
         with self._timed("encode"):
-            encoded = await asyncio.gather(*(self.encoder.call("embed", t) for t in (rendered, free) if t))
-        text_vector = encoded[0] if rendered else None
-        stated_vector = encoded[-1] if free else None
-        if not usable:
+            text_vector, stated_vector = plan.vectors(
+                await asyncio.gather(*(self.encoder.call("embed", t) for t in plan.texts)))
+        if not plan.usable:
             return None, text_vector, stated_vector
         with self._timed("generate"):
-            vector = await self.generator.call(f"{side}_vector", text_vector if text_vector is not None
-                                               else np.zeros(self.content.text_dim, np.float32), attributes)
+            vector = await self.generator.call(f"{side}_vector", plan.generator_input(text_vector), attributes)
         return vector, text_vector, stated_vector
 
     async def recommend(self, request: RecommendRequest, variant: str | None = None) -> Recommendation:
