@@ -204,7 +204,8 @@ def embed_cmd(
         _print_fields(EmbedConfig)
         return
     result = run(load_config(EmbedConfig, config, ctx.args))
-    typer.echo(f"{result.out}: embedded {result.embedded}, reused {result.reused} "
+    typer.echo(f"{result.out}: embedded {result.embedded}, reused {result.reused} (from the vector cache "
+               f"{result.cached}) "
                f"in {result.seconds:.1f} s ({result.texts_per_second:.0f} texts/s)")
 
 

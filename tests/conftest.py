@@ -12,6 +12,22 @@ from coldstart.ports import free_port
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def vector_cache(tmp_path_factory):
+    """The session's own vector cache: no test reads or fills the user's (~/.cache/coldstart/vectors)."""
+    import os
+
+    from coldstart.text.vector_cache import VECTORS_ENV
+
+    previous = os.environ.get(VECTORS_ENV)
+    os.environ[VECTORS_ENV] = str(tmp_path_factory.mktemp("vectors"))
+    yield os.environ[VECTORS_ENV]
+    if previous is None:
+        os.environ.pop(VECTORS_ENV, None)
+    else:
+        os.environ[VECTORS_ENV] = previous
+
+
 def make_tables(n_users: int = 40, n_items: int = 60, per_user: int = 12, seed: int = 0):
     """Users who like one genre each and mostly rate items of it: content carries real signal."""
     rng = np.random.default_rng(seed)

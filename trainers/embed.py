@@ -32,6 +32,7 @@ from coldstart.data.split import load_split
 from coldstart.text import EmbedOptions
 from coldstart.text.encoder import EncoderConfig, TextEncoder, set_threads
 from coldstart.text.templates import TextTemplates, item_texts, text_hash, user_texts
+from coldstart.text.vector_cache import VectorCache, vector_settings
 from coldstart.config import RayOptions
 from trainers.common import ensure_ray
 
@@ -53,6 +54,7 @@ class EmbedResult:
     reused: dict[str, int]
     seconds: float
     texts_per_second: float
+    cached: dict[str, int] | None = None  # of `reused`, how many came from the vector cache
 
 
 def build_texts(split_dir: Path, templates: TextTemplates) -> dict[str, pd.DataFrame]:
@@ -89,8 +91,7 @@ class EncodeBatch:
 
 def encoder_fingerprint(cfg: EncoderConfig) -> dict:
     """What must match for stored vectors to be reused (not batch size or device)."""
-    return {"model": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
-            "normalize": cfg.normalize, "dtype": cfg.dtype}
+    return vector_settings(cfg)
 
 
 def _reusable(out: Path, kind: str, fingerprint: dict) -> pd.DataFrame | None:
@@ -122,9 +123,12 @@ def embed_texts(texts: dict[str, pd.DataFrame], cfg: EmbedConfig) -> EmbedResult
             kept[kind] = pd.DataFrame(columns=["id", "vector", "text_hash", "text"])
         todo.append(frame.assign(kind=kind))
     pending = pd.concat(todo, ignore_index=True)
-    log.info("embedding %d text(s); reusing %s", len(pending), {k: len(v) for k, v in kept.items()})
+    cache = VectorCache.for_encoder(cfg.encoder) if cfg.keep_vectors else None
+    pending, cached = _from_cache(pending, cache, kept)
+    log.info("embedding %d text(s); reusing %s%s", len(pending), {k: len(v) for k, v in kept.items()},
+             f", {sum(cached.values())} of them from the vector cache {cache.folder}" if any(cached.values()) else "")
 
-    if not len(pending) and (cfg.out / "embed.json").is_file() and all(
+    if not len(pending) and not any(cached.values()) and (cfg.out / "embed.json").is_file() and all(
             len(kept[k]) == len(texts[k]) for k in texts):
         # Nothing new: leave the folder as it is, so concurrent readers (Tune trials) never see it move.
         return EmbedResult(out=cfg.out, embedded={k: 0 for k in texts}, reused={k: len(v) for k, v in kept.items()},
@@ -133,6 +137,9 @@ def embed_texts(texts: dict[str, pd.DataFrame], cfg: EmbedConfig) -> EmbedResult
     new = embed_with_ray(pending, cfg, workdir) if len(pending) else pd.DataFrame(
         columns=["id", "kind", "text_hash", "text", "empty", "vector"])
     new["id"] = new["id"].map(dict(zip(pending["id"].astype(str), pending["id"])))  # parquet gave strings
+    if cache is not None and len(new):
+        texts_made = new.loc[~new["empty"].astype(bool)].drop_duplicates("text_hash")
+        cache.add(texts_made["text_hash"], np.stack([np.asarray(v, np.float32) for v in texts_made["vector"]]))
     embedded, reused, empty = {}, {}, int(new["empty"].sum()) if len(new) else 0
     if empty:
         log.warning("%d empty text(s) got zero vectors", empty)
@@ -155,7 +162,7 @@ def embed_texts(texts: dict[str, pd.DataFrame], cfg: EmbedConfig) -> EmbedResult
     seconds = time.perf_counter() - started
     n = sum(embedded.values())
     return EmbedResult(out=cfg.out, embedded=embedded, reused=reused, seconds=seconds,
-                       texts_per_second=n / seconds if seconds else 0.0)
+                       texts_per_second=n / seconds if seconds else 0.0, cached=cached)
 
 
 # Blocks per actor of the pool, at least: the last block's actor works alone while the others have finished.
@@ -182,6 +189,22 @@ def cut_blocks(lengths: np.ndarray, block_rows: int, parts: int) -> list[slice]:
     for start, stop in zip(edges[:-1], edges[1:]):
         ranges += [slice(i, min(i + block_rows, stop)) for i in range(start, stop, block_rows)]
     return ranges
+
+
+def _from_cache(pending: pd.DataFrame, cache: VectorCache | None, kept: dict[str, pd.DataFrame]
+                ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Move the rows of `pending` whose text the cache holds into `kept` (per kind), with the cached vector;
+    return what is left to embed and how many rows of each kind came from the cache."""
+    cached = {kind: 0 for kind in kept}
+    if cache is None or not len(pending):
+        return pending, cached
+    found = cache.lookup(pending.loc[pending["text"].str.strip().ne(""), "text_hash"])
+    hit = pending["text_hash"].isin(found.keys()) & pending["text"].str.strip().ne("")
+    for kind, rows in pending.loc[hit].groupby("kind"):
+        rows = rows.assign(vector=[found[h] for h in rows["text_hash"]])[["id", "vector", "text_hash", "text"]]
+        kept[kind] = pd.concat([kept[kind], rows], ignore_index=True)
+        cached[kind] = len(rows)
+    return pending.loc[~hit].reset_index(drop=True), cached
 
 
 def embed_with_ray(pending: pd.DataFrame, cfg: EmbedConfig, workdir: Path) -> pd.DataFrame:

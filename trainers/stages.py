@@ -61,7 +61,8 @@ def embed_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Re
     from trainers.embed import EmbedConfig, run
 
     result = run(EmbedConfig(**cfg.embed.model_dump(), split=split_dir(data), out=out / "embeddings", ray=cfg.ray))
-    log.info("embedded %s, reused %s in %.1f s", result.embedded, result.reused, result.seconds)
+    log.info("embedded %s, reused %s (from the vector cache %s) in %.1f s", result.embedded, result.reused,
+             result.cached, result.seconds)
     return embed_models(data, cfg, out)
 
 
@@ -73,7 +74,8 @@ def embed_fingerprint(cfg: PipelineConfig) -> dict:
     from trainers.embed import build_texts
 
     texts = build_texts(cfg.out / "split", cfg.embed.templates)
-    return {"options": cfg.embed, "texts": config_hash({kind: list(frame["text_hash"])
+    options = cfg.embed.model_dump(mode="json", exclude={"keep_vectors"})  # where vectors come from, not what
+    return {"options": options, "texts": config_hash({kind: list(frame["text_hash"])
                                                        for kind, frame in texts.items()})}
 
 

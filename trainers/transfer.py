@@ -74,7 +74,8 @@ def source_text_vectors(cfg: TransferConfig, source_items: pd.DataFrame) -> tupl
     texts = item_texts(source_items, embed_cfg.templates).rename(columns={"item_id": "id"})
     texts["text_hash"] = texts["text"].map(text_hash)
     result = embed_texts({"items": texts}, embed_cfg)
-    log.info("source item vectors: embedded %s, reused %s", result.embedded, result.reused)
+    log.info("source item vectors: embedded %s, reused %s (from the vector cache %s)", result.embedded,
+             result.reused, result.cached)
     return read_vectors(result.out / "items.parquet", "item_id")
 
 

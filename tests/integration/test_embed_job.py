@@ -12,7 +12,10 @@ from trainers.embed import EmbedConfig, run
 pytestmark = pytest.mark.slow
 
 
-def test_embed_job_then_incremental_rerun(ray_cluster, tiny_split, tmp_path):
+def test_embed_job_then_incremental_rerun(ray_cluster, tiny_split, tmp_path, monkeypatch):
+    from coldstart.text.vector_cache import VECTORS_ENV
+
+    monkeypatch.setenv(VECTORS_ENV, str(tmp_path / "vectors"))  # a cache of this test's own
     cfg = EmbedConfig(split=tiny_split, out=tmp_path / "emb", replicas=2, block_rows=16)
     first = run(cfg)
     split = load_split(tiny_split)
@@ -23,6 +26,16 @@ def test_embed_job_then_incremental_rerun(ray_cluster, tiny_split, tmp_path):
     again = run(cfg)
     assert again.embedded == {"items": 0, "users": 0}
     assert again.reused == first.embedded
+
+    # Another output folder (another --out, another seed) takes the same texts' vectors from the cache,
+    # byte for byte; without the cache it embeds them again.
+    elsewhere = run(cfg.model_copy(update={"out": tmp_path / "elsewhere"}))
+    assert elsewhere.embedded == {"items": 0, "users": 0} and elsewhere.cached == first.embedded
+    moved = pd.read_parquet(tmp_path / "elsewhere" / "items.parquet")
+    assert moved["item_id"].tolist() == items["item_id"].tolist()
+    assert all((a == b).all() for a, b in zip(moved["vector"], items["vector"]))
+    uncached = run(cfg.model_copy(update={"out": tmp_path / "uncached", "keep_vectors": False}))
+    assert uncached.embedded == first.embedded and not any(uncached.cached.values())
 
     # Change one item's text: only that item (and users whose text names it) is re-embedded, this time
     # streaming parquet -> actors -> parquet (what a large job does), with the same vectors as before.

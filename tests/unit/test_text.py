@@ -167,3 +167,37 @@ def test_the_embedding_job_gives_each_actor_about_the_same_work_whatever_the_tex
     assert all(b.stop - b.start <= 100 for b in cut_blocks(lengths, block_rows=100, parts=2))
     assert cut_blocks(np.array([5, 5]), block_rows=1024, parts=8) == [slice(0, 1), slice(1, 2)]
     assert cut_blocks(np.array([], int), block_rows=1024, parts=8) == []
+
+
+def test_the_vector_cache_gives_back_what_it_kept_under_the_encoder_that_made_it(tmp_path):
+    """Vectors are kept by text hash under a key of the encoder's settings and, for a model on disk, its files:
+    the same encoder finds them from any run; another pooling, or the model's files rewritten in place (a
+    model trained again), finds none. Many runs' files are merged without losing a vector."""
+    import os
+
+    import numpy as np
+
+    from coldstart.text.encoder import EncoderConfig
+    from coldstart.text.vector_cache import MAX_SHARDS, VectorCache
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"v1")
+    cfg = EncoderConfig(model=str(model))
+    cache = VectorCache.for_encoder(cfg, root=tmp_path / "cache")
+    rng = np.random.default_rng(0)
+    kept = {f"h{i}": rng.normal(size=4).astype(np.float32) for i in range(3 * (MAX_SHARDS + 2))}
+    names = list(kept)
+    for run in range(MAX_SHARDS + 2):  # one file a run, merged once past MAX_SHARDS
+        chunk = names[3 * run:3 * run + 3]
+        cache.add(chunk, np.stack([kept[h] for h in chunk]))
+    assert len(list(cache.folder.glob("part-*.parquet"))) <= MAX_SHARDS
+    again = VectorCache.for_encoder(cfg, root=tmp_path / "cache")
+    found = again.lookup(names + ["unknown"])
+    assert set(found) == set(names) and all(np.array_equal(found[h], kept[h]) for h in names)
+
+    assert VectorCache.for_encoder(cfg.model_copy(update={"pooling": "cls"}), root=tmp_path / "cache").lookup(
+        names) == {}
+    (model / "weights.bin").write_bytes(b"v2 retrained")
+    os.utime(model / "weights.bin", ns=(1, 1))
+    assert VectorCache.for_encoder(cfg, root=tmp_path / "cache").lookup(names) == {}
