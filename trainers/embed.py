@@ -12,7 +12,10 @@ the driver's memory as blocks, which starts faster. Output:
 `items.parquet` (item_id, vector, text_hash, text), `users.parquet` (user_id, ...)
 and `embed.json` (encoder, dimension, templates, counts). The folder is also a
 vectors model: `coldstart evaluate --model OUT` scores a user's text against
-items' text. A rerun embeds only new or changed texts.
+items' text. A rerun embeds only new or changed texts, and a text the vector
+cache holds (`coldstart.text.vector_cache`: any earlier run's, whatever its
+output folder) is not embedded again. Actors get blocks of about equal work
+(`cut_blocks`).
 """
 
 from __future__ import annotations
