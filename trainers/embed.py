@@ -92,11 +92,6 @@ class EncodeBatch:
                                                                      vectors.shape[1])})
 
 
-def encoder_fingerprint(cfg: EncoderConfig) -> dict:
-    """What must match for stored vectors to be reused (not batch size or device)."""
-    return vector_settings(cfg)
-
-
 def _reusable(out: Path, kind: str, fingerprint: dict) -> pd.DataFrame | None:
     meta_path, path = out / "embed.json", out / f"{kind}.parquet"
     if not (meta_path.is_file() and path.is_file()):
@@ -114,7 +109,7 @@ def run(cfg: EmbedConfig) -> EmbedResult:
 def embed_texts(texts: dict[str, pd.DataFrame], cfg: EmbedConfig) -> EmbedResult:
     """Embed (id, text, text_hash) frames per kind ("items", "users") into `cfg.out`, reusing stored vectors."""
     started = time.perf_counter()
-    fingerprint = encoder_fingerprint(cfg.encoder)
+    fingerprint = vector_settings(cfg.encoder)  # what must match for stored vectors to be reused
     todo, kept = [], {}
     for kind, frame in texts.items():
         old = _reusable(cfg.out, kind, fingerprint)
@@ -201,8 +196,9 @@ def _from_cache(pending: pd.DataFrame, cache: VectorCache | None, kept: dict[str
     cached = {kind: 0 for kind in kept}
     if cache is None or not len(pending):
         return pending, cached
-    found = cache.lookup(pending.loc[pending["text"].str.strip().ne(""), "text_hash"])
-    hit = pending["text_hash"].isin(found.keys()) & pending["text"].str.strip().ne("")
+    written = pending["text"].str.strip().ne("")  # an empty text gets zeros, never a cached vector
+    found = cache.lookup(pending.loc[written, "text_hash"])
+    hit = pending["text_hash"].isin(found.keys()) & written
     for kind, rows in pending.loc[hit].groupby("kind"):
         rows = rows.assign(vector=[found[h] for h in rows["text_hash"]])[["id", "vector", "text_hash", "text"]]
         kept[kind] = pd.concat([kept[kind], rows], ignore_index=True)
