@@ -167,24 +167,20 @@ def pipeline_cmd(
         _print_fields(PipelineConfig)
         return
     cfg = load_config(PipelineConfig, config, ctx.args)
-    stages = []
+    stages, start = [], None
     if cfg.stages:
+        from trainers.common import ensure_ray
         from trainers.stages import STAGES as TRAIN_STAGES
         from trainers.stages import build_stages
         from tuning.stages import STAGES as TUNE_STAGES
 
         stages = build_stages(cfg, {**TRAIN_STAGES, **TUNE_STAGES})
+        start = lambda: ensure_ray(cfg.ray)  # noqa: E731 - the cluster, started from this thread when needed
     try:
-        run_pipeline(cfg, stages=stages, progress=_progress, start=lambda: _ray_cluster(cfg.ray))
+        run_pipeline(cfg, stages=stages, progress=_progress, start=start)
     except PipelineFailed as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(1) from None
-
-
-def _ray_cluster(options) -> None:
-    from trainers.common import ensure_ray
-
-    ensure_ray(options)
 
 
 @app.command("embed", context_settings=OVERRIDES)

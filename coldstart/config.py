@@ -43,6 +43,12 @@ class RayOptions(BaseModel):
     local_cpus: int | None = Field(
         None, description="Logical CPUs of a local cluster (over-commit a small machine, e.g. 4 on 2 cores).")
 
+    def join_address(self) -> str | None:
+        """The cluster to join (`address`, else $RAY_ADDRESS); None: a local cluster on this machine."""
+        import os
+
+        return self.address or os.environ.get("RAY_ADDRESS") or None
+
 
 
 class ScaleOptions(BaseModel):

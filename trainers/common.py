@@ -35,7 +35,7 @@ def ensure_ray(options: RayOptions | None = None):
         if ray.is_initialized():
             return ray
         options = options or RayOptions()
-        address = options.address or os.environ.get("RAY_ADDRESS")
+        address = options.join_address()
         if address:
             ray.init(address=address)
         else:

@@ -208,7 +208,7 @@ def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path
     concurrency = trial_concurrency(options, base_cfg.scale)
     log.info("tune %s: %d trials, %d at once, at most %d epochs each", job_name, options.budget, concurrency, epochs)
     warn_oversubscribed(concurrency * options.trial_workers, base_cfg.scale,
-                        local=not (base_cfg.ray.address or os.environ.get("RAY_ADDRESS")))
+                        local=base_cfg.ray.join_address() is None)
     tuner = tune.Tuner(
         # A trial only drives a Ray Train run, whose workers hold the CPUs (or GPUs); the trial itself holds a
         # token share (Tune refuses zero), and `max_concurrent_trials` keeps trials to what the workers fit.
