@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from coldstart.data.columns import clean_entity_table, is_missing, read_year
+from coldstart.models.layers import Dropout
 from coldstart.models.mf import bpr_loss
 from coldstart.training import StepTraining, as_input, unwrap
 
@@ -84,7 +85,7 @@ def match_items(source: pd.DataFrame, target: pd.DataFrame) -> pd.Series:
 
 def text_tower(text_dim: int, hidden: int, dim: int, dropout: float) -> nn.Sequential:
     """The item content tower shared by both domains: LLM text vector -> item vector."""
-    return nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+    return nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, dim))
 
 
 class TransferModel(nn.Module):
@@ -109,10 +110,15 @@ class TransferModel(nn.Module):
     def forward(self, text: torch.Tensor, source: tuple, target: tuple):
         """BPR loss and the squared norms of the rows used, for a source and a target batch at once,
         so that DDP sees one forward per step."""
+        # The tower runs once per distinct item of the step (both domains index one joint item table): about
+        # 2,600 rows for the 4,096 it ran before on ml-100k with an ml-1m source, the same sums.
+        rows = torch.unique(torch.cat([source[1], source[2], target[1], target[2]]))
+        vectors = self.item_vectors(text[rows], rows)
         out = []
         for users_table, (users, pos, neg) in ((self.source_user, source), (self.target_user, target)):
             u = users_table(users)
-            p, n = self.item_vectors(text[pos], pos), self.item_vectors(text[neg], neg)
+            where = torch.searchsorted(rows, torch.stack([pos, neg]))
+            p, n = vectors[where[0]], vectors[where[1]]
             sq = (u.pow(2).sum() + self.item(pos).pow(2).sum() + self.item(neg).pow(2).sum()) / max(len(users), 1)
             out.append((bpr_loss((u * p).sum(-1), (u * n).sum(-1)), sq))
         return out

@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from coldstart.models.layers import Dropout
 from coldstart.models.mf import bpr_loss
 from coldstart.training import StepTraining, unwrap
 
@@ -46,7 +47,7 @@ class VAEOptions(BaseModel):
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, out_dim))
 
 
 class GaussianHead(nn.Module):
@@ -64,7 +65,7 @@ class GaussianHead(nn.Module):
 class EntityCVAE(nn.Module):
     def __init__(self, content_dim: int, dim: int, latent: int, hidden: int, dropout: float):
         super().__init__()
-        self.content_dropout = nn.Dropout(dropout)
+        self.content_dropout = Dropout(dropout)
         self.posterior = GaussianHead(dim + content_dim, hidden, latent, dropout)
         self.prior = GaussianHead(content_dim, hidden, latent, dropout)
         self.decoder = mlp(latent + content_dim, hidden, dim, dropout)
@@ -77,6 +78,14 @@ class EntityCVAE(nn.Module):
     def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.decoder(torch.cat([z, c], dim=-1))
 
+    def decode_many(self, zs: list[torch.Tensor], c: torch.Tensor) -> list[torch.Tensor]:
+        """`decode(z, c)` for each z of `zs` with the same `c`: the first layer's content half is computed once
+        (the same sums as `decode`; training decodes every row twice, from the posterior and the prior)."""
+        first, rest = self.decoder[0], self.decoder[1:]
+        latent = zs[0].shape[-1]
+        from_c = nn.functional.linear(c, first.weight[:, latent:], first.bias)
+        return [rest(nn.functional.linear(z, first.weight[:, :latent]) + from_c) for z in zs]
+
     def forward(self, e: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction, KL per row, and the prior-mean generation of the same rows."""
         c = self.content_dropout(c)
@@ -84,7 +93,8 @@ class EntityCVAE(nn.Module):
         p_mean, p_logvar = self.prior(c)
         z = q_mean + torch.randn_like(q_mean) * (0.5 * q_logvar).exp() if self.training else q_mean
         kl = 0.5 * (p_logvar - q_logvar + (q_logvar.exp() + (q_mean - p_mean).pow(2)) / p_logvar.exp() - 1).sum(-1)
-        return {"recon": self.decode(z, c), "kl": kl, "generated": self.decode(p_mean, c)}
+        recon, generated = self.decode_many([z, p_mean], c)
+        return {"recon": recon, "kl": kl, "generated": generated}
 
     def generate(self, c: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None):
         p_mean, p_logvar = self.prior(c)

@@ -98,3 +98,20 @@ def test_the_teacher_mix_is_the_weighted_sum_of_its_teachers(world):
     torch.testing.assert_close(parts["mix"], 0.7 * parts["backbone"] + 0.3 * parts["llm"])
     # The LLM's cosines are put on the backbone's scale, so a small weight is not drowned out.
     assert parts["llm"].abs().mean() == pytest.approx(parts["backbone"].abs().mean(), rel=1.0)
+
+
+def test_a_term_of_weight_zero_is_reported_outside_the_gradient(world):
+    batch = next(iter(world["pairs"].batches(128)))
+    batch = tuple(torch.as_tensor(b) for b in batch)
+    grads = {}
+    for name, weights in {"align": DistillWeights(bpr=0.0, align=1.0, distill=0.0),
+                          "align+distill": DistillWeights(bpr=0.0, align=1.0, distill=1.0)}.items():
+        towers, training = _towers(world, weights)
+        loss, parts = training.loss(batch)
+        assert set(parts) == {"item_bpr", "user_bpr", "align", "distill"} and all(v > 0 for v in parts.values())
+        assert loss.item() == pytest.approx(parts["align"].item() + weights.distill * parts["distill"].item(), rel=1e-5)
+        # Measured outside the autograd graph when its weight is 0: no backward pass through it.
+        assert parts["distill"].requires_grad == (weights.distill > 0) and not parts["item_bpr"].requires_grad
+        loss.backward()
+        grads[name] = towers.item_tower.net[0].weight.grad.clone()
+    assert not torch.allclose(grads["align"], grads["align+distill"])  # the distillation term, when weighted, counts

@@ -119,3 +119,53 @@ def test_a_source_holding_the_targets_interactions_is_found_whatever_its_ids():
     other = others.assign(user_id="y-" + others["user_id"], item_id=others["item_id"].map(relabel))
     found = target_twins(other, matched, data)
     assert found["users"] > 50 and found["share"] < 0.05
+
+
+def test_training_decodes_each_row_as_generation_would():
+    # Training decodes every row twice with one content vector (posterior z and prior mean), sharing the first
+    # layer's content half; the sums must be those of decoding each alone, as serving does.
+    from coldstart.models.vae import EntityCVAE
+
+    torch.manual_seed(0)
+    cvae = EntityCVAE(content_dim=20, dim=8, latent=4, hidden=16, dropout=0.3).eval()
+    z1, z2, c = torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 20)
+    shared = cvae.decode_many([z1, z2], c)
+    torch.testing.assert_close(shared[0], cvae.decode(z1, c))
+    torch.testing.assert_close(shared[1], cvae.decode(z2, c))
+    with torch.no_grad():
+        torch.testing.assert_close(cvae(torch.randn(5, 8), c)["generated"], cvae.generate(c))
+
+
+def test_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales_it():
+    from coldstart.models.layers import Dropout
+
+    torch.manual_seed(0)
+    layer, x = Dropout(0.3), torch.ones(400, 500, requires_grad=True)
+    y = layer(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)  # the gradient flows through the kept values alone
+    assert torch.equal(layer.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+
+
+def test_a_transfer_step_scores_each_row_as_its_item_vector_would():
+    # The step runs the text tower once per distinct item of both domains' batches; each (user, pos, neg)
+    # must still be scored with that item's own vector, as `item_vectors` gives it.
+    from coldstart.models.mf import bpr_loss
+
+    torch.manual_seed(0)
+    model = TransferModel(16, 50, 30, 20, dim=8, hidden=32, dropout=0.0)
+    with torch.no_grad():
+        model.item.weight.normal_()
+    text = torch.randn(50, 16)
+    source = (torch.randint(0, 30, (64,)), torch.randint(0, 50, (64,)), torch.randint(0, 50, (64,)))
+    target = (torch.randint(0, 20, (64,)), torch.randint(0, 50, (64,)), torch.randint(0, 50, (64,)))
+    for (loss, _), table, (users, pos, neg) in zip(model(text, source, target), (model.source_user, model.target_user),
+                                                     (source, target)):
+        u = table(users)
+        expected = bpr_loss((u * model.item_vectors(text[pos], pos)).sum(-1),
+                            (u * model.item_vectors(text[neg], neg)).sum(-1))
+        torch.testing.assert_close(loss, expected)
