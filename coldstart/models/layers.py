@@ -7,10 +7,9 @@ from torch import nn
 
 
 class Dropout(nn.Dropout):
-    """`nn.Dropout` with its CPU mask drawn by `torch.rand` rather than `bernoulli_`, which is about twice as slow
-    on CPU (fp32, 1,500 x 448 forward and backward: 13.7 ms against 6.9 ms on one core); the same inverted
-    dropout: each element kept with probability 1 - p and scaled by 1 / (1 - p). On other devices, and in
-    evaluation, it is `nn.Dropout`. The cold models spent 13-19% of a CPU training step in dropout."""
+    """`nn.Dropout` with its CPU mask drawn by `torch.rand` rather than `bernoulli_`, which is slower on CPU
+    (`benchmarks/cold_model_steps.py` times both); the same inverted dropout: each element kept with
+    probability 1 - p and scaled by 1 / (1 - p). On other devices, and in evaluation, it is `nn.Dropout`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
