@@ -3,14 +3,15 @@
 The demo is CPU-bound on 2 cores (benchmarks/RESULTS.md, "Stages side by side"), so its
 wall time follows the work it does. This runs a command (by default `make demo` into a
 fresh folder), reads every process's CPU time from /proc once a second, and sums it by
-the kind of process Ray's title or the command line names: Tune trials, Ray Train
-workers and controllers, Ray Data actors, the driver (the `coldstart` CLI), Ray's own
-processes (raylet, GCS, dashboard, idle workers), and the rest. The target is absolute
+what Ray's process titles (or the command line) name: Tune trials, Ray Data actors, Ray
+Train workers and Ray Train's other actors, `full_run` tasks, the serving smoke, the
+driver (`coldstart pipeline`), and Ray's own processes with the rest. The target is absolute
 (issue 16: `make demo` <= 6 minutes on 2 cores with the dataset cached), so the ratio it
 prints is the wall time against those 360 s; core-seconds against the 720 that 6 minutes
 on 2 cores hold says how much work would have to go.
 
-    python -m benchmarks.demo_cpu [--out DIR] [--port PORT] [-- COMMAND ...]
+    python -m benchmarks.demo_cpu [--out DIR] [--port PORT] [--dump FILE] [-- COMMAND ...]
+    python -m benchmarks.demo_cpu --from-dump FILE     # the table again, from a run's dump
 
 Linux only (/proc). A process that starts and ends between two samples is missed
 (a second's sampling; the demo's processes live for seconds to minutes).
@@ -58,8 +59,9 @@ def table(processes: dict) -> str:
     by_kind: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
     for p in processes.values():
-        by_kind[kind_of(p["titles"])] += p["cpu"]
-        count[kind_of(p["titles"])] += 1
+        kind = kind_of(p["titles"])
+        by_kind[kind] += p["cpu"]
+        count[kind] += 1
     total = sum(by_kind.values())
     lines = [f"{total:.0f} core-s in the command's processes", "", "| processes | how many | core-s | share |",
              "|---|---|---|---|"]
@@ -102,7 +104,7 @@ def main() -> None:
         sys.exit(f"demo_cpu: {out} is not empty; the demo would reuse its stages")
     command = [c for c in args.command if c != "--"] or \
         ["make", "demo", f"DEMO_OUT={out}", f"DEMO_PORT={args.port}"]
-    before = {pid for pid in sample(os.getpid())}  # processes already running are not the demo's
+    before = set(sample(os.getpid()))  # processes already running are not the demo's
     last: dict[int, float] = {}
     titles: dict[int, set[str]] = defaultdict(set)  # a Ray worker's title changes with what it runs
     started = time.perf_counter()
