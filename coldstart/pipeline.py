@@ -156,10 +156,13 @@ class Ledger:
 
 
 def stage_fingerprint(stage: ModelStage, cfg: "PipelineConfig", split_hash: str, ledger: Ledger) -> str:
-    """The stage's configuration, the split and the fingerprints of the stages it reads, hashed."""
+    """The stage's configuration, the split, the fingerprints of the stages it reads and the coldstart version,
+    hashed: artifacts another release trained are trained again, not reused."""
+    import coldstart
+
     upstream = {need: ledger.entry(need).get("fingerprint") for need in stage.needs}
     return config_hash({"stage": stage.name, "config": stage.fingerprint(cfg), "split": split_hash,
-                        "needs": upstream})
+                        "needs": upstream, "coldstart": coldstart.__version__})
 
 
 def config_hash(obj) -> str:

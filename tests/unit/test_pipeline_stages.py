@@ -186,6 +186,21 @@ def test_texts_written_another_way_embed_again_and_retrain_what_reads_them(split
     assert calls.runs == ["embed", "towers", "embed", "towers"]
 
 
+def test_a_rerun_by_another_coldstart_release_retrains(split_dir, tmp_path, monkeypatch):
+    """Model code is not in a stage's configuration: artifacts of another release are trained again."""
+    import coldstart
+
+    calls = Calls()
+    stages = [fake_stage("a", calls), fake_stage("b", calls, needs=("a",))]
+    out = tmp_path / "out"
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    assert calls.runs == ["a", "b"]
+    monkeypatch.setattr(coldstart, "__version__", coldstart.__version__ + ".post1")
+    run_pipeline(_cfg(split_dir, out), stages, progress=lambda m: None)
+    assert calls.runs == ["a", "b", "a", "b"]
+
+
 def test_stages_that_do_not_read_each_other_run_side_by_side_and_the_report_keeps_the_listed_order(split_dir,
                                                                                                    tmp_path):
     """With `parallel` 2, b (which reads nothing of a) starts while a runs; c, which reads both, starts only
