@@ -70,9 +70,10 @@ class Regenerator:
         for side in ("item", "user"):
             mine = [r for r in records if r.get("kind") == side]
             entries = [(r.get("attributes") or {}, r.get("text") or "", r.get("title")) for r in mine]
-            usable = [content.usable(side, *entry) for entry in entries]
-            rendered = [t if ok else "" for t, ok in zip(content.texts(side, entries), usable)]
-            free = [entry[1].strip() if side == "user" else "" for entry in entries]
+            plans = content.to_encode_many(side, entries, stated=side == "user")
+            usable = [plan.usable for plan in plans]
+            rendered = [plan.rendered for plan in plans]
+            free = [plan.free for plan in plans]
             work[side] = (mine, entries, usable, rendered, free)
         texts = sorted({t for _, _, _, rendered, free in work.values() for t in rendered + free if t})
         if not texts:

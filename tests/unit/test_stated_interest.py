@@ -46,3 +46,23 @@ def test_a_profile_without_free_text_ranks_as_without_stated_interest(artifacts,
     for with_text, without in zip(answers[1.0], answers[0.0]):
         assert [i["item_id"] for i in with_text] == [i["item_id"] for i in without]
         np.testing.assert_allclose([i["score"] for i in with_text], [i["score"] for i in without], rtol=1e-5)
+
+
+def test_beside_attributes_free_text_steers_through_the_text_match_alone(artifacts, tmp_path):
+    """The generator reads a profile's attributes, not its free text: with the text match off, attributes with
+    a stated interest rank exactly as the attributes alone; with it on, the text moves the list."""
+    import asyncio
+
+    from coldstart.serving.schemas import RecommendRequest
+    from coldstart.serving.service import local_service
+
+    attributes = {"age": 30, "occupation": "job5"}
+    lists = {}
+    for weight in (0.0, 1.0):
+        service = local_service(artifacts, tmp_path / f"store-{weight}", text_weight=weight)
+        for text in ("", "I love Horror movies."):
+            request = RecommendRequest(profile={"attributes": attributes, "text": text}, k=10)
+            answer = asyncio.run(service.recommend(request))
+            lists[weight, text] = [(i.item_id, round(i.score, 4)) for i in answer.items]
+    assert lists[0.0, "I love Horror movies."] == lists[0.0, ""]
+    assert lists[1.0, "I love Horror movies."] != lists[1.0, ""]

@@ -1,0 +1,155 @@
+"""What a stated interest is worth to a real new user: NDCG@20 of cold users who say their favourite genre.
+
+`benchmarks/stated_interest.py` asks whether a text steers the list; this asks
+whether it makes the list better for real people. On serving artifacts of a
+user cold-start run (`coldstart pipeline --cold users`), each cold user of the
+split's evaluation set is split in two at random (seed 0): what they would tell
+(`told`, half their items) and what is scored (`held`, the other half). From
+the told half they "state" the genre they watch most out of proportion, the
+genre of highest lift (its share of their told items over its share of all
+training interactions, among genres with at least two told items):
+"I love {genre} movies." Each profile is ranked in-process through the served
+request path (`coldstart.serving.service.local_service`: encoder, generator,
+ranker), the told items left out, and NDCG@20 is taken over the held items:
+
+- popularity: the training interactions' counts (what a service without a profile shows);
+- attributes: the split's age, gender, occupation (the cold-user path of the protocol);
+- text: the stated genre alone; attributes + text: both;
+- attributes + liked: the told items as liked items (what a few first interactions give; a reference).
+
+A stated genre comes from the user's own held-out history, so these figures are
+not comparable with the protocol's user cold-start table, which has attributes
+only (RESULTS marks them apart).
+
+    python -m benchmarks.stated_interest_users --artifacts OUT [--text-weight 0.5 1 2] [--on test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+K = 20
+
+
+def told_and_held(artifacts: Path, on: str = "test", seed: int = 0) -> list[dict]:
+    """Per cold user of the `cold_{on}` set (two items or more): their attributes, told items and held items."""
+    from coldstart.data.split import load_split
+
+    split = load_split(Path(artifacts) / "split")
+    users = split.users.astype({"user_id": str}).set_index("user_id")
+    pairs = split.sets[f"cold_{on}"].astype({"user_id": str, "item_id": str})
+    rng = np.random.default_rng(seed)
+    out = []
+    for user, items in pairs.groupby("user_id", sort=True)["item_id"]:
+        items = np.asarray(sorted(set(items)), dtype=object)
+        if len(items) < 2:
+            continue
+        order = rng.permutation(len(items))
+        half = len(items) // 2
+        attributes = {k: v for k, v in users.loc[user].items() if pd.notna(v)} if user in users.index else {}
+        out.append({"user_id": user, "attributes": {k: (v.item() if hasattr(v, "item") else v)
+                                                    for k, v in attributes.items()},
+                    "told": list(items[order[:half]]), "held": set(items[order[half:]])})
+    return out
+
+
+def stated_genre(told: list[str], genres: dict[str, set[str]], base: dict[str, float], least: int = 2) -> str | None:
+    """The genre of highest lift among the told items (its share there over its `base` share), counted at
+    least `least` times; None if no genre is."""
+    counts = Counter(g for item in told for g in genres.get(item, ()))
+    lifts = {g: n / len(told) / base[g] for g, n in counts.items() if n >= least and base.get(g, 0) > 0}
+    return max(sorted(lifts), key=lifts.get) if lifts else None
+
+
+def genre_shares(artifacts: Path, column: str = "genres", skip: tuple[str, ...] = ("unknown",)
+                 ) -> tuple[dict[str, set[str]], dict[str, float]]:
+    """(item -> its genres, genre -> its share of all training interactions)."""
+    from coldstart.data.split import load_split
+
+    split = load_split(Path(artifacts) / "split")
+    items = split.items.astype({"item_id": str})
+    genres = {i: {g.strip() for g in str(v).split("|") if g.strip() and g.strip() not in skip}
+              for i, v in zip(items["item_id"], items[column].fillna(""))}
+    trained = split.train["item_id"].astype(str)
+    counts = Counter(g for item in trained for g in genres.get(item, ()))
+    return genres, {g: n / len(trained) for g, n in counts.items()}
+
+
+def ndcg(ranked: list[str], held: set[str], k: int = K) -> float:
+    from coldstart.metrics import reference_metrics
+
+    return reference_metrics(ranked, held, k)[f"ndcg@{k}"]
+
+
+def measure(artifacts: Path, users: list[dict], text_weight: float, store: Path) -> dict[str, list[float]]:
+    """{profile kind: NDCG@20 per user} for one text weight, through the in-process request path."""
+    from coldstart.serving.schemas import MAX_K, RecommendRequest
+    from coldstart.serving.service import local_service
+
+    service = local_service(artifacts, store, text_weight=text_weight)
+    genres, base = genre_shares(artifacts)
+
+    async def ranked(profile: dict, told: list[str]) -> list[str]:
+        k = min(MAX_K, K + len(told))
+        answer = await service.recommend(RecommendRequest(profile=profile, k=k))
+        left_out = set(told)
+        return [i.item_id for i in answer.items if i.item_id not in left_out]
+
+    async def run() -> dict[str, list[float]]:
+        scores: dict[str, list[float]] = {}
+        for user in users:
+            genre = stated_genre(user["told"], genres, base)
+            text = f"I love {genre} movies." if genre else ""
+            profiles = {"attributes": {"attributes": user["attributes"]},
+                        "attributes + liked": {"attributes": user["attributes"], "liked": user["told"]}}
+            if text:
+                profiles["text"] = {"text": text}
+                profiles["attributes + text"] = {"attributes": user["attributes"], "text": text}
+            for kind, profile in profiles.items():
+                scores.setdefault(kind, []).append(ndcg(await ranked(profile, user["told"]), user["held"]))
+            if not text:  # no genre stands out: the profile says what it can without one
+                scores.setdefault("text", []).append(np.nan)
+                scores.setdefault("attributes + text", []).append(scores["attributes"][-1])
+        return scores
+
+    return asyncio.run(run())
+
+
+def popularity(artifacts: Path, users: list[dict]) -> list[float]:
+    from coldstart.data.split import load_split
+
+    order = list(load_split(Path(artifacts) / "split").train["item_id"].astype(str).value_counts().index)
+    return [ndcg([i for i in order if i not in set(u["told"])], u["held"]) for u in users]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifacts", type=Path, required=True)
+    parser.add_argument("--text-weight", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--on", default="test", choices=["val", "test"])
+    args = parser.parse_args()
+    users = told_and_held(args.artifacts, args.on)
+    if not users:
+        parser.error(f"{args.artifacts}/split has no cold users in cold_{args.on}: run the pipeline with --cold users")
+    pop = np.mean(popularity(args.artifacts, users))
+    genres, base = genre_shares(args.artifacts)
+    stated = sum(stated_genre(u["told"], genres, base) is not None for u in users)
+    print(f"{len(users)} cold users of cold_{args.on}; {stated} state a genre; popularity NDCG@{K} {pop:.4f}\n")
+    print(f"| text weight | profile | NDCG@{K} | vs popularity |\n|---|---|---|---|")
+    for weight in args.text_weight:
+        with tempfile.TemporaryDirectory() as store:
+            scores = measure(args.artifacts, users, weight, Path(store))
+        for kind in ("attributes", "text", "attributes + text", "attributes + liked"):
+            mean = float(np.nanmean(scores[kind]))
+            print(f"| {weight:g} | {kind} | {mean:.4f} | {mean / pop:.3f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
