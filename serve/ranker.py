@@ -46,9 +46,9 @@ class Ranker:
         return self.catalogue.recommend_user(user_id, k, exclude_seen, candidates, explain)
 
     def recommend_profile(self, content_vector, liked: list[str], k: int, exclude_seen: bool = True,
-                          candidates=None, text_vector=None, explain: bool = False) -> dict:
+                          candidates=None, text_vector=None, explain: bool = False, said: str = "") -> dict:
         return self.catalogue.recommend_profile(content_vector, liked, k, exclude_seen, candidates, text_vector,
-                                                explain)
+                                                explain, said)
 
     def register_item(self, item_id: str, vector: np.ndarray, **fields) -> dict:
         result = self.catalogue.register_item(item_id, vector, **fields)

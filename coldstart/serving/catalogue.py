@@ -48,6 +48,7 @@ from coldstart.data.schema import find_table, read_table
 from coldstart.features import AttributeEncoder
 from coldstart.serving.errors import Conflict, Invalid, NotFound
 from coldstart.serving.index import ItemIndex
+from coldstart.serving.titles import TitleMatcher
 from coldstart.serving.store import RegistrationStore
 from coldstart.serving.warmup import fold_in, positive_target, typical_strength
 
@@ -90,6 +91,7 @@ class Catalogue:
     item_labels: list[list[str]] | None = None  # each item's attribute values ("genres: Drama"), for explanations
     regenerate: Callable[[dict, str], dict] | None = None  # a record of another space -> this space's (`Regenerator`)
     index: ItemIndex = field(init=False)
+    title_index: TitleMatcher = field(init=False)  # what a user's text names by title
     item_pos: dict[str, int] = field(init=False)
     item_cold: list[bool] = field(init=False)
     registered_items: int = field(init=False, default=0)
@@ -111,6 +113,7 @@ class Catalogue:
         self.text_scale = self.text_weight * _spread_ratio(self.item_vectors, self.item_text,
                                                            [u.vector for u in self.users.values() if u.warm])
         self.item_pos = {item: i for i, item in enumerate(self.item_ids)}
+        self.title_index = TitleMatcher(self.titles)
         self.item_cold = [not bool(w) for w in self.warm_items]
         if self.item_labels is None:
             self.item_labels = [[] for _ in self.item_ids]
@@ -217,6 +220,7 @@ class Catalogue:
                                                              None if text is None else np.asarray(text))[0])
             self.item_ids.append(record["id"])
             self.titles.append(record.get("title"))
+            self.title_index.add(self.item_pos[record["id"]], record.get("title"))
             self.item_labels.append([] if self.attribute_encoder is None else self.attribute_encoder.labels(
                 pd.DataFrame([{**(record.get("attributes") or {}), "item_id": record["id"]}], dtype=object))[0])
             self.item_cold.append(True)
@@ -226,6 +230,8 @@ class Catalogue:
                 return
             seen = np.asarray([self.item_pos[i] for i in record["liked"] if i in self.item_pos], np.int64)
             text = record.get("text_vector")
+            if text is not None and self.named(record.get("text") or ""):  # made again: as `register_user`
+                text = None
             if "content_vector" in record:  # made again from its content (`regenerate`): add the liked items' share
                 content = record["content_vector"]
                 vector = self.profile_query(None if content is None else np.asarray(content, np.float32), seen)
@@ -415,17 +421,28 @@ class Catalogue:
                                history=user.seen if explain else None)
             return {"user_id": user_id, "path": "warm" if user.warm else "cold", "items": items}
 
+    def named(self, text: str) -> list[str]:
+        """Ids of the items `text` names by title ("I loved Fargo"), deleted ones left out (`TitleMatcher`)."""
+        return [self.item_ids[p] for p in self.title_index.find(text or "") if p not in self.deleted_items]
+
     def recommend_profile(self, content_vector: np.ndarray | None, liked: list[str], k: int,
                           exclude_seen: bool = True, candidates: list[str] | None = None,
-                          text_vector: np.ndarray | None = None, explain: bool = False) -> dict:
-        """`text_vector`: the LLM vector of the profile's free text, a stated interest matched to items' text."""
+                          text_vector: np.ndarray | None = None, explain: bool = False, said: str = "") -> dict:
+        """`text_vector`: the LLM vector of the profile's free text, a stated interest matched to items' text;
+        `said`: that text. Items it names by title count as liked (the answer's `named`), and then its words are
+        not matched to items' texts: that match ranks the named films' namesakes and sequels, and the named
+        films already say what the user likes (`benchmarks/stated_interest_users.py`)."""
         self.sync()
         with self._lock:
-            liked_positions = self._positions(liked, "profile.liked")
+            named = self.named(said)
+            if named:
+                text_vector = None
+            named = [i for i in named if i not in liked]
+            liked_positions = self._positions(list(liked) + named, "profile.liked")
             query = self.profile_query(content_vector, liked_positions)
             items = self._rank(query, k, liked_positions if exclude_seen else None, candidates, text_vector,
                                history=liked_positions if explain else None)
-            return {"user_id": None, "path": "cold", "items": items}
+            return {"user_id": None, "path": "cold", "items": items, "named": named}
 
     def register_item(self, item_id: str, vector: np.ndarray, *, title: str | None, attributes: dict,
                       text: str, generator: str, text_vector: np.ndarray | None = None) -> dict:
@@ -441,6 +458,10 @@ class Catalogue:
                       attributes: dict, text: str, generator: str, text_vector: np.ndarray | None = None) -> dict:
         self.sync()
         with self._lock:
+            named = self.named(text)  # as `recommend_profile`: liked, and no text match
+            if named:
+                text_vector = None
+            liked = list(liked) + [i for i in named if i not in liked]
             liked_positions = self._positions(liked, "liked")
             vector = self.profile_query(content_vector, liked_positions)
             self._register({"kind": "user", "id": user_id, "attributes": attributes, "text": text, "liked": liked,

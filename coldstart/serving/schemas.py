@@ -111,6 +111,8 @@ class Recommendation(BaseModel):
     user_id: str | None
     path: Literal["warm", "cold"] = Field(..., description="warm: a user with training history; cold: anyone else.")
     items: list[RecommendedItem]
+    named: list[str] = Field(default_factory=list, description="Items a new profile's text names by title (\"I "
+                                                                "loved Fargo\"): taken as liked, not recommended.")
     variant: str | None = Field(None, description="The served variant (artifacts) that answered, when the app "
                                                   "serves named variants (an A/B test, a swap).")
 

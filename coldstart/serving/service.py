@@ -99,7 +99,7 @@ class RecommendService:
             with self._timed("rank"):
                 result = await self.ranker.call("recommend_profile", vector, profile.liked, request.k,
                                                 request.exclude_seen, request.candidates, stated,
-                                                explain=request.explain)
+                                                explain=request.explain, said=profile.text)
         self.metrics.request("recommend", result["path"])
         return Recommendation.model_validate({**result, "variant": self.variant})
 

@@ -31,7 +31,7 @@ def test_saying_the_genre_a_user_likes_ranks_their_items_above_popularity(servin
         users.append({"user_id": user, "told": items[::2], "held": set(items[1::2]),
                       "attributes": {"age": int(users_table.loc[user, "age"])}})
     scores = measure(serving_artifacts, users, text_weight=1.0, store=tmp_path / "store")
-    assert set(scores) == {"attributes", "text", "attributes + text", "attributes + liked"}
+    assert set(scores) == {"attributes", "text", "attributes + text", "attributes + titles", "attributes + liked"}
     assert all(len(v) == len(users) for v in scores.values())
     genres, base = genre_shares(serving_artifacts)
     assert all(stated_genre(u["told"], genres, base) for u in users)

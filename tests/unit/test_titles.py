@@ -1,0 +1,58 @@
+"""Items a new user names in their text count as liked: found as people type titles, and not recommended back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from coldstart.serving.schemas import NewUser, RecommendRequest
+from coldstart.serving.service import local_service
+from coldstart.serving.titles import TitleMatcher
+
+TITLES = ["Fargo (1996)", "Godfather, The (1972)", "Godfather: Part II, The (1974)", "Toy Story (1995)",
+          "War, The (1994)", "Speed (1994)", None, "Usual Suspects, The (1995)"]
+
+
+def found(text: str) -> list[str]:
+    return [TITLES[p] for p in TitleMatcher(TITLES).find(text)]
+
+
+def test_titles_are_found_as_people_type_them():
+    assert found("I loved Fargo and the godfather") == ["Fargo (1996)", "Godfather, The (1972)"]
+    assert found("toy story, The Usual Suspects.") == ["Toy Story (1995)", "Usual Suspects, The (1995)"]
+    assert found("I loved The Godfather: Part II") == ["Godfather: Part II, The (1974)"]  # the longest match
+    assert found("I saw Godfather twice, Fargo once") == ["Godfather, The (1972)", "Fargo (1996)"]  # no article
+
+
+def test_a_one_word_title_counts_only_where_it_is_written_as_a_name():
+    assert found("I love speed and fargo") == []
+    assert found("I love War movies. War is my favourite genre.") == []
+    assert found("Speed. I loved Speed") == ["Speed (1994)"]
+
+
+def test_a_profile_naming_items_gets_them_as_liked_not_recommended(serving_artifacts, tmp_path):
+    service = local_service(serving_artifacts, tmp_path / "store", text_weight=0.0)
+    text = "I loved Movie 3 and movie 12"
+
+    def ask(**profile):
+        return asyncio.run(service.recommend(RecommendRequest(profile=profile, k=10)))
+
+    said = ask(text=text)
+    assert said.named == ["i3", "i12"]
+    assert not {"i3", "i12"} & {i.item_id for i in said.items}
+    given = ask(text=text, liked=["i3", "i12"])
+    assert [i.item_id for i in said.items] == [i.item_id for i in given.items]
+    assert ask(text="I love Horror movies").named == []
+
+    asyncio.run(service.register_user(NewUser(user_id="talker", text=text)))
+    listed = asyncio.run(service.recommend(RecommendRequest(user_id="talker", k=10)))
+    assert not {"i3", "i12"} & {i.item_id for i in listed.items}
+
+
+def test_a_text_that_names_items_is_not_matched_to_items_texts(serving_artifacts, tmp_path):
+    """The named items say what the user likes; the words' match to item texts would bring the namesakes."""
+    lists = {}
+    for weight in (0.0, 1.0):
+        service = local_service(serving_artifacts, tmp_path / f"store-{weight}", text_weight=weight)
+        answer = asyncio.run(service.recommend(RecommendRequest(profile={"text": "I loved Movie 3"}, k=10)))
+        lists[weight] = [i.item_id for i in answer.items]
+    assert lists[0.0] == lists[1.0]
