@@ -229,9 +229,7 @@ class Catalogue:
             if record["id"] in self.users:
                 return
             seen = np.asarray([self.item_pos[i] for i in record["liked"] if i in self.item_pos], np.int64)
-            text = record.get("text_vector")
-            if text is not None and self.named(record.get("text") or ""):  # made again: as `register_user`
-                text = None
+            _, text, _ = self._with_named(record.get("text") or "", [], record.get("text_vector"))  # made again
             if "content_vector" in record:  # made again from its content (`regenerate`): add the liked items' share
                 content = record["content_vector"]
                 vector = self.profile_query(None if content is None else np.asarray(content, np.float32), seen)
@@ -425,6 +423,13 @@ class Catalogue:
         """Ids of the items `text` names by title ("I loved Fargo"), deleted ones left out (`TitleMatcher`)."""
         return [self.item_ids[p] for p in self.title_index.find(text or "") if p not in self.deleted_items]
 
+    def _with_named(self, text: str, liked: list[str], text_vector):
+        """(`liked` with the items `text` names added, the text vector or None when the text names any, the ids
+        added): named items count as liked, and then the text is not matched to items' texts."""
+        named = self.named(text)
+        added = [i for i in named if i not in liked]
+        return list(liked) + added, (None if named else text_vector), added
+
     def recommend_profile(self, content_vector: np.ndarray | None, liked: list[str], k: int,
                           exclude_seen: bool = True, candidates: list[str] | None = None,
                           text_vector: np.ndarray | None = None, explain: bool = False, said: str = "") -> dict:
@@ -434,11 +439,8 @@ class Catalogue:
         films already say what the user likes (`benchmarks/stated_interest_users.py`)."""
         self.sync()
         with self._lock:
-            named = self.named(said)
-            if named:
-                text_vector = None
-            named = [i for i in named if i not in liked]
-            liked_positions = self._positions(list(liked) + named, "profile.liked")
+            liked, text_vector, named = self._with_named(said, liked, text_vector)
+            liked_positions = self._positions(liked, "profile.liked")
             query = self.profile_query(content_vector, liked_positions)
             items = self._rank(query, k, liked_positions if exclude_seen else None, candidates, text_vector,
                                history=liked_positions if explain else None)
@@ -458,10 +460,7 @@ class Catalogue:
                       attributes: dict, text: str, generator: str, text_vector: np.ndarray | None = None) -> dict:
         self.sync()
         with self._lock:
-            named = self.named(text)  # as `recommend_profile`: liked, and no text match
-            if named:
-                text_vector = None
-            liked = list(liked) + [i for i in named if i not in liked]
+            liked, text_vector, _ = self._with_named(text, liked, text_vector)  # as `recommend_profile`
             liked_positions = self._positions(liked, "liked")
             vector = self.profile_query(content_vector, liked_positions)
             self._register({"kind": "user", "id": user_id, "attributes": attributes, "text": text, "liked": liked,
