@@ -45,7 +45,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="embed-blocks-"))
     split = save_split(make_split(load_dataset(movielens.fetch(args.dataset), name=args.dataset), "items", 42),
                        scratch / "split")
-    texts = embed.build_texts(split, TextTemplates())
+    texts, _ = embed.build_texts(split, TextTemplates())
     pending = pd.concat([frame.assign(kind=kind) for kind, frame in texts.items()], ignore_index=True)
     cfg = embed.EmbedConfig(split=split, out=scratch / "out", replicas=args.replicas)
     cuts = {"rows (before)": cut_by_rows, "work (now)": embed.cut_blocks}

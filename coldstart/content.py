@@ -52,7 +52,8 @@ def aligned(ids: pd.Index, matrix: np.ndarray, order: pd.Index) -> np.ndarray:
 
 
 def profile_texts(users: pd.DataFrame, templates: TextTemplates) -> list[str]:
-    return render(templates.user, users, "user_id", extra={"liked": pd.Series([""] * len(users))})
+    return render(templates.user, users, "user_id", roles=templates.roles("user"),
+                  extra={"liked": pd.Series([""] * len(users))})
 
 
 def build_content(data: SplitData, embeddings: str | Path, encoder: TextEncoder | None = None):
@@ -65,20 +66,22 @@ def build_content(data: SplitData, embeddings: str | Path, encoder: TextEncoder 
     user_text = aligned(user_ids, user_matrix, data.user_ids)
 
     items = data.split.items.set_index("item_id").reindex(data.item_ids).reset_index(names="item_id")
-    item_attr = AttributeEncoder.fit(items, "item_id")
+    # As the embedding stage resolved them (resolving again changes nothing), or resolved here for a folder
+    # another tool wrote: the spec that serving reads names the columns this data has.
+    templates = TextTemplates.model_validate(meta["templates"]).resolve(items, data.split.users, announce=False)
+    item_attr = AttributeEncoder.fit(items, "item_id", roles=templates.roles("item"))
     item_features = np.concatenate([item_text, item_attr.transform(items)], axis=1)
 
-    templates = TextTemplates.model_validate(meta["templates"])
     if data.split.users is not None:
         users = data.split.users.set_index("user_id").reindex(data.user_ids).reset_index(names="user_id")
     else:
         users = pd.DataFrame({"user_id": list(data.user_ids)})
-    user_attr = AttributeEncoder.fit(users, "user_id")
+    user_attr = AttributeEncoder.fit(users, "user_id", roles=templates.roles("user"))
     texts = profile_texts(users, templates)
     vectors = profile_vectors(texts, embeddings, meta["encoder"], encoder)
     profile = np.stack([vectors[t] for t in texts]) if texts else np.zeros((0, item_text.shape[1]), np.float32)
     user_features = np.concatenate([profile, user_attr.transform(users)], axis=1)
-    spec = ContentSpec(encoder=meta["encoder"], templates=meta["templates"], item_attributes=item_attr.to_json(),
+    spec = ContentSpec(encoder=meta["encoder"], templates=templates.model_dump(), item_attributes=item_attr.to_json(),
                        user_attributes=user_attr.to_json(), text_dim=int(item_text.shape[1]))
     return item_features.astype(np.float32), user_features.astype(np.float32), user_text, item_text, spec
 

@@ -8,6 +8,12 @@ first read as `coldstart.data.columns` reads them, for tables and serving rows a
 - other text with few distinct values: one-hot;
 - free text and near-unique columns (titles, zip codes): skipped.
 
+Column roles (`coldstart.data.columns.ColumnRoles`, what the user said of their
+columns) come first: the title and free-text columns are skipped, categorical
+ones are one-hot whatever their number of values (the most frequent
+`MAX_FORCED_CATEGORIES`), and list columns split on their own separator. The
+roles are kept in the fitted JSON, so serving reads a new row as training did.
+
 The fitted vocabulary is plain JSON, so a serving process encodes a new
 item's attributes exactly as training did; unseen values get no bit.
 """
@@ -19,27 +25,34 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from coldstart.data.columns import clean_entity_table, is_missing, is_year_column
+from coldstart.data.columns import DEFAULT_ROLES, ColumnRoles, clean_entity_table, is_missing, is_year_column
 
 MAX_CATEGORIES = 64
+MAX_FORCED_CATEGORIES = 1024
 
 
 @dataclass
 class AttributeEncoder:
     id_column: str
     columns: list[dict] = field(default_factory=list)  # {"name", "kind", "values" | "edges"}
+    roles: ColumnRoles = DEFAULT_ROLES
 
     @classmethod
-    def fit(cls, table: pd.DataFrame, id_column: str, n_bins: int = 5) -> "AttributeEncoder":
-        enc = cls(id_column)
-        table = clean_entity_table(table, id_column)  # the loaders' reading, for tables that skipped them
+    def fit(cls, table: pd.DataFrame, id_column: str, n_bins: int = 5,
+            roles: ColumnRoles = DEFAULT_ROLES) -> "AttributeEncoder":
+        enc = cls(id_column, roles=roles)
+        table = clean_entity_table(table, id_column, roles=roles)  # the loaders' reading, and the user's roles
         for column in table.columns:
-            if column == id_column:
+            if column == id_column or column in roles.text or column == roles.title:
                 continue
             col = table[column]
             if col.isna().all():
                 continue
-            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            if column in roles.categorical:
+                counts = col.dropna().astype(str).value_counts()
+                enc.columns.append({"name": column, "kind": "one",
+                                    "values": sorted(counts.index[:MAX_FORCED_CATEGORIES])})
+            elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
                 values = pd.to_numeric(col, errors="coerce").astype("float64").dropna()
                 if is_year_column(column):
                     decades = sorted({int(v // 10 * 10) for v in values})
@@ -74,7 +87,7 @@ class AttributeEncoder:
     def transform(self, table: pd.DataFrame) -> np.ndarray:
         """Rows aligned with `table`, L2-normalised; absent columns and unseen values give zeros."""
         # A serving row's year "1995" and genres "Action; Drama" read as the training table's did.
-        table = clean_entity_table(table, self.id_column)
+        table = clean_entity_table(table, self.id_column, roles=self.roles)
         blocks = []
         for c in self.columns:
             col = table[c["name"]] if c["name"] in table.columns else pd.Series([None] * len(table))
@@ -94,7 +107,7 @@ class AttributeEncoder:
                     elif c["kind"] == "multi":
                         keys = [p.strip() for p in str(value).split("|")]
                     else:
-                        keys = [str(value)]
+                        keys = [str(value)]  # astype(str) in `fit`: a categorical number reads as its text
                     for key in keys:
                         j = index.get(key)
                         if j is not None:
@@ -123,14 +136,15 @@ class AttributeEncoder:
         return [[names[j] for j in np.flatnonzero(row)] for row in matrix]
 
     def to_json(self) -> dict:
-        return {"id_column": self.id_column, "columns": self.columns}
+        return {"id_column": self.id_column, "columns": self.columns, "roles": self.roles.to_json()}
 
     @classmethod
     def from_json(cls, data: dict) -> "AttributeEncoder":
-        return cls(data["id_column"], data["columns"])
+        return cls(data["id_column"], data["columns"], ColumnRoles.from_json(data.get("roles")))
 
 
-def attribute_matrix(table: pd.DataFrame, id_column: str, *, n_bins: int = 5) -> tuple[np.ndarray, list[str]]:
+def attribute_matrix(table: pd.DataFrame, id_column: str, *, n_bins: int = 5,
+                     roles: ColumnRoles = DEFAULT_ROLES) -> tuple[np.ndarray, list[str]]:
     """Fit on `table` and encode it: the matrix and the feature names."""
-    enc = AttributeEncoder.fit(table, id_column, n_bins)
+    enc = AttributeEncoder.fit(table, id_column, n_bins, roles)
     return enc.transform(table), enc.names

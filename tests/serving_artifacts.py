@@ -30,7 +30,7 @@ from tests.conftest import make_tables
 def write_embeddings(split, encoder, out: Path) -> Path:
     """The embed job's folder for `split`, encoded in this process by `encoder` (the packaged MiniLM): what
     the trainers read, without starting a Ray Data job."""
-    templates = TextTemplates()
+    templates = TextTemplates().resolve(split.items, split.users)  # as the embedding stage records them
     item_text = item_texts(split.items, templates)
     user_text = user_texts(split.users, split.train, split.items, templates)
     write_vectors(out / "items.parquet", "item_id", item_text["item_id"], encoder.encode(list(item_text["text"])))

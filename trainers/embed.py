@@ -60,16 +60,19 @@ class EmbedResult:
     cached: dict[str, int] | None = None  # of `reused`, how many came from the vector cache
 
 
-def build_texts(split_dir: Path, templates: TextTemplates) -> dict[str, pd.DataFrame]:
-    """(id, text, text_hash) for items and users; user text uses train interactions only."""
+def build_texts(split_dir: Path, templates: TextTemplates, *, announce: bool = True
+                ) -> tuple[dict[str, pd.DataFrame], TextTemplates]:
+    """(id, text, text_hash) for items and users, and the templates as this split resolves them (what the
+    folder records); user text uses train interactions only. `announce`: log what was resolved."""
     split = load_split(split_dir)
+    templates = templates.resolve(split.items, split.users, announce=announce)
     all_users = sorted(set().union(*(set(f["user_id"]) for f in split.sets.values())))
     frames = {"items": item_texts(split.items, templates).rename(columns={"item_id": "id"}),
               "users": user_texts(split.users, split.train, split.items, templates, all_users)
               .rename(columns={"user_id": "id"})}
     for frame in frames.values():
         frame["text_hash"] = frame["text"].map(text_hash)
-    return frames
+    return frames, templates
 
 
 class EncodeBatch:
@@ -103,7 +106,8 @@ def _reusable(out: Path, kind: str, fingerprint: dict) -> pd.DataFrame | None:
 
 
 def run(cfg: EmbedConfig) -> EmbedResult:
-    return embed_texts(build_texts(cfg.split, cfg.templates), cfg)
+    texts, templates = build_texts(cfg.split, cfg.templates)
+    return embed_texts(texts, cfg.model_copy(update={"templates": templates}))
 
 
 def embed_texts(texts: dict[str, pd.DataFrame], cfg: EmbedConfig) -> EmbedResult:

@@ -73,10 +73,10 @@ def embed_fingerprint(cfg: PipelineConfig) -> dict:
     from coldstart.pipeline import config_hash
     from trainers.embed import build_texts
 
-    texts = build_texts(cfg.out / "split", cfg.embed.templates)
+    texts, resolved = build_texts(cfg.out / "split", cfg.embed.templates, announce=False)
     options = cfg.embed.model_dump(mode="json", exclude={"keep_vectors"})  # where vectors come from, not what
-    return {"options": options, "texts": config_hash({kind: list(frame["text_hash"])
-                                                       for kind, frame in texts.items()})}
+    return {"options": options, "resolved": resolved.model_dump(mode="json"),
+            "texts": config_hash({kind: list(frame["text_hash"]) for kind, frame in texts.items()})}
 
 
 def embed_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:

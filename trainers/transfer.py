@@ -20,6 +20,7 @@ from pydantic import Field
 from coldstart import artifacts
 from coldstart.config import ConfigError, JobConfig, NotApplicable, RayOptions, ScaleOptions
 from coldstart.data import movielens
+from coldstart.data.columns import find_title_column
 from coldstart.data.schema import load_dataset
 from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData, evaluate
@@ -82,8 +83,10 @@ def source_text_vectors(cfg: TransferConfig, source_items: pd.DataFrame) -> tupl
 def build_inputs(cfg: TransferConfig, data: SplitData) -> dict:
     """Joint item rows (target items first, then source-only items), their text, and both domains' pairs."""
     source = load_source(cfg)
+    target_title = artifacts.read_json(cfg.embeddings / "embed.json")["templates"]["title_column"]
     matched = match_items(source.items, data.split.items.set_index("item_id").reindex(data.item_ids)
-                          .reset_index(names="item_id"))
+                          .reset_index(names="item_id"), source_title=find_title_column(source.items.columns),
+                          target_title=target_title)
     target_ids, target_matrix = read_vectors(cfg.embeddings / "items.parquet", "item_id")
     source_ids, source_matrix = source_text_vectors(cfg, source.items)
     source_only = pd.Index(source.items["item_id"]).difference(pd.Index(matched.dropna().to_numpy()))

@@ -6,10 +6,18 @@ its column means the same thing everywhere:
 
 - a column named like a year: a whole number (nullable Int64, as MovieLens is
   read); a value that is not a number becomes missing;
-- `title`: stripped text; an empty title is missing;
-- a list column (`genres`, `tags`, `categories`, or text mostly holding `|`):
-  parts joined by `|`, whatever the separators and stray empty parts were;
-- every other column as it is.
+- the title column (`title` unless the roles name another): stripped text; an
+  empty title is missing;
+- a list column (`genres`, `tags`, `categories`, text mostly holding `|`, or one
+  the roles name with its separator): parts joined by `|`, whatever the
+  separators and stray empty parts were;
+- every other column as it is (free text and categorical columns the roles name
+  included).
+
+`ColumnRoles` is what a user says of their columns (`--templates.title-column`,
+`--templates.text-columns`, ...): the title, free text, categorical and
+multi-valued ones with their separator. Without it the reading above is the
+automatic one.
 
 Values already in that form come out unchanged. When a `file` is named, each
 column with values that did not fit gets one warning with the count and an
@@ -22,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +39,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 TITLE_COLUMN = "title"
+# Column names that read as an item's title when there is no `title` (a shop's `name`, say), in this order.
+TITLE_LIKE = ("title", "name", "item_name", "product_name", "product_title", "product", "label")
 # Named list columns: their values are lists whatever the separator. A column found by its `|`s is read
 # with `|` alone, since commas and semicolons in free text are punctuation.
 LIST_COLUMNS = frozenset({"genres", "tags", "categories"})
@@ -38,6 +49,40 @@ PIPE = re.compile(r"\|")
 # A year beyond float precision is junk, and could not become an Int64 anyway.
 _LARGEST_YEAR = 2 ** 53
 _EXAMPLE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class ColumnRoles:
+    """What the columns of an entity table are, where their names do not say it (`coldstart.text.templates`
+    fills this from the run's resolved templates; serving from the artifact's record of them)."""
+
+    title: str | None = TITLE_COLUMN  # None: the table has no title
+    text: frozenset[str] = frozenset()  # free text: rendered, never one-hot, never split
+    categorical: frozenset[str] = frozenset()  # one-hot whatever their number of distinct values
+    lists: dict[str, str] = field(default_factory=dict)  # multi-valued columns -> their separator
+
+    def to_json(self) -> dict:
+        return {"title": self.title, "text": sorted(self.text), "categorical": sorted(self.categorical),
+                "lists": dict(self.lists)}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "ColumnRoles":
+        if not data:
+            return cls()
+        return cls(data.get("title"), frozenset(data.get("text", ())), frozenset(data.get("categorical", ())),
+                   dict(data.get("lists", {})))
+
+
+DEFAULT_ROLES = ColumnRoles()
+
+
+def find_title_column(columns, wanted: str | None = "auto") -> str | None:
+    """The column that holds items' titles: `wanted` when named, else the first of `TITLE_LIKE` the table has
+    (None when it has none, or when `wanted` is None: a catalogue without titles)."""
+    if wanted != "auto":
+        return wanted
+    names = {str(c).lower(): c for c in columns}
+    return next((names[n] for n in TITLE_LIKE if n in names), None)
 
 
 def is_missing(value: object) -> bool:
@@ -63,18 +108,19 @@ def read_year(value: object) -> int | None:
     return None if years.isna().iloc[0] else int(years.iloc[0])
 
 
-def clean_entity_table(frame: pd.DataFrame, id_column: str, *, file: str | Path | None = None) -> pd.DataFrame:
+def clean_entity_table(frame: pd.DataFrame, id_column: str, *, file: str | Path | None = None,
+                       roles: ColumnRoles = DEFAULT_ROLES) -> pd.DataFrame:
     """A copy of `frame` with its columns read as the module docstring says; `frame` is left as it was.
 
     `file` names the table in the warnings; without it (a row built in memory, as serving does) the
-    values are read the same way, silently.
+    values are read the same way, silently. `roles`: what the user said of the columns.
     """
     out = frame.copy()
     # By position: a table may reach here before its column names were checked for duplicates.
     for position, name in enumerate(frame.columns):
         if name == id_column:
             continue
-        read = _reader(name, frame.iloc[:, position])
+        read = _reader(name, frame.iloc[:, position], roles)
         if read is None:
             continue
         values, bad, what = read(frame.iloc[:, position])
@@ -92,11 +138,16 @@ def _warn(file: str | Path, name: object, bad_values: pd.Series, what: str) -> N
     log.warning("%s, column '%s': %d %s (example: %s)", file, name, len(bad_values), what, example)
 
 
-def _reader(name: object, col: pd.Series):
+def _reader(name: object, col: pd.Series, roles: ColumnRoles = DEFAULT_ROLES):
     """The function that reads this column, or None to leave it as it is."""
     textual = col.dtype == object or pd.api.types.is_string_dtype(col)
-    if name == TITLE_COLUMN:
+    if name == roles.title:
         return _read_titles
+    if name in roles.text or name in roles.categorical:
+        return None
+    if name in roles.lists:
+        separator = re.compile(re.escape(roles.lists[name]))
+        return lambda c: _read_lists(c, separator)
     if is_year_column(name):
         # Integers already fit; booleans, dates and categories are not years written oddly.
         numeric = pd.api.types.is_float_dtype(col)

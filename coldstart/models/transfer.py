@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from coldstart.data.columns import clean_entity_table, is_missing, read_year
+from coldstart.data.columns import ColumnRoles, clean_entity_table, is_missing, read_year
 from coldstart.models.layers import Dropout
 from coldstart.models.mf import bpr_loss
 from coldstart.training import StepTraining, as_input, unwrap
@@ -64,22 +64,25 @@ def match_key(title, year) -> str | None:
     return f"{text} ({'' if year is None else year})"
 
 
-def match_items(source: pd.DataFrame, target: pd.DataFrame) -> pd.Series:
+def match_items(source: pd.DataFrame, target: pd.DataFrame, *, source_title: str | None = "title",
+                target_title: str | None = "title") -> pd.Series:
     """For each target item id, the matching source item id, or NaN; a key shared by several source items is
-    ambiguous and left unmatched. Without a title column nothing matches; without a year, titles alone do."""
+    ambiguous and left unmatched. `*_title`: each table's title column (the run's record for the target).
+    Without a title column nothing matches; without a year, titles alone do."""
 
-    def keys(items: pd.DataFrame) -> list[str | None]:
-        if "title" not in items.columns:
+    def keys(items: pd.DataFrame, title: str | None) -> list[str | None]:
+        if title is None or title not in items.columns:
             return [None] * len(items)
         # The loaders' reading of titles and years, for tables that did not come through a loader.
-        read = clean_entity_table(items[[c for c in ("title", "year") if c in items.columns]], "item_id")
+        read = clean_entity_table(items[[c for c in (title, "year") if c in items.columns]], "item_id",
+                                  roles=ColumnRoles(title))
         years = read["year"] if "year" in read.columns else [None] * len(read)
-        return [match_key(t, y) for t, y in zip(read["title"], years)]
+        return [match_key(t, y) for t, y in zip(read[title], years)]
 
-    source_keys = keys(source)
+    source_keys = keys(source, source_title)
     shared = pd.Series(source_keys).value_counts()
     lookup = {k: item for k, item in zip(source_keys, source["item_id"]) if k is not None and shared[k] == 1}
-    return pd.Series([lookup.get(k, np.nan) for k in keys(target)], index=target["item_id"].to_numpy(),
+    return pd.Series([lookup.get(k, np.nan) for k in keys(target, target_title)], index=target["item_id"].to_numpy(),
                      dtype=object, name="source_item_id")
 
 

@@ -137,9 +137,13 @@ class Catalogue:
         user_vectors, item_vectors = generator.catalogue_vectors()
         item_ids, user_ids = list(meta["item_ids"]), list(meta["user_ids"])
         items = read_table(find_table(split, "items")).astype({"item_id": str}).set_index("item_id")
-        title_column = generator.content.templates.title_column
-        titles = items[title_column].reindex(item_ids) if title_column in items.columns \
-            else pd.Series([None] * len(item_ids))
+        title_column = generator.content.templates.title_column  # what the run resolved, not a dataset's name
+        if title_column is not None and title_column in items.columns:
+            titles = items[title_column].reindex(item_ids)
+        else:
+            titles = pd.Series([None] * len(item_ids))
+            log.info("items have no titles (%s): items a new user names are not found by title",
+                     "the run found no title column" if title_column is None else f"no column {title_column!r}")
         titles = [None if pd.isna(t) else str(t) for t in titles]
         train = read_table(find_table(split, "train")).astype({"user_id": str, "item_id": str})
         item_pos = pd.Index(item_ids)

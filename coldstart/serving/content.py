@@ -9,6 +9,7 @@ into the generator's input.
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from dataclasses import dataclass
 from typing import Literal
@@ -16,6 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from coldstart.data.columns import ColumnRoles
 from coldstart.features import AttributeEncoder
 from coldstart.serving.errors import Invalid
 from coldstart.text.templates import TextTemplates, render
@@ -54,6 +56,12 @@ class NewContent:
         self.attribute_encoders = {"item": AttributeEncoder.from_json(spec["item_attributes"]),
                                    "user": AttributeEncoder.from_json(spec["user_attributes"])}
         self.text_dim = int(spec["text_dim"])
+
+    def roles(self, side: Side) -> ColumnRoles:
+        """The run's column roles; a catalogue without a title column still reads a registered item's title
+        (`_fields` puts it under `title`) first."""
+        roles = self.templates.roles(side)
+        return roles if side == "user" or roles.title else dataclasses.replace(roles, title="title")
 
     def _template(self, side: Side) -> str | None:
         return self.templates.item if side == "item" else self.templates.user
@@ -114,7 +122,8 @@ class NewContent:
         row = {name: None for name in sorted(columns)}
         row.update(attributes)
         if side == "item" and title is not None:
-            row[self.templates.title_column] = title
+            # the catalogue's own title column; a catalogue without one reads a title first all the same
+            row[self.templates.title_column or "title"] = title
         id_column = f"{side}_id"
         row.pop(id_column, None)
         return {id_column: "", **row}
@@ -131,7 +140,7 @@ class NewContent:
             return []
         rows = pd.DataFrame([self._fields(side, attributes, title) for attributes, _, title in entries], dtype=object)
         extra = {"liked": pd.Series([""] * len(entries))} if side == "user" else None
-        rendered = render(self._template(side), rows, f"{side}_id", title=self.templates.title_column, extra=extra)
+        rendered = render(self._template(side), rows, f"{side}_id", roles=self.roles(side), extra=extra)
         return [" ".join(part for part in (r, text.strip()) if part) for r, (_, text, _) in zip(rendered, entries)]
 
     def features(self, side: Side, text_vector: np.ndarray, attributes: dict | list[dict]) -> np.ndarray:

@@ -79,11 +79,15 @@ def _check_catalogue(artifacts: Path, generator: ServingGenerator) -> list[str]:
     if missing:
         raise DataError(f"{len(missing)} of the artifact's {len(generator.meta['item_ids'])} items are not in this "
                         f"table: is it the split the pipeline ran on?", file=items_path, value=missing[0])
+    # The folder against its own record (what the run resolved), never against a dataset's defaults.
     templates = generator.content.templates
     title = templates.title_column
-    named = {f for _, f, _, _ in string.Formatter().parse(templates.item or "") if f}
-    if title in named and title not in items.columns:
-        raise DataError(f"missing the title column that the item template {templates.item!r} names",
+    named = sorted({f for _, f, _, _ in string.Formatter().parse(templates.item or "") if f} - set(items.columns))
+    if named:
+        raise DataError(f"missing the column(s) {', '.join(named)} that the run's item template {templates.item!r} "
+                        f"names: is it the split the pipeline ran on?", file=items_path, column=named[0])
+    if title is not None and title not in items.columns:
+        raise DataError("missing the title column the run used: is it the split the pipeline ran on?",
                         file=items_path, column=title)
     train_path = find_table(split, "train")
     try:
@@ -98,7 +102,7 @@ def _check_catalogue(artifacts: Path, generator: ServingGenerator) -> list[str]:
     if warm_users and not seen:
         raise DataError("none of its interactions are of the artifact's users and items: is it the split the "
                         "pipeline ran on?", file=train_path)
-    titles = f"titles from column {title!r}" if title in items.columns else f"no titles (no column {title!r})"
+    titles = f"titles from column {title!r}" if title is not None else "no titles (named-item matching off)"
     return [f"catalogue: {len(catalogue.item_ids)} items ({sum(catalogue.item_cold)} cold), "
             f"{len(catalogue.users)} users ({warm_users} warm), {seen} seen interactions, {titles}; from {split}"]
 

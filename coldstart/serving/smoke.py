@@ -13,10 +13,12 @@ import httpx
 import pandas as pd
 
 from coldstart.data.schema import find_table, read_table
+from coldstart.serving.models import content_spec
 
 
 def _examples(artifacts: Path) -> tuple[str, dict, dict]:
-    """A warm user id, an item table row to model a new item on, and a user attribute profile."""
+    """A warm user id, an item table row to model a new item on (its title under "title"), and a user attribute
+    profile."""
     split = artifacts / "split"
     train = read_table(find_table(split, "train")).astype({"user_id": str, "item_id": str})
     items = read_table(find_table(split, "items"))
@@ -24,6 +26,8 @@ def _examples(artifacts: Path) -> tuple[str, dict, dict]:
     users = read_table(users_path) if users_path else pd.DataFrame({"user_id": train["user_id"]})
     user = train["user_id"].value_counts().index[0]
     item = items.dropna(axis=1, how="all").iloc[0].to_dict()
+    title = content_spec(artifacts)["templates"]["title_column"]  # the run's title column, if it found one
+    item["title"] = _json_value(item.pop(title, None)) if title is not None else None
     profile = users.drop(columns=["user_id"]).dropna(axis=1, how="all").iloc[0].to_dict() if users.shape[1] > 1 else {}
     return str(user), item, profile
 
@@ -44,7 +48,7 @@ def run_smoke(base_url, artifacts: Path, *, api_key: str | None = None,
     stamp = time.strftime("%Y%m%d%H%M%S")
     attributes = {k: _json_value(v) for k, v in item.items() if k not in ("item_id", "title")}
     profile = {k: _json_value(v) for k, v in profile.items()}
-    new_item = {"item_id": f"demo-item-{stamp}", "title": f"A new {item.get('title', 'item')}",
+    new_item = {"item_id": f"demo-item-{stamp}", "title": f"A new {item.get('title') or 'item'}",
                 "attributes": attributes, "text": "Registered by the demo a moment ago."}
     calls = [
         ("GET", "/healthz", None),

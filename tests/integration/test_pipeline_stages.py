@@ -1,10 +1,11 @@
-"""Every default pipeline stage on a user's own split, then the folder moved and served.
+"""Every default pipeline stage on a shop's own catalogue, then the folder moved and served over HTTP.
 
-The split is what a new user brings: CSV files, string item ids that are not
-numbers, junk years, missing titles, odd genre separators, a free-text column,
-no users table and no split.json. A source dataset folder (other users, the
-same titles) makes the transfer stage run; without it the stage is skipped with
-its reason. The run is small (a few epochs, four trials per search) but every
+The split is what a shop brings: CSV files, string ids (`cust-...`, `sku-...`),
+an items table of `item_id, name, year, tags, notes` (no `title`, no `genres`:
+the MovieLens templates do not apply), junk years (`n/a`, `19xx`), empty
+names, comma-separated tags, a free-text column, no users table and no
+split.json. A source dataset folder (other users, the same names) makes the
+transfer stage run; without it the stage is skipped with its reason. The run is small (a few epochs, four trials per search) but every
 stage is the real one, on the local Ray cluster; the searches' own promises
 (ASHA stops weak trials, the best configuration retrains to its trial's score)
 are checked on the stages' results.
@@ -12,16 +13,21 @@ are checked on the stages' results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import threading
+import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from coldstart.cli import app
-from coldstart.data.schema import save_dataset, validate
+from coldstart.data.schema import find_table, read_table, save_dataset, validate
 from coldstart.data.split import make_split
+from coldstart.ports import free_port
 from tests.conftest import make_tables
 
 pytestmark = pytest.mark.slow
@@ -37,16 +43,19 @@ STAGES = ["embed", "encoder", "backbone", "baselines", "distill", "tune-vae", "e
 
 
 def _own_split(folder):
-    """A cold-item split in the shape a user would write it by hand."""
+    """A shop's cold-item split in the shape it would write it by hand."""
     inter, items, users = make_tables(n_users=120, n_items=150, per_user=15, seed=3)
     rng = np.random.default_rng(0)
     ids = {f"i{j}": f"sku-{chr(97 + j % 26)}{j:04d}" for j in range(len(items))}
-    items = items.assign(item_id=items["item_id"].map(ids)).astype({"year": object})
-    items.loc[rng.choice(len(items), 8, replace=False), "year"] = "unkonwn"
-    items.loc[rng.choice(len(items), 5, replace=False), "title"] = ""
-    items.loc[rng.choice(len(items), 6, replace=False), "genres"] = "Action, Drama"
-    items["blurb"] = [f"A story told {w}." for w in rng.choice(["slowly", "loudly", "twice"], len(items))]
-    split = make_split(validate(inter.assign(item_id=inter["item_id"].map(ids)), items, None), "items", seed=0)
+    items = pd.DataFrame({"item_id": items["item_id"].map(ids), "name": items["title"].str.replace("Movie", "Lamp"),
+                          "year": items["year"].astype(object), "tags": items["genres"].str.replace("|", ", "),
+                          "notes": [f"A lamp made {w}." for w in rng.choice(["slowly", "loudly", "twice"],
+                                                                             len(items))]})
+    items.loc[rng.choice(len(items), 8, replace=False), "year"] = "n/a"
+    items.loc[rng.choice(len(items), 4, replace=False), "year"] = "19xx"
+    items.loc[rng.choice(len(items), 5, replace=False), "name"] = ""
+    inter = inter.assign(user_id="cust-" + inter["user_id"], item_id=inter["item_id"].map(ids))
+    split = make_split(validate(inter, items, None), "items", seed=0)
     folder.mkdir(parents=True)
     for name in ("train", "warm_val", "warm_test", "cold_val", "cold_test"):
         split.sets[name].to_csv(folder / f"{name}.csv", index=False)
@@ -57,7 +66,7 @@ def _own_split(folder):
 def _source(folder, items):
     """Other users (another seed) of the same titles under other ids: a legitimate source."""
     inter, _, users = make_tables(n_users=200, n_items=150, per_user=15, seed=11)
-    src_items = items.assign(item_id="m" + items.index.astype(str)).drop(columns="blurb")
+    src_items = items.assign(item_id="m" + items.index.astype(str)).drop(columns="notes")
     mapping = dict(zip([f"i{j}" for j in range(len(items))], src_items["item_id"]))
     save_dataset(validate(inter.assign(user_id="s" + inter["user_id"], item_id=inter["item_id"].map(mapping)),
                           src_items, users.assign(user_id="s" + users["user_id"]), name="source"), folder)
@@ -103,16 +112,17 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
     report = (out / "report" / "report.md").read_text()
     assert all(f"| {name} | done |" in report for name in STAGES)
     # The junk went through the one reading: missing, never text that a template or a matcher trips on.
-    import pandas as pd
-
     texts = pd.read_parquet(out / "embeddings" / "items.parquet")["text"]
-    assert not texts.str.contains("unkonwn|nan|<NA>").any()
+    assert not texts.str.contains("n/a|19xx|nan|<NA>").any()
+    # What the run used is what it records: the automatic item template and the shop's `name` as the title.
+    templates = json.loads((out / "embeddings" / "embed.json").read_text())["templates"]
+    assert templates["item"] is None and templates["title_column"] == "name"
+    assert texts.str.contains("tags: ").all() and not texts.str.contains("Genres").any()
 
 
 def test_asha_cuts_weak_trials_short(pipeline_run):
     """Over the two searches' eight trials, ASHA stopped at least one at a rung. Which ones it stops depends
     on the order trials reach a rung (they run concurrently), so one search of four may finish them all."""
-    import pandas as pd
 
     root, result = pipeline_run
     assert result.exit_code == 0, result.output
@@ -127,7 +137,6 @@ def test_a_search_stops_weak_trials_and_its_winner_becomes_the_stages_model(pipe
     (and cuts short only those it stopped), best.yaml holds the winner, and the stage's model is the winner:
     here a trial runs the job's epochs, so the stage takes the trial's own model instead of training it again
     (`tuning.search.winning_trial_model`), with the winning trial's best epoch and score."""
-    import pandas as pd
 
     from coldstart.config import load_config
     from trainers.generator import GeneratorConfig
@@ -158,8 +167,31 @@ def test_a_search_stops_weak_trials_and_its_winner_becomes_the_stages_model(pipe
     assert (folder / "model" / "weights.safetensors").read_bytes() == (trial / "weights.safetensors").read_bytes()
 
 
+@contextlib.contextmanager
+def _http(api):
+    """`api` served over real HTTP by uvicorn in a thread, as `coldstart serve`'s replicas hold the same objects
+    (the Serve app around them has its own tests in test_serve_http.py); yields its URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tmp_path):
-    from fastapi.testclient import TestClient
+    """A shop's folder serves from its own record: the smoke over HTTP, then a new item registered with the
+    shop's attributes (`name` as its title, comma-separated `tags`) reaches the list of a new user who likes
+    items with its tags. On the MovieLens templates' record this folder was refused (no `title` column)."""
+    import httpx
 
     from coldstart.serving.api import create_api
     from coldstart.serving.config import ServeConfig
@@ -173,14 +205,24 @@ def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tm
     shutil.copytree(root / "out", moved)
     shutil.rmtree(root / "my-split")  # the user's split is gone: the folder carries its own copy
     facts = check_artifacts(ServeConfig(artifacts=moved))
-    assert any("generator" in f for f in facts)
+    assert any("titles from column 'name'" in f for f in facts), facts
     lines: list[str] = []
-    # `coldstart serve --smoke`'s requests, answered by the objects its deployments build from the folder
-    # (the Serve app around them has its own tests in test_serve_http.py).
-    with TestClient(create_api(local_service(moved, tmp_path / "store"))) as client:
-        run_smoke(client, moved, echo=lines.append)
+    with _http(create_api(local_service(moved, tmp_path / "store"))) as url:
+        run_smoke(url, moved, echo=lines.append)  # `coldstart serve --smoke`'s requests
+        items = read_table(find_table(moved / "split", "items"))
+        horror = items.loc[items["tags"].fillna("").eq("Horror"), "item_id"].tolist()
+        new = {"item_id": "sku-new-lamp", "title": "Lamp of Dread",
+               "attributes": {"tags": "Horror", "year": 1999, "notes": "A lamp made slowly."}}
+        with httpx.Client(base_url=url, timeout=60) as client:
+            assert client.post("/v1/items", json=new).status_code == 201
+            info = client.get("/v1/items/sku-new-lamp").json()
+            answer = client.post("/v1/recommend", json={"profile": {"liked": horror[:5]}, "k": 20}).json()
     answers = [line for line in lines if line.startswith("-> ")]
     assert len(answers) == 7 and all(line.startswith("-> 20") for line in answers), lines
+    registered = next(line for line in lines if line.startswith("\nPOST /v1/items"))
+    assert '"name"' not in registered and '"tags"' in registered  # the shop's name went in as the title
+    assert info["title"] == "Lamp of Dread" and info["registered"]
+    assert "sku-new-lamp" in [i["item_id"] for i in answer["items"]], answer
 
     rerun = runner.invoke(app, ["pipeline", "--split", str(moved / "split"), "--out", str(moved), *SMALL])
     assert rerun.exit_code == 0, rerun.output

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from coldstart.data.columns import ColumnRoles
 from coldstart.text.encoder import TextEncoder, pool
 from coldstart.text.templates import TextTemplates, item_texts, render, user_texts
 
@@ -33,7 +34,7 @@ def test_item_and_user_templates_read_well():
 
 def test_automatic_template_uses_any_columns():
     table = pd.DataFrame({"sku": ["a"], "name": ["Red shoe"], "colour": ["red"], "tags": ["shoe|sale"]})
-    assert render(None, table, "sku", title="name") == ["Red shoe. colour: red. tags: shoe, sale."]
+    assert render(None, table, "sku", roles=ColumnRoles("name")) == ["Red shoe. colour: red. tags: shoe, sale."]
 
 
 def test_matches_sentence_transformers(minilm):
@@ -106,7 +107,7 @@ def test_decoder_uses_last_token_with_left_padding(tiny_decoder):
 
 def test_a_template_for_other_columns_falls_back_to_automatic():
     table = pd.DataFrame({"sku": ["a"], "name": ["Red shoe"], "colour": ["red"]})
-    assert render("{title} ({year}). Genres: {genres}.", table, "sku", title="name") == ["Red shoe. colour: red."]
+    assert render("{title} ({year}). Genres: {genres}.", table, "sku", roles=ColumnRoles("name")) == ["Red shoe. colour: red."]
 
 
 def test_users_without_a_users_table_or_the_templates_columns_are_described_by_what_they_liked():
@@ -201,3 +202,45 @@ def test_the_vector_cache_gives_back_what_it_kept_under_the_encoder_that_made_it
     (model / "weights.bin").write_bytes(b"v2 retrained")
     os.utime(model / "weights.bin", ns=(1, 1))
     assert VectorCache.for_encoder(cfg, root=tmp_path / "cache").lookup(names) == {}
+
+
+SHOP = pd.DataFrame({"item_id": ["s1", "s2", "s3"], "name": ["Red lamp", "", "Blue lamp"],
+                     "year": ["2001", "n/a", "19xx"], "keywords": ["desk;led", "floor", "desk"],
+                     "colour": ["red", "green", "blue"], "notes": ["Bright.", "Tall.", "Small."]})
+
+
+def test_a_run_records_the_templates_its_catalogue_allows(caplog):
+    """The MovieLens defaults on a shop's catalogue resolve to the automatic item template and the shop's `name`
+    as the title, said once in the log; that record, not the defaults, is what rendering and serving read."""
+    with caplog.at_level("INFO", logger="coldstart.text.templates"):
+        resolved = TextTemplates().resolve(SHOP, None)
+    assert (resolved.item, resolved.title_column) == (None, "name")
+    assert resolved.user is None  # no users table: users are described by the names of what they liked
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "names genres, title" in said[0] and "title column 'name'" in said[0]
+    assert resolved.resolve(SHOP, None, announce=False) == resolved  # a record resolves to itself
+    texts = item_texts(SHOP, resolved)["text"].tolist()
+    assert texts[0].startswith("Red lamp. year: 2001.") and "n/a" not in texts[1] and "19xx" not in texts[2]
+    users = user_texts(None, pd.DataFrame({"user_id": ["c1"], "item_id": ["s3"]}), SHOP, resolved)["text"]
+    assert users.tolist() == ["liked: Blue lamp."]
+    untitled = TextTemplates(title_column=None).resolve(SHOP, None, announce=False)
+    assert untitled.title_column is None and item_texts(SHOP, untitled)["text"][0].startswith("name: Red lamp.")
+
+
+def test_column_roles_name_the_title_free_text_categorical_and_list_columns():
+    from coldstart.config import ConfigError
+    from coldstart.features import AttributeEncoder
+
+    templates = TextTemplates(title_column="name", text_columns=["colour"], list_columns={"keywords": ";"},
+                              categorical_columns=["notes"]).resolve(SHOP, None, announce=False)
+    encoder = AttributeEncoder.fit(SHOP, "item_id", roles=templates.roles())
+    kinds = {c["name"]: (c["kind"], c.get("values")) for c in encoder.columns}
+    assert kinds["keywords"] == ("multi", ["desk", "floor", "led"])  # split on the separator the user gave
+    assert kinds["notes"][0] == "one" and "colour" not in kinds and "name" not in kinds
+    served = AttributeEncoder.from_json(encoder.to_json())  # serving reads a new row as training did
+    row = pd.DataFrame([{"item_id": "", "keywords": "led;floor", "notes": "Tall."}], dtype=object)
+    assert served.labels(row) == [["keywords: floor", "keywords: led", "notes: Tall."]]
+    with pytest.raises(ConfigError, match="templates.title_column: the items table has no column 'title'"):
+        TextTemplates(title_column="title").resolve(SHOP, None)
+    with pytest.raises(ConfigError, match="templates.list_columns: no column 'tags'"):
+        TextTemplates(list_columns={"tags": ","}).resolve(SHOP, None)
