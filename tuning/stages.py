@@ -83,14 +83,16 @@ def transfer_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str,
 
 
 def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> Path:
-    """OUT/transfer/generator: the tuned transfer model as a servable generator (`TransferGenerator`), with the
-    cold-val figures it was selected on, so serving's choice weighs it with the others."""
+    """OUT/transfer/generator: the tuned transfer model as a servable generator (`TransferGenerator`) in the
+    backbone's space: warm users and items keep their backbone vectors, and the cold items' vectors transfer
+    learnt, and those it generates for new items, are carried there by a linear map fitted on the warm items
+    (`fit_projection`). Saved with the cold-val figures it was selected on."""
     import numpy as np
 
     from coldstart.content import build_content
     from coldstart import artifacts
     from coldstart.models.coldstart_model import save_cold_model
-    from coldstart.models.transfer import TransferGenerator, TransferModel
+    from coldstart.models.transfer import TransferGenerator, TransferModel, fit_projection
     from trainers.transfer import load_transfer_state
 
     meta = artifacts.read_json(out / "transfer" / "model" / "model.json")
@@ -99,10 +101,13 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
     learnt = load_model(out / "transfer" / "model", data)  # its vectors in this split's order
     item_features, user_features, _, _, spec = build_content(data, out / "embeddings")
     warm_users = data.train.getnnz(axis=1) > 0
-    generator = TransferGenerator.of(model, user_features=user_features, user_vectors=learnt.user_vectors,
-                                     warm_users=warm_users, user_k=cfg.knn_user_k)
-    return save_cold_model(out / "transfer" / "generator", data, generator, user_vectors=learnt.user_vectors,
-                           item_vectors=learnt.item_vectors, user_features=user_features,
+    backbone = load_model(out / "backbone", data)
+    projection = fit_projection(learnt.item_vectors[data.warm_items], backbone.item_vectors[data.warm_items])
+    item_vectors = np.where(data.warm_items[:, None], backbone.item_vectors, learnt.item_vectors @ projection)
+    generator = TransferGenerator.of(model, user_features=user_features, user_vectors=backbone.user_vectors,
+                                     warm_users=warm_users, user_k=cfg.knn_user_k, projection=projection)
+    return save_cold_model(out / "transfer" / "generator", data, generator, user_vectors=backbone.user_vectors,
+                           item_vectors=item_vectors.astype(np.float32), user_features=user_features,
                            item_features=item_features, content=spec.to_json(),
                            meta={"epoch": meta.get("epoch"), "metrics": meta["metrics"],
                                  "selected_on": meta.get("selected_on"), "lam": meta["lam"]},
@@ -112,7 +117,9 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
 def transfer_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     from coldstart import artifacts
 
-    if not (out / "transfer" / "generator" / "model.json").is_file():  # a run from before it was servable
+    generator = out / "transfer" / "generator" / "model.json"
+    # a run from before it was servable, or from before it served in the backbone's space
+    if not generator.is_file() or not artifacts.read_json(generator)["config"].get("project_dim"):
         save_transfer_generator(data, cfg, out)
     choose_generator(out)
     tuned = artifacts.read_json(out / "transfer" / "comparison.json")["tuned"]
