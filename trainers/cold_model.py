@@ -71,7 +71,7 @@ class ColdModelJob(TrainJob):
                                   item_features=self.arrays["item_features"])
 
     def validate(self, model):
-        val = evaluate(EmbeddingRecommender(*self.vectors(model)), self.data, on="val", ks=(20,))
+        val = evaluate(EmbeddingRecommender(*self.vectors(model)), self.data, on="val-select", ks=(20,))
         return {f"{g}_val_ndcg@20": val[g]["ndcg@20"] for g in ("cold", "warm", "all")}, 1.0
 
     def save(self, folder, model, meta):

@@ -225,7 +225,7 @@ class TransferJob(TrainJob):
 
     def validate(self, model):
         users, items = target_vectors(model, self.text, np.arange(self.data.n_items))
-        val = evaluate(EmbeddingRecommender(users, items), self.data, on="val", ks=(20,))
+        val = evaluate(EmbeddingRecommender(users, items), self.data, on="val-select", ks=(20,))
         return {"lam": self.cfg.lam, **{f"{g}_val_ndcg@20": val[g]["ndcg@20"] for g in ("cold", "warm", "all")}}, 1.0
 
     def save(self, folder, model, meta):

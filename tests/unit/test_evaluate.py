@@ -106,3 +106,24 @@ def test_split_from_disk_evaluates_the_same(tmp_path, tiny):
             return np.tile(self.v, (len(users), 1))
 
     assert evaluate(ByItemIndex(a), a) == evaluate(ByItemIndex(b), b)
+
+
+def test_validation_halves_split_the_cold_val_entities_and_keep_every_warm_row():
+    """Training selects on `val-select`, serving's choice is made on `val-audit`: the halves share no cold-val
+    entity, together they are `val`, and the warm rows stay in both."""
+    from coldstart.data.schema import validate
+    from coldstart.data.split import make_split
+    from coldstart.evaluate import is_audit
+    from tests.conftest import make_tables
+
+    dataset = validate(*make_tables(n_users=200, n_items=100), name="halves")
+    for cold, column in (("items", "item_id"), ("users", "user_id")):
+        data = SplitData.from_split(make_split(dataset, cold, seed=0))
+        for group in ("cold", "all"):
+            whole, select, audit = (data.eval_set(group, on) for on in ("val", "val-select", "val-audit"))
+            assert len(select) + len(audit) == len(whole) and len(audit) > 0 and len(select) > 0
+            assert not set(select[column]) & set(audit[column]) & set(data.split.cold_ids["val"])
+            assert audit[column].map(is_audit).all()
+        assert data.eval_set("warm", "val-audit").equals(data.eval_set("warm", "val"))
+    with pytest.raises(ValueError, match="on must be one of"):
+        data.eval_set("cold", "audit")
