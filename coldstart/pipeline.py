@@ -32,6 +32,9 @@ from coldstart.models.towers import TowerOptions
 from coldstart.models.transfer import TransferOptions
 from coldstart.models.vae import VAEOptions
 from coldstart.report import markdown_table, write_report
+from coldstart.serving.evidence import choose_served, served_row
+from coldstart.serving.evidence import frame as served_frame
+from coldstart.serving.models import update_serving
 from coldstart.text import EmbedOptions
 
 log = logging.getLogger(__name__)
@@ -293,6 +296,9 @@ def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
                          stages={s.name: ledger.entries[s.name] for s in stages if s.name in ledger.entries})
 
     run_stages(stages, cfg.parallel, run_one, plan)
+    served_error = _served(cfg, data, ks, results, context, progress)
+    write_report(results, cfg.out / "report", title=title, context=context,
+                 stages={s.name: ledger.entries[s.name] for s in stages if s.name in ledger.entries})
 
     report = cfg.out / "report"
     progress(f"report written to {report} in {time.perf_counter() - started:.1f} s\n\n" + markdown_table(results))
@@ -301,7 +307,35 @@ def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
     if failed:
         raise PipelineFailed(f"stage {failed[0][0]} failed: {failed[0][1]['error']} (the report in {report} "
                              f"keeps what finished; fix the cause and rerun: finished stages are reused)")
+    if served_error:
+        raise PipelineFailed(f"choosing what to serve failed: {served_error} (the report in {report} keeps the "
+                             f"stages' rows)")
     return results
+
+
+def _served(cfg: PipelineConfig, data: SplitData, ks: tuple[int, ...], results: dict, context: dict,
+            progress: Callable[[str], None]) -> str | None:
+    """Choose what to serve on the served path's validation evidence (`coldstart.serving.evidence`), record it
+    in OUT/serving.json, and add its row, measured through the serving code path, to the results; returns an
+    error line, or None."""
+    started = time.perf_counter()
+    try:
+        choice = choose_served(cfg.out, data)
+        if not choice:
+            return None
+        update_serving(cfg.out, **choice)
+        name, figures = served_row(cfg.out, data, ks)
+    except Exception as exc:  # noqa: BLE001 - the stages' rows stay reported; the run exits 1 with this line
+        progress(f"choosing what to serve failed: {type(exc).__name__}: {exc}")
+        return f"{type(exc).__name__}: {exc}"
+    update_serving(cfg.out, served={on: {g: figures[on][g] for g in figures[on]} for on in figures})
+    results[name] = figures[cfg.report_on]
+    table = served_frame(figures)
+    context["served"] = (f"{name}, chosen on validation through the serving path (serving.json holds the "
+                         f"evidence); NDCG@20 val / test: " + "; ".join(
+                             f"{g} {table.loc[g, 'val']:.4f} / {table.loc[g, 'test']:.4f}" for g in table.index))
+    progress(f"served: {context['served']} ({time.perf_counter() - started:.1f} s)")
+    return None
 
 
 def run_stages(stages: list[ModelStage], parallel: int, run_one: Callable[[ModelStage, Any], None],

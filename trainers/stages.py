@@ -12,7 +12,6 @@ from its folders.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,10 @@ from coldstart.models.baselines import ContentKNNRecommender
 from coldstart.models.vectors import VectorsRecommender, read_vectors
 from coldstart.pipeline import ModelStage, PipelineConfig
 from coldstart.serving.config import GENERATOR_FOLDERS  # what serving can load, by its folder under OUT
+from coldstart.serving.models import SERVING_LOCK, update_serving
 
 log = logging.getLogger(__name__)
 
-SERVING = "serving.json"
-# Stages that run at once (`PipelineConfig.parallel`) each update serving.json: one read-decide-write at a time,
-# so a choice made before another stage's model existed cannot overwrite a later one.
-SERVING_LOCK = threading.RLock()
 
 
 def split_dir(data: SplitData) -> Path:
@@ -43,16 +39,6 @@ def aligned_item_vectors(data: SplitData, folder: Path) -> np.ndarray:
     out = np.zeros((data.n_items, matrix.shape[1]), np.float32)
     out[pos >= 0] = matrix[pos[pos >= 0]]
     return out
-
-
-def update_serving(out: Path, **fields) -> dict:
-    """Merge `fields` into OUT/serving.json (the generator and encoder serving uses) and return it."""
-    path = out / SERVING
-    with SERVING_LOCK:
-        current = artifacts.read_json(path) if path.is_file() else {}
-        current.update(fields)
-        artifacts.write_json(path, current)
-    return current
 
 
 # ---- embed -------------------------------------------------------------------------------------------------
@@ -177,7 +163,7 @@ class GeneratorInputs:
         users, items = cold_start_vectors(model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
                                           warm_users=self.warm_users, warm_items=self.data.warm_items,
                                           user_features=self.user_features, item_features=self.item_features)
-        val = evaluate(EmbeddingRecommender(users, items), self.data, on="val", ks=(20,))
+        val = evaluate(EmbeddingRecommender(users, items), self.data, on="val-select", ks=(20,))
         return {f"{g}_val_ndcg@20": val[g]["ndcg@20"] for g in ("cold", "warm", "all")}
 
     def cold_val(self, model) -> float:

@@ -48,6 +48,7 @@ from coldstart.data.schema import find_table, read_table
 from coldstart.features import AttributeEncoder
 from coldstart.serving.errors import Conflict, Invalid, NotFound
 from coldstart.serving.index import ItemIndex
+from coldstart.serving.models import serving_record
 from coldstart.serving.titles import TitleMatcher
 from coldstart.serving.store import RegistrationStore
 from coldstart.serving.warmup import fold_in, positive_target, typical_strength
@@ -90,6 +91,13 @@ class Catalogue:
     attribute_encoder: AttributeEncoder | None = None  # items' attributes as explanations name them
     item_labels: list[list[str]] | None = None  # each item's attribute values ("genres: Drama"), for explanations
     regenerate: Callable[[dict, str], dict] | None = None  # a record of another space -> this space's (`Regenerator`)
+    # The share of a list's slots kept for new items (`interleave`; `coldstart.serving.evidence` learns it):
+    # generated vectors score on another scale than trained ones, and without it new items rarely reach a list.
+    new_share: float = 0.0
+    # A stated interest first keeps the list to this share of the catalogue nearest its words, which the
+    # collaborative score (and `text_weight`'s blend) then orders: text similarity alone ranked the genre's
+    # obscure titles first, and a stated genre lowered real new users' NDCG (stated_interest_users).
+    stated_share: float = 0.1
     index: ItemIndex = field(init=False)
     title_index: TitleMatcher = field(init=False)  # what a user's text names by title
     item_pos: dict[str, int] = field(init=False)
@@ -110,6 +118,8 @@ class Catalogue:
         text_dim = 0 if self.item_text is None else self.item_text.shape[1]
         self.index = ItemIndex(self.item_vectors.shape[1], text_dim)
         self.index.add(self.item_vectors, self.item_text)
+        # new items: known by their content more than by their interactions (`new_share` keeps slots for them)
+        self.fresh = set(np.flatnonzero(~np.asarray(self.warm_items, bool)).tolist())
         self.text_scale = self.text_weight * _spread_ratio(self.item_vectors, self.item_text,
                                                            [u.vector for u in self.users.values() if u.warm])
         self.item_pos = {item: i for i, item in enumerate(self.item_ids)}
@@ -126,10 +136,13 @@ class Catalogue:
 
     @classmethod
     def from_artifacts(cls, artifacts: str | Path, generator, store: RegistrationStore | None = None,
-                       text_weight: float = 1.0, encoder: str | None = "auto") -> "Catalogue":
+                       text_weight: float = 1.0, encoder: str | None = "auto",
+                       new_share: float | None = None, stated_share: float = 0.1) -> "Catalogue":
         """Build from an artifacts folder and a `ServingGenerator` (which provides the cold vectors and the
         items' text vectors). Registrations made against other artifacts are made again with `generator` and
-        the `encoder` serving picks (`Regenerator`); `encoder=None` leaves them out instead."""
+        the `encoder` serving picks (`Regenerator`); `encoder=None` leaves them out instead. `new_share`: the
+        share of slots for new items; None takes what the pipeline learnt for this generator (serving.json),
+        else 0."""
         from coldstart.serving.regenerate import Regenerator
 
         split = Path(artifacts) / "split"
@@ -156,9 +169,12 @@ class Catalogue:
         space = hashlib.sha1(np.ascontiguousarray(arrays["item_vectors"], np.float32).tobytes()).hexdigest()[:16]
         attributes = generator.content.attribute_encoders["item"]
         labels = attributes.labels(items.reindex(item_ids).rename_axis("item_id").reset_index())
+        if new_share is None:
+            new_share = float(serving_record(artifacts).get("new_share", {}).get(generator.name, 0.0))
         return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, store, space,
                    generator.catalogue_text(), text_weight, attribute_encoder=attributes, item_labels=labels,
-                   regenerate=None if encoder is None else Regenerator(artifacts, generator, encoder))
+                   regenerate=None if encoder is None else Regenerator(artifacts, generator, encoder),
+                   new_share=new_share, stated_share=stated_share)
 
     def _warmup_scales(self) -> None:
         """What a positive interaction scores (the median over training interactions), and how strongly a
@@ -222,6 +238,7 @@ class Catalogue:
             text = record.get("text_vector")
             self.item_pos[record["id"]] = int(self.index.add(np.asarray(record["vector"], np.float32),
                                                              None if text is None else np.asarray(text))[0])
+            self.fresh.add(self.item_pos[record["id"]])
             self.item_ids.append(record["id"])
             self.titles.append(record.get("title"))
             self.title_index.add(self.item_pos[record["id"]], record.get("title"))
@@ -269,6 +286,11 @@ class Catalogue:
         prior = self.item_priors[pos]
         self.index.update(pos, fold_in(prior, np.stack(others), self.positive_score, self.item_strength)
                           if others else prior)
+        # new while its content weighs more than its interactions in its vector (fold-in's ridge)
+        if self.prior_weight >= len(others):
+            self.fresh.add(pos)
+        else:
+            self.fresh.discard(pos)
 
     def _fold_user(self, user_id: str) -> None:
         events = self.user_events.get(user_id, [])
@@ -301,6 +323,7 @@ class Catalogue:
             self.titles[pos] = None
             self.item_labels[pos] = []
             self.index.clear(pos)
+            self.fresh.discard(pos)
             self.item_priors.pop(pos, None)
             self.item_events.pop(pos, None)
             users = {u for i, (u, p) in self.interactions.items() if p == pos}
@@ -347,8 +370,7 @@ class Catalogue:
         if self.deleted_items:
             deleted = np.fromiter(self.deleted_items, np.int64, len(self.deleted_items))
             exclude = deleted if exclude is None else np.concatenate([np.asarray(exclude, np.int64), deleted])
-        positions, scores = self.index.search(query, k, exclude=exclude, allowed=allowed, text=text,
-                                              text_weight=self.text_scale)
+        positions, scores = self._mixed(query, k, exclude, allowed, text)
         items = [{"item_id": self.item_ids[p], "title": self.titles[p], "score": float(s), "cold": self.item_cold[p]}
                  for p, s in zip(positions, scores)]
         if history is not None:
@@ -362,6 +384,42 @@ class Catalogue:
             for item, p in zip(items, positions):
                 item["explanation"] = self._explain(int(p), history, theirs, counts, text)
         return items
+
+    def _mixed(self, query: np.ndarray, k: int, exclude: np.ndarray | None, allowed: np.ndarray | None,
+               text: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The top k, with `new_share` of the slots kept for new items (the best of them, `interleave`)."""
+        if not self.new_share or not self.fresh:
+            return self._search(query, k, exclude, allowed, text)
+        fresh = np.fromiter(self.fresh, np.int64, len(self.fresh))
+        old = self._search(query, k, fresh if exclude is None else np.concatenate([exclude, fresh]), allowed, text)
+        new = self._search(query, k, exclude, fresh if allowed is None else np.intersect1d(fresh, allowed), text)
+        order = interleave([("old", i) for i in range(len(old[0]))], [("new", i) for i in range(len(new[0]))], k,
+                           self.new_share)
+        lists = {"old": old, "new": new}
+        return (np.asarray([lists[side][0][i] for side, i in order], np.int64),
+                np.asarray([lists[side][1][i] for side, i in order], np.float32))
+
+    def _search(self, query: np.ndarray, k: int, exclude: np.ndarray | None, allowed: np.ndarray | None,
+                text: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if text is not None and self.text_scale > 0 and self.stated_share > 0:
+            return self._stated(query, k, exclude, allowed, text)
+        return self.index.search(query, k, exclude=exclude, allowed=allowed, text=text, text_weight=self.text_scale)
+
+    def _stated(self, query: np.ndarray, k: int, exclude: np.ndarray | None, allowed: np.ndarray | None,
+                text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The top k for a stated interest: the `stated_share` of the live catalogue nearest the text, ordered
+        by the blended score; the rest of the list, if the pool runs out, by the collaborative score alone."""
+        live = len(self.index) - len(self.deleted_items)
+        size = max(k, int(round(self.stated_share * live)))
+        pool, _ = self.index.search(np.zeros_like(query), size, exclude=exclude, allowed=allowed, text=text,
+                                    text_weight=1.0)
+        positions, scores = self.index.search(query, k, exclude=exclude, allowed=pool, text=text,
+                                              text_weight=self.text_scale)
+        if len(positions) < k:
+            shown = positions if exclude is None else np.concatenate([np.asarray(exclude, np.int64), positions])
+            more, more_scores = self.index.search(query, k - len(positions), exclude=shown, allowed=allowed)
+            positions, scores = np.concatenate([positions, more]), np.concatenate([scores, more_scores])
+        return positions, scores
 
     def _explain(self, pos: int, history: np.ndarray, theirs: np.ndarray, counts: dict[str, int],
                  text: np.ndarray | None, because: int = 3, shared: int = 5) -> dict:
@@ -532,6 +590,18 @@ class Catalogue:
         return {"items": len(self.index) - len(self.deleted_items), "users": len(self.users),
                 "registered_items": self.registered_items, "registered_users": self.registered_users,
                 "interactions": len(self.interactions), "deleted": len(self.deletions), "stale_records": self.stale}
+
+
+def interleave(old: list, new: list, k: int, share: float) -> list:
+    """The first k of two ranked lists merged with `share` of the slots for `new`, spread evenly (slot i is new's
+    when floor((i + 1) * share) > floor(i * share)); when one list runs out the other fills the rest."""
+    old, new, out = list(old), list(new), []
+    for slot in range(k):
+        if not old and not new:
+            break
+        wants_new = int(round((slot + 1) * share, 9)) > int(round(slot * share, 9))
+        out.append((new if new and (wants_new or not old) else old).pop(0))
+    return out
 
 
 def _listed(vector: np.ndarray | None) -> list[float] | None:

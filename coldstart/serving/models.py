@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from coldstart import artifacts
 from coldstart.config import ConfigError
 from coldstart.models.artifact import MODEL_FILE, is_artifact
 from coldstart.serving.config import GENERATOR_FOLDERS
@@ -31,6 +33,9 @@ from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, TextEncoder
 
 ENCODERS = ("student", "teacher")
 SERVING_FILE = "serving.json"
+# Stages that run at once (`PipelineConfig.parallel`) each update serving.json: one read-decide-write at a time,
+# so a choice made before another stage's model existed cannot overwrite a later one.
+SERVING_LOCK = threading.RLock()
 STUDENT_FOLDER = "encoder"
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,15 @@ def serving_record(artifacts: str | Path) -> dict:
     if not isinstance(record, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(record).__name__}")
     return record
+
+
+def update_serving(out: str | Path, **fields) -> dict:
+    """Merge `fields` into OUT/serving.json (the generator and encoder serving uses) and return it."""
+    with SERVING_LOCK:
+        current = serving_record(out)
+        current.update(fields)
+        artifacts.write_json(Path(out) / SERVING_FILE, current)
+    return current
 
 
 def pick_generator(artifacts: str | Path, choice: str = "auto") -> Choice:

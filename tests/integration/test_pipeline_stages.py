@@ -106,7 +106,15 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
     serving = json.loads((out / "serving.json").read_text())
     assert set(serving["cold_val_ndcg@20"]) == {"distill", "vae", "knn-warm", "regression", "knn-bag", "ensemble",
                                                 "transfer"}
-    assert serving["generator"] == max(serving["cold_val_ndcg@20"], key=serving["cold_val_ndcg@20"].get)
+    # What is served was chosen on the served path's validation evidence, recorded beside the choice, and its
+    # row in the report was measured through the serving code path on val and test.
+    evidence = serving["evidence"]
+    assert set(evidence) == set(serving["cold_val_ndcg@20"]) and serving["generator"] in evidence
+    assert evidence[serving["generator"]]["eligible"] or not any(e["eligible"] for e in evidence.values())
+    assert serving["new_share"][serving["generator"]] == evidence[serving["generator"]]["new_share"]
+    served = [name for name in metrics if name.startswith(f"served ({serving['generator']}, new share ")]
+    assert len(served) == 1 and metrics[served[0]] == serving["served"]["test"]
+    assert serving["served"]["val"]["all"]["users"] > 0
     assert serving["encoder"] in ("student", "teacher")
     assert 0 < serving["encoder_cosine"] <= 1
     report = (out / "report" / "report.md").read_text()

@@ -1,0 +1,69 @@
+"""What the served-path choice picks on a pipeline's folder, and how every candidate fared on test.
+
+For each artifacts folder (a `coldstart pipeline` OUT, or one seed's OUT/seed-N),
+`coldstart.serving.evidence.choose_served` is run again on validation (nothing
+is written), then every candidate generator, with the share of slots for new
+items it learnt on validation, is measured through the serving path on test: cold / warm / all
+NDCG@20, beside the backbone's (warm vectors, old items alone). The rows say
+which was served and which would have been best on test.
+
+    python -m benchmarks.served OUT/seed-42 OUT/seed-43 OUT/seed-44
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def audit(out: Path) -> dict:
+    from coldstart.data.split import load_split
+    from coldstart.evaluate import SplitData
+    from coldstart.serving.catalogue import Catalogue
+    from coldstart.serving.evidence import K, choose_served, mixed_lists, served_metrics
+    from coldstart.serving.models import ServingGenerator
+
+    data = SplitData.from_split(load_split(out / "split"))
+    choice = choose_served(out, data)
+    rows = {}
+    for name, evidence in choice["evidence"].items():
+        catalogue = Catalogue.from_artifacts(out, ServingGenerator(out, name), encoder=None,
+                                             new_share=evidence["new_share"])
+        test, _ = served_metrics(catalogue, data, on="test", ks=(K,))
+        rows[name] = {"val": evidence, "test": {g: test[g][f"ndcg@{K}"] for g in test}}
+        if name == choice["generator"] or "backbone" not in rows:
+            reference = mixed_lists(catalogue, data, "test", shares=())[None]
+            rows.setdefault("backbone", {"val": choice["reference"],
+                                         "test": {"warm": test["warm"][f"ndcg@{K}"],
+                                                  "all": float(np.mean(reference))}})
+    return {"choice": choice, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", type=Path, nargs="+")
+    args = parser.parse_args()
+    for out in args.folders:
+        result = audit(out)
+        choice, rows = result["choice"], result["rows"]
+        backbone = rows.pop("backbone")
+        best = max(rows, key=lambda n: rows[n]["test"]["cold"])
+        print(f"\n{out}: served {choice['generator']} (default {choice['default']}); best on test cold: {best}")
+        print("| generator | new share | cold val | cold test | warm test | all val | all test | all test vs backbone "
+              "| cold-val vs default (items' 95%) | eligible |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name, row in rows.items():
+            val, test = row["val"], row["test"]
+            low, high = val.get("cold_val_vs_default", (float("nan"),) * 2)
+            mark = " (served)" if name == choice["generator"] else ""
+            print(f"| {name}{mark} | {val['new_share']:g} | {val['cold_val_ndcg@20']:.4f} | {test['cold']:.4f} | "
+                  f"{test['warm']:.4f} | {val['all_val_ndcg@20']:.4f} | {test['all']:.4f} | "
+                  f"{test['all'] / backbone['test']['all']:.3f}x | [{low:+.4f}, {high:+.4f}] | {val['eligible']} |")
+        print(f"| backbone | | | | {backbone['test']['warm']:.4f} | "
+              f"{backbone['val']['all_val_ndcg@20 (old items alone)']:.4f} | {backbone['test']['all']:.4f} | 1x | | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""What users get, measured through the serving code path, and the served configuration chosen on it.
+
+Every figure here is taken from a `Catalogue`, the object the ranker replicas
+hold, answering `recommend_user` for each user of a split's val or test sets
+with the protocol's candidates (`coldstart.evaluate`: cold sets among cold
+items, warm among warm, all among both), the user's train items left out. With
+no slots kept for new items a generator's figures are its offline evaluation's.
+
+The choice (`choose_served`), on validation's audit half only (the cold-val
+items no training selected on; `coldstart.evaluate`):
+1. For each generator the run made, the share of a list's slots kept for new
+   items (`Catalogue.new_share`) that maximises all-items NDCG@20: what a mixed
+   list gets from its new items. New items' generated vectors score on another
+   scale than old items' trained ones; a share learnt on validation carried to
+   test better than a learnt score shift did (benchmarks/RESULTS.md).
+2. A generator whose warm or all-items NDCG is below the backbone's beyond
+   noise (the upper end of a paired bootstrap interval over users below 0) is
+   not served. The backbone's all-items figure is its list of old items alone.
+3. `DEFAULT` is served unless an eligible generator beats it on cold-val NDCG
+   beyond noise: the lower end of a paired bootstrap interval over the cold-val
+   items (each item's share of the NDCG, resampled) above 0. Users of one split
+   share its ~170 new items, so which of them are popular decides most of a
+   score, and an interval over users is far too narrow; a model tuned or
+   early-stopped on cold-val is also biased towards those very items. Across
+   splits knn-bag, which learns nothing from cold-val, was the steadiest model
+   (benchmarks/RESULTS.md).
+The evidence (each candidate's figures, intervals and share, the reference, the
+rule) is recorded in serving.json beside the choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from coldstart.evaluate import GROUPS, SplitData
+from coldstart.metrics import batch_metrics, metric_names
+from coldstart.models.artifact import is_artifact
+from coldstart.serving.catalogue import Catalogue, interleave
+from coldstart.serving.config import GENERATOR_FOLDERS
+from coldstart.serving.models import ServingGenerator
+
+log = logging.getLogger(__name__)
+
+K = 20
+AUDIT = "val-audit"  # the half of cold-val that training never selected on (`coldstart.evaluate`)
+DEFAULT = "knn-bag"
+SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)  # of a list's slots for new items: 0 to 14 of 20
+BOOTSTRAP = 1000
+
+
+def _truth(data: SplitData, group: str, on: str) -> dict[str, set[str]]:
+    pairs = data.eval_set(group, on)
+    return {u: set(items) for u, items in pairs.groupby("user_id")["item_id"]}
+
+
+def _ranked(catalogue: Catalogue, user: str, candidates: list[str], k: int) -> tuple[list[str], np.ndarray]:
+    answer = catalogue.recommend_user(user, k, candidates=candidates)["items"]
+    return [i["item_id"] for i in answer], np.asarray([i["score"] for i in answer], np.float64)
+
+
+def _metrics(lists: list[list[str]], truths: list[set[str]], ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Per-user metric values of ranked lists, as `coldstart.metrics` defines them."""
+    k = max(ks)
+    hits = torch.tensor([[i in truth for i in ranked[:k]] + [False] * (k - len(ranked[:k]))
+                         for ranked, truth in zip(lists, truths)], dtype=torch.bool).reshape(len(lists), k)
+    n_true = torch.tensor([len(t) for t in truths])
+    return {name: values.numpy() for name, values in batch_metrics(hits, n_true, ks).items()}
+
+
+def _contributions(lists: list[list[str]], truths: list[set[str]], k: int = K) -> dict[str, float]:
+    """Each held-out item's share of the mean NDCG@k: its hits' gains over each user's IDCG, over the users.
+    The shares sum to the mean, so resampling items resamples the figure (`item_interval`)."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)
+    shares = {i: 0.0 for truth in truths for i in truth}
+    for ranked, truth in zip(lists, truths):
+        idcg = ideal[min(len(truth), k) - 1] * len(lists)
+        for rank, item in enumerate(ranked[:k]):
+            if item in truth:
+                shares[item] += discounts[rank] / idcg
+    return shares
+
+
+def _summary(per_user: dict[str, np.ndarray], ks: tuple[int, ...]) -> dict:
+    n = len(next(iter(per_user.values()))) if per_user else 0
+    return {**{name: float(per_user[name].mean()) if n else float("nan") for name in metric_names(ks)}, "users": n}
+
+
+def served_metrics(catalogue: Catalogue, data: SplitData, on: str = "test", ks: tuple[int, ...] = (10, 20),
+                   groups: tuple[str, ...] = GROUPS, shares: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """(the evaluate JSON of what the catalogue serves, {group: per-user NDCG@20}) on `on`'s sets; `shares`,
+    when given, gets {group: each held-out item's share of the NDCG@20} (`_contributions`)."""
+    known = set(catalogue.item_pos)
+    out, per_user = {}, {}
+    for group in groups:
+        truth = _truth(data, group, on)
+        candidates = [i for i in data.item_ids[data.candidates(group)] if i in known]
+        users = [u for u in truth if u in catalogue.users]
+        lists = [_ranked(catalogue, u, candidates, max(ks))[0] for u in users]
+        values = _metrics(lists, [truth[u] for u in users], ks) if users else {}
+        out[group] = _summary(values, ks)
+        per_user[group] = values.get(f"ndcg@{K}", np.zeros(0))
+        if shares is not None:
+            shares[group] = _contributions(lists, [truth[u] for u in users])
+    return out, per_user
+
+
+def mixed_lists(catalogue: Catalogue, data: SplitData, on: str, shares=SHARES) -> dict[float | None, np.ndarray]:
+    """{share: per-user all-items NDCG@20} for each share of slots for new items (0: no slots kept, one
+    ranking by score), and under key None the old items alone.
+
+    One search among old items and one among new ones per user, merged as the catalogue merges them
+    (`interleave`; its new items are the split's cold ones here), so the whole grid costs two searches a
+    user."""
+    truth = _truth(data, "all", on)
+    warm = [i for i in data.item_ids[data.candidates("all") & data.warm_items] if i in catalogue.item_pos]
+    cold = [i for i in data.item_ids[data.candidates("all") & ~data.warm_items] if i in catalogue.item_pos]
+    users = [u for u in truth if u in catalogue.users]
+    base = catalogue.new_share
+    catalogue.new_share = 0.0
+    try:
+        old = [_ranked(catalogue, u, warm, K) for u in users]
+        new = [_ranked(catalogue, u, cold, K) for u in users] if cold else [([], np.zeros(0)) for _ in users]
+    finally:
+        catalogue.new_share = base
+    truths = [truth[u] for u in users]
+    out: dict[float | None, np.ndarray] = {None: _metrics([o for o, _ in old], truths, (K,))[f"ndcg@{K}"]}
+    for share in shares:
+        if share:
+            lists = [interleave(o, n, K, share) for (o, _), (n, _) in zip(old, new)]
+        else:  # no slots kept: one ranking by score, as the catalogue's single search gives
+            lists = [[(o + n)[j] for j in np.argsort(-np.concatenate([os_, ns]), kind="stable")[:K]]
+                     for (o, os_), (n, ns) in zip(old, new)]
+        out[share] = _metrics(lists, truths, (K,))[f"ndcg@{K}"]
+    return out
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval, over users, of mean(a) - mean(b) (the same users, in the same order)."""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if not len(diff):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (BOOTSTRAP, len(diff)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def item_interval(a: dict[str, float], b: dict[str, float], seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval, over the held-out items, of NDCG(a) - NDCG(b): each item's shares (the same
+    items in both) weighed by how often a resample of the items draws it."""
+    items = sorted(set(a) | set(b))
+    if not items:
+        return float("nan"), float("nan")
+    diff = np.asarray([a.get(i, 0.0) - b.get(i, 0.0) for i in items])
+    counts = np.random.default_rng(seed).multinomial(len(items), np.full(len(items), 1 / len(items)), BOOTSTRAP)
+    sums = counts @ diff
+    return float(np.quantile(sums, 0.025)), float(np.quantile(sums, 0.975))
+
+
+def generators_made(out: Path) -> list[str]:
+    return [name for name, folder in GENERATOR_FOLDERS.items() if is_artifact(Path(out) / folder)]
+
+
+def choose_served(out: Path, data: SplitData) -> dict:
+    """The served generator and share of slots for new items with their evidence (the module docstring's rule), for
+    serving.json; {} when the run made no generator."""
+    names = generators_made(out)
+    if not names:
+        return {}
+    evidence, per_user, per_item, reference = {}, {}, {}, None
+    for name in names:
+        catalogue = Catalogue.from_artifacts(out, ServingGenerator(out, name), encoder=None, new_share=0.0)
+        shares: dict = {}
+        _, groups = served_metrics(catalogue, data, on=AUDIT, groups=("cold", "warm"), shares=shares)
+        per_item[name] = shares["cold"]
+        mixed = mixed_lists(catalogue, data, AUDIT)
+        share = max(SHARES, key=lambda s: (mixed[s].mean(), -s))
+        per_user[name] = {**groups, "all": mixed[share]}
+        if reference is None and name != "transfer":  # the backbone: warm vectors and old items alone
+            reference = {"warm": groups["warm"], "all": mixed[None]}
+        evidence[name] = {"cold_val_ndcg@20": float(groups["cold"].mean()),
+                          "warm_val_ndcg@20": float(groups["warm"].mean()),
+                          "all_val_ndcg@20": float(mixed[share].mean()),
+                          "all_val_ndcg@20_by_new_share": {str(s): float(mixed[s].mean()) for s in SHARES},
+                          "new_share": share}
+    if reference is None:  # transfer alone: it is its own reference
+        reference = {"warm": per_user[names[0]]["warm"], "all": per_user[names[0]]["all"]}
+    for name, figures in evidence.items():
+        for group in ("warm", "all"):
+            figures[f"{group}_val_vs_backbone"] = paired_interval(per_user[name][group], reference[group])
+        figures["eligible"] = all(figures[f"{g}_val_vs_backbone"][1] >= 0 for g in ("warm", "all"))
+    eligible = [n for n in names if evidence[n]["eligible"]] or names
+    default = DEFAULT if DEFAULT in eligible else max(eligible, key=lambda n: evidence[n]["cold_val_ndcg@20"])
+    for name in eligible:
+        evidence[name]["cold_val_vs_default"] = item_interval(per_item[name], per_item[default])
+    challenger = max(eligible, key=lambda n: evidence[n]["cold_val_ndcg@20"])
+    chosen = challenger if evidence[challenger]["cold_val_vs_default"][0] > 0 else default
+    log.info("served: %s with %s of the slots for new items (default %s; cold-val NDCG@20 %s)", chosen,
+             evidence[chosen]["new_share"], default, {n: round(e["cold_val_ndcg@20"], 4) for n, e in evidence.items()})
+    return {"generator": chosen, "new_share": {n: e["new_share"] for n, e in evidence.items()},
+            "selected_on": "served evidence on val (coldstart.serving.evidence)", "default": default,
+            "reference": {"warm_val_ndcg@20": float(reference["warm"].mean()),
+                          "all_val_ndcg@20 (old items alone)": float(reference["all"].mean())},
+            "evidence": evidence}
+
+
+def served_row(out: Path, data: SplitData, ks: tuple[int, ...], generator: str = "auto"
+               ) -> tuple[str, dict[str, dict]]:
+    """(the row's name, {"val": evaluate JSON, "test": evaluate JSON}) of what `coldstart serve` serves from
+    `out`: its generator and share of slots for new items, through the catalogue the ranker replicas build."""
+    serving_generator = ServingGenerator(out, generator)
+    catalogue = Catalogue.from_artifacts(out, serving_generator, encoder=None)
+    figures = {on: served_metrics(catalogue, data, on=on, ks=ks)[0] for on in ("val", "test")}
+    return f"served ({serving_generator.name}, new share {catalogue.new_share:g})", figures
+
+
+def frame(figures: dict[str, dict]) -> pd.DataFrame:
+    """NDCG@20 of a served row's val and test, cold / warm / all, side by side."""
+    return pd.DataFrame({on: {g: figures[on][g][f"ndcg@{K}"] for g in GROUPS} for on in figures})

@@ -1,0 +1,69 @@
+"""What users get, measured through the catalogue the ranker replicas hold (`coldstart.serving.evidence`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coldstart.data.split import load_split
+from coldstart.evaluate import GROUPS, SplitData, evaluate
+from coldstart.models.coldstart_model import load_recommender_artifact
+from coldstart.serving.catalogue import Catalogue
+from coldstart.serving.evidence import mixed_lists, served_metrics
+from coldstart.serving.models import ServingGenerator
+
+
+@pytest.fixture(scope="module")
+def served(serving_artifacts):
+    data = SplitData.from_split(load_split(serving_artifacts / "split"))
+    catalogue = Catalogue.from_artifacts(serving_artifacts, ServingGenerator(serving_artifacts, "distill"),
+                                         encoder=None, new_share=0.0)
+    return serving_artifacts, data, catalogue
+
+
+def test_without_exposure_the_served_row_is_the_generators_offline_row(served):
+    artifacts, data, catalogue = served
+    figures, _ = served_metrics(catalogue, data, on="test")
+    offline = evaluate(load_recommender_artifact(artifacts / "distill", data), data, on="test")
+    for group in GROUPS:
+        assert figures[group]["users"] == offline[group]["users"] > 0
+        for name, value in offline[group].items():
+            assert figures[group][name] == pytest.approx(value, abs=1e-9), (group, name)
+
+
+def test_a_share_of_slots_brings_new_items_into_mixed_lists_as_the_catalogue_ranks_them(served):
+    """The grid's merge of two searches ranks as the catalogue's own lists do with that share, and a share of
+    a half puts a new item in every other slot."""
+    _, data, catalogue = served
+    grid = mixed_lists(catalogue, data, "val", shares=(0.0, 0.3, 0.5))
+    for share in (0.0, 0.3, 0.5):
+        catalogue.new_share = share
+        try:
+            _, per_user = served_metrics(catalogue, data, on="val", groups=("all",))
+        finally:
+            catalogue.new_share = 0.0
+        np.testing.assert_allclose(per_user["all"], grid[share], atol=1e-9)
+    user = next(u for u, e in catalogue.users.items() if e.warm)
+    catalogue.new_share = 0.5
+    try:
+        listed = catalogue.recommend_user(user, 10)["items"]
+    finally:
+        catalogue.new_share = 0.0
+    assert [i["cold"] for i in listed] == [False, True] * 5
+    assert sum(i["cold"] for i in catalogue.recommend_user(user, 10)["items"]) < 5
+
+
+def test_items_shares_sum_to_the_ndcg_and_the_item_interval_is_wider_than_the_users(served):
+    """Resampling items, not users: users of one split share its few new items, and which of them are popular
+    decides most of a cold figure."""
+    from coldstart.serving.evidence import item_interval, paired_interval
+
+    _, data, catalogue = served
+    shares: dict = {}
+    _, per_user = served_metrics(catalogue, data, on="val", groups=("cold",), shares=shares)
+    assert sum(shares["cold"].values()) == pytest.approx(per_user["cold"].mean(), abs=1e-12)
+    half = {i: v / 2 for i, v in shares["cold"].items()}
+    low, high = item_interval(shares["cold"], half)
+    assert low <= per_user["cold"].mean() / 2 <= high
+    users_low, users_high = paired_interval(per_user["cold"], per_user["cold"] / 2)
+    assert high - low > users_high - users_low
