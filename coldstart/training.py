@@ -76,6 +76,8 @@ class StepTraining:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.autocast = PRECISIONS[precision]
+        # fp16's narrow range underflows small gradients to zero: its losses are scaled (bf16 needs none)
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.clip_norm = clip_norm
         self.count = 0  # rows of the last epoch (on this process)
 
@@ -109,10 +111,18 @@ class StepTraining:
             with self._precision():
                 loss, parts = self.loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.clip_norm:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
-            self.optimizer.step()
+            if self.scaler is None:
+                loss.backward()
+                if self.clip_norm:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+                self.optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                if self.clip_norm:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             n = batch_len(batch)
             if names is None:
                 names = ["loss", *parts]

@@ -56,8 +56,9 @@ class BackboneJob(TrainJob):
                                 precision=precision)
 
     def batches(self, epoch, rank, world):
-        self.pairs.reseed(self.cfg.seed + 1000 * epoch + rank)
-        return self.pairs.batches(per_worker(self.cfg.batch_size, world), shard=(rank, world))
+        self.pairs.reseed(self.cfg.seed + 1000 * epoch + rank)  # this rank's negatives
+        return self.pairs.batches(per_worker(self.cfg.batch_size, world),
+                                  order=self.shard(len(self.pairs), epoch, rank, world))
 
     def validate(self, model):
         user, item = (t.detach().float().cpu().numpy() for t in (model.user.weight, model.item.weight))

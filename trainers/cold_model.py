@@ -61,8 +61,9 @@ class ColdModelJob(TrainJob):
                 self.user_vectors.shape[1])
 
     def batches(self, epoch, rank, world):
-        self.pairs.reseed(self.cfg.seed + 1000 * epoch + rank)
-        return self.pairs.batches(per_worker(self.cfg.batch_size, world), shard=(rank, world))
+        self.pairs.reseed(self.cfg.seed + 1000 * epoch + rank)  # this rank's negatives
+        return self.pairs.batches(per_worker(self.cfg.batch_size, world),
+                                  order=self.shard(len(self.pairs), epoch, rank, world))
 
     def vectors(self, model) -> tuple[np.ndarray, np.ndarray]:
         return cold_start_vectors(model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,

@@ -115,6 +115,8 @@ class EncoderJob(TrainJob):
                                            precision=precision)
         return self.trainer
 
+    validates_shard = True  # Ray Data gives each rank its own slice of the validation texts
+
     def batches(self, epoch, rank, world):
         return text_batches(self.train, self.cfg.batch_size, seed=self.cfg.seed + epoch)
 

@@ -6,11 +6,17 @@ the rest, once for every model:
 
 - device placement: the model goes to the worker's device (`prepare` of the
   context); batches and lookup tables follow it in `StepTraining`;
+- sharding (`epoch_shard`, through `TrainJob.shard`): every rank draws the same
+  permutation of the rows from (seed, epoch) and takes its own slice, so each
+  row is trained once per epoch across the ranks, in equal batch counts;
 - resume: the last weights, the optimizer's state and the epoch bookkeeping come
   back from the checkpoint, so a resumed run continues as an uninterrupted one
-  (samplers and dropout are reseeded per epoch from (seed, epoch, rank));
-- metric reduction: every figure is averaged over the ranks on the device,
-  weighted by the rows each rank saw, and leaves it with `.cpu()`;
+  (shards from (seed, epoch); negatives and dropout from (seed, epoch, rank));
+- validation once: rank 0 validates the whole validation set and the others
+  take its figures (a job whose validation reads its own shard, the encoder's,
+  sets `validates_shard` and its ranks' figures are averaged, weighted);
+- metric reduction: every training figure is averaged over the ranks on the
+  device, weighted by the rows each rank saw, and leaves it with `.cpu()`;
 - model selection and early stopping on the job's validation key;
 - checkpoints: `best/` (the job's own artifact of the best epoch),
   `last.safetensors`, `optimizer.pt` and `state.json`, written when
@@ -32,6 +38,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,6 +59,7 @@ class TrainJob:
     name = "job"
     key = "val_ndcg@20"  # validation metric that selects the epoch kept and stops early
     throughput = "interactions_per_second"
+    validates_shard = False  # True: `validate` reads this rank's own shard, and the ranks' figures are averaged
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -76,8 +84,12 @@ class TrainJob:
         raise NotImplementedError
 
     def batches(self, epoch: int, rank: int, world: int) -> Iterable[Any]:
-        """This rank's batches of the epoch, on the CPU (the step places them)."""
+        """This rank's batches of the epoch, on the CPU (the step places them): the rows `shard` gives."""
         raise NotImplementedError
+
+    def shard(self, n: int, epoch: int, rank: int, world: int, stream: int = 0) -> np.ndarray:
+        """This rank's rows of an epoch over `n` (`epoch_shard`); `stream` tells apart two row sets of a job."""
+        return epoch_shard(n, seed=self.seed + stream, epoch=epoch, rank=rank, world=world)
 
     def validate(self, model: nn.Module) -> tuple[dict[str, float], float]:
         """Validation metrics of `model` (unwrapped, in eval mode) and their weight on this rank."""
@@ -134,6 +146,16 @@ class EarlyStopping:
         Path(path).write_text(json.dumps(self.state))
 
 
+def epoch_shard(n: int, *, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
+    """This rank's rows of an epoch: one permutation of range(n) drawn from (seed, epoch), the same on every
+    rank, padded by wrapping round to a multiple of `world` and cut into `world` equal slices. Every row is in
+    exactly one slice, but for the fewer than `world` that the padding repeats; every rank gets
+    ceil(n / world) rows, so all step the same number of batches (DDP waits for the slowest)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    per = -(-n // world)
+    return np.resize(order, per * world)[rank * per:(rank + 1) * per] if n else order
+
+
 def per_worker(batch_size: int, world: int) -> int:
     """Each rank's share of a step's rows: a job's batch size means the same whatever the workers."""
     return max(1, batch_size // world)
@@ -153,6 +175,25 @@ def reduce_mean(values: dict[str, float], weight: float, device: torch.device) -
     t = t.cpu()
     total = float(t[-1])
     return {k: float(t[i] / max(total, 1e-12)) for i, k in enumerate(keys)}, total
+
+
+def _validate(job: TrainJob, net: nn.Module, ctx) -> dict[str, float]:
+    """The epoch's validation figures, the same on every rank (see the module docstring)."""
+    import torch.distributed as dist
+
+    if job.validates_shard:
+        with torch.no_grad():
+            val, weight = job.validate(net)
+        return reduce_mean(val, weight, ctx.device)[0]
+    val = None
+    if ctx.rank == 0:
+        with torch.no_grad():
+            val = job.validate(net)[0]
+    if ctx.world > 1 and dist.is_available() and dist.is_initialized():
+        box = [val]
+        dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.device.type == "cuda" else None)
+        val = box[0]
+    return val
 
 
 @contextlib.contextmanager
@@ -204,9 +245,7 @@ def fit(job: TrainJob, ctx, precision: str = "fp32", checkpoint_every_s: float =
         seconds = time.perf_counter() - started
         train, rows = reduce_mean(train, training.count, ctx.device)
         net.eval()
-        with torch.no_grad():
-            val, weight = job.validate(net)
-        val, _ = reduce_mean(val, weight, ctx.device)
+        val = _validate(job, net, ctx)
         report = {"epoch": epoch, **train, job.throughput: rows / seconds if seconds else 0.0, **val}
         if stopping.update(report):
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}

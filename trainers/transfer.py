@@ -221,7 +221,8 @@ class TransferJob(TrainJob):
         self.target.reseed(seed)
         self.source.reseed(seed + 500)
         size = per_worker(self.cfg.batch_size, world)
-        return zip(self.target.batches(size, shard=(rank, world)), self.source.batches(size, shard=(rank, world)))
+        return zip(self.target.batches(size, order=self.shard(len(self.target), epoch, rank, world)),
+                   self.source.batches(size, order=self.shard(len(self.source), epoch, rank, world, stream=500)))
 
     def validate(self, model):
         users, items = target_vectors(model, self.text, np.arange(self.data.n_items))

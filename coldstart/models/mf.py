@@ -76,16 +76,14 @@ class TrainPairs:
         return len(self.users)
 
     def reseed(self, seed: int) -> None:
-        """Seed each epoch from (seed, epoch, rank): a run resumed from a checkpoint then draws the same
-        shuffles and negatives as one never interrupted."""
+        """Seed the negatives each epoch from (seed, epoch, rank): a run resumed from a checkpoint then draws
+        the same negatives as one never interrupted."""
         self.rng = np.random.default_rng(seed)
 
-    def batches(self, batch_size: int, shard: tuple[int, int] = (0, 1)) -> Iterable[tuple[torch.Tensor, ...]]:
-        """Shuffled (user, pos, neg) batches; `shard` = (rank, world) takes an equal slice per worker."""
-        order = self.rng.permutation(len(self.users))
-        rank, world = shard
-        per_worker = len(order) // world
-        order = order[rank * per_worker:(rank + 1) * per_worker]
+    def batches(self, batch_size: int, order: np.ndarray | None = None) -> Iterable[tuple[torch.Tensor, ...]]:
+        """(user, pos, neg) batches over the pairs at `order` (a rank's shard of the epoch, from the training
+        skeleton's `epoch_shard`), or over all of them shuffled."""
+        order = self.rng.permutation(len(self.users)) if order is None else np.asarray(order, np.int64)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             neg = self.negatives(self.users[idx])

@@ -134,15 +134,17 @@ class EncoderDistillation(StepTraining):
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[list[str], np.ndarray]]) -> dict[str, float]:
-        """Mean cosine to the teacher and the count of texts (workers weigh their means by it)."""
-        self.model.eval()
+        """Mean cosine to the teacher and the count of texts (workers weigh their means by it). The model runs
+        unwrapped: a DDP forward is a collective, and ranks holding unequal shards would wait on each other."""
+        model = unwrap(self.model)
+        model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
         for texts, targets in batches:
             ids, mask = self._tokens(list(texts))
             target = torch.as_tensor(np.asarray(targets), dtype=torch.float32, device=self.device)
             with self._precision():
-                pred = self.model(ids, mask)
+                pred = model(ids, mask)
             total += nn.functional.cosine_similarity(pred.float(), target, dim=-1).double().sum()
             count += len(texts)
         total = float(total.cpu())
