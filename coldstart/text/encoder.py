@@ -92,6 +92,14 @@ class _Settings:
     projection: torch.nn.Linear | None = field(default=None)
 
 
+def resolved_dtype(cfg: EncoderConfig) -> str:
+    """The dtype `TextEncoder(cfg)` runs in: `auto` is bfloat16 on a GPU that has it, float32 elsewhere."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    return "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+
+
 class TextEncoder:
     """Encode texts into L2-normalised vectors with a transformers model."""
 
@@ -103,11 +111,7 @@ class TextEncoder:
         path = resolve_model_path(cfg.model)
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto"
                                    else cfg.device)
-        if cfg.dtype == "auto":
-            use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-            self.dtype = torch.bfloat16 if use_bf16 else torch.float32
-        else:
-            self.dtype = DTYPES[cfg.dtype]
+        self.dtype = DTYPES[resolved_dtype(cfg)]
         local = Path(path).is_dir()
         hf_config = AutoConfig.from_pretrained(path, local_files_only=local)
         self.is_decoder = hf_config.model_type in DECODER_TYPES or bool(getattr(hf_config, "is_decoder", False))

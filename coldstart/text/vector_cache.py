@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from coldstart import artifacts
-from coldstart.text.encoder import EncoderConfig, resolve_model_path
+from coldstart.text.encoder import EncoderConfig, resolve_model_path, resolved_dtype
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,10 @@ def default_vector_dir() -> Path:
 
 
 def vector_settings(cfg: EncoderConfig) -> dict:
-    """The encoder settings a text's vector depends on (not batch size or device)."""
+    """The encoder settings a text's vector depends on (not batch size or device): the dtype it actually runs
+    in, so bf16 vectors from a GPU and fp32 ones from a CPU never share an entry under `auto`."""
     return {"model": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length, "normalize": cfg.normalize,
-            "dtype": cfg.dtype}
+            "dtype": resolved_dtype(cfg)}
 
 
 def weights_digest(model: str) -> str | None:
