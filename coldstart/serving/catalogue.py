@@ -94,10 +94,6 @@ class Catalogue:
     # The share of a list's slots kept for new items (`interleave`; `coldstart.serving.evidence` learns it):
     # generated vectors score on another scale than trained ones, and without it new items rarely reach a list.
     new_share: float = 0.0
-    # A stated interest first keeps the list to this share of the catalogue nearest its words, which the
-    # collaborative score (and `text_weight`'s blend) then orders: text similarity alone ranked the genre's
-    # obscure titles first, and a stated genre lowered real new users' NDCG (stated_interest_users).
-    stated_share: float = 0.1
     index: ItemIndex = field(init=False)
     title_index: TitleMatcher = field(init=False)  # what a user's text names by title
     item_pos: dict[str, int] = field(init=False)
@@ -137,7 +133,7 @@ class Catalogue:
     @classmethod
     def from_artifacts(cls, artifacts: str | Path, generator, store: RegistrationStore | None = None,
                        text_weight: float = 1.0, encoder: str | None = "auto",
-                       new_share: float | None = None, stated_share: float = 0.1) -> "Catalogue":
+                       new_share: float | None = None) -> "Catalogue":
         """Build from an artifacts folder and a `ServingGenerator` (which provides the cold vectors and the
         items' text vectors). Registrations made against other artifacts are made again with `generator` and
         the `encoder` serving picks (`Regenerator`); `encoder=None` leaves them out instead. `new_share`: the
@@ -174,7 +170,7 @@ class Catalogue:
         return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, store, space,
                    generator.catalogue_text(), text_weight, attribute_encoder=attributes, item_labels=labels,
                    regenerate=None if encoder is None else Regenerator(artifacts, generator, encoder),
-                   new_share=new_share, stated_share=stated_share)
+                   new_share=new_share)
 
     def _warmup_scales(self) -> None:
         """What a positive interaction scores (the median over training interactions), and how strongly a
@@ -401,25 +397,7 @@ class Catalogue:
 
     def _search(self, query: np.ndarray, k: int, exclude: np.ndarray | None, allowed: np.ndarray | None,
                 text: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if text is not None and self.text_scale > 0 and self.stated_share > 0:
-            return self._stated(query, k, exclude, allowed, text)
         return self.index.search(query, k, exclude=exclude, allowed=allowed, text=text, text_weight=self.text_scale)
-
-    def _stated(self, query: np.ndarray, k: int, exclude: np.ndarray | None, allowed: np.ndarray | None,
-                text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The top k for a stated interest: the `stated_share` of the live catalogue nearest the text, ordered
-        by the blended score; the rest of the list, if the pool runs out, by the collaborative score alone."""
-        live = len(self.index) - len(self.deleted_items)
-        size = max(k, int(round(self.stated_share * live)))
-        pool, _ = self.index.search(np.zeros_like(query), size, exclude=exclude, allowed=allowed, text=text,
-                                    text_weight=1.0)
-        positions, scores = self.index.search(query, k, exclude=exclude, allowed=pool, text=text,
-                                              text_weight=self.text_scale)
-        if len(positions) < k:
-            shown = positions if exclude is None else np.concatenate([np.asarray(exclude, np.int64), positions])
-            more, more_scores = self.index.search(query, k - len(positions), exclude=shown, allowed=allowed)
-            positions, scores = np.concatenate([positions, more]), np.concatenate([scores, more_scores])
-        return positions, scores
 
     def _explain(self, pos: int, history: np.ndarray, theirs: np.ndarray, counts: dict[str, int],
                  text: np.ndarray | None, because: int = 3, shared: int = 5) -> dict:

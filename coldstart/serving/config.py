@@ -33,9 +33,6 @@ class ServeConfig(BaseModel):
     text_weight: float = Field(1.0, ge=0, description="Weight of what a new user says they like (a profile's free "
                                                       "text, matched to items' text) against the collaborative "
                                                       "score, in units of the two scores' spreads; 0 ignores it.")
-    stated_share: float = Field(0.1, ge=0, le=1, description="A new user's stated interest keeps their list to this "
-                                "share of the catalogue nearest their words, ordered by the collaborative score "
-                                "(blended with the match by text_weight); 0 blends over the whole catalogue.")
     proxy: Literal["haproxy", "ray"] = Field(
         "haproxy", description="What takes HTTP in front of the ingress replicas of a cluster `coldstart serve` "
                                "starts: haproxy (Ray Serve's HAProxy ingress: requests go straight to an ingress "
