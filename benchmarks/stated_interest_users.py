@@ -7,8 +7,9 @@ split's evaluation set is split in two at random (seed 0): what they would tell
 (`told`, half their items) and what is scored (`held`, the other half). From
 the told half they "state" the genre they watch most out of proportion, the
 genre of highest lift (its share of their told items over its share of all
-training interactions, among genres with at least two told items):
-"I love {genre} movies." Each profile is ranked in-process through the served
+training interactions, among genres with at least two told items), in each of
+`PHRASINGS` ("I love {genre} movies.", "Mostly {genre} films for me, ...", ...;
+the text rows average over them). Each profile is ranked in-process through the served
 request path (`coldstart.serving.service.local_service`: encoder, generator,
 ranker), the told items left out, and NDCG@20 is taken over the held items:
 
@@ -38,6 +39,12 @@ import numpy as np
 import pandas as pd
 
 K = 20
+# How people say it: the first is the benchmark's original; none of them is in the tests.
+PHRASINGS = ("I love {genre} movies.",
+             "Mostly {genre} films for me, that is what I watch on weekends.",
+             "Big fan of {lower} - the more the better.",
+             "Put on something {lower} and I am happy.",
+             "{genre}. Always {lower}.")
 
 
 def told_and_held(artifacts: Path, on: str = "test", seed: int = 0) -> list[dict]:
@@ -91,7 +98,8 @@ def ndcg(ranked: list[str], held: set[str], k: int = K) -> float:
 
 
 def measure(artifacts: Path, users: list[dict], text_weight: float, store: Path) -> dict[str, list[float]]:
-    """{profile kind: NDCG@20 per user} for one text weight, through the in-process request path."""
+    """{profile kind: NDCG@20 per user} for one text weight, through the in-process request path; a stated
+    genre's rows are each user's mean over `PHRASINGS`."""
     from coldstart.serving.schemas import MAX_K, RecommendRequest
     from coldstart.serving.service import local_service
 
@@ -113,19 +121,21 @@ def measure(artifacts: Path, users: list[dict], text_weight: float, store: Path)
         scores: dict[str, list[float]] = {}
         for user in users:
             genre = stated_genre(user["told"], genres, base)
-            text = f"I love {genre} movies." if genre else ""
+            texts = [p.format(genre=genre, lower=genre.lower()) for p in PHRASINGS] if genre else []
             named = [spoken_title(titles[i]) for i in user["told"][:3] if titles.get(i)]
             said = f"I loved {', '.join(named[:-1])} and {named[-1]}." if len(named) > 1 else \
                 (f"I loved {named[0]}." if named else "")
             profiles = {"attributes": {"attributes": user["attributes"]},
                         "attributes + liked": {"attributes": user["attributes"], "liked": user["told"]},
                         "attributes + titles": {"attributes": user["attributes"], "text": said}}
-            if text:
-                profiles["text"] = {"text": text}
-                profiles["attributes + text"] = {"attributes": user["attributes"], "text": text}
             for kind, profile in profiles.items():
                 scores.setdefault(kind, []).append(ndcg(await ranked(profile, user["told"]), user["held"]))
-            if not text:  # no genre stands out: the profile says what it can without one
+            for kind, base_profile in (("text", {}), ("attributes + text", {"attributes": user["attributes"]})):
+                if texts:
+                    said_each = [ndcg(await ranked({**base_profile, "text": t}, user["told"]), user["held"])
+                                 for t in texts]
+                    scores.setdefault(kind, []).append(float(np.mean(said_each)))
+            if not texts:  # no genre stands out: the profile says what it can without one
                 scores.setdefault("text", []).append(np.nan)
                 scores.setdefault("attributes + text", []).append(scores["attributes"][-1])
         return scores
@@ -137,7 +147,8 @@ def popularity(artifacts: Path, users: list[dict]) -> list[float]:
     from coldstart.data.split import load_split
 
     order = list(load_split(Path(artifacts) / "split").train["item_id"].astype(str).value_counts().index)
-    return [ndcg([i for i in order if i not in set(u["told"])], u["held"]) for u in users]
+    lists = ([i for i in order[:K + len(told)] if i not in told] for told in (set(u["told"]) for u in users))
+    return [ndcg(ranked, u["held"]) for ranked, u in zip(lists, users)]
 
 
 def main() -> None:
@@ -160,7 +171,6 @@ def main() -> None:
         for kind in ("attributes", "text", "attributes + text", "attributes + titles", "attributes + liked"):
             mean = float(np.nanmean(scores[kind]))
             print(f"| {weight:g} | {kind} | {mean:.4f} | {mean / pop:.3f}x |", flush=True)
-
 
 if __name__ == "__main__":
     main()
