@@ -125,8 +125,8 @@ class SplitData:
             return pairs
         column = "item_id" if self.split.cold == "items" else "user_id"
         cold = set(self.split.cold_ids["val"])
-        audit = pairs[column].map(lambda i: i in cold and is_audit(i))
-        return pairs[audit] if on == "val-audit" else pairs[~audit]
+        half = pairs[column].map(lambda i: i not in cold or is_audit(i) == (on == "val-audit"))
+        return pairs[half.astype(bool)]
 
     def item_popularity(self) -> np.ndarray:
         return np.asarray(self.train.sum(axis=0)).ravel()

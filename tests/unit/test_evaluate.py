@@ -119,11 +119,16 @@ def test_validation_halves_split_the_cold_val_entities_and_keep_every_warm_row()
     dataset = validate(*make_tables(n_users=200, n_items=100), name="halves")
     for cold, column in (("items", "item_id"), ("users", "user_id")):
         data = SplitData.from_split(make_split(dataset, cold, seed=0))
+        cold = set(data.split.cold_ids["val"])
         for group in ("cold", "all"):
             whole, select, audit = (data.eval_set(group, on) for on in ("val", "val-select", "val-audit"))
-            assert len(select) + len(audit) == len(whole) and len(audit) > 0 and len(select) > 0
-            assert not set(select[column]) & set(audit[column]) & set(data.split.cold_ids["val"])
-            assert audit[column].map(is_audit).all()
+            new = [frame[column].isin(cold) for frame in (whole, select, audit)]
+            assert new[1].sum() + new[2].sum() == new[0].sum() and new[1].sum() > 0 and new[2].sum() > 0
+            assert not set(select[column]) & set(audit[column]) & cold
+            assert audit.loc[new[2], column].map(is_audit).all()
+            for half, is_new in ((select, new[1]), (audit, new[2])):  # the warm rows stay in both halves
+                assert half.loc[~is_new].reset_index(drop=True).equals(whole.loc[~new[0]].reset_index(drop=True))
+        assert (~data.eval_set("all", "val-audit")[column].isin(cold)).sum() > 0 or cold == set()
         assert data.eval_set("warm", "val-audit").equals(data.eval_set("warm", "val"))
     with pytest.raises(ValueError, match="on must be one of"):
         data.eval_set("cold", "audit")
