@@ -18,7 +18,7 @@ Policies, each from the same folder and a fresh store:
 - fixed share: the served generator, half of the slots for new items;
 - learnt: the served generator with the share it learnt on validation.
 
-    python -m benchmarks.exposure --artifacts OUT [--rounds 5] [--users 400] [--on test]
+    python -m benchmarks.exposure --artifacts OUT [--rounds 5] [--users 400] [--on test] [--shares 0.1 0.2]
 
 Prints cumulative hits (all items, new items) per round and each policy's
 lift over the current endpoint.
@@ -85,8 +85,8 @@ def simulate(artifacts: Path, held: dict[str, set[str]], generator: str, new_sha
         return asyncio.run(run())
 
 
-def policies(artifacts: Path) -> dict[str, tuple[str, float]]:
-    """{policy: (generator, share of slots for new items)}."""
+def policies(artifacts: Path, shares: tuple[float, ...] = ()) -> dict[str, tuple[str, float]]:
+    """{policy: (generator, share of slots for new items)}; `shares`: more fixed shares to compare."""
     from coldstart.serving.models import serving_record
 
     record = serving_record(artifacts)
@@ -94,7 +94,8 @@ def policies(artifacts: Path) -> dict[str, tuple[str, float]]:
     before = record.get("cold_val_ndcg@20") or {served: 0.0}
     current = max(before, key=before.get)
     return {"current endpoint": (current, 0.0), "no policy": (served, 0.0), "fixed share": (served, FIXED_SHARE),
-            "learnt": (served, float(record.get("new_share", {}).get(served, 0.0)))}
+            "learnt": (served, float(record.get("new_share", {}).get(served, 0.0))),
+            **{f"share {share:g}": (served, share) for share in shares}}
 
 
 def main() -> None:
@@ -103,9 +104,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--users", type=int, default=400, help="users replayed (a seeded sample); 0: all")
     parser.add_argument("--on", default="test", choices=["val", "test"])
+    parser.add_argument("--shares", type=float, nargs="*", default=[], help="more fixed shares to compare")
     args = parser.parse_args()
     held = replay_users(args.artifacts, args.on, args.users or None)
-    plan = policies(args.artifacts)
+    plan = policies(args.artifacts, tuple(args.shares))
     results = {name: simulate(args.artifacts, held, generator, share, args.rounds)
                for name, (generator, share) in plan.items()}
     base_hits, base_new = results["current endpoint"][-1]
