@@ -4,7 +4,9 @@ Training (always): one epoch of every job the Ray workers run (backbone,
 distill, vae, transfer, encoder; `benchmarks/training_jobs.py` builds them on
 tiny inputs) through the training skeleton (`trainers/loop.py`), in one
 torch.distributed group of world size 1 with the NCCL backend, as a Ray Train
-GPU worker is (that machine has no Ray), in fp32 and bf16. It checks that the
+GPU worker is (that machine has no Ray), the model left unwrapped at that world
+size as Ray's `prepare_model` leaves it, in fp32 and bf16. Two ranks (gloo, DDP,
+one validation) are checked in tests/unit/test_sampler.py. It checks that the
 model sits on the GPU, that every figure is finite, and that the metric
 reduction over NCCL gives back what it was given; it prints rows/s per job.
 

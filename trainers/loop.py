@@ -332,10 +332,10 @@ class LocalContext:
         yield self.folder if found else None
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        import torch.distributed as dist
-
+        """On the device, DDP-wrapped only with more than one rank, as Ray's `prepare_model` does (a world of
+        one is never wrapped there, so neither is it here: the GPU check then runs what a Ray worker runs)."""
         model = model.to(self.device)
-        if dist.is_available() and dist.is_initialized():
+        if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
