@@ -95,9 +95,9 @@ def _summary(per_user: dict[str, np.ndarray], ks: tuple[int, ...]) -> dict:
 
 
 def served_metrics(catalogue: Catalogue, data: SplitData, on: str = "test", ks: tuple[int, ...] = (10, 20),
-                   groups: tuple[str, ...] = GROUPS, shares: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
-    """(the evaluate JSON of what the catalogue serves, {group: per-user NDCG@20}) on `on`'s sets; `shares`,
-    when given, gets {group: each held-out item's share of the NDCG@20} (`_contributions`)."""
+                   groups: tuple[str, ...] = GROUPS, item_shares: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """(the evaluate JSON of what the catalogue serves, {group: per-user NDCG@20}) on `on`'s sets;
+    `item_shares`, when given, gets {group: each held-out item's share of the NDCG@20} (`_contributions`)."""
     known = set(catalogue.item_pos)
     out, per_user = {}, {}
     for group in groups:
@@ -108,8 +108,8 @@ def served_metrics(catalogue: Catalogue, data: SplitData, on: str = "test", ks: 
         values = _metrics(lists, [truth[u] for u in users], ks) if users else {}
         out[group] = _summary(values, ks)
         per_user[group] = values.get(f"ndcg@{K}", np.zeros(0))
-        if shares is not None:
-            shares[group] = _contributions(lists, [truth[u] for u in users])
+        if item_shares is not None:
+            item_shares[group] = _contributions(lists, [truth[u] for u in users])
     return out, per_user
 
 
@@ -178,9 +178,9 @@ def choose_served(out: Path, data: SplitData) -> dict:
     evidence, per_user, per_item, reference = {}, {}, {}, None
     for name in names:
         catalogue = Catalogue.from_artifacts(out, ServingGenerator(out, name), encoder=None, new_share=0.0)
-        shares: dict = {}
-        _, groups = served_metrics(catalogue, data, on=AUDIT, groups=("cold", "warm"), shares=shares)
-        per_item[name] = shares["cold"]
+        item_shares: dict = {}
+        _, groups = served_metrics(catalogue, data, on=AUDIT, groups=("cold", "warm"), item_shares=item_shares)
+        per_item[name] = item_shares["cold"]
         # all of validation: in the audit half a new item's slot could find only half the new items that
         # have interactions, and the share learnt there ran low (0 to 0.2 where test wanted 0.3 to 0.4)
         mixed = mixed_lists(catalogue, data, "val")

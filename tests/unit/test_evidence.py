@@ -60,7 +60,7 @@ def test_items_shares_sum_to_the_ndcg_and_the_item_interval_is_wider_than_the_us
 
     _, data, catalogue = served
     shares: dict = {}
-    _, per_user = served_metrics(catalogue, data, on="val", groups=("cold",), shares=shares)
+    _, per_user = served_metrics(catalogue, data, on="val", groups=("cold",), item_shares=shares)
     assert sum(shares["cold"].values()) == pytest.approx(per_user["cold"].mean(), abs=1e-12)
     half = {i: v / 2 for i, v in shares["cold"].items()}
     low, high = item_interval(shares["cold"], half)
