@@ -31,8 +31,8 @@ def coverage(n: int, world: int, seed: int = 0, epoch: int = 0) -> tuple[float, 
     now = np.unique(np.concatenate([epoch_shard(n, seed=seed, epoch=epoch, rank=r, world=world)
                                     for r in range(world)]))
     per = n // world
-    before = np.unique(np.concatenate([np.random.default_rng(seed + 1000 * epoch + r).permutation(n)[r * per:(r + 1) * per]
-                                       for r in range(world)]))
+    before = np.unique(np.concatenate([np.random.default_rng(seed + 1000 * epoch + r).permutation(n)
+                                       [r * per:(r + 1) * per] for r in range(world)]))
     return len(now) / n, len(before) / n
 
 

@@ -22,7 +22,7 @@ class ServeConfig(BaseModel):
     artifacts: Path = Field(..., description="Folder that `coldstart pipeline` wrote (split/, distill/, ...).")
     generator: GeneratorChoice = Field(
         "auto", description="Content -> collaborative vector model, by its folder in DIR; auto: DIR/serving.json's "
-                            "choice (made on validation through the serving path, coldstart.serving.evidence), else distill.")
+                            "choice (made on validation through the serving path), else distill.")
     encoder: Literal["auto", "student", "teacher"] = Field(
         "auto", description="Text encoder; auto: DIR/serving.json's choice (the student when the pipeline found it "
                            "faithful), else the student in DIR/encoder when present, else the teacher.")

@@ -95,7 +95,8 @@ def _summary(per_user: dict[str, np.ndarray], ks: tuple[int, ...]) -> dict:
 
 
 def served_metrics(catalogue: Catalogue, data: SplitData, on: str = "test", ks: tuple[int, ...] = (10, 20),
-                   groups: tuple[str, ...] = GROUPS, item_shares: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+                   groups: tuple[str, ...] = GROUPS, item_shares: dict | None = None
+                   ) -> tuple[dict, dict[str, np.ndarray]]:
     """(the evaluate JSON of what the catalogue serves, {group: per-user NDCG@20}) on `on`'s sets;
     `item_shares`, when given, gets {group: each held-out item's share of the NDCG@20} (`_contributions`)."""
     known = set(catalogue.item_pos)
