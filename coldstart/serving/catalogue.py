@@ -94,6 +94,10 @@ class Catalogue:
     # The share of a list's slots kept for new items (`interleave`; `coldstart.serving.evidence` learns it):
     # generated vectors score on another scale than trained ones, and without it new items rarely reach a list.
     new_share: float = 0.0
+    # A new item keeps its place among the new (and their slots) until this many users interacted with it. Let
+    # go after its second interaction, a warmed-up item competed with old items by a folded-in vector that
+    # ranked badly, and a replay of clicks lost a third of what the slots gained (RESULTS, exposure replay).
+    new_until: int = 20
     index: ItemIndex = field(init=False)
     title_index: TitleMatcher = field(init=False)  # what a user's text names by title
     item_pos: dict[str, int] = field(init=False)
@@ -114,7 +118,7 @@ class Catalogue:
         text_dim = 0 if self.item_text is None else self.item_text.shape[1]
         self.index = ItemIndex(self.item_vectors.shape[1], text_dim)
         self.index.add(self.item_vectors, self.item_text)
-        # new items: known by their content more than by their interactions (`new_share` keeps slots for them)
+        # new items: the cold ones and those registered since, until `new_until` users interacted with each
         self.fresh = set(np.flatnonzero(~np.asarray(self.warm_items, bool)).tolist())
         self.text_scale = self.text_weight * _spread_ratio(self.item_vectors, self.item_text,
                                                            [u.vector for u in self.users.values() if u.warm])
@@ -282,8 +286,7 @@ class Catalogue:
         prior = self.item_priors[pos]
         self.index.update(pos, fold_in(prior, np.stack(others), self.positive_score, self.item_strength)
                           if others else prior)
-        # new while its content weighs more than its interactions in its vector (fold-in's ridge)
-        if self.prior_weight >= len(others):
+        if len(others) < self.new_until:
             self.fresh.add(pos)
         else:
             self.fresh.discard(pos)
