@@ -19,6 +19,7 @@ Policies, each from the same folder and a fresh store:
 - learnt: the served generator with the share it learnt on validation.
 
     python -m benchmarks.exposure --artifacts OUT [--rounds 5] [--users 400] [--on test] [--shares 0.1 0.2]
+        [--new-until 20]
 
 Prints cumulative hits (all items, new items) per round and each policy's
 lift over the current endpoint.
@@ -56,8 +57,8 @@ async def _list(service, user: str) -> list[str]:
 
 
 def simulate(artifacts: Path, held: dict[str, set[str]], generator: str, new_share: float,
-             rounds: int) -> list[tuple[int, int]]:
-    """Cumulative (hits, new-item hits) after each round."""
+             rounds: int, new_until: int | None = None) -> list[tuple[int, int]]:
+    """Cumulative (hits, new-item hits) after each round; `new_until`: the catalogue's (default if None)."""
     from coldstart.serving.schemas import NewInteraction
     from coldstart.serving.service import local_service
 
@@ -65,6 +66,8 @@ def simulate(artifacts: Path, held: dict[str, set[str]], generator: str, new_sha
         service = local_service(artifacts, Path(store), generator=generator)
         catalogue = service.ranker.target
         catalogue.new_share = new_share
+        if new_until is not None:
+            catalogue.new_until = new_until
         new = {i for i, cold in zip(catalogue.item_ids, catalogue.item_cold) if cold}
         remaining = {u: set(items) for u, items in held.items()}
 
@@ -105,10 +108,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=400, help="users replayed (a seeded sample); 0: all")
     parser.add_argument("--on", default="test", choices=["val", "test"])
     parser.add_argument("--shares", type=float, nargs="*", default=[], help="more fixed shares to compare")
+    parser.add_argument("--new-until", type=int, default=None,
+                        help="interactions after which an item leaves the new items' slots (default: serving's)")
     args = parser.parse_args()
     held = replay_users(args.artifacts, args.on, args.users or None)
     plan = policies(args.artifacts, tuple(args.shares))
-    results = {name: simulate(args.artifacts, held, generator, share, args.rounds)
+    results = {name: simulate(args.artifacts, held, generator, share, args.rounds, args.new_until)
                for name, (generator, share) in plan.items()}
     base_hits, base_new = results["current endpoint"][-1]
     print(f"{len(held)} users of all_{args.on}, {args.rounds} rounds of {K}\n")
