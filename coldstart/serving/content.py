@@ -10,7 +10,6 @@ into the generator's input.
 from __future__ import annotations
 
 import dataclasses
-import string
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,7 +19,7 @@ import pandas as pd
 from coldstart.data.columns import ColumnRoles
 from coldstart.features import AttributeEncoder
 from coldstart.serving.errors import Invalid
-from coldstart.text.templates import TextTemplates, render
+from coldstart.text.templates import TextTemplates, render, template_fields
 
 Side = Literal["item", "user"]
 NUMERIC_KINDS = ("decade", "bins")
@@ -58,8 +57,8 @@ class NewContent:
         self.text_dim = int(spec["text_dim"])
 
     def roles(self, side: Side) -> ColumnRoles:
-        """The run's column roles; a catalogue without a title column still reads a registered item's title
-        (`_fields` puts it under `title`) first."""
+        """The run's column roles; in a catalogue without a title column a registered item's title goes under
+        `title` and is still read first."""
         roles = self.templates.roles(side)
         return roles if side == "user" or roles.title else dataclasses.replace(roles, title="title")
 
@@ -69,7 +68,7 @@ class NewContent:
     def known_attributes(self, side: Side) -> set[str]:
         """Attributes that change a new entity's content: template fields and encoded columns."""
         template = self._template(side)
-        fields = {f for _, f, _, _ in string.Formatter().parse(template or "") if f}
+        fields = template_fields(template)
         if "gender_word" in fields:
             fields.add("gender")
         return (fields | {c["name"] for c in self.attribute_encoders[side].columns}) - {"liked", "gender_word"}
@@ -117,13 +116,12 @@ class NewContent:
 
     def _fields(self, side: Side, attributes: dict, title: str | None) -> dict:
         template = self._template(side)
-        columns = {f for _, f, _, _ in string.Formatter().parse(template or "") if f} - {"liked", "gender_word"}
+        columns = template_fields(template) - {"liked", "gender_word"}
         columns |= {c["name"] for c in self.attribute_encoders[side].columns}
         row = {name: None for name in sorted(columns)}
         row.update(attributes)
         if side == "item" and title is not None:
-            # the catalogue's own title column; a catalogue without one reads a title first all the same
-            row[self.templates.title_column or "title"] = title
+            row[self.roles(side).title] = title
         id_column = f"{side}_id"
         row.pop(id_column, None)
         return {id_column: "", **row}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import string
 from pathlib import Path
 
 from coldstart.config import ConfigError
@@ -30,6 +29,7 @@ from coldstart.serving.config import ServeConfig
 from coldstart.serving.models import ServingGenerator, pick_encoder, resolve_generator
 from coldstart.serving.store import LOG_FILE, RegistrationStore
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, auto_classes, resolve_model_path
+from coldstart.text.templates import template_fields
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -82,7 +82,7 @@ def _check_catalogue(artifacts: Path, generator: ServingGenerator) -> list[str]:
     # The folder against its own record (what the run resolved), never against a dataset's defaults.
     templates = generator.content.templates
     title = templates.title_column
-    named = sorted({f for _, f, _, _ in string.Formatter().parse(templates.item or "") if f} - set(items.columns))
+    named = sorted(template_fields(templates.item) - set(items.columns))
     if named:
         raise DataError(f"missing the column(s) {', '.join(named)} that the run's item template {templates.item!r} "
                         f"names: is it the split the pipeline ran on?", file=items_path, column=named[0])

@@ -103,17 +103,18 @@ def _announce(configured: TextTemplates, resolved: TextTemplates, item_columns, 
              "".join(f"; {name}: {value}" for name, value in roles.items() if value))
 
 
-def _fields(template: str | None) -> set[str]:
+def template_fields(template: str | None) -> set[str]:
+    """The column names a template refers to (`{title}` -> "title")."""
     return {f for _, f, _, _ in string.Formatter().parse(template or "") if f}
 
 
 def _allowed(template: str | None, columns: set) -> str | None:
     """`template` when every field it names is a column, else None (the automatic template)."""
-    return template if template is not None and _fields(template) <= columns else None
+    return template if template is not None and template_fields(template) <= columns else None
 
 
 def _absent(template: str | None, columns) -> str:
-    return ", ".join(sorted(_fields(template) - set(columns) - {"liked", "gender_word"}))
+    return ", ".join(sorted(template_fields(template) - set(columns) - {"liked", "gender_word"}))
 
 
 class _Values(dict):
@@ -139,7 +140,7 @@ def _auto(row: dict[str, Any], id_column: str, title: str | None) -> str:
 def render(template: str | None, rows: pd.DataFrame, id_column: str, *, roles: ColumnRoles = DEFAULT_ROLES,
            extra: dict[str, pd.Series] | None = None) -> list[str]:
     """One text per row; fields a template names but the table lacks render empty."""
-    fields = _fields(template)
+    fields = template_fields(template)
     absent = fields - set(rows.columns) - set(extra or {}) - {"gender_word"}
     if template is not None and absent:
         # A template written for other data (the MovieLens default on a shop's catalogue, say).
