@@ -5,10 +5,16 @@ distill, vae, transfer, encoder; `benchmarks/training_jobs.py` builds them on
 tiny inputs) through the training skeleton (`trainers/loop.py`), in one
 torch.distributed group of world size 1 with the NCCL backend, as a Ray Train
 GPU worker is (that machine has no Ray), the model left unwrapped at that world
-size as Ray's `prepare_model` leaves it, in fp32 and bf16. Two ranks (gloo, DDP,
-one validation) are checked in tests/unit/test_sampler.py. It checks that the
+size as Ray's `prepare_model` leaves it, in fp32 and bf16. It checks that the
 model sits on the GPU, that every figure is finite, and that the metric
 reduction over NCCL gives back what it was given; it prints rows/s per job.
+
+Two ranks (`two_rank_check`): the backbone and the towers in a torch.distributed
+group of two processes, DDP-wrapped as Ray's `prepare_model` wraps them (NCCL on
+two GPUs where the machine has them, else gloo on the CPU, which is also what
+tests/unit/test_sampler.py runs): the ranks' epoch shards together cover every
+interaction once, rank 0 alone validates and both report its figures, and the
+gradients' sync leaves the same weights on both ranks.
 
 Embedding (with --model and --texts): the throughput of `EncodeBatch` (the Ray
 Data actor's code) in float32 and bfloat16, the cosine of bf16 to fp32, the
@@ -18,6 +24,7 @@ texts/s in fp32 and under bf16 autocast.
     python -m benchmarks.gpu_check                                  # training checks, CUDA + NCCL
     python -m benchmarks.gpu_check --model DIR --texts texts.json   # and the embedding figures
     python -m benchmarks.gpu_check --device cpu --backend gloo      # the same code on a CPU (a unit test)
+    python -m benchmarks.gpu_check --ranks-only --device cpu --backend gloo   # the two-rank check alone
 """
 
 from __future__ import annotations
@@ -97,6 +104,72 @@ def training_check(device: str = "cuda", backend: str = "nccl", precisions=("fp3
     return rows
 
 
+def _rank_main(rank: int, world: int, port: int, root: str, job_name: str, device: str, backend: str) -> None:
+    """One rank of a two-process group: fit a tiny job through the skeleton; write what the parent checks."""
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from benchmarks.training_jobs import tiny_jobs
+    from trainers.loop import LocalContext, fit
+
+    torch.set_num_threads(1)
+    if device == "cuda":
+        device = f"cuda:{rank}"
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        job = tiny_jobs(Path(root) / f"rank-{rank}")[job_name](epochs=2, patience=5)
+        calls, built, shards = [], [], []
+        validate, build, shard = job.validate, job.build_model, job.shard
+        job.validate = lambda model: (calls.append(1), validate(model))[1]
+        job.build_model = lambda: (built.append(build()), built[-1])[1]
+        job.shard = lambda n, epoch, *a, **kw: (shards.append((n, epoch, shard(n, epoch, *a, **kw))), shards[-1][2])[1]
+        ctx = LocalContext(device)
+        fit(job, ctx)
+        first = [(n, order.tolist()) for n, epoch, order in shards if epoch == 0][:1]
+        weights = {k: v.detach().double().sum().item() for k, v in built[0].state_dict().items()}
+        Path(root, f"rank-{rank}.json").write_text(json.dumps({
+            "validations": len(calls), "reports": ctx.reports, "weights": weights, "shard": first,
+            "device": sorted({p.device.type for p in built[0].parameters()})}))
+    finally:
+        dist.destroy_process_group()
+
+
+def two_rank_check(device: str = "cpu", backend: str = "gloo", jobs=("backbone", "distill")) -> list[dict]:
+    """Each job fitted by two ranks (`_rank_main`); raises AssertionError naming what broke, else a row per job."""
+    import tempfile
+    from pathlib import Path
+
+    import torch.multiprocessing as mp
+
+    from coldstart.ports import free_port
+
+    rows = []
+    for job_name in jobs:
+        with tempfile.TemporaryDirectory() as root:
+            started = time.perf_counter()
+            mp.start_processes(_rank_main, args=(2, free_port(), root, job_name, device, backend), nprocs=2,
+                               join=True, start_method="spawn")
+            seconds = time.perf_counter() - started
+            ranks = [json.loads((Path(root) / f"rank-{r}.json").read_text()) for r in range(2)]
+        (n, first), (_, second) = ranks[0]["shard"][0], ranks[1]["shard"][0]
+        assert len(first) == len(second), f"{job_name}: unequal shards {len(first)} and {len(second)}"
+        assert set(first) | set(second) == set(range(n)), f"{job_name}: the shards miss rows of {n}"
+        assert [r["validations"] for r in ranks] == [2, 0], f"{job_name}: validations per rank {ranks}"
+        for mine, theirs in zip(*(r["reports"] for r in ranks)):
+            ours = ({k: v for k, v in report.items() if "val" in k} for report in (mine, theirs))
+            assert next(ours) == next(ours), f"{job_name}: the ranks report different validation figures"
+        w0, w1 = ranks[0]["weights"], ranks[1]["weights"]
+        drift = max(abs(w0[k] - w1[k]) / max(abs(w0[k]), 1e-12) for k in w0)
+        assert w0 and drift < 1e-6, f"{job_name}: the ranks' weights differ after training (relative {drift:.2e})"
+        rows.append({"job": job_name, "backend": backend, "device": ranks[0]["device"], "rows": n,
+                     "shard": len(first), "seconds": seconds, "weight_drift": drift})
+        print(f"two ranks {job_name:9s} over {backend} on {','.join(ranks[0]['device'])}: shards of {len(first)} "
+              f"cover all {n} rows, one validation, weights equal (relative drift {drift:.1e}), {seconds:.1f} s")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda")
@@ -105,8 +178,12 @@ def main() -> None:
     parser.add_argument("--model", help="An encoder for the embedding figures (skipped without it).")
     parser.add_argument("--texts", help="A JSON list of texts for the embedding figures.")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--ranks-only", action="store_true", help="Only the two-rank check.")
     args = parser.parse_args()
-    training_check(args.device, args.backend, tuple(args.precisions.split(",")))
+    if not args.ranks_only:
+        training_check(args.device, args.backend, tuple(args.precisions.split(",")))
+    two_gpus = args.device == "cuda" and torch.cuda.device_count() >= 2
+    two_rank_check("cuda" if two_gpus else "cpu", "nccl" if two_gpus else "gloo")
     if args.model and args.texts:
         embedding_check(args)
 

@@ -19,7 +19,7 @@ the rest, once for every model:
   device, weighted by the rows each rank saw, and leaves it with `.cpu()`;
 - model selection and early stopping on the job's validation key;
 - checkpoints: `best/` (the job's own artifact of the best epoch),
-  `last.safetensors`, `optimizer.pt` and `state.json`, written when
+  `last.safetensors`, `optimizer.pt` (and fp16's `scaler.pt`) and `state.json`, written when
   `checkpoint_every_s` has passed since the last one and after the final epoch
   (every epoch reports its metrics either way; 0 checkpoints every epoch).
 
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 LAST_WEIGHTS = "last.safetensors"
 OPTIMIZER = "optimizer.pt"
+SCALER = "scaler.pt"  # fp16's loss scale and its growth bookkeeping
 STATE = "state.json"
 BEST = "best"
 
@@ -222,13 +223,15 @@ def fit(job: TrainJob, ctx, precision: str = "fp32", checkpoint_every_s: float =
     torch.manual_seed(job.seed)
     model = job.build_model()
     stopping = EarlyStopping(job.key, job.patience)
-    best_state = optimizer_state = None
+    best_state = optimizer_state = scaler_state = None
     with ctx.checkpoint() as folder:
         resumed = folder is not None
         if resumed:
             load_model(model, str(folder / LAST_WEIGHTS))
             best_state = job.load(folder / BEST)
             optimizer_state = torch.load(folder / OPTIMIZER, map_location="cpu", weights_only=True)
+            if (folder / SCALER).is_file():
+                scaler_state = torch.load(folder / SCALER, map_location="cpu", weights_only=True)
             stopping = EarlyStopping.resumed(job.key, job.patience, folder / STATE)
             log.info("%s: resuming at epoch %d", job.name, stopping.next_epoch)
     wrapped = ctx.prepare(model)
@@ -236,6 +239,8 @@ def fit(job: TrainJob, ctx, precision: str = "fp32", checkpoint_every_s: float =
     training = job.build_training(wrapped, ctx.device, precision)
     if optimizer_state is not None:
         training.optimizer.load_state_dict(optimizer_state)  # moves the moments to the parameters' device
+    if scaler_state is not None and training.scaler is not None:
+        training.scaler.load_state_dict(scaler_state)
     last_checkpoint = time.monotonic()
     for epoch in range(stopping.next_epoch, job.epochs):
         ctx.before_epoch(epoch, resumed)
@@ -256,6 +261,8 @@ def fit(job: TrainJob, ctx, precision: str = "fp32", checkpoint_every_s: float =
                                                "selected_on": job.key})
             save_model(net, str(folder / LAST_WEIGHTS))
             torch.save(training.optimizer.state_dict(), folder / OPTIMIZER)
+            if training.scaler is not None:
+                torch.save(training.scaler.state_dict(), folder / SCALER)
             stopping.write(folder / STATE)
 
         due = stopping.should_stop or epoch == job.epochs - 1 \

@@ -49,49 +49,12 @@ def test_the_pairs_of_an_epoch_are_each_trained_once_across_ranks(world):
     assert len(seen) - n == (-n) % world
 
 
-def _rank_main(rank: int, world: int, port: int, root: str, job_name: str, out: str) -> None:
-    """One rank of a gloo group: fit a tiny job through the skeleton and write what the parent checks."""
-    import json
-    from pathlib import Path
+@pytest.mark.timeout(300)
+def test_two_gloo_ranks_train_one_model_and_validate_once():
+    """Two ranks of a real torch.distributed group (gloo, as a Ray Train run on CPUs), as the GPU check runs them
+    (`benchmarks.gpu_check.two_rank_check`): their shards cover every interaction once, rank 0 alone validates
+    and both report its figures, and DDP leaves the same weights on both."""
+    from benchmarks.gpu_check import two_rank_check
 
-    import torch
-    import torch.distributed as dist
-
-    from benchmarks.training_jobs import tiny_jobs
-    from trainers.loop import LocalContext, fit
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        job = tiny_jobs(Path(root) / f"rank-{rank}")[job_name](epochs=2, patience=5)
-        calls, built = [], []
-        validate, build = job.validate, job.build_model
-        job.validate = lambda model: (calls.append(1), validate(model))[1]
-        job.build_model = lambda: (built.append(build()), built[-1])[1]
-        ctx = LocalContext("cpu")
-        fit(job, ctx)
-        weights = {k: v.detach().double().sum().item() for k, v in built[0].state_dict().items()}
-        Path(out, f"rank-{rank}.json").write_text(json.dumps({"validations": len(calls), "reports": ctx.reports,
-                                                              "weights": weights}))
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("job_name", ["backbone", "distill"])
-def test_two_gloo_ranks_train_one_model_and_validate_once(job_name, tmp_path):
-    """Two ranks of a real torch.distributed group (gloo, as a Ray Train run on CPUs): rank 0 alone validates,
-    both report its figures, and DDP leaves the same weights on both."""
-    import json
-
-    import torch.multiprocessing as mp
-
-    from coldstart.ports import free_port
-
-    mp.start_processes(_rank_main, args=(2, free_port(), str(tmp_path), job_name, str(tmp_path)), nprocs=2,
-                       join=True, start_method="spawn")
-    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(2)]
-    assert [r["validations"] for r in ranks] == [2, 0]
-    for mine, theirs in zip(*(r["reports"] for r in ranks)):
-        assert {k: v for k, v in mine.items() if "val" in k} == {k: v for k, v in theirs.items() if "val" in k}
-    assert ranks[0]["weights"] and ranks[0]["weights"] == pytest.approx(ranks[1]["weights"], rel=1e-6)
+    rows = two_rank_check("cpu", "gloo", ("backbone", "distill"))
+    assert [r["job"] for r in rows] == ["backbone", "distill"] and all(r["device"] == ["cpu"] for r in rows)

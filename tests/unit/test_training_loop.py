@@ -1,9 +1,15 @@
 """The one training skeleton (`trainers/loop.py`) without Ray: device placement, resume, early stopping.
 
-A CPU has no second device, so the placement test marks every tensor the code
-moves with `coldstart.training.to_device` (the one door to the training device)
-and fails when a model is called with an unmarked tensor, as CUDA fails when a
-model on the GPU gets a batch left on the CPU.
+A CPU has no second device, so the placement tests stand one in: the model's
+parameters and buffers, and every tensor the code moves with
+`coldstart.training.to_device` (the one door to the training device), are marked
+as on the device, and so is whatever is computed from them or made with an
+explicit `device=`. Any operation (a forward, a loss, a reduction, an index)
+that mixes a marked tensor with an unmarked one of a dimension or more then
+fails, as CUDA fails on a batch left on the CPU, a lookup table never moved, or
+a mask or noise made inside a loss without `device=` (the bugs fixed before).
+A copy across devices and a 0-d tensor (a Python number's stand-in) are legal
+there, and here.
 """
 
 from __future__ import annotations
@@ -13,73 +19,60 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map
 
 import coldstart.training as training
 from benchmarks.training_jobs import tiny_jobs
 from trainers.loop import LocalContext, fit
 
-
-class Placed(torch.Tensor):
-    """A CPU tensor standing for one on the training device; what is computed from it stays marked."""
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        return super().__torch_function__(func, types, args, kwargs or {})
+FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.randn, torch.rand, torch.randint,
+             torch.tensor, torch.as_tensor, torch.linspace, torch.eye, torch.randperm}
+LEAVES = {torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.item, torch.Tensor.tolist}  # off the device
 
 
-def _tensors(value):
+def _placed(tensor) -> bool:
+    return getattr(tensor, "_on_training_device", False)
+
+
+def _mark(value):
     if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
+        value._on_training_device = True
+    return value
+
+
+class TrainingDevice(TorchFunctionMode):
+    """Every torch operation in its scope: fails where a CPU tensor meets one on the (stand-in) device."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        on = any(_placed(t) for t in tensors)
+        strays = [t for t in tensors if not _placed(t) and t.dim() > 0]
+        if on and strays and func is not torch.Tensor.copy_:
+            raise AssertionError(f"{getattr(func, '__name__', func)}: a {tuple(strays[0].shape)} tensor on the CPU "
+                                 "met tensors on the training device")
+        out = func(*args, **kwargs)
+        moved = func is torch.Tensor.to and (kwargs.get("device") is not None or
+                                             any(isinstance(a, (torch.device, str)) for a in args[1:]))
+        made = func in FACTORIES and kwargs.get("device") is not None
+        if func not in LEAVES and (on or moved or made):
+            tree_map(_mark, out)
+        return out
 
 
 @pytest.fixture
-def marked_device(monkeypatch):
-    """Every tensor a module is called with must have come through `to_device`."""
+def training_device(monkeypatch):
+    """(mark a model as on the device, the guard to train in); `to_device` marks what it moves."""
     real = training.to_device
-    calls = []
+    monkeypatch.setattr(training, "to_device", lambda value, device: tree_map(_mark, real(value, device)))
 
-    def to_device(value, device):
-        moved = real(value, device)
-        return _mark(moved)
-
-    def _mark(value):
-        if isinstance(value, torch.Tensor):
-            return value if isinstance(value, Placed) else value.as_subclass(Placed)
-        if isinstance(value, tuple):
-            return tuple(_mark(v) for v in value)
-        if isinstance(value, list):
-            return [_mark(v) for v in value]
-        if isinstance(value, dict):
-            return {k: _mark(v) for k, v in value.items()}
-        return value
-
-    def check(module, args, kwargs):
-        for tensor in _tensors((args, kwargs)):
-            if not isinstance(tensor, (Placed, torch.nn.Parameter)):
-                raise AssertionError(f"{type(module).__name__} got a {tuple(tensor.shape)} tensor that never "
-                                     "went to the training device")
-        calls.append(type(module).__name__)
-
-    monkeypatch.setattr(training, "to_device", to_device)
-    hooks = []
-
-    def watch(model):
-        # Our modules, not a Hugging Face model's insides (which index its own buffers, already on the device).
-        theirs = {id(inner) for m in model.modules() if type(m).__module__.startswith("transformers.")
-                  for inner in m.modules()}
-        ours = [m for m in model.modules() if id(m) not in theirs]
-        hooks.extend(m.register_forward_pre_hook(check, with_kwargs=True) for m in ours)
+    def place(model):
+        for tensor in [*model.parameters(), *model.buffers()]:
+            _mark(tensor)
         return model
 
-    yield watch, calls
-    for hook in hooks:
-        hook.remove()
+    return place, TrainingDevice
 
 
 @pytest.fixture(scope="module")
@@ -87,28 +80,43 @@ def jobs(tmp_path_factory):
     return tiny_jobs(tmp_path_factory.mktemp("loop"))
 
 
-def test_every_job_feeds_its_model_only_tensors_placed_on_the_training_device(jobs, marked_device, tmp_path):
-    """Would fail on a loop that leaves batches, lookup tables or inference inputs on the CPU."""
-    watch, calls = marked_device
+def _fit_on_device(make, place, guard, folder):
+    job = make(epochs=1)
+    build = job.build_model
+    job.build_model = lambda: place(build())
+    with guard():
+        return fit(job, LocalContext("cpu", folder=folder))
+
+
+def test_every_job_trains_and_validates_with_no_cpu_tensor_meeting_the_device(jobs, training_device, tmp_path):
+    """Would fail on a loop that leaves batches, lookup tables or inference inputs on the CPU, or a loss that
+    makes a tensor without `device=`."""
+    place, guard = training_device
     for name, make in jobs.items():
-        job = make(epochs=1)
-        build = job.build_model
-        job.build_model = lambda build=build: watch(build())
-        calls.clear()
-        stopping = fit(job, LocalContext("cpu", folder=tmp_path / name))
+        stopping = _fit_on_device(make, place, guard, tmp_path / name)
         assert len(stopping.history) == 1, name
-        assert calls, f"{name}: the model was never called"
         assert (tmp_path / name / "best").is_dir() and (tmp_path / name / "optimizer.pt").is_file()
 
 
-def test_the_marker_catches_a_batch_left_on_the_cpu(jobs, marked_device):
-    """The check itself has teeth: the old loop's way (batches straight from the sampler) fails it."""
-    watch, _ = marked_device
+def test_the_guard_catches_the_placement_bugs_fixed_before(jobs, training_device, monkeypatch, tmp_path):
+    """The check has teeth: a batch straight from the sampler, a lookup table left on the CPU, and the VAE's
+    seen-items mask made without `device=` each fail it."""
+    place, guard = training_device
     job = jobs["backbone"](epochs=1)
-    model = watch(job.build_model())
+    model = place(job.build_model())
     users, pos, neg = next(iter(job.batches(0, 0, 1)))
-    with pytest.raises(AssertionError, match="never went to the training device"):
-        model(users, pos, neg)
+    with guard(), pytest.raises(AssertionError, match="tensor on the CPU met tensors on the training device"):
+        model(torch.as_tensor(users), torch.as_tensor(pos), torch.as_tensor(neg))
+    with monkeypatch.context() as patch:
+        patch.setattr(training.StepTraining, "place", lambda self, value, dtype=torch.float32: torch.as_tensor(
+            np.asarray(value)).to(dtype))
+        with pytest.raises(AssertionError, match="tensor on the CPU met"):
+            _fit_on_device(jobs["distill"], place, guard, tmp_path / "tables")
+    zeros = torch.zeros
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "zeros", lambda *a, device=None, **kw: zeros(*a, **kw))
+        with pytest.raises(AssertionError, match="tensor on the CPU met"):
+            _fit_on_device(jobs["vae"], place, guard, tmp_path / "mask")
 
 
 def test_a_resumed_run_continues_exactly_like_an_uninterrupted_one(jobs, tmp_path):
@@ -174,3 +182,19 @@ def test_the_gpu_check_runs_every_job_through_torch_distributed(capsys):
                                                                             "encoder") for p in ("fp32", "bf16")}
     assert all(r["finite"] and r["device"] == "cpu" and r["epochs"] == 2 for r in rows)
     assert "metric reduction over gloo on cpu: ok" in capsys.readouterr().out
+
+
+def test_an_fp16_run_keeps_its_loss_scale_across_a_resume(jobs, tmp_path, monkeypatch):
+    """fp16 trains with a gradient scaler; its scale (halved on every overflow) comes back with the checkpoint,
+    as a fresh scaler's 65536 would overflow again where the run had already learnt a smaller one."""
+    make = jobs["backbone"]
+    fit(make(epochs=2, patience=10), LocalContext(folder=tmp_path / "run"), precision="fp16")
+    saved = torch.load(tmp_path / "run" / "scaler.pt", weights_only=True)
+    saved["scale"] = 128.0
+    torch.save(saved, tmp_path / "run" / "scaler.pt")
+    seen = []
+    real = training.StepTraining.train_epoch
+    monkeypatch.setattr(training.StepTraining, "train_epoch",
+                        lambda self, batches: (seen.append(self.scaler.get_scale()), real(self, batches))[1])
+    fit(make(epochs=3, patience=10), LocalContext(folder=tmp_path / "run", resume=True), precision="fp16")
+    assert seen == [128.0]
