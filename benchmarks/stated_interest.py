@@ -8,7 +8,7 @@ catalogue as a whole. A few texts a real person might write follow, with their
 top titles. The app is the real HTTP API (`coldstart.serving.api`) over the
 artifacts, in one uvicorn process.
 
-    python -m benchmarks.stated_interest --artifacts out/demo [--text-weight 1.0]
+    python -m benchmarks.stated_interest --artifacts out/demo [--text-weight 1.0] [--stated-share 0.3]
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ def genre_table(artifacts: Path, column: str = "genres") -> pd.DataFrame:
     return pd.DataFrame({"item_id": items["item_id"], "genres": genres, "title": items.get("title")})
 
 
-def start_app(artifacts: Path, store: Path, text_weight: float) -> tuple[str, object]:
+def start_app(artifacts: Path, store: Path, text_weight: float, stated_share: float = 0.3) -> tuple[str, object]:
     """The HTTP API over the artifacts in this process (a thread); returns its URL and the server."""
     import uvicorn
 
     from coldstart.serving.api import create_api
     from coldstart.serving.service import local_service
 
-    service = local_service(artifacts, store, text_weight=text_weight)
+    service = local_service(artifacts, store, text_weight=text_weight, stated_share=stated_share)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -102,6 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", type=Path, required=True)
     parser.add_argument("--text-weight", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--stated-share", type=float, default=0.3,
+                        help="share of the slots for items of a genre the text names (the endpoint's default 0.3)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--skip", nargs="*", default=["unknown"],
                         help="Genre values that are no genre (MovieLens marks an item without one 'unknown').")
@@ -110,12 +112,12 @@ def main() -> None:
     popular = popularity_list(args.artifacts)
     for weight in args.text_weight:
         with tempfile.TemporaryDirectory() as store:
-            url, server = start_app(args.artifacts, Path(store), weight)
+            url, server = start_app(args.artifacts, Path(store), weight, args.stated_share)
             table = measure(url, genres, popular, args.k, tuple(args.skip))
             examples = free_texts(url, genres)
             server.should_exit = True
         above = int((table["stated"] > table["catalogue"]).sum())
-        print(f"\ntext weight {weight}: mean genre precision@{args.k} {table['stated'].mean():.3f} "
+        print(f"\ntext weight {weight}, stated share {args.stated_share}: mean genre precision@{args.k} {table['stated'].mean():.3f} "
               f"(popularity list {table['popularity'].mean():.3f}, catalogue share {table['catalogue'].mean():.3f}); "
               f"{above} of {len(table)} genres above their catalogue share"
               + (f" (not a genre, skipped: {', '.join(args.skip)})" if args.skip else "") + "\n")

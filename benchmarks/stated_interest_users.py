@@ -7,7 +7,8 @@ split's evaluation set is split in two at random (seed 0): what they would tell
 (`told`, half their items) and what is scored (`held`, the other half). From
 the told half they "state" the genre they watch most out of proportion, the
 genre of highest lift (its share of their told items over its share of all
-training interactions, among genres with at least two told items), in each of
+training interactions, among genres with at least two told items; `--stated
+most`: the genre of most told items, ties to the higher lift), in each of
 `PHRASINGS` ("I love {genre} movies.", "Mostly {genre} films for me, ...", ...;
 the text rows average over them). Each profile is ranked in-process through the served
 request path (`coldstart.serving.service.local_service`: encoder, generator,
@@ -24,7 +25,7 @@ A stated genre comes from the user's own held-out history, so these figures are
 not comparable with the protocol's user cold-start table, which has attributes
 only (RESULTS marks them apart).
 
-    python -m benchmarks.stated_interest_users --artifacts OUT [--text-weight 0.5 1 2] [--on test]
+    python -m benchmarks.stated_interest_users --artifacts OUT [--stated-share 0 0.3] [--stated lift|most] [--on test]
 """
 
 from __future__ import annotations
@@ -69,12 +70,14 @@ def told_and_held(artifacts: Path, on: str = "test", seed: int = 0) -> list[dict
     return out
 
 
-def stated_genre(told: list[str], genres: dict[str, set[str]], base: dict[str, float], least: int = 2) -> str | None:
+def stated_genre(told: list[str], genres: dict[str, set[str]], base: dict[str, float], least: int = 2,
+                 by: str = "lift") -> str | None:
     """The genre of highest lift among the told items (its share there over its `base` share), counted at
-    least `least` times; None if no genre is."""
+    least `least` times (`by="most"`: the genre of most told items, ties to the higher lift); None if none is."""
     counts = Counter(g for item in told for g in genres.get(item, ()))
     lifts = {g: n / len(told) / base[g] for g, n in counts.items() if n >= least and base.get(g, 0) > 0}
-    return max(sorted(lifts), key=lifts.get) if lifts else None
+    key = lifts.get if by == "lift" else (lambda g: (counts[g], lifts[g]))
+    return max(sorted(lifts), key=key) if lifts else None
 
 
 def genre_shares(artifacts: Path, column: str = "genres", skip: tuple[str, ...] = ("unknown",)
@@ -97,7 +100,8 @@ def ndcg(ranked: list[str], held: set[str], k: int = K) -> float:
     return reference_metrics(ranked, held, k)[f"ndcg@{k}"]
 
 
-def measure(artifacts: Path, users: list[dict], text_weight: float, store: Path) -> dict[str, list[float]]:
+def measure(artifacts: Path, users: list[dict], text_weight: float, store: Path,
+            stated_share: float = 0.3, by: str = "lift") -> dict[str, list[float]]:
     """{profile kind: NDCG@20 per user} for one text weight, through the in-process request path; a stated
     genre's rows are each user's mean over `PHRASINGS`."""
     from coldstart.serving.schemas import MAX_K, RecommendRequest
@@ -106,7 +110,7 @@ def measure(artifacts: Path, users: list[dict], text_weight: float, store: Path)
     from coldstart.data.split import load_split
     from coldstart.serving.titles import spoken_title
 
-    service = local_service(artifacts, store, text_weight=text_weight)
+    service = local_service(artifacts, store, text_weight=text_weight, stated_share=stated_share)
     genres, base = genre_shares(artifacts)
     items = load_split(Path(artifacts) / "split").items.astype({"item_id": str})
     titles = dict(zip(items["item_id"], items["title"])) if "title" in items.columns else {}
@@ -120,7 +124,7 @@ def measure(artifacts: Path, users: list[dict], text_weight: float, store: Path)
     async def run() -> dict[str, list[float]]:
         scores: dict[str, list[float]] = {}
         for user in users:
-            genre = stated_genre(user["told"], genres, base)
+            genre = stated_genre(user["told"], genres, base, by=by)
             texts = [p.format(genre=genre, lower=genre.lower()) for p in PHRASINGS] if genre else []
             named = [spoken_title(titles[i]) for i in user["told"][:3] if titles.get(i)]
             said = f"I loved {', '.join(named[:-1])} and {named[-1]}." if len(named) > 1 else \
@@ -151,10 +155,22 @@ def popularity(artifacts: Path, users: list[dict]) -> list[float]:
     return [ndcg(ranked, u["held"]) for ranked, u in zip(lists, users)]
 
 
+def paired_interval(a: list[float], b: list[float]) -> tuple[float, float]:
+    """95% bootstrap interval over users of mean(a) - mean(b), users without a stated genre (NaN in `a`) left out."""
+    from coldstart.serving.evidence import paired_interval as interval
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return interval(a[~np.isnan(a)], b[~np.isnan(a)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", type=Path, required=True)
     parser.add_argument("--text-weight", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--stated-share", type=float, nargs="+", default=[0.3],
+                        help="shares of the slots for items of a named genre (0: the text matched to items' texts)")
+    parser.add_argument("--stated", default="lift", choices=["lift", "most"],
+                        help="the genre a user states: most out of proportion (lift) or most watched (most)")
     parser.add_argument("--on", default="test", choices=["val", "test"])
     args = parser.parse_args()
     users = told_and_held(args.artifacts, args.on)
@@ -162,15 +178,19 @@ def main() -> None:
         parser.error(f"{args.artifacts}/split has no cold users in cold_{args.on}: run the pipeline with --cold users")
     pop = np.mean(popularity(args.artifacts, users))
     genres, base = genre_shares(args.artifacts)
-    stated = sum(stated_genre(u["told"], genres, base) is not None for u in users)
+    stated = sum(stated_genre(u["told"], genres, base, by=args.stated) is not None for u in users)
     print(f"{len(users)} cold users of cold_{args.on}; {stated} state a genre; popularity NDCG@{K} {pop:.4f}\n")
-    print(f"| text weight | profile | NDCG@{K} | vs popularity |\n|---|---|---|---|")
+    print(f"| text weight | stated share | profile | NDCG@{K} | vs popularity | minus attributes alone (95% over "
+          f"users) |\n|---|---|---|---|---|---|")
     for weight in args.text_weight:
-        with tempfile.TemporaryDirectory() as store:
-            scores = measure(args.artifacts, users, weight, Path(store))
-        for kind in ("attributes", "text", "attributes + text", "attributes + titles", "attributes + liked"):
-            mean = float(np.nanmean(scores[kind]))
-            print(f"| {weight:g} | {kind} | {mean:.4f} | {mean / pop:.3f}x |", flush=True)
+        for share in args.stated_share:
+            with tempfile.TemporaryDirectory() as store:
+                scores = measure(args.artifacts, users, weight, Path(store), share, args.stated)
+            for kind in ("attributes", "text", "attributes + text", "attributes + titles", "attributes + liked"):
+                mean = float(np.nanmean(scores[kind]))
+                low, high = paired_interval(scores[kind], scores["attributes"]) if kind != "attributes" else ("", "")
+                against = f"{low:+.4f} to {high:+.4f}" if low != "" else "-"
+                print(f"| {weight:g} | {share:g} | {kind} | {mean:.4f} | {mean / pop:.3f}x | {against} |", flush=True)
 
 if __name__ == "__main__":
     main()

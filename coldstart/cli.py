@@ -336,6 +336,7 @@ def serve_cmd(
     store: Annotated[Optional[str], typer.Option(help="Registration store: a folder (one machine) or a postgresql:// URL (a cluster's replicas share it; password from PGPASSWORD or ~/.pgpass); default $COLDSTART_STORE, else DIR/registry.")] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="COLDSTART_API_KEY", help="Require X-API-Key on /v1/*.")] = None,
     text_weight: Annotated[float, typer.Option(help="Weight of a new user's own words (free text matched to items' text) against the collaborative score; 0 ignores them.")] = 1.0,
+    stated_share: Annotated[float, typer.Option(help="Share of a list's slots for items carrying an attribute value a new user's text names (\"Mostly horror films for me\"), ranked by the collaborative score (the user's vector then also leans to what users who favour them watch); 0 keeps no slots.")] = 0.3,
     num_cpus: Annotated[Optional[int], typer.Option(help="Logical CPUs of the local Ray cluster (default max(4, cores)).")] = None,
     proxy: Annotated[str, typer.Option(help="HTTP in front of the app on a local cluster: haproxy (Serve's HAProxy ingress, straight to an ingress replica) or ray (Serve's proxy actor, one hop more). A joined cluster keeps its own.")] = "haproxy",
     smoke: Annotated[bool, typer.Option(help="Answer one request of each kind, print them, and stop.")] = False,
@@ -362,7 +363,8 @@ def serve_cmd(
         raise ConfigError(f"weight: no variant named {', '.join(unknown)} (serving {', '.join(folders)})")
     try:
         cfgs = {name: ServeConfig(artifacts=folder, port=port, host=host, generator=generator, encoder=encoder,
-                                  store=store, api_key=api_key, text_weight=text_weight, proxy=proxy)
+                                  store=store, api_key=api_key, text_weight=text_weight,
+                                  stated_share=stated_share, proxy=proxy)
                 for name, folder in folders.items()}
     except ValidationError as exc:
         raise ConfigError(str(exc)) from None

@@ -26,7 +26,7 @@ def build_catalogue(cfg: ServeConfig) -> Catalogue:
     faiss.omp_set_num_threads(1)  # exact search over thousands of items: threads cost more than they give
     generator = ServingGenerator(cfg.artifacts, cfg.generator)  # for the catalogue's cold vectors only
     return Catalogue.from_artifacts(cfg.artifacts, generator, cfg.open_store(), text_weight=cfg.text_weight,
-                                    encoder=cfg.encoder)
+                                    stated_share=cfg.stated_share, encoder=cfg.encoder)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)

@@ -33,6 +33,10 @@ class ServeConfig(BaseModel):
     text_weight: float = Field(1.0, ge=0, description="Weight of what a new user says they like (a profile's free "
                                                       "text, matched to items' text) against the collaborative "
                                                       "score, in units of the two scores' spreads; 0 ignores it.")
+    stated_share: float = Field(0.3, ge=0, le=1, description="Share of a list's slots for items that carry an "
+                                "attribute value a user's text names (\"Mostly horror films for me\"), ranked by "
+                                "the collaborative score (the user's vector then also leans to what users who "
+                                "favour them watch); 0 keeps no slots.")
     proxy: Literal["haproxy", "ray"] = Field(
         "haproxy", description="What takes HTTP in front of the ingress replicas of a cluster `coldstart serve` "
                                "starts: haproxy (Ray Serve's HAProxy ingress: requests go straight to an ingress "

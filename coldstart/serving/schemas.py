@@ -95,7 +95,10 @@ class Explanation(BaseModel):
                                                       "to this one, closest first.")
     shared_attributes: list[SharedAttribute] = Field(..., description="Its attribute values the user's items share.")
     text_match: float | None = Field(..., description="Cosine of what the user said (profile text) and the "
-                                                      "item's text; None without profile text.")
+                                                      "item's text; None without profile text, or where "
+                                                      "it names titles or attribute values.")
+    stated: list[str] = Field(default_factory=list, description="The attribute values the user named (the "
+                                                               "answer's `stated`) that this item carries.")
     vector: VectorSource
 
 
@@ -113,6 +116,9 @@ class Recommendation(BaseModel):
     items: list[RecommendedItem]
     named: list[str] = Field(default_factory=list, description="Items a new profile's text names by title (\"I "
                                                                 "loved Fargo\"): taken as liked, not recommended.")
+    stated: list[str] = Field(default_factory=list, description="Attribute values the user's text names (\"Mostly "
+                              "horror films for me\" names \"genres: Horror\"): a share of the list goes to items "
+                              "that carry them, ranked by the collaborative score.")
     variant: str | None = Field(None, description="The served variant (artifacts) that answered, when the app "
                                                   "serves named variants (an A/B test, a swap).")
 

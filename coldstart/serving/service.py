@@ -158,7 +158,8 @@ class RecommendService:
 
 
 def local_service(artifacts, store, *, generator: str = "auto", encoder: str = "auto",
-                  text_weight: float = 1.0, variant: str | None = None) -> RecommendService:
+                  text_weight: float = 1.0, stated_share: float = 0.3,
+                  variant: str | None = None) -> RecommendService:
     """The whole request path in this process over an artifacts folder and a registration store (a folder, a
     `postgresql://` URL, or an open store): what the unit tests, the benchmarks' plain-uvicorn baseline and a
     restart check serve, with the objects the Serve deployments hold."""
@@ -169,7 +170,8 @@ def local_service(artifacts, store, *, generator: str = "auto", encoder: str = "
     serving_generator = ServingGenerator(artifacts, generator)
     serving_encoder = ServingEncoder(artifacts, serving_generator.meta["content"], encoder)
     opened = open_store(store) if isinstance(store, (str, os.PathLike)) else store
-    catalogue = Catalogue.from_artifacts(artifacts, serving_generator, opened, text_weight=text_weight, encoder=encoder)
+    catalogue = Catalogue.from_artifacts(artifacts, serving_generator, opened, text_weight=text_weight, encoder=encoder,
+                                         stated_share=stated_share)
     return RecommendService(encoder=LocalStage(serving_encoder), generator=LocalStage(serving_generator),
                             ranker=LocalStage(catalogue), content=serving_generator.content,
                             generator_name=serving_generator.name, encoder_name=serving_encoder.kind,

@@ -74,8 +74,11 @@ def test_a_registered_items_vector_source_follows_its_interactions(client):
 
 
 def test_a_new_users_list_is_explained_by_liked_items_and_stated_text(client):
-    items = _recommend(client, {"profile": {"text": "I love comedies.", "liked": ["i1", "i2"]}})
+    items = _recommend(client, {"profile": {"text": "Something funny and light.", "liked": ["i1", "i2"]}})
     for item in items:
         why = item["explanation"]
         assert {b["item_id"] for b in why["because"]} <= {"i1", "i2"} and why["because"]
-        assert isinstance(why["text_match"], float)
+        assert isinstance(why["text_match"], float) and why["stated"] == []
+    named = _recommend(client, {"profile": {"text": "I love comedies.", "liked": ["i1", "i2"]}})
+    stated = {tuple(i["explanation"]["stated"]) for i in named}
+    assert ("genres: Comedy",) in stated and stated <= {(), ("genres: Comedy",)}

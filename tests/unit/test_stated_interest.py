@@ -49,8 +49,8 @@ def test_a_profile_without_free_text_ranks_as_without_stated_interest(artifacts,
 
 
 def test_beside_attributes_free_text_steers_through_the_text_match_alone(artifacts, tmp_path):
-    """The generator reads a profile's attributes, not its free text: with the text match off, attributes with
-    a stated interest rank exactly as the attributes alone; with it on, the text moves the list."""
+    """The generator reads a profile's attributes, not its free text: a text that names no attribute value ranks
+    exactly as the attributes alone with the text match off, and moves the list with it on."""
     import asyncio
 
     from coldstart.serving.schemas import RecommendRequest
@@ -60,9 +60,35 @@ def test_beside_attributes_free_text_steers_through_the_text_match_alone(artifac
     lists = {}
     for weight in (0.0, 1.0):
         service = local_service(artifacts, tmp_path / f"store-{weight}", text_weight=weight)
-        for text in ("", "I love Horror movies."):
+        for text in ("", "something gloomy and slow"):
             request = RecommendRequest(profile={"attributes": attributes, "text": text}, k=10)
             answer = asyncio.run(service.recommend(request))
+            assert answer.stated == []
             lists[weight, text] = [(i.item_id, round(i.score, 4)) for i in answer.items]
-    assert lists[0.0, "I love Horror movies."] == lists[0.0, ""]
-    assert lists[1.0, "I love Horror movies."] != lists[1.0, ""]
+    assert lists[0.0, "something gloomy and slow"] == lists[0.0, ""]
+    assert lists[1.0, "something gloomy and slow"] != lists[1.0, ""]
+
+
+@pytest.mark.parametrize("text", ["Mostly horror films for me, that is what I watch on weekends.",
+                                  "HORROR. Always horror!"])
+def test_a_named_genre_takes_its_share_of_the_list_ranked_by_the_collaborative_score(artifacts, tmp_path, text):
+    """A text that names a genre gets `stated_share` of the slots at least for that genre's items, whatever the
+    text weight (the text is then not matched to items' texts), and the answer says what it understood."""
+    import asyncio
+
+    from coldstart.serving.schemas import RecommendRequest
+    from coldstart.serving.service import local_service
+
+    by_item = dict(zip(*genre_table(artifacts)[["item_id", "genres"]].T.values))
+    attributes = {"age": 30, "occupation": "job5"}
+    lists = {}
+    for weight, share in ((0.0, 0.5), (1.0, 0.5), (0.0, 0.0)):
+        service = local_service(artifacts, tmp_path / f"store-{weight}-{share}", text_weight=weight,
+                                stated_share=share)
+        answer = asyncio.run(service.recommend(RecommendRequest(profile={"attributes": attributes, "text": text},
+                                                                k=10)))
+        assert answer.stated == ["genres: Horror"]
+        lists[weight, share] = [i.item_id for i in answer.items]
+    assert lists[0.0, 0.5] == lists[1.0, 0.5]
+    horror = [sum("Horror" in by_item[i] for i in items) for items in lists.values()]
+    assert horror[0] >= 5 and horror[0] > horror[2]

@@ -56,3 +56,19 @@ def test_a_text_that_names_items_is_not_matched_to_items_texts(serving_artifacts
         answer = asyncio.run(service.recommend(RecommendRequest(profile={"text": "I loved Movie 3"}, k=10)))
         lists[weight] = [i.item_id for i in answer.items]
     assert lists[0.0] == lists[1.0]
+
+
+def test_a_text_names_attribute_values_as_people_write_them():
+    from coldstart.serving.titles import LabelMatcher, TitleMatcher
+
+    labels = [["genres: Horror", "genres: Sci-Fi", "year: 1990s"], ["genres: Children's", "genres: Comedy"],
+              ["genres: War", "genres: unknown", "size: XL"]]
+    matcher, titles = LabelMatcher(labels), TitleMatcher(["Star Wars (1977)", None, None])
+    found = lambda text: matcher.find(text, titles.spans(text))  # noqa: E731
+    assert found("Mostly horror films for me, that is what I watch on weekends.") == ["genres: Horror"]
+    assert found("SCI-FI and comedies") == ["genres: Sci-Fi", "genres: Comedy"]
+    assert found("children's films") == found("films for children") == ["genres: Children's"]
+    assert found("I loved Star Wars") == []  # a title's words name no war film
+    assert found("I loved Star Wars and war films") == ["genres: War"]
+    assert found("anything from the 1990s, unknown or xl") == []  # digits, vague words, too short
+    assert found("horrible") == [] and found("warm comedy") == ["genres: Comedy"]
