@@ -12,6 +12,12 @@ efficiency is 2-worker throughput over twice the 1-worker throughput; on this
 the overhead of sharding and gradient all-reduce, not a speed-up.
 
     python -m benchmarks.train_scaling --epochs 8 --repeats 1
+
+With `--compare A B` (two pipeline folders on the same split, say one trained
+with `--scale.num-workers 1` and one with 2), the backbones' warm NDCG@20 on val
+and test instead, with a 95% bootstrap interval over users of B - A.
+
+    python -m benchmarks.train_scaling --compare OUT_1_WORKER OUT_2_WORKERS
 """
 
 from __future__ import annotations
@@ -36,6 +42,44 @@ def coverage(n: int, world: int, seed: int = 0, epoch: int = 0) -> tuple[float, 
     return len(now) / n, len(before) / n
 
 
+def per_user_ndcg(model, data, group: str, on: str, k: int = 20) -> np.ndarray:
+    """Each evaluated user's NDCG@k in `group` (`SplitData.eval_set`), as `coldstart.evaluate` scores them."""
+    import scipy.sparse as sp
+    import torch
+
+    from coldstart.evaluate import TIE_SEED
+    from coldstart.metrics import batch_metrics, topk_hit_matrix
+
+    pairs = data.eval_set(group, on)
+    rows, cols = data.user_ids.get_indexer(pairs["user_id"]), data.item_ids.get_indexer(pairs["item_id"])
+    truth = sp.csr_matrix((np.ones(len(rows), bool), (rows, cols)), shape=(data.n_users, data.n_items))
+    users = np.unique(rows)
+    scores = torch.from_numpy(np.asarray(model.score(users), np.float32)).clone()
+    scores[:, torch.from_numpy(~data.candidates(group))] = -np.inf
+    seen = data.train[users].tocoo()
+    scores[torch.from_numpy(seen.row.astype(np.int64)), torch.from_numpy(seen.col.astype(np.int64))] = -np.inf
+    held = torch.from_numpy(truth[users].toarray())
+    tie_order = torch.from_numpy(np.random.default_rng(TIE_SEED).permutation(data.n_items))
+    return batch_metrics(topk_hit_matrix(scores, held, k, tie_order), held.sum(1), (k,))[f"ndcg@{k}"].numpy()
+
+
+def compare(a: Path, b: Path) -> None:
+    """The backbones of two pipeline folders on one split: warm NDCG@20 per set, and B - A over users."""
+    from coldstart.data.split import load_split
+    from coldstart.evaluate import SplitData
+    from coldstart.models.coldstart_model import load_recommender_artifact
+    from coldstart.serving.evidence import paired_interval
+
+    data = SplitData.from_split(load_split(a / "split"))
+    models = [load_recommender_artifact(folder / "backbone", data) for folder in (a, b)]
+    print(f"| set | {a} | {b} | B - A (95% over users) |\n|---|---|---|---|")
+    for on in ("val", "test"):
+        first, second = (per_user_ndcg(m, data, "warm", on) for m in models)
+        low, high = paired_interval(second, first)
+        print(f"| warm {on} NDCG@20 | {first.mean():.4f} | {second.mean():.4f} | "
+              f"{second.mean() - first.mean():+.4f} ({low:+.4f} to {high:+.4f}) |")
+
+
 def run_job(name: str, split: Path, root: Path, workers: int, epochs: int) -> dict:
     from trainers.backbone import BackboneConfig
     from trainers.backbone import run as backbone
@@ -58,10 +102,14 @@ def run_job(name: str, split: Path, root: Path, workers: int, epochs: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
+                        help="two pipeline folders on one split: their backbones' warm NDCG@20, B against A")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
+    if args.compare:
+        return compare(*args.compare)
 
     from coldstart.data import movielens
     from coldstart.data.schema import load_dataset
