@@ -1,7 +1,7 @@
 """GPU paths, run on a lent CUDA machine: every training job's epoch, the embed job's actor code.
 
 Training (always): one epoch of every job the Ray workers run (backbone,
-distill, vae, transfer, encoder; `benchmarks/training_jobs.py` builds them on
+distill, vae, transfer, encoder; `trainers/testing.py` builds them on
 tiny inputs) through the training skeleton (`trainers/loop.py`), in one
 torch.distributed group of world size 1 with the NCCL backend, as a Ray Train
 GPU worker is (that machine has no Ray), the model left unwrapped at that world
@@ -59,7 +59,7 @@ def training_check(device: str = "cuda", backend: str = "nccl", precisions=("fp3
 
     import torch.distributed as dist
 
-    from benchmarks.training_jobs import tiny_jobs
+    from trainers.testing import tiny_jobs
     from coldstart.training import unwrap
     from trainers.loop import LocalContext, fit, reduce_mean
 
@@ -110,7 +110,7 @@ def _rank_main(rank: int, world: int, port: int, root: str, job_name: str, devic
 
     import torch.distributed as dist
 
-    from benchmarks.training_jobs import tiny_jobs
+    from trainers.testing import tiny_jobs
     from trainers.loop import LocalContext, fit
 
     torch.set_num_threads(1)

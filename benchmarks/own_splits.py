@@ -8,7 +8,8 @@
     python -m benchmarks.own_splits --out /tmp/own
     coldstart pipeline --split /tmp/own/user-cold --out /tmp/own/user-cold-run --tune.budget 2 ...
 
-RESULTS ("Off the demo's path") lists the settings each run used and what it found.
+HISTORY.md ("Off the demo's path"; summed up in RESULTS.md, "Own splits") lists the settings each run used and
+what it found.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from coldstart.data.schema import validate
 from coldstart.data.split import make_split
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 SETS = ("train", "warm_val", "warm_test", "cold_val", "cold_test")
 

@@ -8,7 +8,7 @@
 2. Artifacts: a child rewriting a folder artifact and a file artifact is SIGKILLed `--write-kills`
    times each at random moments. Survived: the reader finds a whole version; lost: it finds an
    older version than the last acknowledged write.
-3. Data: `--fuzz` malformed inputs from `tests/fuzz_inputs.py` (seed 1; the tests use seed 0).
+3. Data: `--fuzz` malformed inputs from `coldstart/testing/fuzz.py` (seed 1; the tests use seed 0).
    Unclean: anything but a DataError naming the file, or a success.
 """
 
@@ -97,7 +97,7 @@ def training_drill(worker_kills: int, root: Path) -> dict:
 
 
 def write_drill(kills: int, root: Path) -> dict:
-    from tests.crash_writes import kill_during_writes
+    from coldstart.testing.crashes import kill_during_writes
 
     totals = {"injected": 0, "survived": 0, "lost": 0}
     for kind in ("dir", "file"):
@@ -111,7 +111,7 @@ def write_drill(kills: int, root: Path) -> dict:
 
 
 def fuzz_drill(n: int, root: Path) -> dict:
-    from tests.fuzz_inputs import fuzz
+    from coldstart.testing.fuzz import fuzz
 
     return fuzz(root, n, seed=1)
 

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from coldstart.data.schema import validate
     from coldstart.data.split import make_split, save_split
-    from tests.conftest import make_tables
+    from coldstart.testing import make_tables
     from trainers.common import REPORT_POLL_ENV, local_cluster
 
     os.environ.pop(VAR, None)  # the cluster's processes start without it: each run gets it from the driver

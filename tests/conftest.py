@@ -8,9 +8,7 @@ import pytest
 
 from coldstart.data.schema import Dataset, validate
 from coldstart.ports import free_port
-
-GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
-
+from coldstart.testing import GENRES, make_tables  # noqa: F401  (fixtures below, and older imports)
 
 @pytest.fixture(scope="session", autouse=True)
 def vector_cache(tmp_path_factory):
@@ -26,37 +24,6 @@ def vector_cache(tmp_path_factory):
         os.environ.pop(VECTORS_ENV, None)
     else:
         os.environ[VECTORS_ENV] = previous
-
-
-def make_tables(n_users: int = 40, n_items: int = 60, per_user: int = 12, seed: int = 0):
-    """Users who like one genre each and mostly rate items of it: content carries real signal."""
-    rng = np.random.default_rng(seed)
-    item_genre = rng.integers(0, len(GENRES), n_items)
-    items = pd.DataFrame({
-        "item_id": [f"i{j}" for j in range(n_items)],
-        "title": [f"Movie {j}" for j in range(n_items)],
-        "year": rng.integers(1950, 2000, n_items),
-        "genres": [GENRES[g] + ("|Drama" if j % 5 == 0 and GENRES[g] != "Drama" else "")
-                   for j, g in enumerate(item_genre)],
-    })
-    user_genre = rng.integers(0, len(GENRES), n_users)
-    users = pd.DataFrame({
-        "user_id": [f"u{u}" for u in range(n_users)],
-        "age": rng.integers(18, 70, n_users),
-        "gender": rng.choice(["F", "M"], n_users),
-        "occupation": [f"job{g}" for g in user_genre],
-    })
-    rows = []
-    for u in range(n_users):
-        liked = np.flatnonzero(item_genre == user_genre[u])
-        others = np.flatnonzero(item_genre != user_genre[u])
-        n_liked = min(len(liked), int(per_user * 0.8))
-        chosen = list(rng.choice(liked, n_liked, replace=False)) + list(
-            rng.choice(others, per_user - n_liked, replace=False))
-        for j in chosen:
-            rows.append((f"u{u}", f"i{j}", float(rng.integers(1, 6)), int(rng.integers(8e8, 9e8))))
-    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
-    return interactions, items, users
 
 
 @pytest.fixture
@@ -112,9 +79,9 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def serving_artifacts(tmp_path_factory, minilm):
-    """Small serving artifacts (tests/serving_artifacts.py, default sizes), built once per session for the
+    """Small serving artifacts (coldstart/testing/artifacts.py, default sizes), built once per session for the
     tests that only read them (each test keeps its registrations in a store of its own)."""
-    from tests.serving_artifacts import build_artifacts
+    from coldstart.testing.artifacts import build_artifacts
 
     return build_artifacts(tmp_path_factory.mktemp("serving-artifacts"), minilm)
 
@@ -123,7 +90,7 @@ def serving_artifacts(tmp_path_factory, minilm):
 def serving_artifacts_b(tmp_path_factory, minilm):
     """Other serving artifacts over the same data and catalogue (another training seed): what a swap moves to,
     or an A/B test's second variant."""
-    from tests.serving_artifacts import build_artifacts
+    from coldstart.testing.artifacts import build_artifacts
 
     return build_artifacts(tmp_path_factory.mktemp("serving-artifacts-b"), minilm, epochs=30, model_seed=1)
 

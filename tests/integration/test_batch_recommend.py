@@ -9,7 +9,7 @@ from coldstart.serving.batch import BatchOptions, recommend_in_process
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.models import ServingGenerator
 from coldstart.serving.stores import open_store
-from tests.serving_artifacts import build_artifacts
+from coldstart.testing.artifacts import build_artifacts
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from coldstart import submit
 from coldstart.data.schema import validate
 from coldstart.data.split import make_split, save_split
 from coldstart.ports import free_port
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 from trainers import metrics as train_metrics
 
 pytestmark = pytest.mark.slow

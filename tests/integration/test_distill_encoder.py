@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def embeddings(ray_cluster, tmp_path_factory):
     from coldstart.data.schema import validate
     from coldstart.data.split import make_split, save_split
-    from tests.conftest import make_tables
+    from coldstart.testing import make_tables
 
     root = tmp_path_factory.mktemp("distill")
     inter, items, users = make_tables(n_users=60, n_items=100, seed=1)

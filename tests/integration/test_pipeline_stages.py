@@ -28,7 +28,7 @@ from coldstart.cli import app
 from coldstart.data.schema import find_table, read_table, save_dataset, validate
 from coldstart.data.split import make_split
 from coldstart.ports import free_port
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 pytestmark = pytest.mark.slow
 

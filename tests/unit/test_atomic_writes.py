@@ -1,6 +1,6 @@
 """Artifacts survive a writer killed at any instant: the path holds the old or the new version whole.
 
-The harness (`tests/crash_writes.py`) kills a rewriting child at random moments; run on a naive
+The harness (`coldstart/testing/crashes.py`) kills a rewriting child at random moments; run on a naive
 in-place writer it must catch corruption, which shows the check can fail.
 """
 
@@ -14,7 +14,7 @@ import time
 import pytest
 
 from coldstart import artifacts
-from tests.crash_writes import kill_during_writes, read_dir_version, write_dir_version, writer_loop
+from coldstart.testing.crashes import kill_during_writes, read_dir_version, write_dir_version, writer_loop
 
 @pytest.mark.parametrize("kind", ["dir", "file"])
 def test_a_writer_killed_at_random_moments_never_leaves_a_torn_or_stale_artifact(tmp_path, kind):

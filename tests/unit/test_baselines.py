@@ -7,7 +7,7 @@ from coldstart.models import load_recommender
 from coldstart.models.baselines import ContentKNNRecommender, PopularityRecommender, RandomRecommender
 from coldstart.data.schema import DataError
 from coldstart.data.schema import validate
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 
 @pytest.fixture(scope="module")

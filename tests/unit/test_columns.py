@@ -14,7 +14,7 @@ from coldstart.data.split import load_split, make_split, save_split
 from coldstart.features import AttributeEncoder
 from coldstart.models.transfer import match_items, match_key
 from coldstart.text.templates import MOVIELENS_ITEM, render
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 
 def _warnings(caplog) -> list[str]:

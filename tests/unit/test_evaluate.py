@@ -114,7 +114,7 @@ def test_validation_halves_split_the_cold_val_entities_and_keep_every_warm_row()
     from coldstart.data.schema import validate
     from coldstart.data.split import make_split
     from coldstart.evaluate import is_audit
-    from tests.conftest import make_tables
+    from coldstart.testing import make_tables
 
     dataset = validate(*make_tables(n_users=200, n_items=100), name="halves")
     for cold, column in (("items", "item_id"), ("users", "user_id")):

@@ -1,6 +1,6 @@
 """Hostile input to the data loaders: every malformed file ends in a DataError naming it, or loads.
 
-The seeded stream in `tests/fuzz_inputs.py` covers truncated, bit-flipped and garbage files,
+The seeded stream in `coldstart/testing/fuzz.py` covers truncated, bit-flipped and garbage files,
 invalid UTF-8, bad CSV quoting, wrong column types, nested values, nulls, huge strings, missing
 and duplicate columns, and broken split.json / mapping files. The named tests below pin the
 leaks the stream found (each raised something other than DataError before its fix).
@@ -18,8 +18,8 @@ from coldstart.data import schema
 from coldstart.data.importer import ColumnMapping, import_dataset
 from coldstart.data.schema import DataError, load_dataset, validate
 from coldstart.data.split import load_split
-from tests.conftest import make_tables
-from tests.fuzz_inputs import fuzz, make_case, run_case
+from coldstart.testing import make_tables
+from coldstart.testing.fuzz import fuzz, make_case, run_case
 
 
 def test_every_fuzzed_input_ends_in_a_data_error_naming_its_file_or_loads(tmp_path):

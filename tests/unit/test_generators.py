@@ -106,7 +106,7 @@ def test_a_source_holding_the_targets_interactions_is_found_whatever_its_ids():
     from coldstart.data.schema import validate
     from coldstart.data.split import make_split
     from coldstart.evaluate import SplitData
-    from tests.conftest import make_tables
+    from coldstart.testing import make_tables
     from trainers.transfer import target_twins
 
     inter, items, users = make_tables(n_users=150, n_items=200, per_user=20, seed=3)

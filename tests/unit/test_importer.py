@@ -2,7 +2,7 @@ import pytest
 
 from coldstart.data.importer import ColumnMapping, import_dataset
 from coldstart.data.schema import DataError, load_dataset
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 
 def test_import_maps_columns_from_yaml(tmp_path):

@@ -11,7 +11,7 @@ from coldstart.features import AttributeEncoder
 from coldstart.models.baselines import RandomRecommender
 from coldstart.models.mf import BackboneTraining, EmbeddingRecommender, MatrixFactorization, TrainPairs
 from coldstart.models.towers import ColdStartTowers, DistillWeights, TowerTraining, cold_start_vectors
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from coldstart.models.baselines import KNNWarmRecommender, RandomRecommender
 from coldstart.models.coldstart_model import load_cold_model, load_recommender_artifact, save_cold_model
 from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
 from coldstart.models.towers import ColdStartTowers, cold_start_vectors
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 
 def _world(seed=0):

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from coldstart.data.schema import DataError, load_dataset, save_dataset, validate
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 
 def write(folder, interactions, items, users=None, fmt="csv"):

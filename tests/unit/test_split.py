@@ -5,7 +5,7 @@ import pytest
 
 from coldstart.data.schema import DataError
 from coldstart.data.split import load_split, make_split, save_split
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 from coldstart.data.schema import validate
 
 

@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 import coldstart.training as training
-from benchmarks.training_jobs import tiny_jobs
+from trainers.testing import tiny_jobs
 from trainers.loop import LocalContext, fit
 
 FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.randn, torch.rand, torch.randint,

@@ -21,7 +21,7 @@ from coldstart.pipeline import PipelineConfig
 from coldstart.serving.api import create_api
 from coldstart.serving.models import ServingGenerator
 from coldstart.serving.service import local_service
-from tests.serving_artifacts import build_artifacts
+from coldstart.testing.artifacts import build_artifacts
 from trainers.stages import choose_generator
 from trainers.transfer import save_transfer
 from tuning.stages import save_transfer_generator

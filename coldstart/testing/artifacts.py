@@ -24,7 +24,7 @@ from coldstart.models.towers import ColdStartTowers, DistillWeights, TowerTraini
 from coldstart.models.vectors import write_vectors
 from coldstart.text.encoder import EncoderConfig
 from coldstart.text.templates import TextTemplates, item_texts, user_texts
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 
 def write_embeddings(split, encoder, out: Path) -> Path:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from coldstart.data.importer import ColumnMapping, import_dataset
 from coldstart.data.schema import DataError, load_dataset, validate
 from coldstart.data.split import load_split, make_split, save_split
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 HUGE = 10 * 1024 * 1024  # a 10 MB string
 

@@ -19,7 +19,7 @@ from coldstart.data.schema import validate
 from coldstart.data.split import load_split, make_split, save_split
 from coldstart.evaluate import SplitData
 from coldstart.models.coldstart_model import save_backbone
-from tests.conftest import make_tables
+from coldstart.testing import make_tables
 
 WORDS = ("a film about cats space love war ghosts fish robots music crime dogs the of and in").split()
 
