@@ -1,6 +1,6 @@
 """Where `make demo`'s time goes: wall clock and the CPU each kind of process used.
 
-The demo is CPU-bound on 2 cores (benchmarks/RESULTS.md, "Stages side by side"), so its
+The demo is CPU-bound on 2 cores (benchmarks/HISTORY.md, "Stages side by side"), so its
 wall time follows the work it does. This runs a command (by default `make demo` into a
 fresh folder), reads every process's CPU time from /proc once a second, and sums it by
 what Ray's process titles (or the command line) name: Tune trials, Ray Data actors, Ray

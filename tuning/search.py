@@ -131,7 +131,7 @@ def warn_oversubscribed(workers: int, scale, local: bool, cores: int | None = No
     """Warn when `workers` of `scale.threads_per_worker` torch threads each, on a cluster on this machine
     (`local`), ask for more threads than it has cores while each worker has more than one. A local cluster
     counts more logical CPUs than cores (`RayOptions.local_cpus`), and contending threads made trial epochs
-    2-3x slower than one thread per worker (benchmarks/RESULTS.md, the demo's run B)."""
+    2-3x slower than one thread per worker (benchmarks/HISTORY.md, the demo's run B)."""
     threads = scale.threads_per_worker
     cores = cores or os.cpu_count() or 1
     if threads <= 1 or scale.use_gpu or not local or workers * threads <= cores:
