@@ -40,6 +40,7 @@ import threading
 from collections.abc import Iterator
 
 from coldstart.config import ConfigError
+from coldstart.serving.records import erased
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +271,6 @@ class PostgresStore:
 
     def _erase(self) -> int:
         """Delete the rows `erased` marks, commit, then VACUUM the table so their space is reclaimed."""
-        from coldstart.serving.stores import erased
-
         if not self._locked:
             self._take_lock()
         conn = self._conn
@@ -309,7 +308,7 @@ class PostgresWriter:
         self.store._append(record)
 
     def erase(self) -> int:
-        """Delete for good every record a later deletion names (`coldstart.serving.stores.erased`)."""
+        """Delete for good every record a later deletion names (`coldstart.serving.records.erased`)."""
         return self.store._erase()
 
 

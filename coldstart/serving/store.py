@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from coldstart.artifacts import _fsync_dir
+from coldstart.serving.records import erased
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,6 @@ class RegistrationStore:
     def _erase(self) -> int:
         """Under the lock: rewrite the log without the records `erased` marks (and any damaged line, which is
         never served). How many records went."""
-        from coldstart.serving.stores import erased
-
         with open(self.path, "rb") as f:
             data = f.read()
         lines = data.splitlines(keepends=True)
@@ -183,7 +182,7 @@ class _Writer:
         self.store.offset = os.stat(self.store.path).st_size
 
     def erase(self) -> int:
-        """Remove for good every record a later deletion names (`coldstart.serving.stores.erased`); the caller
+        """Remove for good every record a later deletion names (`coldstart.serving.records.erased`); the caller
         has read every record. How many were removed."""
         if os.stat(self.store.path).st_size != self.store.offset:
             raise RuntimeError("read_new() must return every record before erase()")

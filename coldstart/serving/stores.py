@@ -11,7 +11,7 @@ A store keeps registered items and users as an ordered list of JSON records.
   `append(record)`, which returns only once the record is durable. A writer must
   have read every record before it appends, so a check it made (is this id
   taken?) saw all of them. `writer.erase()` removes, for good, every record
-  about an entity that a later deletion record names (`erased`): a deleted
+  about an entity that a later deletion record names (`records.erased`): a deleted
   user's registration, text and interactions leave the store, the deletion
   record (kind and id only) stays, so every replica and every restart applies it.
 
@@ -33,6 +33,9 @@ from typing import Annotated, Protocol, runtime_checkable
 from pydantic import BeforeValidator
 
 from coldstart.config import ConfigError
+from coldstart.serving.pg_store import PostgresStore, display_url
+from coldstart.serving.records import erased  # noqa: F401 - part of the contract above; its home is records
+from coldstart.serving.store import RegistrationStore
 
 DATABASE_SCHEMES = ("postgresql://", "postgres://")
 STORE_ENV = "COLDSTART_STORE"
@@ -51,28 +54,6 @@ class Store(Protocol):
     def read_new(self) -> list[dict]: ...
 
     def writing(self) -> contextlib.AbstractContextManager[StoreWriter]: ...
-
-
-def concerns(record: dict) -> list[tuple[str, str]]:
-    """The (kind, id) of every entity a record is about: a registration its own, an interaction its user and
-    its item, a deletion none (it holds no more than the id it deletes, and must outlive what it erases)."""
-    kind = record.get("kind")
-    if kind in ("item", "user"):
-        return [(kind, str(record.get("id")))]
-    if kind == "interaction":
-        return [("user", str(record.get("user_id"))), ("item", str(record.get("item_id")))]
-    return []
-
-
-def erased(records: list[dict]) -> list[bool]:
-    """For each record, in store order, whether a later deletion names an entity it concerns: what
-    `writer.erase()` removes. A registration made after a deletion of the same id is a new entity and stays."""
-    last_deletion: dict[tuple[str, str], int] = {}
-    for position, record in enumerate(records):
-        if record.get("kind") == "deletion":
-            last_deletion[(str(record.get("target")), str(record.get("target_id")))] = position
-    return [any(last_deletion.get(entity, -1) > position for entity in concerns(record))
-            for position, record in enumerate(records)]
 
 
 def is_database_url(spec: object) -> bool:
@@ -113,8 +94,6 @@ def describe_store(spec: str | Path) -> str:
     """The store for a log line: a URL without its password."""
     if not is_database_url(spec):
         return str(spec)
-    from coldstart.serving.pg_store import display_url
-
     return display_url(str(spec))
 
 
@@ -122,9 +101,5 @@ def open_store(spec: str | Path) -> Store:
     """The store a folder path or a `postgresql://` URL names; a new folder or table is created."""
     spec = parse_store_spec(spec)
     if isinstance(spec, Path):
-        from coldstart.serving.store import RegistrationStore
-
         return RegistrationStore(spec)
-    from coldstart.serving.pg_store import PostgresStore
-
     return PostgresStore(spec)
