@@ -15,17 +15,15 @@ import numpy as np
 import pandas as pd
 
 from coldstart.evaluate import SplitData
+# Every module that defines a generator, so that COLD_MODELS holds every kind an artifact may name.
+from coldstart.models import neighbours, towers, transfer, vae  # noqa: F401
 from coldstart.models.artifact import load_artifact, save_artifact
+from coldstart.models.kinds import COLD_MODELS
 from coldstart.models.mf import EmbeddingRecommender
-from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
-from coldstart.models.towers import ColdStartTowers, cold_start_vectors
-from coldstart.models.transfer import TransferGenerator
-from coldstart.models.vae import ConditionalVAE
+from coldstart.models.towers import cold_start_vectors
 
 MF_KIND = "mf-bpr"
 TRANSFER_KIND = "coldstart-transfer"
-COLD_MODELS = {cls.KIND: cls for cls in (ColdStartTowers, ConditionalVAE, KNNGenerator, EnsembleGenerator,
-                                         TransferGenerator)}
 
 
 def save_backbone(folder: str | Path, data: SplitData, user: np.ndarray, item: np.ndarray, meta: dict) -> Path:

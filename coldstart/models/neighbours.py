@@ -15,7 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from coldstart.models.kinds import COLD_MODELS, cold_model
 
+
+@cold_model
 class KNNGenerator(nn.Module):
     """Mean backbone vector of the k warm entities whose content is nearest (cosine).
 
@@ -98,6 +101,7 @@ class KNNGenerator(nn.Module):
         return self._neighbours(x.float(), self.user_content, self.user_vectors, self.user_k)
 
 
+@cold_model
 class EnsembleGenerator(nn.Module):
     """The mean of its members' generated vectors (each member a generator over the same features).
 
@@ -111,9 +115,7 @@ class EnsembleGenerator(nn.Module):
     KIND = "coldstart-ensemble"
 
     def __init__(self, members: list[dict], dim: int, user_shrink: float = 1.0):
-        """`members`: [{"kind": KIND, "config": {...}}], rebuilt through `coldstart_model.COLD_MODELS`."""
-        from coldstart.models.coldstart_model import COLD_MODELS
-
+        """`members`: [{"kind": KIND, "config": {...}}], rebuilt through `kinds.COLD_MODELS`."""
         super().__init__()
         self.config = {"members": members, "dim": dim, "user_shrink": user_shrink}
         self.members = nn.ModuleList(COLD_MODELS[m["kind"]](**m["config"]) for m in members)

@@ -24,6 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from coldstart.models.kinds import cold_model
 from coldstart.models.layers import Dropout
 from coldstart.models.mf import bpr_loss
 from coldstart.training import StepTraining, as_input, unwrap
@@ -60,6 +61,7 @@ class Tower(nn.Module):
         return self.net(x)
 
 
+@cold_model
 class ColdStartTowers(nn.Module):
     KIND = "coldstart-towers"
 

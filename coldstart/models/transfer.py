@@ -24,8 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from coldstart.data.columns import ColumnRoles, clean_entity_table, is_missing, read_year
+from coldstart.models.kinds import cold_model
 from coldstart.models.layers import Dropout
 from coldstart.models.mf import bpr_loss
+from coldstart.models.neighbours import KNNGenerator
 from coldstart.training import StepTraining, as_input, unwrap
 
 _ARTICLE = re.compile(r"^(?P<rest>.*), (?P<article>the|a|an|les|la|le|il|el|das|der|die)$")
@@ -166,6 +168,7 @@ def target_vectors(model: nn.Module, text: np.ndarray, target_rows: np.ndarray) 
     return model.target_user.weight.detach().float().cpu().numpy().copy(), items.float().cpu().numpy()
 
 
+@cold_model
 class TransferGenerator(nn.Module):
     """A trained transfer model as a servable generator.
 
@@ -185,8 +188,6 @@ class TransferGenerator(nn.Module):
 
     def __init__(self, text_dim: int, hidden: int, dim: int, dropout: float, user_in: int, n_users: int,
                  user_k: int = 50, project_dim: int | None = None):
-        from coldstart.models.neighbours import KNNGenerator
-
         super().__init__()
         self.config = {"text_dim": text_dim, "hidden": hidden, "dim": dim, "dropout": dropout, "user_in": user_in,
                        "n_users": n_users, "user_k": user_k, "project_dim": project_dim}
@@ -201,8 +202,6 @@ class TransferGenerator(nn.Module):
            warm_users: np.ndarray, user_k: int = 50, projection: np.ndarray | None = None) -> "TransferGenerator":
         """From a trained `TransferModel` and the target users' features and vectors (in the space the
         generator answers in: transfer's own, or the backbone's with `projection`)."""
-        from coldstart.models.neighbours import KNNGenerator
-
         model = unwrap(model)
         c = model.config
         out_dim = None if projection is None else int(projection.shape[1])

@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from coldstart.models.kinds import cold_model
 from coldstart.models.layers import Dropout
 from coldstart.models.mf import bpr_loss
 from coldstart.training import StepTraining, unwrap
@@ -119,6 +120,7 @@ class EntityCVAE(nn.Module):
         return ratio
 
 
+@cold_model
 class ConditionalVAE(nn.Module):
     """One CVAE for items and one for users; the cold-start generator `coldstart train vae` trains."""
 
