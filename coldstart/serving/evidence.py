@@ -42,7 +42,8 @@ import torch
 from coldstart.evaluate import GROUPS, SplitData
 from coldstart.metrics import batch_metrics, metric_names
 from coldstart.models.artifact import is_artifact
-from coldstart.serving.catalogue import Catalogue, interleave
+from coldstart.serving.catalogue import Catalogue
+from coldstart.serving.ranking import interleave
 from coldstart.serving.config import GENERATOR_FOLDERS
 from coldstart.serving.models import ServingGenerator
 

@@ -1,0 +1,357 @@
+"""The serving state one ranker replica holds, built from artifacts and changed only by store records.
+
+Every item in a faiss index (`ItemIndex`), every user's vector and seen items,
+the new items' exposure bookkeeping, and what follows from records of the
+registration store (`apply_all`): registrations, interactions and deletions.
+Requests read it through `coldstart.serving.ranking.Queries` and change it only
+by writing a record and applying it (`coldstart.serving.commands.Commands`);
+`coldstart.serving.catalogue.Catalogue` puts the three together over a store.
+
+Interactions (a user with an item, after the training run) move a cold or
+registered item's vector, and a cold or registered user's, from its content
+vector toward what its interactions say (`coldstart.serving.warmup.fold_in`), in
+the index in place. Warm items and users keep their trained vectors until the
+next training run. A deletion takes the entity out of every answer (a deleted
+item is never ranked, a deleted user is unknown) and its interactions back out
+of the vectors they moved. A registration made against other artifacts (another
+space) is made again with these (`regenerate`) before it is applied. Nothing a
+user or item registered (text, attributes, titles) is ever logged; log lines name
+ids only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from coldstart.features import AttributeEncoder
+from coldstart.serving.errors import Invalid, NotFound
+from coldstart.serving.index import ItemIndex
+from coldstart.serving.titles import LabelMatcher, TitleMatcher
+from coldstart.serving.warmup import fold_in, positive_target, typical_strength
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UserEntry:
+    vector: np.ndarray
+    seen: np.ndarray  # item positions
+    warm: bool
+    registered: bool = False
+    text: np.ndarray | None = None  # LLM vector of what the user said about themselves, if anything
+    stated: tuple[str, ...] = ()  # the attribute values what they said names ("genres: Horror")
+
+
+@dataclass
+class ServingState:
+    item_ids: list[str]
+    titles: list[str | None]
+    item_vectors: np.ndarray
+    warm_items: np.ndarray
+    users: dict[str, UserEntry]
+    space: str = ""  # fingerprint of the backbone space; a record from another space is not served
+    item_text: np.ndarray | None = None  # items' LLM text vectors: what a stated interest is matched against
+    text_weight: float = 1.0  # a stated interest's weight, in units of the two scores' spreads
+    prior_weight: float = 1.0  # online warm-up: a content vector counts as this many interactions
+    attribute_encoder: AttributeEncoder | None = None  # items' attributes as explanations name them
+    item_labels: list[list[str]] | None = None  # each item's attribute values ("genres: Drama"), for explanations
+    regenerate: Callable[[dict, str], dict] | None = None  # a record of another space -> this space's (`Regenerator`)
+    # The share of a list's slots kept for new items (`interleave`; `coldstart.serving.evidence` learns it):
+    # generated vectors score on another scale than trained ones, and without it new items rarely reach a list.
+    new_share: float = 0.0
+    # A new item keeps its place among the new (and their slots) until this many users interacted with it. Let
+    # go after its second interaction, a warmed-up item competed with old items by a folded-in vector that
+    # ranked badly, and a replay of clicks lost a third of what the slots gained (RESULTS, exposure replay).
+    new_until: int = 20
+    # The share of a list's slots kept for the items that carry an attribute value the user's text names
+    # ("Mostly horror films for me"), ranked among themselves by the collaborative score; the user's vector also
+    # takes the taste of users who favour those items (`taste`). Matching the text's vector to items' texts
+    # instead ranked text look-alikes first and cost held-out accuracy; larger shares honour the statement more
+    # and predict less (RESULTS, stated interest).
+    stated_share: float = 0.3
+    index: ItemIndex = field(init=False)
+    title_index: TitleMatcher = field(init=False)  # what a user's text names by title
+    label_index: LabelMatcher = field(init=False)  # the attribute values a user's text names
+    labelled: dict[str, set[int]] = field(init=False)  # attribute value -> positions of the items that carry it
+    item_pos: dict[str, int] = field(init=False)
+    item_cold: list[bool] = field(init=False)
+    registered_items: int = field(init=False, default=0)
+    registered_users: int = field(init=False, default=0)
+    stale: int = field(init=False, default=0)
+    digests: dict[tuple[str, str], str | None] = field(init=False, default_factory=dict)
+    interactions: dict[str, tuple[str, int]] = field(init=False, default_factory=dict)  # id -> (user, item pos)
+    deleted_items: set[int] = field(init=False, default_factory=set)  # positions never ranked again
+    deletions: set[str] = field(init=False, default_factory=set)  # ids of the deletion records applied
+    item_priors: dict[int, np.ndarray] = field(init=False, default_factory=dict)  # content vectors, once moved
+    item_events: dict[int, list[str]] = field(init=False, default_factory=dict)  # users who interacted
+    user_priors: dict[str, np.ndarray] = field(init=False, default_factory=dict)
+    user_events: dict[str, list[int]] = field(init=False, default_factory=dict)  # item positions
+
+
+    def __post_init__(self):
+        text_dim = 0 if self.item_text is None else self.item_text.shape[1]
+        self.index = ItemIndex(self.item_vectors.shape[1], text_dim)
+        self.index.add(self.item_vectors, self.item_text)
+        # new items: the cold ones and those registered since, until `new_until` users interacted with each
+        self.fresh = set(np.flatnonzero(~np.asarray(self.warm_items, bool)).tolist())
+        self.text_scale = self.text_weight * _spread_ratio(self.item_vectors, self.item_text,
+                                                           [u.vector for u in self.users.values() if u.warm])
+        self.item_pos = {item: i for i, item in enumerate(self.item_ids)}
+        self.title_index = TitleMatcher(self.titles)
+        self.item_cold = [not bool(w) for w in self.warm_items]
+        if self.item_labels is None:
+            self.item_labels = [[] for _ in self.item_ids]
+        self.label_index = LabelMatcher(self.item_labels)
+        self._tastes: dict[tuple[str, ...], np.ndarray | None] = {}
+        self._warm: tuple | None = None
+        self.labelled = {}
+        for pos, labels in enumerate(self.item_labels):
+            for label in labels:
+                self.labelled.setdefault(label, set()).add(pos)
+        warm_norms = [np.linalg.norm(u.vector) for u in self.users.values() if u.warm]
+        self.user_norm = float(np.median(warm_norms)) if warm_norms else 1.0
+        self._warmup_scales()
+        self.lock = threading.RLock()  # faiss adds and searches, and the dicts, are not thread-safe together
+
+    def _warmup_scales(self) -> None:
+        """What a positive interaction scores (the median over training interactions), and how strongly a
+        content vector holds against interactions (see `coldstart.serving.warmup`)."""
+        warm = [u for u in self.users.values() if u.warm]
+        vectors = np.stack([u.vector for u in warm]) if warm else np.zeros((0, self.item_vectors.shape[1]))
+        pairs = np.asarray([(i, p) for i, u in enumerate(warm) for p in u.seen], np.int64).reshape(-1, 2)
+        self.positive_score = positive_target(vectors, self.item_vectors, pairs)
+        self.item_strength = typical_strength(vectors, self.prior_weight)  # an item's prior vs users' pull
+        self.user_strength = typical_strength(self.item_vectors[np.asarray(self.warm_items, bool)],
+                                              self.prior_weight)
+
+    def apply_all(self, records: list[dict]) -> None:
+        prepare = getattr(self.regenerate, "prepare", None)
+        # one batched encoding for every registration to make again (not yet applied: a log read again after
+        # an erasure replays what is already here); none in the usual sync, which then encodes nothing
+        again = [r for r in records if r.get("space") != self.space and (
+            (r.get("kind") == "item" and r.get("id") not in self.item_pos)
+            or (r.get("kind") == "user" and r.get("id") not in self.users))] if prepare is not None else []
+        if again:
+            prepare(again)
+        for record in records:
+            kind = record.get("kind")
+            if kind == "deletion":  # whatever the space: a deleted entity stays deleted
+                self.apply_deletion(record)
+            elif kind not in ("item", "user", "interaction"):  # the app's own records (routing)
+                continue
+            elif record.get("space") == self.space:
+                self.apply(record)
+            elif self.regenerate is None:
+                self.stale += 1
+                log.warning("registered %s %r was made against other artifacts; not served (register it again)",
+                            kind, record.get("id"))
+            elif kind == "interaction":  # ids only: the same fact in every space
+                self.apply(record)
+            elif (kind == "item" and record["id"] in self.item_pos) or (kind == "user" and record["id"] in self.users):
+                continue  # a replayed duplicate: the first registration wins, nothing to make again
+            else:
+                try:
+                    self.apply(self.regenerate(record, self.space))
+                except Exception as exc:  # noqa: BLE001 - one record the new models cannot read must not stop the rest
+                    self.stale += 1
+                    log.warning("registered %s %r could not be made again with these artifacts (%s); not served",
+                                kind, record.get("id"), type(exc).__name__)
+
+    def apply(self, record: dict) -> None:
+        self.digests.setdefault((record["kind"], record["id"]), record.get("digest"))
+        if record["kind"] == "interaction":
+            self._apply_interaction(record)
+        elif record["kind"] == "item":
+            if record["id"] in self.item_pos:  # a replayed duplicate: the first registration wins
+                return
+            text = record.get("text_vector")
+            self.item_pos[record["id"]] = int(self.index.add(np.asarray(record["vector"], np.float32),
+                                                             None if text is None else np.asarray(text))[0])
+            self.fresh.add(self.item_pos[record["id"]])
+            self.item_ids.append(record["id"])
+            self.titles.append(record.get("title"))
+            self.title_index.add(self.item_pos[record["id"]], record.get("title"))
+            self.item_labels.append([] if self.attribute_encoder is None else self.attribute_encoder.labels(
+                pd.DataFrame([{**(record.get("attributes") or {}), "item_id": record["id"]}], dtype=object))[0])
+            self.label_index.add(self.item_labels[-1])
+            for label in self.item_labels[-1]:
+                self.labelled.setdefault(label, set()).add(self.item_pos[record["id"]])
+            self.item_cold.append(True)
+            self.registered_items += 1
+        elif record["kind"] == "user":
+            if record["id"] in self.users:
+                return
+            seen = np.asarray([self.item_pos[i] for i in record["liked"] if i in self.item_pos], np.int64)
+            _, text, _, stated = self.with_named(record.get("text") or "", [], record.get("text_vector"))
+            if "content_vector" in record:  # made again from its content (`regenerate`): add the liked items' share
+                content = record["content_vector"]
+                vector = self.profile_query(None if content is None else np.asarray(content, np.float32), seen,
+                                            stated)
+            else:
+                vector = np.asarray(record["vector"], np.float32)
+            self.users[record["id"]] = UserEntry(vector, seen, False, True,
+                                                 None if text is None else np.asarray(text, np.float32), stated)
+            self.registered_users += 1
+
+    def _apply_interaction(self, record: dict) -> None:
+        if record["id"] in self.interactions:  # a replayed duplicate
+            return
+        user, pos = self.users.get(record["user_id"]), self.item_pos.get(record["item_id"])
+        if user is None or pos is None:  # checked when written; a record from a store shared with other data
+            log.warning("interaction %r names an unknown user or item; not applied", record["id"])
+            return
+        self.interactions[record["id"]] = (record["user_id"], pos)
+        if pos not in user.seen:
+            user.seen = np.append(user.seen, pos)
+        if self.item_cold[pos]:
+            if pos not in self.item_priors:  # its content vector, kept from the first interaction on
+                self.item_priors[pos] = self.index.vectors([pos])[0]
+            self.item_events.setdefault(pos, []).append(record["user_id"])
+            self._fold_item(pos)
+        if not user.warm:
+            if record["user_id"] not in self.user_priors:
+                self.user_priors[record["user_id"]] = user.vector.copy()
+            self.user_events.setdefault(record["user_id"], []).append(pos)
+            self._fold_user(record["user_id"])
+
+    def _fold_item(self, pos: int) -> None:
+        others = [self.users[u].vector for u in self.item_events.get(pos, []) if u in self.users]
+        prior = self.item_priors[pos]
+        self.index.update(pos, fold_in(prior, np.stack(others), self.positive_score, self.item_strength)
+                          if others else prior)
+        if len(others) < self.new_until:
+            self.fresh.add(pos)
+        else:
+            self.fresh.discard(pos)
+
+    def _fold_user(self, user_id: str) -> None:
+        events = self.user_events.get(user_id, [])
+        prior = self.user_priors[user_id]
+        self.users[user_id].vector = fold_in(prior, self.index.vectors(np.asarray(events)), self.positive_score,
+                                             self.user_strength) if events else prior.copy()
+
+    def apply_deletion(self, record: dict) -> None:
+        """Take the entity out of every answer, and its interactions out of the vectors they moved."""
+        if record["id"] in self.deletions:  # a replayed duplicate (the log is read again after an erasure)
+            return
+        self.deletions.add(record["id"])
+        kind, target = record.get("target"), record.get("target_id")
+        self.digests.pop((kind, target), None)
+        if kind == "user" and target in self.users:
+            user = self.users.pop(target)
+            self.registered_users -= user.registered
+            self.user_priors.pop(target, None)
+            self.user_events.pop(target, None)
+            moved = {pos for i, (u, pos) in self.interactions.items() if u == target}
+            self.interactions = {i: e for i, e in self.interactions.items() if e[0] != target}
+            for pos in moved:
+                if pos in self.item_events:
+                    self.item_events[pos] = [u for u in self.item_events[pos] if u != target]
+                    self._fold_item(pos)
+        elif kind == "item" and target in self.item_pos:
+            pos = self.item_pos.pop(target)
+            self.deleted_items.add(pos)
+            self.registered_items -= pos >= len(self.warm_items)
+            self.titles[pos] = None
+            for label in self.item_labels[pos]:
+                self.labelled.get(label, set()).discard(pos)
+            self.item_labels[pos] = []
+            self.index.clear(pos)
+            self.fresh.discard(pos)
+            self.item_priors.pop(pos, None)
+            self.item_events.pop(pos, None)
+            users = {u for i, (u, p) in self.interactions.items() if p == pos}
+            self.interactions = {i: e for i, e in self.interactions.items() if e[1] != pos}
+            for user_id in users:
+                user = self.users.get(user_id)
+                if user is not None:
+                    user.seen = user.seen[user.seen != pos]
+                if user_id in self.user_events:
+                    self.user_events[user_id] = [p for p in self.user_events[user_id] if p != pos]
+                    self._fold_user(user_id)
+
+    def positions(self, ids: list[str], field_name: str) -> np.ndarray:
+        unknown = [i for i in ids if i not in self.item_pos]
+        if unknown:
+            raise NotFound(field_name, f"unknown item id(s): {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
+        return np.asarray([self.item_pos[i] for i in ids], np.int64)
+
+    def named(self, text: str) -> list[str]:
+        """Ids of the items `text` names by title ("I loved Fargo"), deleted ones left out (`TitleMatcher`)."""
+        return [self.item_ids[p] for p in self.title_index.find(text or "") if p not in self.deleted_items]
+
+    def stated(self, text: str) -> tuple[str, ...]:
+        """The attribute values `text` names ("Mostly horror films" names "genres: Horror"), outside the titles
+        it names, and carried by some item."""
+        spans = [span for span in self.title_index.spans(text or "") if span[2] not in self.deleted_items]
+        return tuple(label for label in self.label_index.find(text or "", spans) if self.labelled.get(label))
+
+    def with_named(self, text: str, liked: list[str], text_vector):
+        """(`liked` with the items `text` names added, the text vector or None, the ids added, the attribute
+        values `text` names): named items count as liked, named values get their share of the slots
+        (`stated_share`), and where it names either the text is not matched to items' texts."""
+        named = self.named(text)
+        stated = self.stated(text)
+        added = [i for i in named if i not in liked]
+        return list(liked) + added, (None if named or stated else text_vector), added, stated
+
+    def taste(self, labels: tuple[str, ...]) -> np.ndarray | None:
+        """What users who favour the items carrying `labels` have in common: the mean of warm users' vectors, each
+        weighted by how far its share of those items exceeds their share of all training interactions; None if
+        no user's does. Computed once per set of labels, over the training interactions."""
+        key = tuple(sorted(labels))
+        if key not in self._tastes:
+            if self._warm is None:  # (user row of each training interaction, its item position, users' vectors)
+                warm = [u for u in self.users.values() if u.warm and len(u.seen)]
+                rows = np.repeat(np.arange(len(warm)), [len(u.seen) for u in warm])
+                seen = np.concatenate([u.seen for u in warm]) if warm else np.zeros(0, np.int64)
+                self._warm = rows, seen, np.stack([u.vector for u in warm]) if warm else None
+            rows, seen, vectors = self._warm
+            carries = np.zeros(len(self.item_ids), bool)
+            carries[list(set().union(*(self.labelled.get(label, set()) for label in labels)))] = True
+            totals = np.bincount(rows, minlength=0 if vectors is None else len(vectors))
+            shares = np.bincount(rows, weights=carries[seen], minlength=len(totals)) / np.maximum(totals, 1)
+            weights = np.maximum(shares - carries[seen].mean(), 0.0) if len(seen) else shares
+            self._tastes[key] = None if not weights.sum() else \
+                (weights @ vectors / weights.sum()).astype(np.float32)
+        return self._tastes[key]
+
+    def profile_query(self, content_vector: np.ndarray | None, liked: np.ndarray,
+                      stated: tuple[str, ...] = ()) -> np.ndarray:
+        """A new user's vector: the mean of what they give, each part on a warm user's typical norm: the
+        generated vector, the mean of liked items' vectors, the taste of users who favour what they named."""
+        parts = []
+        if content_vector is not None:
+            parts.append(np.asarray(content_vector, np.float32))
+        if len(liked):
+            parts.append(self.index.vectors(liked).mean(axis=0))
+        taste = self.taste(stated) if stated else None
+        if taste is not None:
+            parts.append(taste)
+        if not parts:
+            raise Invalid("profile", "nothing to recommend from: give attributes, text or liked items")
+        if len(parts) == 1 and content_vector is not None:
+            return parts[0]
+        # Users' and items' vectors differ in scale: put each part on the typical warm user's norm first.
+        scaled = [p / max(float(np.linalg.norm(p)), 1e-12) * self.user_norm for p in parts]
+        return np.mean(scaled, axis=0).astype(np.float32)
+
+
+def _spread_ratio(item_vectors: np.ndarray, item_text: np.ndarray | None, user_vectors: list[np.ndarray],
+                  sample: int = 256) -> float:
+    """Spread of warm users' collaborative scores over items / spread of text-to-text cosines among items:
+    what puts a unit of stated interest on the scale of a unit of collaborative score."""
+    if item_text is None or not len(user_vectors):
+        return 0.0
+    rng = np.random.default_rng(0)
+    users = np.stack(user_vectors)[rng.choice(len(user_vectors), min(sample, len(user_vectors)), replace=False)]
+    texts = item_text[rng.choice(len(item_text), min(sample, len(item_text)), replace=False)]
+    collaborative = float(np.std(users @ item_vectors.T, axis=1).mean())
+    stated = float(np.std(texts @ item_text.T, axis=1).mean())
+    return collaborative / stated if stated > 0 else 0.0
