@@ -75,8 +75,8 @@ class Commands:
 
     def register_user(self, user_id: str, content_vector: np.ndarray | None, *, liked: list[str],
                       attributes: dict, text: str, generator: str, text_vector: np.ndarray | None = None) -> dict:
+        liked, text_vector, _, stated = self.state.with_named(text, liked, text_vector)  # as `recommend_profile`
         with self.state.lock:
-            liked, text_vector, _, stated = self.state.with_named(text, liked, text_vector)  # as `recommend_profile`
             liked_positions = self.state.positions(liked, "liked")
             vector = self.state.profile_query(content_vector, liked_positions, stated)
             self._register({"kind": "user", "id": user_id, "attributes": attributes, "text": text, "liked": liked,

@@ -122,8 +122,9 @@ class Queries:
         `said`: that text. Items it names by title count as liked (the answer's `named`), and then its words are
         not matched to items' texts: that match ranks the named films' namesakes and sequels, and the named
         films already say what the user likes (`benchmarks/stated_interest_users.py`)."""
+        # what the text names is read outside the lock: the matchers' indexes are safe to read while they grow
+        liked, text_vector, named, stated = self.state.with_named(said, liked, text_vector)
         with self.state.lock:
-            liked, text_vector, named, stated = self.state.with_named(said, liked, text_vector)
             liked_positions = self.state.positions(liked, "profile.liked")
             query = self.state.profile_query(content_vector, liked_positions, stated)
             items = self._rank(query, k, liked_positions if exclude_seen else None, candidates, text_vector,

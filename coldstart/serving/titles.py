@@ -12,6 +12,11 @@ opening a sentence, not followed by "movies" or "films" ("I loved Fargo", but no
 overlap, the longest wins ("The Godfather: Part II" over "The Godfather"); a title
 several items share goes to the first added.
 
+Bounded by design: a title is found by name only up to `MAX_TITLE_WORDS` words
+(a longer one is never matched), and a text is scanned once, each word looked
+up among the titles that start with it (`PhraseIndex`), so one registered title
+of hundreds of words costs a request nothing.
+
 `LabelMatcher` finds the attribute values a text names ("Mostly horror films
 for me" names "genres: Horror"): the catalogue then ranks the items that carry
 them by the collaborative score, instead of matching the text's vector to items'
@@ -49,19 +54,52 @@ def title_forms(title: str) -> list[tuple[str, ...]]:
     return forms
 
 
+MAX_TITLE_WORDS = 32  # longer titles are not found by name: a text is never scanned for them
+
+
+class PhraseIndex:
+    """Word sequences (up to `MAX_TITLE_WORDS`) -> a value, found in a text in one pass: each word is looked up
+    among the lengths of the sequences that start with it, so a lookup costs O(words x lengths starting there)
+    whatever the longest sequence indexed."""
+
+    def __init__(self):
+        self.values: dict[tuple[str, ...], object] = {}
+        self.lengths: dict[str, tuple[int, ...]] = {}  # first word -> lengths, replaced whole (safe to read)
+
+    def add(self, words: tuple[str, ...], value) -> None:
+        if not words or len(words) > MAX_TITLE_WORDS or words in self.values:
+            return  # the first added keeps a sequence several values share
+        self.values[words] = value
+        self.lengths[words[0]] = tuple(sorted({*self.lengths.get(words[0], ()), len(words)}, reverse=True))
+
+    def matches(self, words: list[str], taken: list[bool], accept=None) -> list[tuple[int, int, object]]:
+        """(start, end, value) of the sequences in `words`, the longest first where they overlap (then the
+        earliest), none over a `taken` word, in text order; `accept(start, length)` may veto one."""
+        found = []
+        for start, word in enumerate(words):
+            for length in self.lengths.get(word, ()):
+                value = self.values.get(tuple(words[start:start + length]))
+                if value is not None and (accept is None or accept(start, length)):
+                    found.append((length, start, value))
+        out = []
+        for length, start, value in sorted(found, key=lambda f: (-f[0], f[1])):
+            if not any(taken[start:start + length]):
+                taken[start:start + length] = [True] * length
+                out.append((start, start + length, value))
+        return sorted(out, key=lambda f: f[0])
+
+
 class TitleMatcher:
     """Catalogue positions by title, for finding the titles a text names."""
 
     def __init__(self, titles: list[str | None] | None = None):
-        self.positions: dict[tuple[str, ...], int] = {}
-        self.longest = 0
+        self.index = PhraseIndex()
         for position, title in enumerate(titles or []):
             self.add(position, title)
 
     def add(self, position: int, title: str | None) -> None:
         for form in title_forms(title or ""):
-            self.positions.setdefault(form, position)
-            self.longest = max(self.longest, len(form))
+            self.index.add(form, position)
 
     def find(self, text: str) -> list[int]:
         """Positions of the items `text` names, in the order it names them."""
@@ -74,28 +112,20 @@ class TitleMatcher:
     def spans(self, text: str) -> list[tuple[int, int, int]]:
         """(first word, end word, position) of each title `text` names, in text order (words as `_WORD` reads
         them)."""
-        tokens = [(m.group(), m.start()) for m in _WORD.finditer(text)]
+        tokens = [(m.group(), m.start()) for m in _WORD.finditer(text or "")]
         words = [t.lower() for t, _ in tokens]
-        found: list[tuple[int, int, int]] = []  # (start, end, position)
-        taken = [False] * len(words)
-        for length in range(min(self.longest, len(words)), 0, -1):
-            for start in range(len(words) - length + 1):
-                if any(taken[start:start + length]):
-                    continue
-                position = self.positions.get(tuple(words[start:start + length]))
-                if position is None or (length == 1 and not _as_name(text, tokens, start)):
-                    continue
-                found.append((start, start + length, position))
-                taken[start:start + length] = [True] * length
-        return sorted(found)
+        return self.index.matches(words, [False] * len(words),
+                                  lambda start, length: length > 1 or _as_name(text, tokens, start))
 
 
 def _as_name(text: str, tokens: list[tuple[str, int]], i: int) -> bool:
     """Whether the one word at token `i` is written as a name: capitalised, not opening a sentence, and not
     naming a kind of thing ("War movies")."""
     word, offset = tokens[i]
-    before = text[:offset].rstrip()
-    opens = not before or before[-1] in ".!?;:\n\"'(-"
+    before = offset - 1
+    while before >= 0 and text[before].isspace():
+        before -= 1
+    opens = before < 0 or text[before] in ".!?;:\n\"'(-"
     kind = i + 1 < len(tokens) and tokens[i + 1][0].lower() in KINDS
     return word[:1].isupper() and not opens and not kind
 
@@ -125,8 +155,7 @@ class LabelMatcher:
     number bins), of fewer than three letters, or vague (`VAGUE`) are never found."""
 
     def __init__(self, labels: list[list[str]] | None = None):
-        self.forms: dict[tuple[str, ...], str] = {}
-        self.longest = 0
+        self.index = PhraseIndex()
         for row in labels or []:
             self.add(row)
 
@@ -138,8 +167,7 @@ class LabelMatcher:
                     or " ".join(words) in VAGUE):
                 continue
             for form in _forms(value):
-                self.forms.setdefault(form, label)
-                self.longest = max(self.longest, len(form))
+                self.index.add(form, label)
 
     def find(self, text: str, skip: list[tuple[int, int, int]] = ()) -> list[str]:
         """The labels `text` names, in the order it names them; the longest match wins where matches overlap.
@@ -148,15 +176,8 @@ class LabelMatcher:
         taken = [False] * len(words)
         for start, end, *_ in skip:
             taken[start:end] = [True] * (end - start)
-        found: list[tuple[int, str]] = []
-        for length in range(min(self.longest, len(words)), 0, -1):
-            for start in range(len(words) - length + 1):
-                label = None if any(taken[start:start + length]) else self.forms.get(tuple(words[start:start + length]))
-                if label is not None:
-                    found.append((start, label))
-                    taken[start:start + length] = [True] * length
         named: list[str] = []
-        for _, label in sorted(found):
+        for _, _, label in self.index.matches(words, taken):
             if label not in named:
                 named.append(label)
         return named

@@ -72,3 +72,26 @@ def test_a_text_names_attribute_values_as_people_write_them():
     assert found("I loved Star Wars and war films") == ["genres: War"]
     assert found("anything from the 1990s, unknown or xl") == []  # digits, vague words, too short
     assert found("horrible") == [] and found("warm comedy") == ["genres: Comedy"]
+
+
+def test_one_long_registered_title_costs_a_request_nothing():
+    """A text is scanned once, each word looked up among the titles that start with it: one registered title of
+    256 one-letter words used to make every profile request scan 256 lengths at every word (0.38 s under the
+    catalogue lock); the lookups now stay within words x `MAX_TITLE_WORDS`, and such a title is never found."""
+    from coldstart.serving.titles import MAX_TITLE_WORDS, TitleMatcher
+
+    class Counting(dict):
+        gets = 0
+
+        def get(self, key, default=None):
+            Counting.gets += 1
+            return super().get(key, default)
+
+    crafted = " ".join("abcdefghijklmnopqrstuvwxyz"[i % 26] for i in range(256))
+    matcher = TitleMatcher(["Fargo (1996)", "Godfather, The (1972)", crafted, "A B"])
+    matcher.index.values = Counting(matcher.index.values)
+    text = "I loved Fargo and the godfather. " + " ".join("abcdefghijklmnopqrstuvwxyz"[i % 26] for i in range(1000))
+    words = len(text.split())
+    assert matcher.find(text) == [0, 1, 3]  # "a b" at the end of the letters is a title; the crafted one is not
+    assert Counting.gets <= words * 2  # at most the distinct lengths of titles starting with each word
+    assert Counting.gets <= words * MAX_TITLE_WORDS
