@@ -8,6 +8,7 @@ validates the result, so a typo in a key or a bad value is an error naming it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -45,8 +46,6 @@ class RayOptions(BaseModel):
 
     def join_address(self) -> str | None:
         """The cluster to join (`address`, else $RAY_ADDRESS); None: a local cluster on this machine."""
-        import os
-
         return self.address or os.environ.get("RAY_ADDRESS") or None
 
 

@@ -8,8 +8,11 @@ report by adding one stage.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -17,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+import coldstart
 from coldstart import artifacts
-from coldstart.config import JobConfig, NotApplicable, RayOptions, ScaleOptions, to_yaml
+from coldstart.config import ConfigError, JobConfig, NotApplicable, RayOptions, ScaleOptions, to_yaml
 from coldstart.data import movielens
 from coldstart.data.schema import load_dataset
 from coldstart.data.split import load_split, make_split, save_split
@@ -161,17 +167,12 @@ class Ledger:
 def stage_fingerprint(stage: ModelStage, cfg: "PipelineConfig", split_hash: str, ledger: Ledger) -> str:
     """The stage's configuration, the split, the fingerprints of the stages it reads and the coldstart version,
     hashed: artifacts another release trained are trained again, not reused."""
-    import coldstart
-
     upstream = {need: ledger.entry(need).get("fingerprint") for need in stage.needs}
     return config_hash({"stage": stage.name, "config": stage.fingerprint(cfg), "split": split_hash,
                         "needs": upstream, "coldstart": coldstart.__version__})
 
 
 def config_hash(obj) -> str:
-    import hashlib
-    import json
-
     text = json.dumps(obj, sort_keys=True, default=lambda o: o.model_dump(mode="json") if hasattr(o, "model_dump")
                       else str(o))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -179,10 +180,6 @@ def config_hash(obj) -> str:
 
 def split_fingerprint(split) -> str:
     """The split's content: every set's pairs and the entity tables (not where it came from)."""
-    import hashlib
-
-    import pandas as pd
-
     digest = hashlib.sha1(split.cold.encode())
     for name in sorted(split.sets):
         pairs = split.sets[name][["user_id", "item_id"]].sort_values(["user_id", "item_id"])
@@ -450,8 +447,6 @@ def _stage_runs(cfg: PipelineConfig, name: str, fingerprint: str) -> PipelineCon
     """`cfg` with the stage's Ray runs under OUT/ray_results/STAGE-FINGERPRINT: a stage interrupted and run
     again with the same data and configuration resumes its runs; after a change, or with `force`, it starts
     them fresh (Ray Train would otherwise resume whatever run it finds under the same name)."""
-    import shutil
-
     storage = Path(cfg.scale.storage or cfg.out / "ray_results").resolve() / f"{name}-{fingerprint}"
     if cfg.force:
         shutil.rmtree(storage, ignore_errors=True)
@@ -460,8 +455,6 @@ def _stage_runs(cfg: PipelineConfig, name: str, fingerprint: str) -> PipelineCon
 
 def _run_seeds(cfg: PipelineConfig, stages, progress, start) -> dict[str, dict]:
     if cfg.split is not None:
-        from coldstart.config import ConfigError
-
         raise ConfigError("seeds: a given split has one seed; give a dataset to draw one split per seed")
     runs, failures = {}, []
     for seed in cfg.seeds:
@@ -484,8 +477,6 @@ def _run_seeds(cfg: PipelineConfig, stages, progress, start) -> dict[str, dict]:
 
 def summarize(runs: dict[int, dict[str, dict]]) -> dict[str, dict]:
     """{model: {group: {metric: {"mean", "std", "values"}}}} over the seeds' results."""
-    import numpy as np
-
     first = next(iter(runs.values()))
     out: dict[str, dict] = {}
     for model, groups in first.items():

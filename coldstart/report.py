@@ -33,7 +33,7 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]],
 
 
 def ndcg_chart(results: dict[str, dict[str, dict[str, float]]], title: str, metric: str = "ndcg@20") -> bytes:
-    import matplotlib
+    import matplotlib  # matplotlib: heavy, only the report draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -75,7 +75,7 @@ def entrypoint(job: str, args: list[str]) -> str:
 
 
 def client(address: str, token: str | None = None):
-    from ray.job_submission import JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient  # ray: heavy, only submitting talks to a cluster
 
     token = token or auth_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None

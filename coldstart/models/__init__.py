@@ -13,6 +13,7 @@ from coldstart.data.schema import DataError
 from coldstart.evaluate import SplitData
 from coldstart.models.artifact import is_artifact
 from coldstart.models.baselines import BASELINES
+from coldstart.models.coldstart_model import load_recommender_artifact
 from coldstart.models.vectors import VectorsRecommender
 
 
@@ -22,8 +23,6 @@ def load_recommender(spec: str, data: SplitData, *, seed: int = 0):
         return cls(data, seed=seed) if spec == "random" else cls(data)
     path = Path(spec)
     if is_artifact(path):
-        from coldstart.models.coldstart_model import load_recommender_artifact
-
         return load_recommender_artifact(path, data)
     if path.is_dir():
         return VectorsRecommender(data, path)

@@ -12,8 +12,11 @@ import logging
 import numpy as np
 import pandas as pd
 
+from coldstart.config import NotApplicable
 from coldstart.evaluate import SplitData
 from coldstart.features import attribute_matrix
+from coldstart.models.neighbours import KNNGenerator
+from coldstart.models.towers import cold_start_vectors
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +52,6 @@ def item_attribute_vectors(data: SplitData) -> np.ndarray:
 def _check_attributes(data: SplitData, item_attributes: np.ndarray) -> None:
     """NotApplicable where attribute one-hots say nothing about the cold side: it would rank at random (items)
     or be the popularity list under another name (users)."""
-    from coldstart.config import NotApplicable
-
     if data.split.cold == "items" and not item_attributes.shape[1]:
         raise NotApplicable("the items have no attributes (genres, year, ...) to compare: every item would tie; "
                             "content-knn-llm compares their text")
@@ -137,9 +138,6 @@ class KNNWarmRecommender:
     def __init__(self, data: SplitData, user_vectors: np.ndarray, item_vectors: np.ndarray,
                  item_content: np.ndarray, user_content: np.ndarray | None = None, *, k: int = 5,
                  user_k: int | None = None, name: str = "knn-warm"):
-        from coldstart.models.neighbours import KNNGenerator
-        from coldstart.models.towers import cold_start_vectors
-
         self.name = name
         warm_users = data.train.getnnz(axis=1) > 0
         if user_content is None:  # users keep what they have: an item-cold split has no cold user to place

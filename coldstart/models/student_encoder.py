@@ -10,6 +10,7 @@ writes an encoder artifact that `TextEncoder` loads like any other model.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from collections.abc import Iterable
@@ -19,9 +20,10 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file
 from torch import nn
 
-from coldstart.text.encoder import pool, resolve_model_path, save_encoder
+from coldstart.text.encoder import ARTIFACT_FILE, auto_classes, pool, resolve_model_path, save_encoder
 from coldstart.training import StepTraining, unwrap
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,6 @@ class StudentEncoder(nn.Module):
 def build_student(teacher: str, *, layers: int | None = 2, student_model: str | None = None,
                   teacher_dim: int | None = None, pooling: str = "mean"):
     """(StudentEncoder, tokenizer). Truncates the teacher unless `student_model` is named."""
-    from coldstart.text.encoder import auto_classes
-
     _, AutoModel, AutoTokenizer = auto_classes()
 
     source = resolve_model_path(student_model or teacher)
@@ -159,12 +159,6 @@ def save_student(folder: str | Path, model: nn.Module, tokenizer, *, max_length:
 
 def load_student(folder: str | Path) -> tuple[StudentEncoder, object, dict]:
     """Rebuild a student from its artifact folder alone (for resuming training)."""
-    import json
-
-    from safetensors.torch import load_file
-
-    from coldstart.text.encoder import ARTIFACT_FILE, auto_classes
-
     _, AutoModel, AutoTokenizer = auto_classes()
 
     folder = Path(folder)

@@ -28,10 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from coldstart.data.schema import DataError
 from coldstart.serving.config import GeneratorChoice
+from coldstart.serving.pg_store import read_committed
+from coldstart.serving.store import LOG_FILE, decode_record
 from coldstart.serving.stores import StoreSpec, describe_store, parse_store_spec, store_location
 
 log = logging.getLogger(__name__)
@@ -40,8 +43,6 @@ COLUMNS = ("user_id", "rank", "item_id", "score", "path")
 
 
 def output_schema():
-    import pyarrow as pa
-
     return pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
                       ("score", pa.float32()), ("path", pa.string())])
 
@@ -75,15 +76,11 @@ def read_registrations(spec: Path | str, upto: int | None = None) -> tuple[list[
     spec = parse_store_spec(spec)
     if isinstance(spec, Path):
         return _read_log(spec, upto)
-    from coldstart.serving.pg_store import read_committed
-
     return read_committed(spec, upto=upto)
 
 
 def _read_log(folder: Path, upto: int | None) -> tuple[list[dict], int]:
     """Whole, intact lines of the file log (as `RegistrationStore.read_new` takes them), up to byte `upto`."""
-    from coldstart.serving.store import LOG_FILE, decode_record
-
     path = folder / LOG_FILE
     if not path.is_file():
         if upto:
@@ -153,6 +150,7 @@ class BatchRecommender:
     """The catalogue of an artifacts folder and its registrations, ranking users batch by batch."""
 
     def __init__(self, options: BatchOptions):
+        # faiss and torch: loaded where a catalogue is built, not where these options are only read
         from coldstart.serving.catalogue import Catalogue
         from coldstart.serving.models import ServingGenerator
 

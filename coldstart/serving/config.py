@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coldstart.serving.stores import STORE_ENV, StoreSpec, store_location
+from coldstart.serving.stores import STORE_ENV, StoreSpec, open_store, store_location
 
 
 # The generators a pipeline can leave in an artifacts folder, and their folders there; `auto` follows
@@ -66,6 +66,4 @@ class ServeConfig(BaseModel):
 
     def open_store(self):
         """The registration store `store_location()` names (`coldstart.serving.stores.Store`)."""
-        from coldstart.serving.stores import open_store
-
         return open_store(self.store_location())

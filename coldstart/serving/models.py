@@ -27,6 +27,7 @@ import torch
 from coldstart import artifacts
 from coldstart.config import ConfigError
 from coldstart.models.artifact import MODEL_FILE, is_artifact
+from coldstart.models.coldstart_model import load_cold_model, placed_items
 from coldstart.serving.config import GENERATOR_FOLDERS
 from coldstart.serving.content import NewContent, Side
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, TextEncoder
@@ -166,8 +167,6 @@ class ServingGenerator:
     """Content (text vector + attributes) -> a vector in the backbone's space, for new items and users."""
 
     def __init__(self, artifacts: str | Path, choice: str = "auto"):
-        from coldstart.models.coldstart_model import load_cold_model
-
         self.name, self.folder, self.reason = pick_generator(artifacts, choice)
         self.meta, self.model, self.arrays = load_cold_model(self.folder)
         self.content = NewContent(self.meta["content"])
@@ -193,8 +192,6 @@ class ServingGenerator:
 
     def catalogue_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(users, items) of the artifact: the saved vectors of warm (and placed) ones, generated for the rest."""
-        from coldstart.models.coldstart_model import placed_items
-
         users = self.arrays["user_vectors"].astype(np.float32).copy()
         items = self.arrays["item_vectors"].astype(np.float32).copy()
         for side, vectors, placed, features in (("user", users, self.arrays["warm_users"].astype(bool),

@@ -57,7 +57,7 @@ _CREATE_LOCK = 0x636F6C64  # advisory lock key: replicas starting together creat
 
 def display_url(url: str) -> str:
     """`postgresql://user@host:port/db`: what a log line or an error may show (never the password)."""
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import conninfo_to_dict  # psycopg: optional, only a database store loads it
 
     try:
         params = conninfo_to_dict(url)
@@ -82,15 +82,15 @@ def _first_line(exc: BaseException) -> str:
 
 def _sql(template: str, table: str):
     """A statement naming the table (quoted as an identifier, never pasted in)."""
-    from psycopg import sql
+    from psycopg import sql  # psycopg: optional, only a database store loads it
 
     return sql.SQL(template).format(table=sql.Identifier(table))
 
 
 def connect(url: str):
     """A connection with our defaults; raises ConfigError naming the server (not the password) on failure."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
+    import psycopg  # psycopg: optional, only a database store loads it
+    from psycopg.conninfo import conninfo_to_dict  # psycopg: optional, only a database store loads it
 
     try:
         given = conninfo_to_dict(url)
@@ -165,7 +165,7 @@ class PostgresStore:
                 conn.commit()
             except Exception as exc:
                 self._end(conn)
-                import psycopg
+                import psycopg  # psycopg: optional, only a database store loads it
 
                 if isinstance(exc, psycopg.Error):
                     raise ConfigError(f"registration store {display_url(self.url)}: cannot create table "
@@ -198,7 +198,7 @@ class PostgresStore:
 
     def read_new(self) -> list[dict]:
         """Records committed since the last call, in order."""
-        import psycopg
+        import psycopg  # psycopg: optional, only a database store loads it
 
         with self._lock:
             if self._locked:  # inside writing(): read in the writer's transaction
@@ -225,7 +225,7 @@ class PostgresStore:
 
     def _take_lock(self) -> None:
         """Begin a transaction holding the table lock (waits up to LOCK_TIMEOUT_S for other writers)."""
-        import psycopg
+        import psycopg  # psycopg: optional, only a database store loads it
 
         for attempt in (1, 2):
             conn = self._connection()
@@ -314,7 +314,7 @@ class PostgresWriter:
 
 def check(url: str, *, table: str = TABLE) -> str:
     """Preflight: connect and say what is there, creating nothing; ConfigError in one line otherwise."""
-    import psycopg
+    import psycopg  # psycopg: optional, only a database store loads it
 
     shown = display_url(url)
     conn = connect(url)
@@ -344,7 +344,7 @@ def check(url: str, *, table: str = TABLE) -> str:
 def read_committed(url: str, *, upto: int | None = None, table: str = TABLE) -> tuple[list[dict], int]:
     """(records with id <= `upto`, all when None; the last id read), creating nothing: a missing table
     has no records. For readers that never write (batch recommendations)."""
-    import psycopg
+    import psycopg  # psycopg: optional, only a database store loads it
 
     conn = connect(url)
     try:

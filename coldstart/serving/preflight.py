@@ -27,6 +27,7 @@ from coldstart.data.schema import DataError, find_table, read_table
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.config import ServeConfig
 from coldstart.serving.models import ServingGenerator, pick_encoder, resolve_generator
+from coldstart.serving.pg_store import check
 from coldstart.serving.store import LOG_FILE, RegistrationStore
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, auto_classes, resolve_model_path
 from coldstart.text.templates import template_fields
@@ -149,8 +150,6 @@ def _check_store(spec: Path | str) -> str:
     Nothing is created here: `--smoke` serves from a scratch store, and the artifacts may be read-only then.
     """
     if not isinstance(spec, Path):
-        from coldstart.serving.pg_store import check
-
         return check(spec)
     folder = spec
     existing = folder

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from coldstart.serving.content import NewContent, Side
+from coldstart.serving.models import ServingEncoder
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ class Regenerator:
     @property
     def encoder(self):
         if self._encoder is None:
-            from coldstart.serving.models import ServingEncoder
-
             self._encoder = ServingEncoder(self.artifacts, self.generator.meta["content"], self.encoder_choice)
         return self._encoder
 

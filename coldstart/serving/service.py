@@ -20,8 +20,11 @@ import numpy as np
 from coldstart.serving.content import NewContent
 from coldstart.serving.errors import Invalid
 from coldstart.serving.metrics import ServiceMetrics
+from coldstart.serving.models import ServingEncoder, ServingGenerator
+from coldstart.serving.routing import VARIANT_HEADER
 from coldstart.serving.schemas import (Deleted, Health, ItemInfo, NewInteraction, NewItem, NewUser, Recommendation,
                                        RecommendRequest, Recorded, Registered)
+from coldstart.serving.stores import open_store
 
 
 class Stage(Protocol):
@@ -55,8 +58,6 @@ class RecommendService:
     def _check(self, variant: str | None) -> None:
         """A request that names a variant (the header) must name this one."""
         if variant is not None and variant != self.variant:
-            from coldstart.serving.routing import VARIANT_HEADER
-
             serving = f"serving only {self.variant!r}" if self.variant else "this app serves no named variants"
             raise Invalid(VARIANT_HEADER, f"unknown variant {variant!r}; {serving}")
 
@@ -163,9 +164,7 @@ def local_service(artifacts, store, *, generator: str = "auto", encoder: str = "
     """The whole request path in this process over an artifacts folder and a registration store (a folder, a
     `postgresql://` URL, or an open store): what the unit tests, the benchmarks' plain-uvicorn baseline and a
     restart check serve, with the objects the Serve deployments hold."""
-    from coldstart.serving.catalogue import Catalogue
-    from coldstart.serving.models import ServingEncoder, ServingGenerator
-    from coldstart.serving.stores import open_store
+    from coldstart.serving.catalogue import Catalogue  # faiss: only the local path holds the ranker in-process
 
     serving_generator = ServingGenerator(artifacts, generator)
     serving_encoder = ServingEncoder(artifacts, serving_generator.meta["content"], encoder)

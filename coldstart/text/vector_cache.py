@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from coldstart import artifacts
+from coldstart.data.movielens import default_cache_dir
 from coldstart.text.encoder import EncoderConfig, resolve_model_path, resolved_dtype
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ MAX_SHARDS = 8
 
 
 def default_vector_dir() -> Path:
-    from coldstart.data.movielens import default_cache_dir
-
     return Path(os.environ.get(VECTORS_ENV) or default_cache_dir() / "vectors")
 
 
