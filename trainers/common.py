@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
+import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from coldstart.config import RayOptions
+from coldstart.ports import free_port
+from trainers.metrics import record_epoch
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +35,7 @@ _CONNECT = threading.Lock()  # pipeline stages that run at once start their jobs
 
 def ensure_ray(options: RayOptions | None = None):
     """Join the configured cluster, or start a local one; reuse a connection that exists."""
-    import ray
+    import ray  # ray: heavy, only the Ray path loads it
 
     with _CONNECT:
         if ray.is_initialized():
@@ -53,8 +59,6 @@ def local_cluster(cpus: int) -> dict:
     a known port and every process of the job is told its address. The
     dashboard listens on localhost only.
     """
-    from coldstart.ports import free_port
-
     port = free_port(host="127.0.0.1")
     return {"num_cpus": cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
             "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}}
@@ -74,10 +78,9 @@ def torch_trainer(loop, loop_config: dict, scale, *, name: str, out, datasets: d
 
     `callbacks` are Ray Train callbacks, e.g. Tune's `TuneReportCallback` when a trial runs this job.
     """
-    from pathlib import Path
-
     os.environ.setdefault(*REPORT_POLL_ENV)
 
+    # ray: heavy, only the Ray path loads it
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -96,12 +99,7 @@ def torch_trainer(loop, loop_config: dict, scale, *, name: str, out, datasets: d
 
 def report_epoch(metrics: dict, write_checkpoint) -> None:
     """Every rank reports; rank 0 also writes a checkpoint through `write_checkpoint(folder)`, unless None."""
-    import tempfile
-    from pathlib import Path
-
-    import ray.train
-
-    from trainers.metrics import record_epoch
+    import ray.train  # ray: heavy, only the Ray path loads it
 
     if ray.train.get_context().get_world_rank() == 0:
         record_epoch(metrics)
@@ -117,9 +115,7 @@ def report_epoch(metrics: dict, write_checkpoint) -> None:
 
 def fault_drill(scale, epoch: int, resumed: bool) -> None:
     """Kill this worker's process outright (as an OOM or a lost node would) when the drill says so."""
-    import signal
-
-    import ray.train
+    import ray.train  # ray: heavy, only the Ray path loads it
 
     ctx = ray.train.get_context()
     if scale.kill_at_epoch == epoch and not resumed and ctx.get_world_rank() == ctx.get_world_size() - 1:
@@ -134,9 +130,6 @@ def _wait_for_registered_checkpoint(run_folder: Path, timeout_s: float = 120.0) 
     A worker's report reaches the controller only at its next poll; killing the group before that
     would lose the checkpoint just written and restart the drill from scratch on a loaded machine.
     """
-    import json
-    import time
-
     snapshot = run_folder / "checkpoint_manager_snapshot.json"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

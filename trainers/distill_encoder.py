@@ -21,6 +21,7 @@ from pydantic import Field
 
 from coldstart.config import JobConfig, RayOptions, ScaleOptions
 from coldstart.data.schema import DataError
+from coldstart.data.split import load_split
 from coldstart.models.student_encoder import (EncoderDistillation, StudentOptions, build_student, load_student,
                                               save_student)
 from coldstart.text.encoder import DEFAULT_MODEL
@@ -62,8 +63,6 @@ def load_pairs(folder: Path, limit: int | None = None, exclude: dict[str, set[st
 def excluded_ids(split_dir: Path | None) -> dict[str, set[str]]:
     if split_dir is None:
         return {}
-    from coldstart.data.split import load_split
-
     split = load_split(split_dir)
     return {split.cold: set(split.cold_ids["val"]) | set(split.cold_ids["test"])}
 
@@ -97,7 +96,7 @@ class EncoderJob(TrainJob):
         super().__init__(cfg)
         self.teacher_dim = teacher_dim
         if train is None:
-            import ray.train
+            import ray.train  # ray: heavy, only the Ray path loads it
 
             train, val = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
         self.train, self.val = train, val
@@ -135,7 +134,7 @@ class EncoderJob(TrainJob):
 
 def run(cfg: DistillEncoderConfig) -> TrainResult:
     ray = ensure_ray(cfg.ray)
-    import ray.data
+    import ray.data  # ray: heavy, only the Ray path loads it
 
     pairs = load_pairs(cfg.embeddings, cfg.limit, excluded_ids(cfg.split))
     held = holdout_mask(pairs["text_hash"], cfg.holdout, cfg.seed)

@@ -21,12 +21,14 @@ output folder) is not embedded again. Actors get blocks of about equal work
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
 from coldstart import artifacts
@@ -83,8 +85,6 @@ class EncodeBatch:
         self.encoder = TextEncoder(EncoderConfig.model_validate(encoder))
 
     def __call__(self, batch: pd.DataFrame):
-        import pyarrow as pa
-
         vectors = np.ascontiguousarray(self.encoder.encode(batch["text"].tolist()), np.float32)
         return pa.table({"id": pa.array(batch["id"].astype(str).to_numpy()),
                          "kind": pa.array(batch["kind"].to_numpy()),
@@ -214,10 +214,8 @@ def embed_with_ray(pending: pd.DataFrame, cfg: EmbedConfig, workdir: Path) -> pd
     """Embed `pending` (id, kind, text, text_hash) with the actor pool; the rows with their vectors, longest texts
     first. From `cfg.stream_rows` rows on, parquet to parquet through `workdir` (removed afterwards); below, the
     blocks go from the driver's memory and the vectors come back to it (less fixed cost for a small job)."""
-    import shutil
-
     ray = ensure_ray(cfg.ray)
-    import ray.data
+    import ray.data  # ray: heavy, only the Ray path loads it
 
     lengths = pending["text"].str.len().to_numpy()
     order = np.argsort(-lengths, kind="stable")

@@ -31,8 +31,10 @@ check, and unit tests).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,10 +42,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from safetensors.torch import load_model, save_model
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from coldstart import artifacts
 from coldstart.training import StepTraining, unwrap
+from trainers.common import TrainResult, ensure_ray, fault_drill, report_epoch, torch_trainer
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +173,6 @@ def reduce_mean(values: dict[str, float], weight: float, device: torch.device) -
 
     The tensor lives on `device`: NCCL reduces only CUDA tensors. Identity on one process.
     """
-    import torch.distributed as dist
-
     keys = sorted(values)
     t = torch.tensor([values[k] * weight for k in keys] + [weight], dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
@@ -180,8 +184,6 @@ def reduce_mean(values: dict[str, float], weight: float, device: torch.device) -
 
 def _validate(job: TrainJob, net: nn.Module, ctx) -> dict[str, float]:
     """The epoch's validation figures, the same on every rank (see the module docstring)."""
-    import torch.distributed as dist
-
     if job.validates_shard:
         with torch.no_grad():
             val, weight = job.validate(net)
@@ -218,8 +220,6 @@ def fit(job: TrainJob, ctx, precision: str = "fp32", checkpoint_every_s: float =
     one (or the start), and always with the final epoch's: a short epoch then costs its step and its
     validation, not a copy of the weights and optimizer moments, and a failure loses at most that long.
     """
-    from safetensors.torch import load_model, save_model
-
     torch.manual_seed(job.seed)
     model = job.build_model()
     stopping = EarlyStopping(job.key, job.patience)
@@ -279,7 +279,7 @@ class RayContext:
     """Inside a Ray Train worker: its rank, its device, its checkpoint, `ray.train.report`."""
 
     def __init__(self, scale):
-        import ray.train
+        import ray.train  # ray: heavy, only the Ray path loads it
         import ray.train.torch
 
         torch.set_num_threads(scale.threads_per_worker)
@@ -290,7 +290,7 @@ class RayContext:
 
     @contextlib.contextmanager
     def checkpoint(self) -> Iterator[Path | None]:
-        import ray.train
+        import ray.train  # ray: heavy, only the Ray path loads it
 
         found = ray.train.get_checkpoint()
         if found is None:
@@ -300,18 +300,14 @@ class RayContext:
             yield Path(folder)
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        import ray.train.torch
+        import ray.train.torch  # ray: heavy, only the Ray path loads it
 
         return ray.train.torch.prepare_model(model)
 
     def before_epoch(self, epoch: int, resumed: bool) -> None:
-        from trainers.common import fault_drill
-
         fault_drill(self.scale, epoch, resumed=resumed)
 
     def report(self, metrics: dict, write) -> None:
-        from trainers.common import report_epoch
-
         report_epoch(metrics, write)
 
 
@@ -323,8 +319,6 @@ class LocalContext:
     """
 
     def __init__(self, device: str | torch.device = "cpu", folder: Path | None = None, resume: bool = False):
-        import torch.distributed as dist
-
         distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if distributed else 0
         self.world = dist.get_world_size() if distributed else 1
@@ -343,8 +337,6 @@ class LocalContext:
         one is never wrapped there, so neither is it here: the GPU check then runs what a Ray worker runs)."""
         model = model.to(self.device)
         if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
                 if self.device.type == "cuda" else None
             return DistributedDataParallel(model, device_ids=ids)
@@ -370,8 +362,6 @@ def worker_loop(config: dict) -> None:
 
 def finish(result, out: Path, started: float):
     """Copy the best epoch's artifact out of the run's last checkpoint into `out`, atomically."""
-    from trainers.common import TrainResult
-
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as folder:
@@ -389,8 +379,6 @@ def run_job(job_class, cfg, *, inputs: dict | None = None, datasets: dict | None
     instead, on the context's device, and its best epoch's artifact is copied from the context's folder to
     `cfg.out`: no Ray Train run, so no controller and worker processes to start for a small model.
     """
-    from trainers.common import ensure_ray, torch_trainer
-
     if context is not None:
         return run_in_process(job_class, cfg, context, inputs=inputs, datasets=datasets)
     ensure_ray(cfg.ray)
@@ -405,8 +393,6 @@ def run_job(job_class, cfg, *, inputs: dict | None = None, datasets: dict | None
 
 def run_in_process(job_class, cfg, context: LocalContext, *, inputs: dict | None = None,
                    datasets: dict | None = None):
-    from trainers.common import TrainResult
-
     if datasets:
         raise ValueError(f"{job_class.name}: a job that reads Ray Datasets runs on Ray Train, not in-process")
     if context.folder is None:
@@ -422,8 +408,6 @@ def run_in_process(job_class, cfg, context: LocalContext, *, inputs: dict | None
 
 def copy_best(checkpoint: Path, out: Path) -> None:
     """The best epoch's artifact of a checkpoint folder, copied to `out` atomically."""
-    import shutil
-
     with artifacts.atomic_dir(out) as tmp:
         shutil.copytree(checkpoint / BEST, tmp, dirs_exist_ok=True)
 
@@ -436,8 +420,6 @@ def run_storage(cfg) -> Path:
     its last checkpoint). Keyed by the configuration, that happens only for the same job: a rerun with
     another learning rate, or another split, starts fresh instead of resuming the old run's model.
     """
-    import hashlib
-
     base = Path(cfg.scale.storage or Path(cfg.out).resolve().parent / "ray_results").resolve()
     settings = cfg.model_dump(mode="json", exclude={"scale": {"storage"}})
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -27,7 +27,7 @@ NAMES = (EPOCHS, THROUGHPUT, TEXTS, VAL_NDCG, VALUE)
 @functools.lru_cache(maxsize=None)
 def _instruments() -> dict:
     """Created once per worker process (Ray registers each name once per process)."""
-    from ray.util.metrics import Counter, Gauge
+    from ray.util.metrics import Counter, Gauge  # ray: heavy, only the Ray path loads it
 
     return {
         EPOCHS: Counter(EPOCHS, description="Training epochs finished.", tag_keys=("job",)),
@@ -46,7 +46,7 @@ def _instruments() -> dict:
 def record_epoch(metrics: dict, job: str | None = None) -> None:
     """Export one epoch's report; `job` defaults to the Ray Train run name of this worker."""
     if job is None:
-        import ray.train
+        import ray.train  # ray: heavy, only the Ray path loads it
 
         job = ray.train.get_context().get_experiment_name()
     inst = _instruments()

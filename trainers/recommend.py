@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from coldstart import artifacts
@@ -67,7 +69,7 @@ class RecommendBatch:
     """One Ray Data actor: builds the catalogue once, then ranks batch after batch."""
 
     def __init__(self, options: dict):
-        import faiss
+        import faiss  # faiss and torch: the actors load them, the driver that plans does not
         import torch
 
         torch.set_num_threads(1)  # one CPU per actor: the pool, not threads, is the parallelism
@@ -76,8 +78,6 @@ class RecommendBatch:
         self.schema = output_schema()
 
     def __call__(self, batch):
-        import pyarrow as pa
-
         return pa.Table.from_pandas(self.recommender(batch), schema=self.schema, preserve_index=False)
 
 
@@ -104,9 +104,6 @@ def _single_file(out: Path) -> bool:
 
 def write_in_process(recommender: BatchRecommender, users: list[str], out: Path) -> int:
     """The plain loop: rank every user here and write the rows, in the layout the Ray job writes."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.Table.from_pandas(recommender.recommend(users), schema=output_schema(), preserve_index=False)
     if _single_file(out):
         with artifacts.atomic_file(out) as tmp:
@@ -119,7 +116,7 @@ def write_in_process(recommender: BatchRecommender, users: list[str], out: Path)
 
 def _rank_with_ray(users: list[str], options: dict, cfg: RecommendConfig) -> int:
     ensure_ray(cfg.ray)
-    import ray.data
+    import ray.data  # ray: heavy, only the Ray path loads it
 
     blocks = min(len(users), max(cfg.actors * 4, math.ceil(len(users) / MAX_BLOCK_USERS))) or 1
     ds = ray.data.from_items([{"user_id": u} for u in users], override_num_blocks=blocks)
@@ -138,15 +135,11 @@ def _rank_with_ray(users: list[str], options: dict, cfg: RecommendConfig) -> int
 
 
 def _rows(path: Path) -> int:
-    import pyarrow.parquet as pq
-
     return pq.ParquetFile(path).metadata.num_rows
 
 
 def _merge(files: list[Path], users: list[str], out: Path) -> int:
     """Copy the part files into one parquet file, in the order of `users`; one part in memory at a time."""
-    import pyarrow.parquet as pq
-
     position = {u: i for i, u in enumerate(users)}
 
     def first_user(path: Path) -> int:

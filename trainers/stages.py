@@ -17,12 +17,20 @@ from pathlib import Path
 import numpy as np
 
 from coldstart import artifacts
-from coldstart.evaluate import Recommender, SplitData
+from coldstart.config import ConfigError, load_config
+from coldstart.content import build_content
+from coldstart.evaluate import Recommender, SplitData, evaluate
 from coldstart.models.baselines import ContentKNNRecommender
+from coldstart.models.coldstart_model import load_cold_model, load_recommender_artifact, save_cold_model
+from coldstart.models.mf import EmbeddingRecommender
+from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
+from coldstart.models.towers import cold_start_vectors
 from coldstart.models.vectors import VectorsRecommender, read_vectors
-from coldstart.pipeline import ModelStage, PipelineConfig
+from coldstart.pipeline import ModelStage, PipelineConfig, config_hash
 from coldstart.serving.config import GENERATOR_FOLDERS  # what serving can load, by its folder under OUT
 from coldstart.serving.models import SERVING_LOCK, update_serving
+from coldstart.text.encoder import ARTIFACT_FILE
+from trainers import backbone, distill, distill_encoder, embed, generator
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +52,8 @@ def aligned_item_vectors(data: SplitData, folder: Path) -> np.ndarray:
 # ---- embed -------------------------------------------------------------------------------------------------
 
 def embed_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    from trainers.embed import EmbedConfig, run
-
-    result = run(EmbedConfig(**cfg.embed.model_dump(), split=split_dir(data), out=out / "embeddings", ray=cfg.ray))
+    result = embed.run(embed.EmbedConfig(**cfg.embed.model_dump(), split=split_dir(data), out=out / "embeddings",
+                                         ray=cfg.ray))
     log.info("embedded %s, reused %s (from the vector cache %s) in %.1f s", result.embedded, result.reused,
              result.cached, result.seconds)
     return embed_models(data, cfg, out)
@@ -56,10 +63,7 @@ def embed_fingerprint(cfg: PipelineConfig) -> dict:
     """The embed options and the texts they render from OUT/split: a new coldstart that writes a text another
     way (a template change) embeds it again on a rerun, and the stages downstream retrain; unchanged texts
     keep their vectors (the embed job reuses them by text hash)."""
-    from coldstart.pipeline import config_hash
-    from trainers.embed import build_texts
-
-    texts, resolved = build_texts(cfg.out / "split", cfg.embed.templates, announce=False)
+    texts, resolved = embed.build_texts(cfg.out / "split", cfg.embed.templates, announce=False)
     options = cfg.embed.model_dump(mode="json", exclude={"keep_vectors"})  # where vectors come from, not what
     return {"options": options, "resolved": resolved.model_dump(mode="json"),
             "texts": config_hash({kind: list(frame["text_hash"]) for kind, frame in texts.items()})}
@@ -77,18 +81,15 @@ def embed_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, R
 
 def encoder_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     """Distil the embed stage's encoder into a small student (OUT/encoder); serving takes it if it is faithful."""
-    from trainers.distill_encoder import DistillEncoderConfig, run
-
     teacher = artifacts.read_json(out / "embeddings" / "embed.json")["encoder"]["model"]
-    run(DistillEncoderConfig(**cfg.encoder.model_dump(), teacher=teacher, embeddings=out / "embeddings",
-                             out=out / "encoder", split=split_dir(data), scale=cfg.scale, ray=cfg.ray))
+    distill_encoder.run(distill_encoder.DistillEncoderConfig(
+        **cfg.encoder.model_dump(), teacher=teacher, embeddings=out / "embeddings", out=out / "encoder",
+        split=split_dir(data), scale=cfg.scale, ray=cfg.ray))
     return encoder_models(data, cfg, out)
 
 
 def encoder_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     """Record which encoder serving uses: the student when its held-out cosine reaches the threshold."""
-    from coldstart.text.encoder import ARTIFACT_FILE
-
     cosine = float(artifacts.read_json(out / "encoder" / ARTIFACT_FILE)["val_cosine"])
     choice = "student" if cosine >= cfg.encoder.min_cosine else "teacher"
     update_serving(out, encoder=choice, encoder_cosine=cosine, encoder_threshold=cfg.encoder.min_cosine)
@@ -100,10 +101,8 @@ def encoder_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str,
 # ---- backbone and generators --------------------------------------------------------------------------------
 
 def backbone_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    from trainers.backbone import BackboneConfig, run
-
-    result = run(BackboneConfig(**cfg.backbone.model_dump(), split=split_dir(data), out=out / "backbone",
-                                scale=cfg.scale, ray=cfg.ray))
+    result = backbone.run(backbone.BackboneConfig(**cfg.backbone.model_dump(), split=split_dir(data),
+                                                  out=out / "backbone", scale=cfg.scale, ray=cfg.ray))
     log.info("backbone: best epoch %s of %d", result.best["epoch"], len(result.history))
     return backbone_models(data, cfg, out)
 
@@ -116,18 +115,16 @@ def baselines_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str
     """The bars every cold-start model is judged against: knn-warm (no training, saved as a servable
     generator) and a content-to-backbone regression (the towers trained with alignment alone: an MLP fitted
     with MSE to the warm vectors)."""
-    from coldstart.models.neighbours import KNNGenerator
-    from trainers.distill import DistillConfig, run
-
     inputs = GeneratorInputs.load(data, out)
     knn = KNNGenerator.fit(item_features=inputs.item_features, user_features=inputs.user_features,
                            item_vectors=inputs.item_vectors, user_vectors=inputs.user_vectors,
                            warm_items=data.warm_items, warm_users=inputs.warm_users,
                            item_dims=inputs.content["text_dim"], k=cfg.knn_k, user_k=cfg.knn_user_k)
     inputs.save(out / "knn-warm", knn)
-    result = run(DistillConfig(**{**cfg.distill.model_dump(), "bpr": 0.0, "distill": 0.0, "align": 1.0},
-                               split=split_dir(data), embeddings=out / "embeddings", backbone=out / "backbone",
-                               out=out / "regression", scale=cfg.scale, ray=cfg.ray))
+    result = distill.run(distill.DistillConfig(
+        **{**cfg.distill.model_dump(), "bpr": 0.0, "distill": 0.0, "align": 1.0}, split=split_dir(data),
+        embeddings=out / "embeddings", backbone=out / "backbone", out=out / "regression", scale=cfg.scale,
+        ray=cfg.ray))
     log.info("regression baseline: best cold-val epoch %s of %d", result.best["epoch"], len(result.history))
     return baselines_models(data, cfg, out)
 
@@ -142,11 +139,9 @@ class GeneratorInputs:
     """What an untrained generator (knn-warm, an ensemble) is saved with, as the trained ones are."""
 
     def __init__(self, data: SplitData, out: Path):
-        from coldstart.content import build_content
-
         self.data = data
-        backbone = load_model(out / "backbone", data)  # aligned with this split's ids
-        self.user_vectors, self.item_vectors = backbone.user_vectors, backbone.item_vectors
+        trained = load_model(out / "backbone", data)  # aligned with this split's ids
+        self.user_vectors, self.item_vectors = trained.user_vectors, trained.item_vectors
         self.item_features, self.user_features, _, _, spec = build_content(data, out / "embeddings")
         self.content = spec.to_json()
         self.warm_users = data.train.getnnz(axis=1) > 0
@@ -156,10 +151,6 @@ class GeneratorInputs:
         return cls(data, out)
 
     def val_metrics(self, model) -> dict[str, float]:
-        from coldstart.evaluate import evaluate
-        from coldstart.models.mf import EmbeddingRecommender
-        from coldstart.models.towers import cold_start_vectors
-
         users, items = cold_start_vectors(model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
                                           warm_users=self.warm_users, warm_items=self.data.warm_items,
                                           user_features=self.user_features, item_features=self.item_features)
@@ -171,8 +162,6 @@ class GeneratorInputs:
 
     def save(self, folder: Path, model) -> None:
         """Save `model` with its cold-val figures, so serving's choice can weigh it with the trained ones."""
-        from coldstart.models.coldstart_model import save_cold_model
-
         metrics = self.val_metrics(model)
         save_cold_model(folder, self.data, model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
                         user_features=self.user_features, item_features=self.item_features, content=self.content,
@@ -186,9 +175,6 @@ def ensemble_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str,
 
     On a user-cold split, how far new users are pulled towards the average user is chosen on cold-val.
     """
-    from coldstart.models.coldstart_model import load_cold_model
-    from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
-
     inputs = GeneratorInputs.load(data, out)
     inputs.save(out / "knn-bag", KNNGenerator.bag(
         item_features=inputs.item_features, user_features=inputs.user_features, item_vectors=inputs.item_vectors,
@@ -226,10 +212,9 @@ def ensemble_fingerprint(cfg: PipelineConfig) -> dict:
 
 
 def distill_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    from trainers.distill import DistillConfig, run
-
-    result = run(DistillConfig(**cfg.distill.model_dump(), split=split_dir(data), embeddings=out / "embeddings",
-                               backbone=out / "backbone", out=out / "distill", scale=cfg.scale, ray=cfg.ray))
+    result = distill.run(distill.DistillConfig(**cfg.distill.model_dump(), split=split_dir(data),
+                                               embeddings=out / "embeddings", backbone=out / "backbone",
+                                               out=out / "distill", scale=cfg.scale, ray=cfg.ray))
     log.info("distill: best cold-val epoch %s of %d", result.best["epoch"], len(result.history))
     return distill_models(data, cfg, out)
 
@@ -241,22 +226,17 @@ def distill_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str,
 
 def vae_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     """The VAE generator from `cfg.vae`, or from OUT/tune-vae/best.yaml when a search left one."""
-    from trainers.generator import GeneratorConfig, run
-
-    result = run(GeneratorConfig(**vae_fields(data, cfg, out)))
+    result = generator.run(generator.GeneratorConfig(**vae_fields(data, cfg, out)))
     log.info("vae: best cold-val epoch %s of %d", result.best["epoch"], len(result.history))
     return vae_models(data, cfg, out)
 
 
 def vae_fields(data: SplitData, cfg: PipelineConfig, out: Path) -> dict:
-    from coldstart.config import load_config
-    from trainers.generator import GeneratorConfig
-
     fields = {**cfg.vae.model_dump(), "split": split_dir(data), "embeddings": out / "embeddings",
               "backbone": out / "backbone", "out": out / "vae", "scale": cfg.scale, "ray": cfg.ray}
     best = out / "tune-vae" / "best.yaml"
     if best.is_file():
-        tuned = load_config(GeneratorConfig, best)
+        tuned = load_config(generator.GeneratorConfig, best)
         fields.update({k: getattr(tuned, k) for k in type(cfg.vae).model_fields})
         log.info("vae: using the tuned settings of %s", best)
     return fields
@@ -289,8 +269,6 @@ def choose_generator(out: Path) -> str | None:
 
 
 def load_model(folder: Path, data: SplitData) -> Recommender:
-    from coldstart.models.coldstart_model import load_recommender_artifact
-
     return load_recommender_artifact(folder, data)
 
 
@@ -316,8 +294,6 @@ STAGES = {
 
 def build_stages(cfg: PipelineConfig, registry: dict | None = None) -> list[ModelStage]:
     """The configured stages in order; a stage that reads another's output must come after it."""
-    from coldstart.config import ConfigError
-
     registry = registry or STAGES
     unknown = [s for s in cfg.stages if s not in registry]
     if unknown:

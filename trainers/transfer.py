@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from pydantic import Field
 
 from coldstart import artifacts
@@ -29,7 +30,9 @@ from coldstart.models.mf import EmbeddingRecommender, TrainPairs
 from coldstart.models.transfer import TransferModel, TransferOptions, TransferTraining, match_items, target_vectors
 from coldstart.models.vectors import read_vectors
 from coldstart.content import aligned
+from coldstart.text.templates import item_texts, text_hash
 from trainers.common import TrainResult
+from trainers.embed import EmbedConfig, embed_texts
 from trainers.loop import TrainJob, per_worker, run_job
 
 log = logging.getLogger(__name__)
@@ -66,9 +69,6 @@ def source_embeddings_dir(cfg: TransferConfig) -> Path:
 
 def source_text_vectors(cfg: TransferConfig, source_items: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
     """The source items' LLM vectors from the target's encoder and templates (one text space)."""
-    from coldstart.text.templates import item_texts, text_hash
-    from trainers.embed import EmbedConfig, embed_texts
-
     meta = artifacts.read_json(cfg.embeddings / "embed.json")
     embed_cfg = EmbedConfig(encoder=meta["encoder"], templates=meta["templates"], split=cfg.target,
                             out=source_embeddings_dir(cfg), ray=cfg.ray)
@@ -143,8 +143,6 @@ def target_twins(source_interactions: pd.DataFrame, matched: pd.Series, data: Sp
     source that contains the target's own interactions gives a twin for nearly every user, whatever
     its ids are called. Checked from the data, since a split brought by a user carries no dataset name.
     """
-    import scipy.sparse as sp
-
     sets = data.split.sets
     key = {"items": "item_id", "users": "user_id"}[data.split.cold]
     cold_rows = pd.concat([sets["cold_val"], sets["cold_test"]])
