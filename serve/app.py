@@ -26,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
@@ -130,8 +131,6 @@ def build_chain(args: dict) -> Application:
     settings = cfg.model_dump(mode="json")
     gpus = cfg.encoder_gpus
     if gpus is None:
-        import torch
-
         gpus = 1 if torch.cuda.is_available() else 0
     encoder = Encoder.options(ray_actor_options={"num_cpus": 1, "num_gpus": gpus}).bind(settings)
     return Ranker.bind(settings, encoder, Generator.bind(settings))  # the ranker is the app's root

@@ -11,6 +11,8 @@ the command with that replica's error, in one line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import signal
@@ -27,6 +29,7 @@ from coldstart.config import ConfigError
 from coldstart.ports import free_port
 from coldstart.serving.config import ServeConfig
 from coldstart.serving.routing import Variant, write_routing
+from coldstart.serving.smoke import run_smoke
 from coldstart.serving.stores import describe_store, open_store
 from serve.app import build_app, build_chain, settled
 
@@ -151,9 +154,6 @@ def variants_of(cfgs: dict[str, ServeConfig], weights: dict[str, float] | None =
                 front: str = APP_NAME, store=None) -> list[Variant]:
     """The named artifacts folders as variants on one store (`store`, else the first one's): each in a chain
     app named after the front, the variant and its settings, so new settings get a new app beside the old."""
-    import hashlib
-    import json
-
     first = settled(next(iter(cfgs.values())).model_dump(mode="json"))
     store = str(store if store is not None else first.store)
     variants = []
@@ -311,8 +311,6 @@ def run_local(cfg: ServeConfig, *, num_cpus: int | None = None, smoke: bool = Fa
         node = ray._private.worker.global_worker.node
         echo(f"Prometheus metrics: http://{node.node_ip_address}:{node.metrics_export_port}/metrics")
         if smoke:
-            from coldstart.serving.smoke import run_smoke
-
             run_smoke(url, first.artifacts, api_key=first.api_key or os.environ.get("COLDSTART_API_KEY"), echo=echo)
             return
         echo("Ctrl-C stops it. To move it to new artifacts without downtime, from another shell: "

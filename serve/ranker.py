@@ -7,6 +7,7 @@ through one replica is ranked by all of them from the next request on.
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import torch
 from ray import serve
@@ -21,8 +22,6 @@ from serve.metrics import index_size_gauge
 def build_catalogue(cfg: ServeConfig) -> Catalogue:
     """The catalogue a replica holds: every item in the index, users, and the store followed from its tail."""
     torch.set_num_threads(cfg.torch_threads)
-    import faiss
-
     faiss.omp_set_num_threads(1)  # exact search over thousands of items: threads cost more than they give
     generator = ServingGenerator(cfg.artifacts, cfg.generator)  # for the catalogue's cold vectors only
     return Catalogue.from_artifacts(cfg.artifacts, generator, cfg.open_store(), text_weight=cfg.text_weight,

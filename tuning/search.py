@@ -17,6 +17,7 @@ Output in `out/`: `results.csv` and `results.md` (one row per trial),
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -28,10 +29,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from coldstart import artifacts
 from coldstart.config import ConfigError, to_yaml
+from coldstart.data.split import load_split
+from coldstart.evaluate import SplitData, evaluate
+from coldstart.models import load_recommender
+from coldstart.report import markdown_table
+from trainers import generator, transfer
+from trainers.common import ensure_ray
+from trainers.loop import LocalContext, run_storage
+from trainers.metrics import record_epoch
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +86,7 @@ class SearchResult:
 
 
 def vae_space() -> dict:
-    from ray import tune
+    from ray import tune  # ray: heavy, only a search loads it
 
     return {"latent": tune.choice([8, 16, 32, 64]), "hidden": tune.choice([128, 256, 512]),
             "beta": tune.loguniform(1e-3, 1.0), "lr": tune.loguniform(3e-4, 3e-3),
@@ -85,18 +94,13 @@ def vae_space() -> dict:
 
 
 def transfer_space() -> dict:
-    from ray import tune
+    from ray import tune  # ray: heavy, only a search loads it
 
     return {"lam": tune.uniform(0.0, 1.0), "lr": tune.loguniform(5e-4, 5e-3)}
 
 
 def _jobs() -> dict[str, SearchJob]:
-    from trainers import generator, transfer
-
     def warm_source_cache(cfg):
-        from coldstart.data.split import load_split
-        from coldstart.evaluate import SplitData
-
         transfer.build_inputs(cfg, SplitData.from_split(load_split(cfg.target)))
 
     return {"vae": SearchJob("vae", generator.GeneratorConfig, generator.run, vae_space),
@@ -113,7 +117,7 @@ def trial_resources(options: SearchOptions, scale) -> dict[str, float]:
 
 
 def trial_concurrency(options: SearchOptions, scale) -> int:
-    import ray
+    import ray  # ray: heavy, only a search loads it
 
     if options.concurrency:
         return min(options.concurrency, options.budget)
@@ -150,10 +154,7 @@ def run_trial(config: dict, job: SearchJob, base: dict, root: str) -> None:
     (importing torch in each) for a model that trains in seconds. More workers: a Ray Train run, its reports
     forwarded to Tune by `TuneReportCallback`.
     """
-    import ray.tune
-
-    from trainers.loop import LocalContext
-    from trainers.metrics import record_epoch
+    import ray.tune  # ray: heavy, only a search loads it
 
     trial_id = ray.tune.get_context().get_trial_id()
 
@@ -169,7 +170,7 @@ def run_trial(config: dict, job: SearchJob, base: dict, root: str) -> None:
     if cfg.scale.num_workers == 1:
         job.run(cfg, context=TrialContext("cuda" if cfg.scale.use_gpu else "cpu", folder=trial_dir / "run"))
     else:
-        from ray.tune.integration.ray_train import TuneReportCallback
+        from ray.tune.integration.ray_train import TuneReportCallback  # ray: heavy, only a search loads it
 
         job.run(cfg, callbacks=[TuneReportCallback()])
 
@@ -186,11 +187,9 @@ def trial_function(job: SearchJob) -> Callable:
 
 def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path) -> SearchResult:
     """Run the search for `job_name` around `base_cfg`; write the results and the best config to `out`."""
-    from ray import tune
+    from ray import tune  # ray: heavy, only a search loads it
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
-
-    from trainers.common import ensure_ray
 
     jobs = _jobs()
     if job_name not in jobs:
@@ -280,12 +279,10 @@ def write_results(out: Path, job_name: str, trials: pd.DataFrame, best_cfg: Base
 
 def lam_chart(trials: pd.DataFrame, fixed: dict[float, float] | None = None) -> bytes:
     """Cold-val NDCG@20 of every trial against its lam; `fixed` adds full runs (lam -> score) as a line."""
-    import io
-
-    import matplotlib
+    import matplotlib  # matplotlib: heavy, only the chart draws
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: heavy, only the chart draws
 
     fig, ax = plt.subplots(figsize=(6, 4))
     done = trials.dropna(subset=["best"])
@@ -306,8 +303,6 @@ def lam_chart(trials: pd.DataFrame, fixed: dict[float, float] | None = None) -> 
 
 def tune_config_class(job_name: str) -> type:
     """The job's config plus a `search` section: what `coldstart tune JOB` reads."""
-    from pydantic import create_model
-
     jobs = _jobs()
     if job_name not in jobs:
         raise ConfigError(f"tune: unknown job {job_name!r}; known: {sorted(jobs)}")
@@ -322,11 +317,6 @@ def _split_of(cfg) -> Path:
 def tune_and_train(job_name: str, cfg) -> dict:
     """Search, then train the best config in full into OUT/model; for transfer also lam = 0 and lam = 1,
     each evaluated on the target's val and test sets (comparison.md, metric_vs_lam.png)."""
-    from coldstart.data.split import load_split
-    from coldstart.evaluate import SplitData, evaluate
-    from coldstart.models import load_recommender
-    from coldstart.report import markdown_table
-
     started = time.perf_counter()
     job = _jobs()[job_name]
     out = Path(cfg.out)
@@ -401,7 +391,7 @@ def train_all(job: SearchJob, configs: list, options: SearchOptions) -> None:
     """Train each config in full, as many at once as the cluster fits, each in a Ray task. A one-worker run
     trains in its task's process, as a one-worker trial does (`full_run`); a run of more workers is a Ray
     Train run driven from its task. On a small cluster the runs' start-ups overlap instead of queueing."""
-    import ray
+    import ray  # ray: heavy, only a search loads it
 
     if not configs:
         return
@@ -431,8 +421,6 @@ def full_run(run: Callable, cfg) -> None:
     """Train `cfg` in full. One worker: the job's skeleton fits it in this process, checkpointing every epoch
     beside its Ray Train runs (`run_storage`), so a task that Ray retries after losing its node resumes
     from its last epoch. More workers: the job's Ray Train run."""
-    from trainers.loop import LocalContext, run_storage
-
     if cfg.scale.num_workers != 1:
         run(cfg)
         return

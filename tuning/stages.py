@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
+import numpy as np
+
+from coldstart import artifacts
+from coldstart.config import NotApplicable
+from coldstart.content import build_content
 from coldstart.data import movielens
 from coldstart.evaluate import Recommender, SplitData
-from coldstart.pipeline import ModelStage, PipelineConfig
+from coldstart.models.coldstart_model import save_cold_model
+from coldstart.models.transfer import TransferGenerator, TransferModel, fit_projection
+from coldstart.pipeline import ModelStage, PipelineConfig, StageSkipped
 from coldstart.report import SOURCE_MARK
 from trainers.stages import choose_generator, load_model, split_dir
+from trainers.transfer import load_transfer_state
+from tuning.search import tune_and_train, tune_config_class
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +34,6 @@ def _search_options(cfg: PipelineConfig) -> dict:
 
 def tune_vae_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     """Search the VAE around `cfg.vae`; OUT/tune-vae/best.yaml, and the best config trained in full as OUT/vae."""
-    import shutil
-
-    from coldstart import artifacts
-    from tuning.search import tune_and_train, tune_config_class
-
     cls = tune_config_class("vae")
     summary = tune_and_train("vae", cls(**cfg.vae.model_dump(), split=split_dir(data), embeddings=out / "embeddings",
                                         backbone=out / "backbone", out=out / "tune-vae", scale=cfg.scale,
@@ -67,10 +72,6 @@ def transfer_applies(data: SplitData, cfg: PipelineConfig) -> str | None:
 
 def transfer_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     """Search lam on the target's cold-val NDCG@20; report lam = 0, lam = 1 and the tuned lam."""
-    from coldstart.config import NotApplicable
-    from coldstart.pipeline import StageSkipped
-    from tuning.search import tune_and_train, tune_config_class
-
     cls = tune_config_class("transfer")
     try:
         tune_and_train("transfer", cls(**cfg.transfer.model_dump(), source=resolve_source(data, cfg),
@@ -87,14 +88,6 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
     backbone's space: warm users and items keep their backbone vectors, and the cold items' vectors transfer
     learnt, and those it generates for new items, are carried there by a linear map fitted on the warm items
     (`fit_projection`). Saved with the cold-val figures it was selected on."""
-    import numpy as np
-
-    from coldstart.content import build_content
-    from coldstart import artifacts
-    from coldstart.models.coldstart_model import save_cold_model
-    from coldstart.models.transfer import TransferGenerator, TransferModel, fit_projection
-    from trainers.transfer import load_transfer_state
-
     meta = artifacts.read_json(out / "transfer" / "model" / "model.json")
     model = TransferModel(**meta["config"])
     model.load_state_dict(load_transfer_state(out / "transfer" / "model"))
@@ -115,8 +108,6 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
 
 
 def transfer_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    from coldstart import artifacts
-
     generator = out / "transfer" / "generator" / "model.json"
     # a run from before it was servable, or from before it served in the backbone's space
     if not generator.is_file() or not artifacts.read_json(generator)["config"].get("project_dim"):
