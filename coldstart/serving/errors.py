@@ -27,3 +27,15 @@ class Conflict(RequestError):
 
 class Invalid(RequestError):
     status = 422
+
+
+class Unauthorized(RequestError):
+    status = 401
+
+
+class Forbidden(RequestError):
+    status = 403
+
+
+class TooMany(RequestError):
+    status = 429

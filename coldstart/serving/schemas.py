@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 MAX_K = 100
 MAX_TEXT_CHARS = 2000
@@ -13,6 +13,9 @@ MAX_ATTRIBUTES = 64
 MAX_LIKED = 500
 MAX_CANDIDATES = 10_000
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+MAX_INT = 2 ** 53  # integers a JSON number holds exactly; a larger attribute is an error, not a 500
+
+ItemRef = Annotated[str, StringConstraints(min_length=1, max_length=128)]  # an element of `liked`, `candidates`
 
 AttributeValue = str | int | float | bool | None
 Id = Field(..., pattern=ID_PATTERN, description="1-128 characters: letters, digits, '_', '.', ':', '-'.")
@@ -40,6 +43,8 @@ def _check_attributes(cls, attributes: dict[str, AttributeValue]) -> dict[str, A
             raise ValueError(f"attribute {name!r} is longer than {MAX_TEXT_CHARS} characters")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"attribute {name!r} must be a finite number, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise ValueError(f"attribute {name!r} must be within +-2**53, got a number of {len(str(value))} digits")
     return attributes
 
 
@@ -49,7 +54,8 @@ class Profile(_Body):
     attributes: dict[str, AttributeValue] = Field(
         default_factory=dict, description="E.g. {\"age\": 31, \"gender\": \"F\", \"occupation\": \"writer\"}.")
     text: str = Field("", max_length=MAX_TEXT_CHARS, description="Free text about the user.")
-    liked: list[str] = Field(default_factory=list, max_length=MAX_LIKED, description="Ids of items the user liked.")
+    liked: list[ItemRef] = Field(default_factory=list, max_length=MAX_LIKED,
+                                 description="Ids of items the user liked (each 1-128 characters).")
 
     _limits = field_validator("attributes")(_check_attributes)
 
@@ -59,8 +65,8 @@ class RecommendRequest(_Body):
     profile: Profile | None = Field(None, description="A new user's profile; or give `user_id`.")
     k: int = Field(10, gt=0, le=MAX_K, description="How many items.")
     exclude_seen: bool = Field(True, description="Leave out items the user interacted with or liked.")
-    candidates: list[str] | None = Field(None, max_length=MAX_CANDIDATES,
-                                         description="Rank only among these item ids.")
+    candidates: list[ItemRef] | None = Field(None, max_length=MAX_CANDIDATES,
+                                             description="Rank only among these item ids (each 1-128 characters).")
     explain: bool = Field(False, description="Say, per item, why it was recommended (`explanation`).")
 
     @model_validator(mode="after")

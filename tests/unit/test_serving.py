@@ -243,7 +243,8 @@ def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(artifacts, model
 
 def test_malformed_json_and_the_api_key(artifacts, models, tmp_path):
     client = _client(artifacts, models, tmp_path / "store", api_key="s3cret")
-    assert client.get("/healthz").status_code == 200  # probes need no key
+    assert client.get("/livez").json() == {"status": "ok"}  # probes need no key, and learn nothing
+    assert client.get("/healthz").status_code == 401  # what is served is for key holders
     assert client.post("/v1/recommend", json={"user_id": "u1"}).status_code == 401
     assert client.post("/v1/recommend", json={"user_id": "u1"}, headers={"X-API-Key": "wrong"}).status_code == 401
     ok = client.post("/v1/recommend", json={"user_id": "u1"}, headers={"X-API-Key": "s3cret"})
