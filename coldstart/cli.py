@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -334,7 +335,10 @@ def serve_cmd(
     generator: Annotated[str, typer.Option(help="auto (DIR/serving.json's choice) or a generator folder: distill, vae, knn-warm, regression, knn-bag, ensemble, transfer.")] = "auto",
     encoder: Annotated[str, typer.Option(help="student, teacher or auto (DIR/serving.json's choice, else the student when DIR/encoder exists).")] = "auto",
     store: Annotated[Optional[str], typer.Option(help="Registration store: a folder (one machine) or a postgresql:// URL (a cluster's replicas share it; password from PGPASSWORD or ~/.pgpass); default $COLDSTART_STORE, else DIR/registry.")] = None,
-    api_key: Annotated[Optional[str], typer.Option(envvar="COLDSTART_API_KEY", help="Require X-API-Key on /v1/*.")] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="COLDSTART_API_KEY", help="A write key: requests then need X-API-Key (read keys: COLDSTART_READ_KEY, or a COLDSTART_API_KEYS_FILE of 'SCOPE KEY' lines). Required with a --host beyond loopback.")] = None,
+    generate_key: Annotated[bool, typer.Option(help="Make a write key in ~/.config/coldstart/api-keys (mode 0600; kept if it exists), serve with it, and print where it is.")] = False,
+    docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json behind keys too (always on without keys).")] = False,
+    rate_limit: Annotated[float, typer.Option(help="Requests a second per caller and ingress replica; over it, 429. 0: none.")] = 100.0,
     text_weight: Annotated[float, typer.Option(help="Weight of a new user's own words (free text matched to items' text) against the collaborative score; 0 ignores them.")] = 1.0,
     stated_share: Annotated[float, typer.Option(help="Share of a list's slots for items carrying an attribute value a new user's text names (\"Mostly horror films for me\"), ranked by the collaborative score (the user's vector then also leans to what users who favour them watch); 0 keeps no slots.")] = 0.3,
     num_cpus: Annotated[Optional[int], typer.Option(help="Logical CPUs of the local Ray cluster (default max(4, cores)).")] = None,
@@ -350,6 +354,11 @@ def serve_cmd(
 
     from coldstart.serving.config import ServeConfig
 
+    if generate_key:
+        from coldstart.serving.keys import KEYS_FILE_ENV, generate_key_file
+
+        os.environ[KEYS_FILE_ENV] = str(generate_key_file(Path("~/.config/coldstart/api-keys")))
+        typer.echo(f"API keys in {os.environ[KEYS_FILE_ENV]} (send one as X-API-Key)")
     folders = _pairs(variant, "variant", Path)
     if artifacts is not None:
         if "main" in folders:
@@ -364,7 +373,7 @@ def serve_cmd(
     try:
         cfgs = {name: ServeConfig(artifacts=folder, port=port, host=host, generator=generator, encoder=encoder,
                                   store=store, api_key=api_key, text_weight=text_weight,
-                                  stated_share=stated_share, proxy=proxy)
+                                  stated_share=stated_share, proxy=proxy, docs=docs, rate_limit=rate_limit)
                 for name, folder in folders.items()}
     except ValidationError as exc:
         raise ConfigError(str(exc)) from None

@@ -93,12 +93,13 @@ def variant_service(variant: Variant) -> RecommendService:
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128, health_check_period_s=2)
 @serve.ingress()
 class Ingress:
-    """`settings`: {"variants": [Variant fields], "api_key": ..., "store": ...}: the routing it starts with
-    when the store holds none yet."""
+    """`settings`: {"variants": [Variant fields], "store": ..., "limits": ServeConfig.limits()}: the routing it
+    starts with when the store holds none yet. Keys come from the replica's environment (`ApiKeys.from_env`),
+    never from these arguments, which Ray keeps and shows."""
 
     def __init__(self, settings: dict):
         variants = [Variant.model_validate(v) for v in settings["variants"]]
-        self.api_key, self.store = settings.get("api_key"), settings["store"]
+        self.limits, self.store = settings.get("limits") or {}, settings["store"]
         self.front = FollowingRouter(open_store(settings["store"]), variants, variant_service, ROUTING_POLL_S)
 
     async def check_health(self) -> None:
@@ -112,7 +113,7 @@ class Ingress:
                 "building": self.front.building}
 
     def __serve_build_asgi_app__(self):
-        return create_api(self.front, self.api_key)
+        return create_api(self.front, **self.limits)
 
 
 def settled(args: dict) -> ServeConfig:
@@ -138,15 +139,15 @@ def build_chain(args: dict) -> Application:
 
 def build_app(args: dict) -> Application:
     """The front app: the HTTP ingress. `args`: {"variants": [{"name", "weight", "app", "settings"}], "store",
-    "api_key"}, or the ServeConfig fields of one variant, "main", whose chain is the app `args["app"]` (default
+    "limits"}, or the ServeConfig fields of one variant, "main", whose chain is the app `args["app"]` (default
     "coldstart-main", as serve/config.yaml names it). The routing is written to the store here: what is
     deployed is what the ingress routes to, whatever an earlier app on the same store routed."""
     if "variants" not in args:
         one = {k: v for k, v in args.items() if k != "app"}
         cfg = settled(one)
         args = {"variants": [{"name": "main", "app": args.get("app", CHAIN_APP),  # the key stays out of the store
-                              "settings": {**cfg.model_dump(mode="json"), "api_key": None}}],
-                "store": cfg.model_dump(mode="json")["store"], "api_key": cfg.api_key}
+                              "settings": cfg.model_dump(mode="json")}],
+                "store": cfg.model_dump(mode="json")["store"], "limits": cfg.limits()}
     store = str(args["store"])
     write_routing(open_store(store), [Variant.model_validate(v) for v in args["variants"]])
-    return Ingress.bind({"variants": args["variants"], "store": store, "api_key": args.get("api_key")})
+    return Ingress.bind({"variants": args["variants"], "store": store, "limits": args.get("limits")})

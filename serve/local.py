@@ -28,6 +28,7 @@ from ray import serve
 from coldstart.config import ConfigError
 from coldstart.ports import free_port
 from coldstart.serving.config import ServeConfig
+from coldstart.serving.keys import WRITE, WRITE_KEY_ENV, ApiKeys
 from coldstart.serving.routing import Variant, write_routing
 from coldstart.serving.smoke import run_smoke
 from coldstart.serving.stores import describe_store, open_store
@@ -136,17 +137,17 @@ def wait_until_running(name: str = APP_NAME, *, deadline_s: float = DEPLOY_DEADL
 
 
 def wait_until_answering(url: str, *, deadline_s: float = 60.0) -> None:
-    """Poll /healthz: without serve.run's wait, the proxy may learn the app's route a moment after RUNNING."""
+    """Poll /livez: without serve.run's wait, the proxy may learn the app's route a moment after RUNNING."""
     started = time.monotonic()
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as answer:
+            with urllib.request.urlopen(f"{url}/livez", timeout=5) as answer:
                 if answer.status == 200:
                     return
         except (urllib.error.URLError, OSError):
             pass  # not routed yet (404/503) or not listening yet
         if time.monotonic() - started > deadline_s:
-            raise DeployFailed(f"the app is RUNNING but {url}/healthz did not answer within {deadline_s:.0f} s")
+            raise DeployFailed(f"the app is RUNNING but {url}/livez did not answer within {deadline_s:.0f} s")
         time.sleep(POLL_S)
 
 
@@ -158,8 +159,8 @@ def variants_of(cfgs: dict[str, ServeConfig], weights: dict[str, float] | None =
     store = str(store if store is not None else first.store)
     variants = []
     for name, cfg in cfgs.items():
-        # the API key stays out: the routing is a record of the store, and only the front checks the key
-        settings = settled({**cfg.model_dump(mode="json"), "store": store, "api_key": None}).model_dump(mode="json")
+        # no key in a dump (`ServeConfig.api_key` is excluded): the routing is a record of the store
+        settings = settled({**cfg.model_dump(mode="json"), "store": store}).model_dump(mode="json")
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         variants.append(Variant(name=name, weight=(weights or {}).get(name, 1.0), app=f"{front}-{name}-{digest}",
                                 settings=settings))
@@ -171,13 +172,13 @@ def _chains(variants: list[Variant]) -> list:
 
 
 def deploy(variants: list[Variant], *, name: str = APP_NAME, route_prefix: str = "/", wait: bool = True,
-           api_key: str | None = None, echo: Callable[[str], None] = print) -> None:
+           limits: dict | None = None, echo: Callable[[str], None] = print) -> None:
     """Deploy the front app `name` and a chain app per variant (`build_app` writes the routing to their store
     first, so a store that an earlier app routed keeps no stale routing). Serve's own waits are skipped: with `wait`,
     `wait_until_running` watches every app and fails fast on a replica that cannot start."""
     store = variants[0].settings["store"]
     front = build_app({"variants": [v.model_dump(mode="json") for v in variants], "store": store,
-                       "api_key": api_key})
+                       "limits": limits})
     serve.run_many(_chains(variants) + [serve.RunTarget(front, name=name, route_prefix=route_prefix)],
                    wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
     if wait:
@@ -190,7 +191,7 @@ def deploy_artifacts(settings: dict, *, name: str = APP_NAME, route_prefix: str 
     start."""
     cfg = ServeConfig.model_validate(settings)
     deploy(variants_of({"main": cfg}, front=name), name=name, route_prefix=route_prefix, wait=wait,
-           api_key=cfg.api_key, echo=lambda _: None)
+           limits=cfg.limits(), echo=lambda _: None)
 
 
 def running_routing(name: str = APP_NAME) -> dict | None:
@@ -262,6 +263,30 @@ def swap(cfgs: dict[str, ServeConfig], weights: dict[str, float] | None = None, 
     return variants
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve beyond this machine
+        return False
+
+
+def closed_by_default(cfg: ServeConfig) -> ApiKeys:
+    """The keys the replicas will check, from `cfg` and this process's environment, which a cluster started
+    here passes on (never an argument Ray keeps). A server reachable beyond loopback without one is refused."""
+    if cfg.api_key:
+        os.environ[WRITE_KEY_ENV] = cfg.api_key
+    keys = ApiKeys.from_env()
+    if not keys and not is_loopback(cfg.host):
+        raise ConfigError(f"host: {cfg.host} is reachable beyond this machine, and no API key is set: give one "
+                          f"(--api-key, COLDSTART_API_KEY, or a key file in COLDSTART_API_KEYS_FILE), or let "
+                          f"`coldstart serve --generate-key` make one")
+    return keys
+
+
 def _stop(*_):
     raise KeyboardInterrupt  # SIGTERM shuts down as Ctrl-C does: Serve and Ray stop cleanly
 
@@ -275,6 +300,7 @@ def run_local(cfg: ServeConfig, *, num_cpus: int | None = None, smoke: bool = Fa
     first = next(iter(cfgs.values()))
     address = os.environ.get("RAY_ADDRESS") or None
     joining = address not in (None, "local")  # RAY_ADDRESS=local: a cluster of our own even if others run here
+    closed_by_default(first)  # before Ray starts: its processes take the keys from this environment
     started_ray = not ray.is_initialized()
     if started_ray:
         # 2 cores run 4 replicas' worth of logical CPUs: the replicas mostly wait on each other.
@@ -300,7 +326,7 @@ def run_local(cfg: ServeConfig, *, num_cpus: int | None = None, smoke: bool = Fa
         started = time.perf_counter()
         # serve.run waits until RUNNING even with blocking=False, and gives up only when every constructor
         # retry has failed; deploy hands the watching to wait_until_running.
-        deploy(variants_of(cfgs, weights), api_key=first.api_key, echo=echo)
+        deploy(variants_of(cfgs, weights), limits=first.limits(), echo=echo)
         url = f"http://{first.host}:{first.port}"
         local_host = "127.0.0.1" if first.host in ("0.0.0.0", "::", "") else first.host
         wait_until_answering(f"http://{local_host}:{first.port}")
@@ -311,7 +337,7 @@ def run_local(cfg: ServeConfig, *, num_cpus: int | None = None, smoke: bool = Fa
         node = ray._private.worker.global_worker.node
         echo(f"Prometheus metrics: http://{node.node_ip_address}:{node.metrics_export_port}/metrics")
         if smoke:
-            run_smoke(url, first.artifacts, api_key=first.api_key or os.environ.get("COLDSTART_API_KEY"), echo=echo)
+            run_smoke(url, first.artifacts, api_key=ApiKeys.from_env().key(WRITE), echo=echo)
             return
         echo("Ctrl-C stops it. To move it to new artifacts without downtime, from another shell: "
              "RAY_ADDRESS=auto coldstart serve --artifacts NEW")

@@ -45,7 +45,20 @@ class ServeConfig(BaseModel):
                                "started with (RAY_SERVE_ENABLE_HA_PROXY=1 in its environment selects haproxy).")
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port.")
-    api_key: str | None = Field(None, description="If set (or env COLDSTART_API_KEY), /v1/* need header X-API-Key.")
+    api_key: str | None = Field(None, exclude=True,  # a secret: never in a dump, so never in Ray's init arguments
+                                description="A write key (or env COLDSTART_API_KEY; read keys: COLDSTART_READ_KEY, "
+                                            "COLDSTART_API_KEYS_FILE): with any key, requests need X-API-Key. "
+                                            "Required to listen beyond loopback.")
+    docs: bool = Field(False, description="Serve /docs and /openapi.json even behind keys (always without keys).")
+    rate_limit: float = Field(100.0, ge=0, description="Requests a second per caller (key, else address) per "
+                                                       "ingress replica, bursts of twice that; over it, 429. 0: none.")
+    max_body_bytes: int = Field(2 * 1024 * 1024, gt=0, description="Largest request body; larger is a 413.")
+    request_timeout_s: float = Field(30.0, gt=0, description="A request unanswered this long is a 503.")
+
+    def limits(self) -> dict:
+        """What `coldstart.serving.api.create_api` takes besides the service and the keys."""
+        return {"docs": self.docs or None, "rate": self.rate_limit, "burst": max(1, int(2 * self.rate_limit)),
+                "max_body_bytes": self.max_body_bytes, "timeout_s": self.request_timeout_s}
     torch_threads: int = Field(1, gt=0, description="Torch threads per replica (set explicitly: replicas share cores).")
     batch_size: int = Field(16, gt=0, description="Most texts the encoder replica batches into one forward pass.")
     batch_wait_ms: float = Field(2.0, ge=0, description="How long the encoder waits to fill a batch.")

@@ -72,6 +72,10 @@ class ApiKeys:
                 found = scope
         return found
 
+    def key(self, scope: str) -> str | None:
+        """A key of `scope` (what a smoke test presents), None if there is none."""
+        return next((key for s, key in self.keys if s == scope), None)
+
     def allows(self, presented: str | None, needed: str) -> bool:
         scope = self.scope(presented)
         return scope is not None and needed in SCOPES[scope]

@@ -51,6 +51,7 @@ def run_smoke(base_url, artifacts: Path, *, api_key: str | None = None,
     new_item = {"item_id": f"demo-item-{stamp}", "title": f"A new {item.get('title') or 'item'}",
                 "attributes": attributes, "text": "Registered by the demo a moment ago."}
     calls = [
+        ("GET", "/livez", None),
         ("GET", "/healthz", None),
         ("POST", "/v1/recommend", {"user_id": warm_user, "k": 5}),
         ("POST", "/v1/recommend", {"profile": {"attributes": profile, "text": "Enjoys thoughtful dramas."}, "k": 5}),

@@ -70,7 +70,7 @@ def test_keys_come_from_the_environment_or_a_file_and_never_show(tmp_path, monke
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     key = path.read_text().split()[-1]
     assert generate_key_file(path).read_text().split()[-1] == key  # an existing file is kept
-    monkeypatch.delenv("COLDSTART_API_KEY", raising=False)
+    monkeypatch.setenv("COLDSTART_API_KEY", "")
     monkeypatch.setenv("COLDSTART_API_KEYS_FILE", str(path))
     keys = ApiKeys.from_env()
     assert keys.scope(key) == "write" and key not in repr(keys) and key not in str(keys)
@@ -116,3 +116,18 @@ def test_a_request_past_the_deadline_is_a_503_not_a_stall():
 def test_numbers_that_overflow_and_overlong_list_elements_are_422(body, field):
     answer = _client().post("/v1/recommend", json=body, headers={"X-API-Key": READ_KEY})
     assert answer.status_code == 422 and answer.json()["field"] == field, answer.json()
+
+
+def test_serving_beyond_loopback_without_a_key_is_refused_and_a_key_never_reaches_a_dump(tmp_path, monkeypatch):
+    from coldstart.config import ConfigError
+    from coldstart.serving.config import ServeConfig
+    from serve.local import closed_by_default
+
+    for name in ("COLDSTART_API_KEY", "COLDSTART_READ_KEY", "COLDSTART_API_KEYS_FILE"):
+        monkeypatch.setenv(name, "")  # empty is none; and the key written below is undone after the test
+    assert not closed_by_default(ServeConfig(artifacts=tmp_path, host="127.0.0.1"))  # loopback may stay open
+    with pytest.raises(ConfigError, match="host: 0.0.0.0 is reachable beyond this machine"):
+        closed_by_default(ServeConfig(artifacts=tmp_path, host="0.0.0.0"))
+    cfg = ServeConfig(artifacts=tmp_path, host="0.0.0.0", api_key=WRITE_KEY)
+    assert closed_by_default(cfg).scope(WRITE_KEY) == "write"  # and the replicas started here inherit it
+    assert WRITE_KEY not in str(cfg.model_dump(mode="json")) and WRITE_KEY not in cfg.model_dump_json()

@@ -465,3 +465,15 @@ def test_ports_picked_before_they_are_bound_are_free_distinct_and_below_the_ephe
             free_port(host="127.0.0.1", ports=range(port, port + 1))  # in use
     with pytest.raises(OSError):
         free_port({port}, host="127.0.0.1", ports=range(port, port + 1))  # free, but taken by an earlier pick
+
+
+def test_rayservice_requires_its_keys_from_a_secret():
+    """Closed by default: every container takes a write and a read key from the Secret coldstart-api-key, which
+    is required (a missing Secret stops the pods instead of serving an open endpoint)."""
+    (service,) = _manifests()["RayService"]
+    for name, group in _groups(service["spec"]["rayClusterConfig"]):
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            for variable, key in (("COLDSTART_API_KEY", "api_key"), ("COLDSTART_READ_KEY", "read_key")):
+                ref = env.get(variable, {}).get("valueFrom", {}).get("secretKeyRef")
+                assert ref == {"name": "coldstart-api-key", "key": key}, f"{name}: {variable} {ref}"
