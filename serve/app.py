@@ -38,7 +38,7 @@ from coldstart.serving.errors import RequestError
 from coldstart.serving.models import content_spec, resolve_encoder, resolve_generator
 from coldstart.serving.routing import FollowingRouter, Variant, write_routing
 from coldstart.serving.service import LocalStage, RecommendService
-from coldstart.serving.stores import open_store
+from coldstart.serving.stores import open_store, without_password
 from serve.encoder import Encoder
 from serve.generator import Generator
 from serve.metrics import RayServeMetrics
@@ -120,9 +120,9 @@ def settled(args: dict) -> ServeConfig:
     """`args` as ServeConfig with the artifacts folder absolute and the store decided: here, once, for every
     replica (wherever they run and whatever their environment)."""
     cfg = ServeConfig.model_validate(args)
-    store = cfg.store_location()
+    store = cfg.store_location()  # a database URL without its password: replicas find it in their environment
     return cfg.model_copy(update={"artifacts": cfg.artifacts.resolve(),
-                                  "store": store.resolve() if isinstance(store, Path) else store})
+                                  "store": store.resolve() if isinstance(store, Path) else without_password(store)})
 
 
 def build_chain(args: dict) -> Application:

@@ -31,7 +31,7 @@ from coldstart.serving.config import ServeConfig
 from coldstart.serving.keys import WRITE, WRITE_KEY_ENV, ApiKeys
 from coldstart.serving.routing import Variant, write_routing
 from coldstart.serving.smoke import run_smoke
-from coldstart.serving.stores import describe_store, open_store
+from coldstart.serving.stores import STORE_ENV, describe_store, open_store, without_password
 from serve.app import build_app, build_chain, settled
 
 APP_NAME = "coldstart"
@@ -276,9 +276,13 @@ def is_loopback(host: str) -> bool:
 
 def closed_by_default(cfg: ServeConfig) -> ApiKeys:
     """The keys the replicas will check, from `cfg` and this process's environment, which a cluster started
-    here passes on (never an argument Ray keeps). A server reachable beyond loopback without one is refused."""
+    here passes on (never an argument Ray keeps; so does a store URL's password, which Serve's arguments and
+    the routing records carry without). A server reachable beyond loopback without a key is refused."""
     if cfg.api_key:
         os.environ[WRITE_KEY_ENV] = cfg.api_key
+    store = cfg.store_location()
+    if isinstance(store, str) and without_password(store) != store:  # the password travels only this way
+        os.environ[STORE_ENV] = store
     keys = ApiKeys.from_env()
     if not keys and not is_loopback(cfg.host):
         raise ConfigError(f"host: {cfg.host} is reachable beyond this machine, and no API key is set: give one "

@@ -97,9 +97,31 @@ def describe_store(spec: str | Path) -> str:
     return display_url(str(spec))
 
 
+def without_password(url: str) -> str:
+    """A database URL without its password (in the user part or a `password=` parameter): what may travel in
+    Serve's arguments and the routing records. The password comes back from the environment (`with_password`)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def with_password(url: str) -> str:
+    """`url` with the password $COLDSTART_STORE holds for the same database (the Secret every replica's
+    environment has, or what `coldstart serve` put there before Ray started); else `url` as it is, and libpq
+    reads PGPASSWORD or ~/.pgpass."""
+    full = os.environ.get(STORE_ENV) or ""
+    return full if is_database_url(full) and full != url and without_password(full) == url else url
+
+
 def open_store(spec: str | Path) -> Store:
     """The store a folder path or a `postgresql://` URL names; a new folder or table is created."""
     spec = parse_store_spec(spec)
     if isinstance(spec, Path):
         return RegistrationStore(spec)
-    return PostgresStore(spec)
+    return PostgresStore(with_password(spec))

@@ -131,3 +131,23 @@ def test_serving_beyond_loopback_without_a_key_is_refused_and_a_key_never_reache
     cfg = ServeConfig(artifacts=tmp_path, host="0.0.0.0", api_key=WRITE_KEY)
     assert closed_by_default(cfg).scope(WRITE_KEY) == "write"  # and the replicas started here inherit it
     assert WRITE_KEY not in str(cfg.model_dump(mode="json")) and WRITE_KEY not in cfg.model_dump_json()
+
+
+def test_a_store_password_never_travels_in_serve_arguments_or_routing_records(serving_artifacts, tmp_path,
+                                                                              monkeypatch):
+    """Serve keeps every deployment's arguments (and shows them); the routing is a record of the store. Both
+    carry the database URL without its password, which each replica takes from its environment."""
+    from coldstart.serving.config import ServeConfig
+    from coldstart.serving.stores import STORE_ENV, with_password, without_password
+    from serve.local import closed_by_default, variants_of
+
+    url = "postgresql://coldstart:Sup3r-s3cret@db.internal:5432/coldstart?sslmode=require&password=Sup3r-s3cret"
+    bare = without_password(url)
+    assert "Sup3r-s3cret" not in bare and bare.startswith("postgresql://coldstart@db.internal:5432/coldstart?")
+    monkeypatch.setenv(STORE_ENV, "")
+    monkeypatch.setenv("COLDSTART_API_KEY", "")
+    cfg = ServeConfig(artifacts=serving_artifacts, store=url)
+    closed_by_default(cfg)  # what `coldstart serve` does before Ray starts
+    variants = variants_of({"main": cfg})
+    assert "Sup3r-s3cret" not in str([v.model_dump(mode="json") for v in variants])
+    assert with_password(variants[0].settings["store"]) == url  # a replica finds it in its environment
