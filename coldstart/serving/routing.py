@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 VARIANT_HEADER = "X-Coldstart-Variant"
 ROUTING_KIND = "routing"
+STORE_WAIT_S = 2.0  # how long a request waits on the store for a newer routing before the current one serves
 
 
 class Variant(BaseModel):
@@ -153,6 +154,7 @@ class FollowingRouter:
         self._services: dict[tuple, object] = {}
         self.router = self._router(latest_routing(store.read_new()) or variants)
         self._pending = None
+        self._reading: asyncio.Future | None = None  # a read of the store in a worker thread
         self._polled = time.monotonic()
 
     @staticmethod
@@ -184,7 +186,15 @@ class FollowingRouter:
         if now - self._polled < self.poll_s:
             return
         self._polled = now
-        latest = latest_routing(self.store.read_new())
+        if self._reading is None:  # a read still out from a slow store is waited on again, its records kept
+            self._reading = asyncio.ensure_future(asyncio.to_thread(self.store.read_new))  # off the event loop
+        try:
+            records = await asyncio.wait_for(asyncio.shield(self._reading), STORE_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("the store did not answer within %.0f s; the current routing serves", STORE_WAIT_S)
+            return
+        self._reading = None
+        latest = latest_routing(records)
         if latest is not None and latest != self.router.variants:
             self._pending = asyncio.ensure_future(asyncio.to_thread(self._router, latest))
 

@@ -32,13 +32,14 @@ class Stage(Protocol):
 
 
 class LocalStage:
-    """A stage object in this process, called directly."""
+    """A stage object in this process, called in a worker thread: its methods block (a catalogue reads its
+    store first, a model runs), and the event loop must keep answering other requests and health checks."""
 
     def __init__(self, target: Any):
         self.target = target
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.target, method)(*args, **kwargs)
+        return await asyncio.to_thread(getattr(self.target, method), *args, **kwargs)
 
 
 class RecommendService:

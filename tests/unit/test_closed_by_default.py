@@ -151,3 +151,42 @@ def test_a_store_password_never_travels_in_serve_arguments_or_routing_records(se
     variants = variants_of({"main": cfg})
     assert "Sup3r-s3cret" not in str([v.model_dump(mode="json") for v in variants])
     assert with_password(variants[0].settings["store"]) == url  # a replica finds it in its environment
+
+
+def test_a_slow_store_never_blocks_the_event_loop(monkeypatch):
+    """The ingress reads the store for a newer routing in a worker thread, and a local stage runs in one: while
+    a read hangs, other requests (here, a ticker on the same loop) go on, and the current routing serves."""
+    import time
+
+    from coldstart.serving import routing
+    from coldstart.serving.routing import FollowingRouter, Variant
+    from coldstart.serving.service import LocalStage
+
+    ticks, seen = [0], []
+
+    class SlowStore:
+        slow = False
+
+        def read_new(self):
+            if self.slow:
+                time.sleep(0.5)  # a PostgreSQL that hangs
+                seen.append(ticks[0])  # how far the loop got meanwhile
+            return []
+
+    monkeypatch.setattr(routing, "STORE_WAIT_S", 0.1)
+    store = SlowStore()
+    front = FollowingRouter(store, [Variant(name="a", weight=1.0, app="a", settings={})], lambda v: object(),
+                            poll_s=0.0)
+    store.slow = True
+
+    async def ticker():
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    async def scenario():
+        await asyncio.gather(front.follow(), LocalStage(store).call("read_new"), ticker())
+
+    asyncio.run(scenario())
+    assert len(seen) == 2 and min(seen) >= 10, seen  # the loop kept ticking through both reads
+    assert front.router.variants[0].name == "a"
