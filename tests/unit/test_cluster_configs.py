@@ -477,3 +477,26 @@ def test_rayservice_requires_its_keys_from_a_secret():
             for variable, key in (("COLDSTART_API_KEY", "api_key"), ("COLDSTART_READ_KEY", "read_key")):
                 ref = env.get(variable, {}).get("valueFrom", {}).get("secretKeyRef")
                 assert ref == {"name": "coldstart-api-key", "key": key}, f"{name}: {variable} {ref}"
+
+
+def test_every_container_runs_as_non_root_without_privilege_escalation():
+    containers = []
+    for kind in ("RayService", "RayCluster"):
+        for doc in _manifests().get(kind, []):
+            spec = doc["spec"]["rayClusterConfig"] if kind == "RayService" else doc["spec"]
+            for name, group in _groups(spec):
+                containers += [(f"{kind}/{name}", c) for c in group["template"]["spec"]["containers"]]
+    assert len(containers) >= 6
+    for name, container in containers:
+        context = container.get("securityContext", {})
+        assert context.get("runAsNonRoot") is True and context.get("allowPrivilegeEscalation") is False, name
+        assert context.get("capabilities", {}).get("drop") == ["ALL"], name
+    assert re.search(r"^USER 1000", (CLUSTER / "Dockerfile").read_text(), re.MULTILINE)
+
+
+def test_only_the_ingress_reaches_serve_and_the_dashboard_stays_inside():
+    (policy,) = _manifests()["NetworkPolicy"]
+    rules = policy["spec"]["ingress"]
+    opened = {p["port"] for rule in rules if "namespaceSelector" in rule["from"][0] for p in rule.get("ports", [])}
+    assert opened == {8000, 8080}  # serve to the ingress, metrics to monitoring; never 8265, 10001 or 6379
+    assert all("ports" in rule or "podSelector" in rule["from"][0] for rule in rules)
