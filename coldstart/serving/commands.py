@@ -118,9 +118,8 @@ class Commands:
             record = {"kind": "deletion", "id": f"{kind}:{entity_id}:{time.time_ns()}", "target": kind,
                       "target_id": entity_id, "at": time.time()}
             record["digest"] = _digest(record)
-            writer.append(record)
+            erased = writer.delete(record)  # the deletion and its erasure: one step, durable together
             self.state.apply_deletion(record)
-            erased = writer.erase()
         log.info("deleted %s %r; %d record(s) about it erased from the store", kind, entity_id, erased)
         return {"id": entity_id, "kind": kind, "deleted": True, "erased_records": erased}
 

@@ -3,8 +3,8 @@
 The file log (`coldstart.serving.store`) relies on `flock` and `O_APPEND`,
 which a network volume shared by pods does not reliably honour. Here the
 records are rows of one table, `coldstart_registrations (id bigserial, record
-json, created_at timestamptz)`, and the database gives the three guarantees the
-store promises:
+json, created_at timestamptz, about text[])`, and the database gives the three
+guarantees the store promises:
 
 - **Order**: a writer takes `LOCK TABLE ... IN EXCLUSIVE MODE` (it excludes
   other writers, never readers) before it inserts and holds it until its commit.
@@ -16,7 +16,8 @@ store promises:
   so a writer that dies (its process killed, its connection cut) releases it
   when the server ends its session, and works behind PgBouncer in transaction
   mode. `idle_in_transaction_session_timeout` ends a writer that hangs holding
-  it; `lock_timeout` turns a long wait into an error the client retries.
+  it; `lock_timeout` turns a long wait into an error the client retries. Both
+  are set per transaction (`SET LOCAL`): a pooler keeps no session settings.
 - **Durability**: `append` commits before it returns. A commit the connection
   lost the answer to may or may not have happened; the client retries, and
   registration is idempotent by id and body, so either way one record results.
@@ -24,6 +25,11 @@ store promises:
 A record is stored as `json` (its text, exactly), not `jsonb`, which would
 rewrite numbers (`1e300` would come back as a 301-digit integer): a record
 reads back as the dict that went in.
+
+A deletion (`writer.delete`) inserts its record and deletes every earlier row
+about the entity in one transaction, by `about` ("user:u1", "item:i9": the
+entities a record concerns, written with it and indexed): nobody inserts between
+the two, and nothing reads the table to find them.
 
 The URL is libpq's (`postgresql://user@host:5432/db?sslmode=require`); leave
 the password out of it and libpq reads `PGPASSWORD` or `~/.pgpass`. A schema
@@ -40,7 +46,7 @@ import threading
 from collections.abc import Iterator
 
 from coldstart.config import ConfigError
-from coldstart.serving.records import erased
+from coldstart.serving.records import concerns
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +108,14 @@ def connect(url: str):
         conn = psycopg.connect(url, autocommit=False, **extra)
     except psycopg.Error as exc:
         raise ConfigError(f"registration store {display_url(url)}: cannot connect ({_first_line(exc)})") from None
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"SET lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
-            cur.execute(f"SET idle_in_transaction_session_timeout = '{int(IDLE_IN_TRANSACTION_S * 1000)}ms'")
-        conn.commit()
-    except psycopg.Error as exc:
-        conn.close()
-        raise ConfigError(f"registration store {display_url(url)}: {_first_line(exc)}") from None
     return conn
+
+
+def about(record: dict) -> list[str]:
+    """The `about` column: "kind:id" of each entity the record concerns (`records.concerns`), which a deletion
+    erases by, through its index, never parsing the records in SQL (a json string may hold \\u0000, which
+    PostgreSQL cannot turn into text)."""
+    return [f"{kind}:{entity}" for kind, entity in concerns(record)]
 
 
 class PostgresStore:
@@ -162,6 +167,10 @@ class PostgresStore:
                         cur.execute(self._sql("CREATE TABLE IF NOT EXISTS {table} ("
                                               "id bigserial PRIMARY KEY, record json NOT NULL, "
                                               "created_at timestamptz NOT NULL DEFAULT now())"))
+                    cur.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = %s "
+                                "AND column_name = 'about'", (self.table,))
+                    if not cur.fetchone()[0]:  # new, or a table of an earlier version: the key deletions erase by
+                        self._add_about(cur)
                 conn.commit()
             except Exception as exc:
                 self._end(conn)
@@ -171,6 +180,21 @@ class PostgresStore:
                     raise ConfigError(f"registration store {display_url(self.url)}: cannot create table "
                                       f"{self.table} ({_first_line(exc)})") from None
                 raise
+
+    def _add_about(self, cur) -> None:
+        """Add the `about` column and its index, and fill it for the rows already there (in Python: the keys
+        come from `records.concerns`, as for every new row)."""
+        from psycopg import sql  # psycopg: optional, only a database store loads it
+
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+        cur.execute(self._sql("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS about text[]"))
+        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {index} ON {table} USING gin (about)").format(
+            index=sql.Identifier(f"{self.table}_about"), table=sql.Identifier(self.table)))
+        cur.execute(self._sql("SELECT id, record::text FROM {table} WHERE about IS NULL ORDER BY id"))
+        for row_id, text in cur.fetchall():
+            record = json.loads(text)
+            cur.execute(self._sql("UPDATE {table} SET about = %s WHERE id = %s"),
+                        (about(record) if isinstance(record, dict) else [], row_id))
 
     def _end(self, conn) -> None:
         """Roll back whatever is open (releasing the table lock); a dead connection is left to reconnect."""
@@ -231,6 +255,9 @@ class PostgresStore:
             conn = self._connection()
             try:
                 with conn.cursor() as cur:
+                    # per transaction, not per session: a pooler (PgBouncer's transaction mode) keeps no session
+                    cur.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
+                    cur.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{int(IDLE_IN_TRANSACTION_S * 1000)}ms'")
                     cur.execute(self._sql("LOCK TABLE {table} IN EXCLUSIVE MODE"))
                 self._locked = True
                 return
@@ -262,38 +289,34 @@ class PostgresStore:
             if cur.fetchone()[0]:
                 # A check made before catching up (a duplicate id, say) would not see others' records.
                 raise RuntimeError("read_new() must return every record before append()")
-            cur.execute(self._sql("INSERT INTO {table} (record) VALUES (%s::json) RETURNING id"), (payload,))
+            cur.execute(self._sql("INSERT INTO {table} (record, about) VALUES (%s::json, %s) RETURNING id"),
+                        (payload, about(record)))
             row_id = cur.fetchone()[0]
         conn.commit()  # durable from here on; the lock goes with the transaction
         self._locked = False
         self.last_id = row_id
 
 
-    def _erase(self) -> int:
-        """Delete the rows `erased` marks, commit, then VACUUM the table so their space is reclaimed."""
+    def _delete(self, record: dict) -> int:
+        kind, target = record["target"], str(record["target_id"])
         if not self._locked:
             self._take_lock()
         conn = self._conn
         with conn.cursor() as cur:
-            cur.execute(self._sql("SELECT id, record::text FROM {table} ORDER BY id"))
-            rows = cur.fetchall()
-            if rows and rows[-1][0] > self.last_id:
-                raise RuntimeError("read_new() must return every record before erase()")
-            records = [json.loads(text) for _, text in rows]
-            drop = [row_id for (row_id, _), gone in zip(rows, erased([r if isinstance(r, dict) else {}
-                                                                       for r in records])) if gone]
-            if drop:
-                cur.execute(self._sql("DELETE FROM {table} WHERE id = ANY(%s)"), (drop,))
+            cur.execute(self._sql("SELECT EXISTS (SELECT 1 FROM {table} WHERE id > %s)"), (self.last_id,))
+            if cur.fetchone()[0]:
+                raise RuntimeError("read_new() must return every record before delete()")
+            cur.execute(self._sql("INSERT INTO {table} (record, about) VALUES (%s::json, %s) RETURNING id"),
+                        (encode(record), about(record)))
+            row_id = cur.fetchone()[0]
+            # every earlier record about the entity (its registration, its interactions), by the indexed key
+            cur.execute(self._sql("DELETE FROM {table} WHERE id < %s AND about @> ARRAY[%s]::text[]"),
+                        (row_id, f"{kind}:{target}"))
+            gone = cur.rowcount
         conn.commit()
         self._locked = False
-        if drop:
-            conn.autocommit = True  # VACUUM cannot run inside a transaction
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(self._sql("VACUUM {table}"))
-            finally:
-                conn.autocommit = False
-        return len(drop)
+        self.last_id = row_id
+        return gone
 
 
 class PostgresWriter:
@@ -307,9 +330,10 @@ class PostgresWriter:
         """Committed when this returns. The caller applies the record itself (the next read skips it)."""
         self.store._append(record)
 
-    def erase(self) -> int:
-        """Delete for good every record a later deletion names (`coldstart.serving.records.erased`)."""
-        return self.store._erase()
+    def delete(self, record: dict) -> int:
+        """The deletion `record` and the erasure of every earlier record about its entity, in one transaction
+        (nobody inserts between them), found by key; committed when this returns. How many records went."""
+        return self.store._delete(record)
 
 
 def check(url: str, *, table: str = TABLE) -> str:

@@ -23,7 +23,7 @@ def concerns(record: dict) -> list[tuple[str, str]]:
 
 def erased(records: list[dict]) -> list[bool]:
     """For each record, in store order, whether a later deletion names an entity it concerns: what
-    `writer.erase()` removes. A registration made after a deletion of the same id is a new entity and stays."""
+    `writer.delete()` removes with it. A registration made after a deletion of the same id is a new entity and stays."""
     last_deletion: dict[tuple[str, str], int] = {}
     for position, record in enumerate(records):
         if record.get("kind") == "deletion":

@@ -181,6 +181,12 @@ class _Writer:
         self.store._append(record)
         self.store.offset = os.stat(self.store.path).st_size
 
+    def delete(self, record: dict) -> int:
+        """Append the deletion `record` and erase every earlier record about its entity, under the one lock
+        no other writer gets between; how many records went."""
+        self.append(record)
+        return self.erase()
+
     def erase(self) -> int:
         """Remove for good every record a later deletion names (`coldstart.serving.records.erased`); the caller
         has read every record. How many were removed."""

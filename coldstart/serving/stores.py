@@ -10,10 +10,11 @@ A store keeps registered items and users as an ordered list of JSON records.
   writer it yields has `read_new()` (catch up, under the lock) and
   `append(record)`, which returns only once the record is durable. A writer must
   have read every record before it appends, so a check it made (is this id
-  taken?) saw all of them. `writer.erase()` removes, for good, every record
-  about an entity that a later deletion record names (`records.erased`): a deleted
-  user's registration, text and interactions leave the store, the deletion
-  record (kind and id only) stays, so every replica and every restart applies it.
+  taken?) saw all of them. `writer.delete(record)` appends a deletion record and
+  removes, for good and in the same step, every earlier record about its entity
+  (`records.erased`): a deleted user's registration, text and interactions leave
+  the store, the deletion record (kind and id only) stays, so every replica and
+  every restart applies it.
 
 Two back ends:
 
@@ -46,7 +47,7 @@ class StoreWriter(Protocol):
 
     def append(self, record: dict) -> None: ...
 
-    def erase(self) -> int: ...
+    def delete(self, record: dict) -> int: ...
 
 
 @runtime_checkable

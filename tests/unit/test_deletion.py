@@ -115,3 +115,28 @@ def test_a_deleted_user_and_item_are_gone_from_answers_replicas_restarts_the_sto
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert SECRET_TEXT not in logged and SECRET_ATTRIBUTE not in logged and "Withdrawn Film" not in logged
     assert len(open_store(store).read_new()) > 0
+
+
+def test_a_registration_made_while_a_deletion_lands_never_fails_it_and_the_user_is_erased(artifacts, store,
+                                                                                           monkeypatch):
+    """Two replicas on one store. The deletion used to commit, then erase in a second transaction, which
+    raised (a 500 after the deletion was durable, the user's text still stored) when the other replica
+    registered between the two. Deletion and erasure are now one step under the writers' lock."""
+    from coldstart.serving.state import ServingState
+
+    one, two = (TestClient(create_api(local_service(artifacts, store))) for _ in range(2))
+    assert one.post("/v1/users", json={"user_id": "leaving", "text": SECRET_TEXT, "liked": ["i1"]}).status_code == 201
+    applied = ServingState.apply_deletion
+
+    def meanwhile(self, record):  # the other replica writes as soon as this one's deletion lets the lock go
+        applied(self, record)
+        if record["target_id"] == "leaving" and not getattr(meanwhile, "done", False):
+            meanwhile.done = True
+            assert two.post("/v1/items", json={"item_id": "arriving", "title": "Arriving"}).status_code == 201
+
+    monkeypatch.setattr(ServingState, "apply_deletion", meanwhile)
+    answer = one.delete("/v1/users/leaving")
+    assert answer.status_code == 200 and answer.json()["erased_records"] == 1, answer.text
+    assert getattr(meanwhile, "done", False)
+    assert SECRET_TEXT.encode() not in _stored_bytes(store)
+    assert two.get("/v1/items/arriving").status_code == 200
