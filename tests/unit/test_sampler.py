@@ -54,7 +54,7 @@ def test_two_gloo_ranks_train_one_model_and_validate_once():
     """Two ranks of a real torch.distributed group (gloo, as a Ray Train run on CPUs), as the GPU check runs them
     (`benchmarks.gpu_check.two_rank_check`): their shards cover every interaction once, rank 0 alone validates
     and both report its figures, and DDP leaves the same weights on both."""
-    from benchmarks.gpu_check import two_rank_check
+    from trainers.testing import two_rank_check
 
     rows = two_rank_check("cpu", "gloo", ("backbone", "distill"))
     assert [r["job"] for r in rows] == ["backbone", "distill"] and all(r["device"] == ["cpu"] for r in rows)

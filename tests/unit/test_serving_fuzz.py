@@ -25,7 +25,8 @@ SEEN: collections.Counter = collections.Counter()  # status classes per operatio
 
 
 OPERATIONS = ["POST /v1/recommend", "POST /v1/items", "POST /v1/users", "POST /v1/interactions",
-              "GET /v1/items/{item_id}", "DELETE /v1/items/{item_id}", "DELETE /v1/users/{user_id}", "GET /healthz"]
+              "GET /v1/items/{item_id}", "DELETE /v1/items/{item_id}", "DELETE /v1/users/{user_id}", "GET /healthz",
+              "GET /livez"]
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,7 @@ def test_checkpoints_follow_the_interval_and_the_final_epoch_always_has_one(jobs
 
 def test_the_gpu_check_runs_every_job_through_torch_distributed(capsys):
     """`benchmarks/gpu_check.py` on a CPU with gloo: the same code a lent GPU runs with NCCL."""
-    from benchmarks.gpu_check import training_check
+    from trainers.testing import training_check
 
     rows = training_check("cpu", "gloo", ("fp32", "bf16"))
     assert {(r["job"], r["precision"]) for r in rows} == {(j, p) for j in ("backbone", "distill", "vae", "transfer",
