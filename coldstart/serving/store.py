@@ -6,17 +6,22 @@ registration survives a crash or a restart. Writers (ranker replicas, in other
 processes too) hold an exclusive `flock` while they append; readers follow the
 log's tail and take only whole lines.
 
-Erasure (`writer.erase()`, after a deletion) rewrites the log without the
+Erasure (`writer.delete(record)`, a deletion) rewrites the log without the
 erased records: a new file written and fsynced beside it, renamed over it, the
-folder fsynced. Readers notice the new file (another inode) and read it from
-the start; the catalogue applies a record it has already applied as a no-op.
-A writer that opened the old file before the rename finds, once it holds the
-lock, that its file is no longer the log, and opens the new one.
+folder fsynced. Its first line is a header record, `{"kind": "log",
+"generation": N}`, one more than the file it replaces (a log without a header is
+generation 0). Readers compare the generation, not the inode (which the system
+may give a new file again once the old is gone: after two erasures between one
+reader's reads, the inode alone would send it to a stale offset of another file),
+and read a new generation from the start; the catalogue applies a record it has
+already applied as a no-op. A writer that opened the old file before the rename
+finds, once it holds the lock, that its file is no longer the log (its open
+descriptor keeps the old inode from being reused), and opens the new one.
 
 A torn record (a crash in the middle of a write leaves a last line without its
 newline, or a line whose checksum fails) is never served: the tail is cut off,
-with a warning, before the next append; a bad line elsewhere is skipped with a
-warning.
+whatever its length, with a warning, before the next append; a bad line
+elsewhere is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from coldstart.serving.records import erased
 log = logging.getLogger(__name__)
 
 LOG_FILE = "registrations.log"
+HEADER_KIND = "log"  # the first record of a rewritten log: {"kind": "log", "generation": N}
 
 
 def encode_record(record: dict) -> bytes:
@@ -65,17 +71,26 @@ class RegistrationStore:
         os.close(fd)
         _fsync_dir(self.folder)  # the log file itself must survive a crash, not only its records
         self.offset = 0  # bytes of the log this reader has consumed
-        self.inode = os.stat(self.path).st_ino  # which file: erasure replaces it with a new one
+        self.generation = 0  # which file: erasure replaces it with the next generation
         self.skipped = 0  # bad records met while reading
+
+    @staticmethod
+    def _generation(f) -> int:
+        """The generation of the open log `f`, from its header line (0 without one)."""
+        f.seek(0)
+        first = decode_record(f.readline(4096))
+        return int(first["generation"]) if first is not None and first.get("kind") == HEADER_KIND else 0
 
     def read_new(self) -> list[dict]:
         """Whole records appended since the last call (a line still being written waits for the next); after
         an erasure replaced the log, every record of the new one."""
         with open(self.path, "rb") as f:
             stat = os.fstat(f.fileno())
-            if stat.st_ino != self.inode:
-                log.info("%s: the log was rewritten by an erasure; reading it from the start", self.path)
-                self.inode, self.offset = stat.st_ino, 0
+            generation = self._generation(f)
+            if generation != self.generation:
+                log.info("%s: the log was rewritten by an erasure (generation %d); reading it from the start",
+                         self.path, generation)
+                self.generation, self.offset = generation, 0
             if stat.st_size <= self.offset:
                 return []
             f.seek(self.offset)
@@ -87,7 +102,7 @@ class RegistrationStore:
             if record is None:
                 self.skipped += 1
                 log.warning("%s: skipping a damaged record at byte %d", self.path, self.offset)
-            else:
+            elif record.get("kind") != HEADER_KIND:
                 records.append(record)
             self.offset += len(line)
         return records
@@ -109,18 +124,24 @@ class RegistrationStore:
             f.close()
 
     def _cut_torn_tail(self, f) -> None:
-        """Under the lock nobody is mid-write, so a last line without its newline is a crashed write."""
+        """Under the lock nobody is mid-write, so a last line without its newline is a crashed write: cut back
+        to the last newline, however far back (in blocks of 64 KiB)."""
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             return
-        f.seek(max(0, size - 65536))
-        tail = f.read()
-        if tail.endswith(b"\n"):
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
             return
-        cut = tail.rfind(b"\n") + 1
-        if cut == 0 and size > len(tail):
-            raise RuntimeError(f"{self.path}: a last record longer than 64 KiB has no end; refusing to guess")
-        keep = size - len(tail) + cut
+        keep, end = 0, size
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            block = f.read(end - start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
         log.warning("%s: dropping a torn last record (%d bytes) left by an interrupted write", self.path, size - keep)
         os.ftruncate(f.fileno(), keep)
         os.fsync(f.fileno())
@@ -137,7 +158,9 @@ class RegistrationStore:
         gone = [line for line, r, d in zip(lines, decoded, drop) if d or r is None]
         if not gone:
             return 0
-        kept = b"".join(line for line, r, d in zip(lines, decoded, drop) if not d and r is not None)
+        generation = self._generation_of(decoded) + 1
+        kept = encode_record({"kind": HEADER_KIND, "generation": generation}) + b"".join(
+            line for line, r, d in zip(lines, decoded, drop) if not d and r is not None and r.get("kind") != HEADER_KIND)
         fresh = self.folder / f".{LOG_FILE}.erasing"
         fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -149,9 +172,13 @@ class RegistrationStore:
             os.close(fd)
         os.replace(fresh, self.path)
         _fsync_dir(self.folder)
-        stat = os.stat(self.path)
-        self.inode, self.offset = stat.st_ino, stat.st_size
+        self.generation, self.offset = generation, os.stat(self.path).st_size
         return sum(d for d in drop)
+
+    @staticmethod
+    def _generation_of(decoded: list[dict | None]) -> int:
+        first = decoded[0] if decoded else None
+        return int(first["generation"]) if first is not None and first.get("kind") == HEADER_KIND else 0
 
     def _append(self, record: dict) -> None:
         line = encode_record(record)
