@@ -24,8 +24,8 @@ class Queries:
         """The top k; with `history` (the user's item positions), each item explained from it; with `stated`
         (attribute values the user named), `stated_share` of the slots for the items that carry one."""
         allowed = None if candidates is None else self.state.positions(candidates, "candidates")
-        if self.state.deleted_items:
-            deleted = np.fromiter(self.state.deleted_items, np.int64, len(self.state.deleted_items))
+        if self.state.deleted_items:  # kept sorted as deletions are applied, not rebuilt here
+            deleted = self.state.deleted_array
             exclude = deleted if exclude is None else np.concatenate([np.asarray(exclude, np.int64), deleted])
         positions, scores = self._mixed(query, k, exclude, allowed, text)
         if stated and self.state.stated_share > 0:

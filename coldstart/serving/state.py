@@ -87,6 +87,10 @@ class ServingState:
     digests: dict[tuple[str, str], str | None] = field(init=False, default_factory=dict)
     interactions: dict[str, tuple[str, int]] = field(init=False, default_factory=dict)  # id -> (user, item pos)
     deleted_items: set[int] = field(init=False, default_factory=set)  # positions never ranked again
+    deleted_array: np.ndarray = field(init=False, default_factory=lambda: np.zeros(0, np.int64))  # the same, sorted
+    # per entity: the ids of its interactions, so a deletion costs what the entity did, not every interaction
+    user_interactions: dict[str, set[str]] = field(init=False, default_factory=dict)
+    item_interactions: dict[int, set[str]] = field(init=False, default_factory=dict)
     deletions: set[str] = field(init=False, default_factory=set)  # ids of the deletion records applied
     item_priors: dict[int, np.ndarray] = field(init=False, default_factory=dict)  # content vectors, once moved
     item_events: dict[int, list[str]] = field(init=False, default_factory=dict)  # users who interacted
@@ -207,6 +211,8 @@ class ServingState:
             log.warning("interaction %r names an unknown user or item; not applied", record["id"])
             return
         self.interactions[record["id"]] = (record["user_id"], pos)
+        self.user_interactions.setdefault(record["user_id"], set()).add(record["id"])
+        self.item_interactions.setdefault(pos, set()).add(record["id"])
         if pos not in user.seen:
             user.seen = np.append(user.seen, pos)
         if self.item_cold[pos]:
@@ -248,8 +254,11 @@ class ServingState:
             self.registered_users -= user.registered
             self.user_priors.pop(target, None)
             self.user_events.pop(target, None)
-            moved = {pos for i, (u, pos) in self.interactions.items() if u == target}
-            self.interactions = {i: e for i, e in self.interactions.items() if e[0] != target}
+            moved = set()
+            for interaction in self.user_interactions.pop(target, set()):
+                _, pos = self.interactions.pop(interaction)
+                self.item_interactions.get(pos, set()).discard(interaction)
+                moved.add(pos)
             for pos in moved:
                 if pos in self.item_events:
                     self.item_events[pos] = [u for u in self.item_events[pos] if u != target]
@@ -257,6 +266,7 @@ class ServingState:
         elif kind == "item" and target in self.item_pos:
             pos = self.item_pos.pop(target)
             self.deleted_items.add(pos)
+            self.deleted_array = np.asarray(sorted(self.deleted_items), np.int64)
             self.registered_items -= pos >= len(self.warm_items)
             self.titles[pos] = None
             for label in self.item_labels[pos]:
@@ -266,8 +276,11 @@ class ServingState:
             self.fresh.discard(pos)
             self.item_priors.pop(pos, None)
             self.item_events.pop(pos, None)
-            users = {u for i, (u, p) in self.interactions.items() if p == pos}
-            self.interactions = {i: e for i, e in self.interactions.items() if e[1] != pos}
+            users = set()
+            for interaction in self.item_interactions.pop(pos, set()):
+                user_id, _ = self.interactions.pop(interaction)
+                self.user_interactions.get(user_id, set()).discard(interaction)
+                users.add(user_id)
             for user_id in users:
                 user = self.users.get(user_id)
                 if user is not None:

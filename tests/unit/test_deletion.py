@@ -140,3 +140,28 @@ def test_a_registration_made_while_a_deletion_lands_never_fails_it_and_the_user_
     assert getattr(meanwhile, "done", False)
     assert SECRET_TEXT.encode() not in _stored_bytes(store)
     assert two.get("/v1/items/arriving").status_code == 200
+
+
+def test_a_deletion_touches_only_what_the_entity_did(artifacts, tmp_path):
+    """Per-entity interaction indexes: deleting a user or an item never walks every interaction of the store
+    (it did, for each deletion, under the catalogue's lock)."""
+    from coldstart.serving.catalogue import Catalogue
+    from coldstart.serving.models import ServingGenerator
+
+    catalogue = Catalogue.from_artifacts(artifacts, ServingGenerator(artifacts, "auto"), open_store(tmp_path / "s"),
+                                         encoder=None)
+    catalogue.register_user("leaving", None, liked=["i1"], attributes={}, text="", generator="distill")
+    for n, item in enumerate(["i2", "i3", "i2"]):
+        catalogue.record_interaction("leaving", item, timestamp=float(n))
+    catalogue.record_interaction("u1", "i3", timestamp=1.0)
+
+    class NoScan(dict):
+        def _scan(self, *_):
+            raise AssertionError("a deletion walked every interaction")
+
+        __iter__ = items = values = keys = _scan
+
+    catalogue.interactions = NoScan(catalogue.interactions)
+    assert catalogue.delete("user", "leaving")["erased_records"] == 4
+    assert catalogue.delete("item", "i3")["deleted"] and dict.__len__(catalogue.interactions) == 0
+    assert catalogue.stats()["deleted"] == 2
