@@ -1,6 +1,6 @@
 """The trained recommender as one artifact: backbone vectors, a cold-start generator, content features.
 
-The generator is the distilled towers or the conditional VAE; both map content
+The generator is any registered one (`coldstart.registry`): it maps content
 features to the backbone's space (`generate_items`, `generate_users`).
 `save_*` write self-describing folders (model.json + weights.safetensors);
 `load_recommender_artifact` rebuilds a scorer over any SplitData from the
@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from coldstart import registry
 from coldstart.evaluate import SplitData
-# Every module that defines a generator, so that COLD_MODELS holds every kind an artifact may name.
-from coldstart.models import neighbours, towers, transfer, vae  # noqa: F401
 from coldstart.models.artifact import load_artifact, save_artifact
 from coldstart.models.kinds import COLD_MODELS
 from coldstart.models.mf import EmbeddingRecommender
@@ -60,12 +59,21 @@ def save_cold_model(folder: str | Path, data: SplitData, model, *, user_vectors,
                                               **meta}, tensors)
 
 
+def generator_kinds() -> dict[str, type]:
+    """kind -> class of every generator an artifact may name: the registered generators' modules are imported
+    here, so each class has entered `kinds.COLD_MODELS` (from which an ensemble also rebuilds its members)."""
+    for spec in registry.generators():
+        registry.resolve(spec.model)
+    return COLD_MODELS
+
+
 def load_cold_model(folder: str | Path):
-    """(meta, generator in eval mode, arrays) from a towers or VAE artifact."""
+    """(meta, generator in eval mode, arrays) from a generator's artifact (any registered generator's kind)."""
     meta, tensors = load_artifact(folder)
-    if meta["kind"] not in COLD_MODELS:
-        raise ValueError(f"{folder}: expected one of {sorted(COLD_MODELS)} artifacts, found {meta['kind']}")
-    model = COLD_MODELS[meta["kind"]](**meta["config"])
+    kinds = generator_kinds()
+    if meta["kind"] not in kinds:
+        raise ValueError(f"{folder}: expected one of {sorted(kinds)} artifacts, found {meta['kind']}")
+    model = kinds[meta["kind"]](**meta["config"])
     model.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("model.")})
     model.eval()
     arrays = {k: v.numpy() for k, v in tensors.items() if not k.startswith("model.")}
@@ -91,7 +99,7 @@ def load_recommender_artifact(folder: str | Path, data: SplitData) -> EmbeddingR
         _, user, item = load_backbone(folder)
         return EmbeddingRecommender(_align(meta["user_ids"], user, data.user_ids),
                                     _align(meta["item_ids"], item, data.item_ids), name=name)
-    if meta["kind"] in COLD_MODELS:
+    if meta["kind"] in generator_kinds():
         meta, generator, arrays = load_cold_model(folder)
         users, items = cold_start_vectors(
             generator, user_vectors=arrays["user_vectors"], item_vectors=arrays["item_vectors"],

@@ -1,9 +1,10 @@
 """The cold-start generators by kind: the table that rebuilds a saved generator from its `KIND` and config.
 
 Each generator class enters itself where it is defined (`@cold_model`). What rebuilds generators reads the
-table: an artifact's loader (`coldstart_model.load_cold_model`) and an ensemble, whose members may be any
-generator, itself included. The table lives in this leaf, which imports nothing of the project, so the
-ensemble's module and the loader that imports every generator do not import each other.
+table: an artifact's loader (`coldstart_model.load_cold_model`, which first imports the module of every
+generator `coldstart.registry` lists) and an ensemble, whose members may be any generator, itself included.
+The table lives in this leaf, which imports nothing of the project, so the ensemble's module and the loader
+that imports every generator do not import each other.
 """
 
 from __future__ import annotations

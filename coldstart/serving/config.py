@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from coldstart.registry import GENERATOR_FOLDERS
 from coldstart.serving.stores import STORE_ENV, StoreSpec, open_store, store_location
 
 
-# The generators a pipeline can leave in an artifacts folder, and their folders there; `auto` follows
-# DIR/serving.json. Transfer's is the tuned transfer model made servable (`TransferGenerator`).
-GENERATOR_FOLDERS = {"distill": "distill", "vae": "vae", "knn-warm": "knn-warm", "regression": "regression",
-                     "knn-bag": "knn-bag", "ensemble": "ensemble", "transfer": "transfer/generator"}
-GeneratorChoice = Literal["auto", "distill", "vae", "knn-warm", "regression", "knn-bag", "ensemble", "transfer"]
+def _known_generator(choice: str) -> str:
+    if choice != "auto" and choice not in GENERATOR_FOLDERS:
+        raise ValueError(f"expected 'auto' or one of {', '.join(map(repr, GENERATOR_FOLDERS))}, got {choice!r}")
+    return choice
+
+
+# A generator by name (`coldstart.registry.GENERATOR_FOLDERS`: the generators a pipeline can leave in an
+# artifacts folder, and their folders there), or `auto`: DIR/serving.json's choice.
+GeneratorChoice = Annotated[str, AfterValidator(_known_generator)]
 
 
 class ServeConfig(BaseModel):

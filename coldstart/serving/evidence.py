@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from coldstart import registry
 from coldstart.evaluate import GROUPS, SplitData
 from coldstart.metrics import batch_metrics, metric_names
 from coldstart.models.artifact import is_artifact
@@ -188,14 +189,14 @@ def choose_served(out: Path, data: SplitData) -> dict:
         mixed = mixed_lists(catalogue, data, "val")
         share = max(SHARES, key=lambda s: (mixed[s].mean(), -s))
         per_user[name] = {**groups, "all": mixed[share]}
-        if reference is None and name != "transfer":  # the backbone: warm vectors and old items alone
+        if reference is None and registry.model(name).keeps_warm_vectors:  # the backbone: warm vectors, old items
             reference = {"warm": groups["warm"], "all": mixed[None]}
         evidence[name] = {"cold_val_ndcg@20": float(groups["cold"].mean()),
                           "warm_val_ndcg@20": float(groups["warm"].mean()),
                           "all_val_ndcg@20": float(mixed[share].mean()),
                           "all_val_ndcg@20_by_new_share": {str(s): float(mixed[s].mean()) for s in SHARES},
                           "new_share": share}
-    if reference is None:  # transfer alone: it is its own reference
+    if reference is None:  # no generator keeps them (transfer alone): the first is its own reference
         reference = {"warm": per_user[names[0]]["warm"], "all": per_user[names[0]]["all"]}
     for name, figures in evidence.items():
         for group in ("warm", "all"):
