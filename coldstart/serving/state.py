@@ -32,6 +32,7 @@ import pandas as pd
 from coldstart.features import AttributeEncoder
 from coldstart.serving.errors import Invalid, NotFound
 from coldstart.serving.index import ItemIndex
+from coldstart.serving.profiles import spread_ratio, users_taste
 from coldstart.serving.titles import LabelMatcher, TitleMatcher
 from coldstart.serving.warmup import fold_in, positive_target, typical_strength
 
@@ -71,7 +72,7 @@ class ServingState:
     new_until: int = 20
     # The share of a list's slots kept for the items that carry an attribute value the user's text names
     # ("Mostly horror films for me"), ranked among themselves by the collaborative score; the user's vector also
-    # takes the taste of users who favour those items (`taste`). Matching the text's vector to items' texts
+    # takes the taste of users who favour those items (`profiles.users_taste`). Matching the text's vector to items' texts
     # instead ranked text look-alikes first and cost held-out accuracy; larger shares honour the statement more
     # and predict less (RESULTS, stated interest).
     stated_share: float = 0.3
@@ -104,7 +105,7 @@ class ServingState:
         self.index.add(self.item_vectors, self.item_text)
         # new items: the cold ones and those registered since, until `new_until` users interacted with each
         self.fresh = set(np.flatnonzero(~np.asarray(self.warm_items, bool)).tolist())
-        self.text_scale = self.text_weight * _spread_ratio(self.item_vectors, self.item_text,
+        self.text_scale = self.text_weight * spread_ratio(self.item_vectors, self.item_text,
                                                            [u.vector for u in self.users.values() if u.warm])
         self.item_pos = {item: i for i, item in enumerate(self.item_ids)}
         self.title_index = TitleMatcher(self.titles)
@@ -112,8 +113,8 @@ class ServingState:
         if self.item_labels is None:
             self.item_labels = [[] for _ in self.item_ids]
         self.label_index = LabelMatcher(self.item_labels)
-        self._tastes: dict[tuple[str, ...], np.ndarray | None] = {}
-        self._warm: tuple | None = None
+        self.tastes: dict[tuple[str, ...], np.ndarray | None] = {}
+        self.warm_rows: tuple | None = None  # `profiles.users_taste`'s training interactions, once
         self.labelled = {}
         for pos, labels in enumerate(self.item_labels):
             for label in labels:
@@ -314,27 +315,6 @@ class ServingState:
         added = [i for i in named if i not in liked]
         return list(liked) + added, (None if named or stated else text_vector), added, stated
 
-    def taste(self, labels: tuple[str, ...]) -> np.ndarray | None:
-        """What users who favour the items carrying `labels` have in common: the mean of warm users' vectors, each
-        weighted by how far its share of those items exceeds their share of all training interactions; None if
-        no user's does. Computed once per set of labels, over the training interactions."""
-        key = tuple(sorted(labels))
-        if key not in self._tastes:
-            if self._warm is None:  # (user row of each training interaction, its item position, users' vectors)
-                warm = [u for u in self.users.values() if u.warm and len(u.seen)]
-                rows = np.repeat(np.arange(len(warm)), [len(u.seen) for u in warm])
-                seen = np.concatenate([u.seen for u in warm]) if warm else np.zeros(0, np.int64)
-                self._warm = rows, seen, np.stack([u.vector for u in warm]) if warm else None
-            rows, seen, vectors = self._warm
-            carries = np.zeros(len(self.item_ids), bool)
-            carries[list(set().union(*(self.labelled.get(label, set()) for label in labels)))] = True
-            totals = np.bincount(rows, minlength=0 if vectors is None else len(vectors))
-            shares = np.bincount(rows, weights=carries[seen], minlength=len(totals)) / np.maximum(totals, 1)
-            weights = np.maximum(shares - carries[seen].mean(), 0.0) if len(seen) else shares
-            self._tastes[key] = None if not weights.sum() else \
-                (weights @ vectors / weights.sum()).astype(np.float32)
-        return self._tastes[key]
-
     def profile_query(self, content_vector: np.ndarray | None, liked: np.ndarray,
                       stated: tuple[str, ...] = ()) -> np.ndarray:
         """A new user's vector: the mean of what they give, each part on a warm user's typical norm: the
@@ -344,7 +324,7 @@ class ServingState:
             parts.append(np.asarray(content_vector, np.float32))
         if len(liked):
             parts.append(self.index.vectors(liked).mean(axis=0))
-        taste = self.taste(stated) if stated else None
+        taste = users_taste(self, stated) if stated else None
         if taste is not None:
             parts.append(taste)
         if not parts:
@@ -354,17 +334,3 @@ class ServingState:
         # Users' and items' vectors differ in scale: put each part on the typical warm user's norm first.
         scaled = [p / max(float(np.linalg.norm(p)), 1e-12) * self.user_norm for p in parts]
         return np.mean(scaled, axis=0).astype(np.float32)
-
-
-def _spread_ratio(item_vectors: np.ndarray, item_text: np.ndarray | None, user_vectors: list[np.ndarray],
-                  sample: int = 256) -> float:
-    """Spread of warm users' collaborative scores over items / spread of text-to-text cosines among items:
-    what puts a unit of stated interest on the scale of a unit of collaborative score."""
-    if item_text is None or not len(user_vectors):
-        return 0.0
-    rng = np.random.default_rng(0)
-    users = np.stack(user_vectors)[rng.choice(len(user_vectors), min(sample, len(user_vectors)), replace=False)]
-    texts = item_text[rng.choice(len(item_text), min(sample, len(item_text)), replace=False)]
-    collaborative = float(np.std(users @ item_vectors.T, axis=1).mean())
-    stated = float(np.std(texts @ item_text.T, axis=1).mean())
-    return collaborative / stated if stated > 0 else 0.0
