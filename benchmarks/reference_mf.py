@@ -89,13 +89,11 @@ def train_reference(data: SplitData, recipe: Recipe = Recipe()) -> dict:
 def train_ours(data: SplitData, split_dir, folder, seed: int, **overrides) -> dict:
     """Our backbone job with its defaults, in-process through the training skeleton."""
     from trainers.backbone import BackboneConfig, BackboneJob
-    from trainers.loop import LocalContext, fit
+    from trainers.loop import fit_in_process
 
     job = BackboneJob(BackboneConfig(split=split_dir, out=folder / "unused", seed=seed, **overrides), data=data)
     started = time.perf_counter()
-    stopping = fit(job, LocalContext(folder=folder))
-    model = job.build_model()
-    model.load_state_dict(job.load(folder / "best"))
+    model, stopping = fit_in_process(job, folder)
     user, item = (t.detach().numpy() for t in (model.user.weight, model.item.weight))
     return {"epoch": stopping.best["epoch"], "val": stopping.best["warm_val_ndcg@20"],
             "test": _warm_ndcg(data, user, item, "test"), "seconds": time.perf_counter() - started}

@@ -45,20 +45,15 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_model, save_model
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from coldstart import artifacts
 from coldstart.training import StepTraining, unwrap
-from trainers.common import TrainResult, ensure_ray, fault_drill, report_epoch, torch_trainer
+from trainers.common import TrainResult, ensure_ray, torch_trainer
+from trainers.contexts import LocalContext, RayContext
+from trainers.epochs import (BEST, LAST_WEIGHTS, OPTIMIZER, SCALER, STATE, EarlyStopping, epoch_shard,  # noqa: F401
+                             per_worker, reduce_mean)
 
 log = logging.getLogger(__name__)
-
-LAST_WEIGHTS = "last.safetensors"
-OPTIMIZER = "optimizer.pt"
-SCALER = "scaler.pt"  # fp16's loss scale and its growth bookkeeping
-STATE = "state.json"
-BEST = "best"
-
 
 class TrainJob:
     """What one model's training supplies to the skeleton; a new model is a subclass of this."""
@@ -109,77 +104,6 @@ class TrainJob:
     def load(self, folder: Path) -> dict[str, torch.Tensor]:
         """The state dict of an artifact `save` wrote."""
         raise NotImplementedError
-
-
-class EarlyStopping:
-    """Epoch bookkeeping that travels in every checkpoint: history, best epoch, patience, restarts."""
-
-    def __init__(self, key: str, patience: int, state: dict | None = None):
-        self.key, self.patience = key, patience
-        self.state = state or {"epoch": -1, "history": [], "best": None, "since_best": 0, "restarts": 0}
-
-    @classmethod
-    def resumed(cls, key: str, patience: int, path: Path) -> "EarlyStopping":
-        state = json.loads(Path(path).read_text())
-        state["restarts"] = state.get("restarts", 0) + 1
-        return cls(key, patience, state)
-
-    @property
-    def next_epoch(self) -> int:
-        return self.state["epoch"] + 1
-
-    @property
-    def best(self) -> dict | None:
-        return self.state["best"]
-
-    @property
-    def history(self) -> list[dict]:
-        return self.state["history"]
-
-    def update(self, report: dict) -> bool:
-        """Record an epoch; True when it is the best so far on `key`."""
-        state = self.state
-        state["history"].append(report)
-        state["epoch"] = report["epoch"]
-        improved = state["best"] is None or report[self.key] > state["best"][self.key]
-        state["best"], state["since_best"] = (report, 0) if improved else (state["best"], state["since_best"] + 1)
-        return improved
-
-    @property
-    def should_stop(self) -> bool:
-        return self.state["since_best"] >= self.patience
-
-    def write(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.state))
-
-
-def epoch_shard(n: int, *, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
-    """This rank's rows of an epoch: one permutation of range(n) drawn from (seed, epoch), the same on every
-    rank, padded by wrapping round to a multiple of `world` and cut into `world` equal slices. Every row is in
-    exactly one slice, but for the fewer than `world` that the padding repeats; every rank gets
-    ceil(n / world) rows, so all step the same number of batches (DDP waits for the slowest)."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    per = -(-n // world)
-    return np.resize(order, per * world)[rank * per:(rank + 1) * per] if n else order
-
-
-def per_worker(batch_size: int, world: int) -> int:
-    """Each rank's share of a step's rows: a job's batch size means the same whatever the workers."""
-    return max(1, batch_size // world)
-
-
-def reduce_mean(values: dict[str, float], weight: float, device: torch.device) -> tuple[dict[str, float], float]:
-    """Weighted mean of per-rank figures across the torch.distributed group, and the total weight.
-
-    The tensor lives on `device`: NCCL reduces only CUDA tensors. Identity on one process.
-    """
-    keys = sorted(values)
-    t = torch.tensor([values[k] * weight for k in keys] + [weight], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    t = t.cpu()
-    total = float(t[-1])
-    return {k: float(t[i] / max(total, 1e-12)) for i, k in enumerate(keys)}, total
 
 
 def _validate(job: TrainJob, net: nn.Module, ctx) -> dict[str, float]:
@@ -275,83 +199,6 @@ def fit(job: TrainJob, ctx, precision: str = "fp32", checkpoint_every_s: float =
     return stopping
 
 
-class RayContext:
-    """Inside a Ray Train worker: its rank, its device, its checkpoint, `ray.train.report`."""
-
-    def __init__(self, scale):
-        import ray.train  # ray: heavy, only the Ray path loads it
-        import ray.train.torch
-
-        torch.set_num_threads(scale.threads_per_worker)
-        context = ray.train.get_context()
-        self.rank, self.world = context.get_world_rank(), context.get_world_size()
-        self.device = ray.train.torch.get_device()
-        self.scale = scale
-
-    @contextlib.contextmanager
-    def checkpoint(self) -> Iterator[Path | None]:
-        import ray.train  # ray: heavy, only the Ray path loads it
-
-        found = ray.train.get_checkpoint()
-        if found is None:
-            yield None
-            return
-        with found.as_directory() as folder:
-            yield Path(folder)
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        import ray.train.torch  # ray: heavy, only the Ray path loads it
-
-        return ray.train.torch.prepare_model(model)
-
-    def before_epoch(self, epoch: int, resumed: bool) -> None:
-        fault_drill(self.scale, epoch, resumed=resumed)
-
-    def report(self, metrics: dict, write) -> None:
-        report_epoch(metrics, write)
-
-
-class LocalContext:
-    """A plain process, or one rank of a torch.distributed group started without Ray.
-
-    With `folder`, each epoch's checkpoint replaces the last there (atomically), and
-    `resume=True` starts from it, as a Ray Train worker restarts from its last report.
-    """
-
-    def __init__(self, device: str | torch.device = "cpu", folder: Path | None = None, resume: bool = False):
-        distributed = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if distributed else 0
-        self.world = dist.get_world_size() if distributed else 1
-        self.device = torch.device(device)
-        self.folder = Path(folder) if folder is not None else None
-        self.resume = resume
-        self.reports: list[dict] = []
-
-    @contextlib.contextmanager
-    def checkpoint(self) -> Iterator[Path | None]:
-        found = self.resume and self.folder is not None and (self.folder / STATE).is_file()
-        yield self.folder if found else None
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """On the device, DDP-wrapped only with more than one rank, as Ray's `prepare_model` does (a world of
-        one is never wrapped there, so neither is it here: the GPU check then runs what a Ray worker runs)."""
-        model = model.to(self.device)
-        if self.world > 1:
-            ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
-                if self.device.type == "cuda" else None
-            return DistributedDataParallel(model, device_ids=ids)
-        return model
-
-    def before_epoch(self, epoch: int, resumed: bool) -> None:
-        pass
-
-    def report(self, metrics: dict, write) -> None:
-        self.reports.append(metrics)
-        if write is not None and self.folder is not None and self.rank == 0:
-            with artifacts.atomic_dir(self.folder) as tmp:
-                write(tmp)
-
-
 def worker_loop(config: dict) -> None:
     """What each Ray Train worker runs: the job built from its config, fitted by the skeleton."""
     job_class = config["job"]
@@ -404,6 +251,18 @@ def run_in_process(job_class, cfg, context: LocalContext, *, inputs: dict | None
     copy_best(context.folder, cfg.out)  # the final epoch always checkpoints, so best/ is there
     return TrainResult(out=Path(cfg.out), history=stopping.history, best=stopping.best,
                        seconds=time.perf_counter() - started, restarts=stopping.state.get("restarts", 0))
+
+
+def fit_in_process(job: TrainJob, folder: Path | None = None, **options) -> tuple[nn.Module, EarlyStopping]:
+    """Fit `job` in this process (`LocalContext`, checkpoints in `folder`, else a temporary one) and rebuild
+    the model of its best epoch from `best/`: what a benchmark or a test measures. `options` go to `fit`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() if folder is None else contextlib.nullcontext(folder) as where:
+        stopping = fit(job, LocalContext(folder=Path(where)), **options)
+        model = job.build_model()
+        model.load_state_dict(job.load(Path(where) / BEST))
+    return model.eval(), stopping
 
 
 def copy_best(checkpoint: Path, out: Path) -> None:

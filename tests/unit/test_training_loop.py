@@ -198,3 +198,21 @@ def test_an_fp16_run_keeps_its_loss_scale_across_a_resume(jobs, tmp_path, monkey
                         lambda self, batches: (seen.append(self.scaler.get_scale()), real(self, batches))[1])
     fit(make(epochs=3, patience=10), LocalContext(folder=tmp_path / "run", resume=True), precision="fp16")
     assert seen == [128.0]
+
+
+def test_fit_in_process_gives_back_the_best_epochs_model(jobs):
+    """What benchmarks and tests measure: the model of the epoch early stopping kept, rebuilt from `best/`."""
+    from trainers.loop import fit_in_process
+
+    job = jobs["backbone"](epochs=6, patience=10)
+    model, stopping = fit_in_process(job)
+    assert not model.training
+    assert job.validate(model)[0]["warm_val_ndcg@20"] == stopping.best["warm_val_ndcg@20"]
+
+
+def test_tune_and_the_skeleton_count_patience_alike():
+    from trainers.epochs import EarlyStopping
+
+    assert EarlyStopping.stops_before_best([0.1, 0.2, 0.2, 0.2, 0.5], patience=2)  # stops at epoch 3, best is 4
+    assert not EarlyStopping.stops_before_best([0.1, 0.2, 0.2, 0.5], patience=2)
+    assert not EarlyStopping.stops_before_best([0.5, 0.1, 0.1, 0.1], patience=2)  # stops after the best
