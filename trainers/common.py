@@ -66,7 +66,7 @@ def local_cluster(cpus: int) -> dict:
 
 # Ray Train's controller takes a worker's report from its one-slot queue once per health check (2 s by
 # default), so a worker whose epoch is shorter waits for it at its next report: 20 empty reports took 63 s
-# against 22 s at 0.1 s, a 20-epoch backbone 65 s against 28 s (benchmarks/train_overhead.py). Polling every
+# against 22 s at 0.1 s, a 20-epoch backbone 65 s against 28 s (the retired benchmarks/train_overhead.py: RESULTS.md). Polling every
 # 0.1 s costs about 3% of the machine's CPU on 2 cores. The driver passes it on to the controller.
 REPORT_POLL_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 

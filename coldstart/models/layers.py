@@ -8,7 +8,7 @@ from torch import nn
 
 class Dropout(nn.Dropout):
     """`nn.Dropout` with its CPU mask drawn by `torch.rand` rather than `bernoulli_`, which is slower on CPU
-    (`benchmarks/cold_model_steps.py` times both); the same inverted dropout: each element kept with
+    (the retired `benchmarks/cold_model_steps.py` timed both: RESULTS.md); the same inverted dropout: each element kept with
     probability 1 - p and scaled by 1 / (1 - p). On other devices, and in evaluation, it is `nn.Dropout`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
