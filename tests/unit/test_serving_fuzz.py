@@ -40,6 +40,20 @@ def api_schema(tmp_path_factory, minilm):
           dict(sorted(SEEN.items())), "total", sum(SEEN.values()))
 
 
+@pytest.fixture(scope="module")
+def keyed_schema(tmp_path_factory, minilm):
+    """The same API closed by keys (a read and a write key; docs on by the flag, for the schema)."""
+    from coldstart.serving.keys import ApiKeys
+
+    artifacts = build_artifacts(tmp_path_factory.mktemp("fuzz-keyed"), minilm, epochs=2)
+    service = local_service(artifacts, tmp_path_factory.mktemp("keyed-store"))
+    app = create_api(service, keys=ApiKeys.of(write=KEYS["write"], read=KEYS["read"]), docs=True)
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+KEYS = {"write": "w" * 32, "read": "r" * 32, "none": None}
+
+
 def check_response(case, response) -> None:
     assert response.status_code < 500, (case.as_curl_command(), response.text)
     if response.status_code >= 400:
@@ -71,3 +85,28 @@ def test_fuzzed_requests_get_no_5xx_and_named_4xx(api_schema, label, mode):
         check_response(case, response)
 
     fuzz()
+
+
+@pytest.mark.parametrize("key", ["write", "read", "none"])
+def test_fuzzed_requests_behind_keys_get_no_5xx_and_only_what_the_key_allows(keyed_schema, key):
+    """With keys: no key is a 401 everywhere, a read key a 403 on every write, never a 5xx."""
+    for label in OPERATIONS:
+        operation = keyed_schema.find_operation_by_label(label)
+        writes = label.split()[0] in ("POST", "DELETE") and label != "POST /v1/recommend"
+
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+        @seed(0)
+        @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        def fuzz(case):
+            headers = {"X-API-Key": KEYS[key]} if KEYS[key] else {}
+            response = case.call(headers=headers)
+            SEEN[(label, f"key {key}", f"{response.status_code // 100}xx")] += 1
+            check_response(case, response)
+            if label == "GET /livez":
+                assert response.status_code == 200
+            elif key == "none":
+                assert response.status_code == 401, (label, response.text)
+            elif key == "read" and writes:
+                assert response.status_code == 403, (label, response.text)
+
+        fuzz()
