@@ -22,6 +22,7 @@ driver reads the store first and hands its position to the actors.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,9 +32,10 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from coldstart.config import ConfigError
 from coldstart.data.schema import DataError
 from coldstart.serving.config import GeneratorChoice
-from coldstart.serving.pg_store import read_committed
+from coldstart.serving.pg_store import TABLE, connect, display_url, first_line, table_sql
 from coldstart.serving.store import LOG_FILE, decode_record
 from coldstart.serving.stores import StoreSpec, describe_store, parse_store_spec, store_location
 
@@ -205,3 +207,27 @@ def recommend_in_process(options: BatchOptions, users: str | Path | Sequence[str
     recommender = BatchRecommender(options)
     ids = recommender.users(users) if isinstance(users, (str, Path)) else list(users)
     return recommender.recommend(ids)
+
+
+def read_committed(url: str, *, upto: int | None = None, table: str = TABLE) -> tuple[list[dict], int]:
+    """(records with id <= `upto`, all when None; the last id read), creating nothing: a missing table
+    has no records. For readers that never write (batch recommendations)."""
+    import psycopg  # psycopg: optional, only a database store loads it
+
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+            if not cur.fetchone()[0]:
+                if upto:
+                    raise ConfigError(f"registration store {display_url(url)}: table {table} is gone")
+                return [], 0
+            cur.execute(table_sql("SELECT id, record::text FROM {table} WHERE id <= %s ORDER BY id", table),
+                        (upto if upto is not None else 2**63 - 1,))
+            rows = cur.fetchall()
+    except psycopg.Error as exc:
+        raise ConfigError(f"registration store {display_url(url)}: {first_line(exc)}") from None
+    finally:
+        conn.close()
+    records = [r for r in (json.loads(text) for _, text in rows) if isinstance(r, dict)]
+    return records, rows[-1][0] if rows else (upto or 0)

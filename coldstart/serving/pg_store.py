@@ -81,12 +81,12 @@ def encode(record: dict) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
-def _sql(template: str, table: str):
+def table_sql(template: str, table: str):
     """A statement naming the table (quoted as an identifier, never pasted in)."""
     from psycopg import sql  # psycopg: optional, only a database store loads it
 
@@ -102,12 +102,12 @@ def connect(url: str):
         given = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise ConfigError(f"registration store {display_url(url)}: not a valid PostgreSQL URL "
-                          f"({_first_line(exc)})") from None
+                          f"({first_line(exc)})") from None
     extra = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in given}
     try:
         conn = psycopg.connect(url, autocommit=False, **extra)
     except psycopg.Error as exc:
-        raise ConfigError(f"registration store {display_url(url)}: cannot connect ({_first_line(exc)})") from None
+        raise ConfigError(f"registration store {display_url(url)}: cannot connect ({first_line(exc)})") from None
     return conn
 
 
@@ -153,7 +153,7 @@ class PostgresStore:
                 self._conn = None
 
     def _sql(self, template: str):
-        return _sql(template, self.table)
+        return table_sql(template, self.table)
 
     def _create_table(self) -> None:
         with self._lock:
@@ -178,7 +178,7 @@ class PostgresStore:
 
                 if isinstance(exc, psycopg.Error):
                     raise ConfigError(f"registration store {display_url(self.url)}: cannot create table "
-                                      f"{self.table} ({_first_line(exc)})") from None
+                                      f"{self.table} ({first_line(exc)})") from None
                 raise
 
     def _add_about(self, cur) -> None:
@@ -334,56 +334,3 @@ class PostgresWriter:
         """The deletion `record` and the erasure of every earlier record about its entity, in one transaction
         (nobody inserts between them), found by key; committed when this returns. How many records went."""
         return self.store._delete(record)
-
-
-def check(url: str, *, table: str = TABLE) -> str:
-    """Preflight: connect and say what is there, creating nothing; ConfigError in one line otherwise."""
-    import psycopg  # psycopg: optional, only a database store loads it
-
-    shown = display_url(url)
-    conn = connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
-            if not cur.fetchone()[0]:
-                cur.execute("SELECT current_schema(), has_schema_privilege(current_schema(), 'CREATE')")
-                schema, can_create = cur.fetchone()
-                if schema is None or not can_create:
-                    raise ConfigError(f"registration store {shown}: table {table} does not exist and this user "
-                                      f"may not create it in schema {schema}")
-                return f"registration store: {shown} (new table {table})"
-            cur.execute("SELECT has_table_privilege(%s, 'SELECT, INSERT') AND "
-                        "has_sequence_privilege(pg_get_serial_sequence(%s, 'id'), 'USAGE')", (table, table))
-            if not cur.fetchone()[0]:
-                raise ConfigError(f"registration store {shown}: this user may not read and insert into {table}")
-            cur.execute(_sql("SELECT count(*) FROM {table}", table))
-            records = cur.fetchone()[0]
-        return f"registration store: {shown}, table {table} ({records} records to replay)"
-    except psycopg.Error as exc:
-        raise ConfigError(f"registration store {shown}: {_first_line(exc)}") from None
-    finally:
-        conn.close()
-
-
-def read_committed(url: str, *, upto: int | None = None, table: str = TABLE) -> tuple[list[dict], int]:
-    """(records with id <= `upto`, all when None; the last id read), creating nothing: a missing table
-    has no records. For readers that never write (batch recommendations)."""
-    import psycopg  # psycopg: optional, only a database store loads it
-
-    conn = connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
-            if not cur.fetchone()[0]:
-                if upto:
-                    raise ConfigError(f"registration store {display_url(url)}: table {table} is gone")
-                return [], 0
-            cur.execute(_sql("SELECT id, record::text FROM {table} WHERE id <= %s ORDER BY id", table),
-                        (upto if upto is not None else 2**63 - 1,))
-            rows = cur.fetchall()
-    except psycopg.Error as exc:
-        raise ConfigError(f"registration store {display_url(url)}: {_first_line(exc)}") from None
-    finally:
-        conn.close()
-    records = [r for r in (json.loads(text) for _, text in rows) if isinstance(r, dict)]
-    return records, rows[-1][0] if rows else (upto or 0)

@@ -27,7 +27,7 @@ from coldstart.data.schema import DataError, find_table, read_table
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.config import ServeConfig
 from coldstart.serving.models import ServingGenerator, pick_encoder, resolve_generator
-from coldstart.serving.pg_store import check
+from coldstart.serving.pg_store import TABLE, connect, display_url, first_line, table_sql
 from coldstart.serving.store import LOG_FILE, RegistrationStore
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, auto_classes, resolve_model_path
 from coldstart.text.templates import template_fields
@@ -36,7 +36,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -62,7 +62,7 @@ def _check_generator(artifacts: Path, choice: str) -> ServingGenerator:
     except Exception as exc:  # noqa: BLE001 - a missing weights file, a state dict that does not fit, a bad spec
         # the constructor chose the folder before it failed: choose it again only to name it
         folder = resolve_generator(artifacts, choice)[1]
-        raise DataError(f"cannot load the generator: {_first_line(exc)}", file=folder) from None
+        raise DataError(f"cannot load the generator: {first_line(exc)}", file=folder) from None
 
 
 def _check_catalogue(artifacts: Path, generator: ServingGenerator) -> list[str]:
@@ -96,7 +96,7 @@ def _check_catalogue(artifacts: Path, generator: ServingGenerator) -> list[str]:
     except (ConfigError, DataError):
         raise
     except Exception as exc:  # noqa: BLE001 - a column missing or of another type in train
-        raise DataError(f"cannot build the ranker's catalogue: {_first_line(exc)}", file=train_path) from None
+        raise DataError(f"cannot build the ranker's catalogue: {first_line(exc)}", file=train_path) from None
     users = catalogue.users.values()
     warm_users = sum(u.warm for u in users)
     seen = sum(len(u.seen) for u in users)
@@ -133,7 +133,7 @@ def encoder_dim(cfg: EncoderConfig, kind: str = "encoder") -> int:
         hf_config = AutoConfig.from_pretrained(path, local_files_only=local)
         AutoTokenizer.from_pretrained(path, local_files_only=local)
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, ... for a bad model
-        raise ConfigError(f"encoder {kind}: cannot load {path}: {_first_line(exc)}") from None
+        raise ConfigError(f"encoder {kind}: cannot load {path}: {first_line(exc)}") from None
     if local and (folder / ARTIFACT_FILE).is_file():
         meta = json.loads((folder / ARTIFACT_FILE).read_text())
         if meta.get("projection"):
@@ -150,7 +150,7 @@ def _check_store(spec: Path | str) -> str:
     Nothing is created here: `--smoke` serves from a scratch store, and the artifacts may be read-only then.
     """
     if not isinstance(spec, Path):
-        return check(spec)
+        return check_database(spec)
     folder = spec
     existing = folder
     while not existing.exists() and existing != existing.parent:
@@ -169,3 +169,32 @@ def _check_store(spec: Path | str) -> str:
     except OSError as exc:
         raise ConfigError(f"registration store {folder}: cannot open it ({exc.strerror or exc})") from None
     return f"registration store: {folder} ({records} records to replay)"
+
+
+def check_database(url: str, *, table: str = TABLE) -> str:
+    """Preflight: connect and say what is there, creating nothing; ConfigError in one line otherwise."""
+    import psycopg  # psycopg: optional, only a database store loads it
+
+    shown = display_url(url)
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+            if not cur.fetchone()[0]:
+                cur.execute("SELECT current_schema(), has_schema_privilege(current_schema(), 'CREATE')")
+                schema, can_create = cur.fetchone()
+                if schema is None or not can_create:
+                    raise ConfigError(f"registration store {shown}: table {table} does not exist and this user "
+                                      f"may not create it in schema {schema}")
+                return f"registration store: {shown} (new table {table})"
+            cur.execute("SELECT has_table_privilege(%s, 'SELECT, INSERT') AND "
+                        "has_sequence_privilege(pg_get_serial_sequence(%s, 'id'), 'USAGE')", (table, table))
+            if not cur.fetchone()[0]:
+                raise ConfigError(f"registration store {shown}: this user may not read and insert into {table}")
+            cur.execute(table_sql("SELECT count(*) FROM {table}", table))
+            records = cur.fetchone()[0]
+        return f"registration store: {shown}, table {table} ({records} records to replay)"
+    except psycopg.Error as exc:
+        raise ConfigError(f"registration store {shown}: {first_line(exc)}") from None
+    finally:
+        conn.close()
