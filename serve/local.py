@@ -28,10 +28,10 @@ from ray import serve
 from coldstart.config import ConfigError
 from coldstart.ports import free_port
 from coldstart.serving.config import ServeConfig
-from coldstart.serving.keys import WRITE, WRITE_KEY_ENV, ApiKeys
+from coldstart.serving.keys import WRITE, ApiKeys, closed_by_default
 from coldstart.serving.routing import Variant, write_routing
 from coldstart.serving.smoke import run_smoke
-from coldstart.serving.stores import STORE_ENV, describe_store, open_store, without_password
+from coldstart.serving.stores import describe_store, open_store
 from serve.app import build_app, build_chain, settled
 
 APP_NAME = "coldstart"
@@ -261,34 +261,6 @@ def swap(cfgs: dict[str, ServeConfig], weights: dict[str, float] | None = None, 
     echo(f"swapped in {time.perf_counter() - started:.0f} s: {name} serves "
          + ", ".join(f"{v.name} ({v.settings['artifacts']})" for v in variants))
     return variants
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve beyond this machine
-        return False
-
-
-def closed_by_default(cfg: ServeConfig) -> ApiKeys:
-    """The keys the replicas will check, from `cfg` and this process's environment, which a cluster started
-    here passes on (never an argument Ray keeps; so does a store URL's password, which Serve's arguments and
-    the routing records carry without). A server reachable beyond loopback without a key is refused."""
-    if cfg.api_key:
-        os.environ[WRITE_KEY_ENV] = cfg.api_key
-    store = cfg.store_location()
-    if isinstance(store, str) and without_password(store) != store:  # the password travels only this way
-        os.environ[STORE_ENV] = store
-    keys = ApiKeys.from_env()
-    if not keys and not is_loopback(cfg.host):
-        raise ConfigError(f"host: {cfg.host} is reachable beyond this machine, and no API key is set: give one "
-                          f"(--api-key, COLDSTART_API_KEY, or a key file in COLDSTART_API_KEYS_FILE), or let "
-                          f"`coldstart serve --generate-key` make one")
-    return keys
 
 
 def _stop(*_):

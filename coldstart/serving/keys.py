@@ -15,12 +15,14 @@ read, for `coldstart serve --generate-key`.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from coldstart.config import ConfigError
+from coldstart.serving.stores import STORE_ENV, without_password
 
 READ, WRITE = "read", "write"
 SCOPES = {READ: {READ}, WRITE: {READ, WRITE}}  # what each scope allows
@@ -90,3 +92,29 @@ def generate_key_file(path: str | Path) -> Path:
         with os.fdopen(fd, "w") as f:
             f.write(f"# coldstart API keys: SCOPE KEY per line (read, write)\nwrite {secrets.token_urlsafe(32)}\n")
     return path
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve beyond this machine
+        return False
+
+
+def closed_by_default(cfg) -> ApiKeys:
+    """The keys the replicas will check, from `cfg` and this process's environment, which a cluster started
+    here passes on (never an argument Ray keeps; so does a store URL's password, which Serve's arguments and
+    the routing records carry without). A server reachable beyond loopback without a key is refused."""
+    if cfg.api_key:
+        os.environ[WRITE_KEY_ENV] = cfg.api_key
+    store = cfg.store_location()
+    if isinstance(store, str) and without_password(store) != store:  # the password travels only this way
+        os.environ[STORE_ENV] = store
+    keys = ApiKeys.from_env()
+    if not keys and not is_loopback(cfg.host):
+        raise ConfigError(f"host: {cfg.host} is reachable beyond this machine, and no API key is set: give one "
+                          f"(--api-key, COLDSTART_API_KEY, or a key file in COLDSTART_API_KEYS_FILE), or let "
+                          f"`coldstart serve --generate-key` make one")
+    return keys

@@ -121,7 +121,7 @@ def test_numbers_that_overflow_and_overlong_list_elements_are_422(body, field):
 def test_serving_beyond_loopback_without_a_key_is_refused_and_a_key_never_reaches_a_dump(tmp_path, monkeypatch):
     from coldstart.config import ConfigError
     from coldstart.serving.config import ServeConfig
-    from serve.local import closed_by_default
+    from coldstart.serving.keys import closed_by_default
 
     for name in ("COLDSTART_API_KEY", "COLDSTART_READ_KEY", "COLDSTART_API_KEYS_FILE"):
         monkeypatch.setenv(name, "")  # empty is none; and the key written below is undone after the test
@@ -139,7 +139,8 @@ def test_a_store_password_never_travels_in_serve_arguments_or_routing_records(se
     carry the database URL without its password, which each replica takes from its environment."""
     from coldstart.serving.config import ServeConfig
     from coldstart.serving.stores import STORE_ENV, with_password, without_password
-    from serve.local import closed_by_default, variants_of
+    from coldstart.serving.keys import closed_by_default
+    from serve.local import variants_of
 
     url = "postgresql://coldstart:Sup3r-s3cret@db.internal:5432/coldstart?sslmode=require&password=Sup3r-s3cret"
     bare = without_password(url)
