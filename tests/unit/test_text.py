@@ -244,3 +244,32 @@ def test_column_roles_name_the_title_free_text_categorical_and_list_columns():
         TextTemplates(title_column="title").resolve(SHOP, None)
     with pytest.raises(ConfigError, match="templates.list_columns: no column 'tags'"):
         TextTemplates(list_columns={"tags": ","}).resolve(SHOP, None)
+
+
+def test_the_vector_cache_reads_only_the_buckets_asked_for_and_evicts_the_least_used(tmp_path, monkeypatch):
+    """A lookup of a few texts reads their buckets, not every file; past the cap, the encoders' folders used
+    least recently go first, and the one in use stays."""
+    import os
+
+    import numpy as np
+
+    from coldstart.text import vector_cache
+    from coldstart.text.vector_cache import VectorCache, evict
+
+    cache = VectorCache(tmp_path / "cache" / "enc-a", {"model": "a"})
+    hashes = [f"{c}{i}" for c in "0123456789abcdef" for i in range(3)]
+    cache.add(hashes, np.ones((len(hashes), 4), np.float32))
+    read = []
+    real = vector_cache.pd.read_parquet
+    monkeypatch.setattr(vector_cache.pd, "read_parquet", lambda path, *a, **k: (read.append(path), real(path))[1])
+    assert set(cache.lookup(["a1", "a2"])) == {"a1", "a2"}
+    assert len(read) == 1 and "bucket-a" in str(read[0])
+
+    older = VectorCache(tmp_path / "cache" / "enc-b", {"model": "b"})
+    older.add(hashes, np.ones((len(hashes), 4), np.float32))
+    os.utime(older.folder / "encoder.json", (1, 1))  # used long ago
+    newer = VectorCache(tmp_path / "cache" / "enc-c", {"model": "c"})
+    newer.add(hashes, np.ones((len(hashes), 4), np.float32))
+    size = sum(p.stat().st_size for p in cache.folder.rglob("*") if p.is_file())
+    removed = evict(tmp_path / "cache", keep=newer.folder, max_bytes=2 * size + size // 2)
+    assert removed == [older.folder] and cache.folder.is_dir() and newer.folder.is_dir()
