@@ -87,7 +87,7 @@ def variant_service(variant: Variant) -> RecommendService:
         encoder=handles["Encoder"], generator=handles["Generator"], ranker=handles["Ranker"],
         content=NewContent(spec), generator_name=resolve_generator(cfg.artifacts, cfg.generator)[0],
         encoder_name=resolve_encoder(cfg.artifacts, spec, cfg.encoder)[0], metrics=RayServeMetrics(variant.name),
-        known_users=LocalStage(build_catalogue(cfg)), variant=variant.name)
+        known_users=LocalStage(build_catalogue(cfg, follower=True)), variant=variant.name)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128, health_check_period_s=2)

@@ -19,13 +19,16 @@ from coldstart.serving.models import ServingGenerator
 from serve.metrics import index_size_gauge
 
 
-def build_catalogue(cfg: ServeConfig) -> Catalogue:
-    """The catalogue a replica holds: every item in the index, users, and the store followed from its tail."""
+def build_catalogue(cfg: ServeConfig, follower: bool = False) -> Catalogue:
+    """The catalogue a replica holds: every item in the index, users, and the store followed from its tail.
+    `follower`: the ingress's copy, which makes no registration of other artifacts again (no encoder loaded,
+    nothing re-encoded after a swap) and leaves those users to the ranker."""
     torch.set_num_threads(cfg.torch_threads)
     faiss.omp_set_num_threads(1)  # exact search over thousands of items: threads cost more than they give
     generator = ServingGenerator(cfg.artifacts, cfg.generator)  # for the catalogue's cold vectors only
     return Catalogue.from_artifacts(cfg.artifacts, generator, cfg.open_store(), text_weight=cfg.text_weight,
-                                    stated_share=cfg.stated_share, encoder=cfg.encoder)
+                                    stated_share=cfg.stated_share, encoder=None if follower else cfg.encoder,
+                                    follower=follower)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)

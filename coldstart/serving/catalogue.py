@@ -43,7 +43,8 @@ class Catalogue(ServingState):
     @classmethod
     def from_artifacts(cls, artifacts: str | Path, generator, store: RegistrationStore | None = None,
                        text_weight: float = 1.0, encoder: str | None = "auto",
-                       new_share: float | None = None, stated_share: float = 0.3) -> "Catalogue":
+                       new_share: float | None = None, stated_share: float = 0.3,
+                       follower: bool = False) -> "Catalogue":
         """Build from an artifacts folder and a `ServingGenerator` (which provides the cold vectors and the
         items' text vectors). Registrations made against other artifacts are made again with `generator` and
         the `encoder` serving picks (`Regenerator`); `encoder=None` leaves them out instead. `new_share`: the
@@ -81,7 +82,7 @@ class Catalogue(ServingState):
                    item_text=generator.catalogue_text(), text_weight=text_weight, attribute_encoder=attributes,
                    item_labels=labels,
                    regenerate=None if encoder is None else Regenerator(artifacts, generator, encoder),
-                   new_share=new_share, stated_share=stated_share)
+                   new_share=new_share, stated_share=stated_share, follower=follower)
 
     def sync(self) -> None:
         """Apply what other replicas wrote to the store since the last call."""

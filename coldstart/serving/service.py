@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from coldstart.serving.content import NewContent
-from coldstart.serving.errors import Invalid
+from coldstart.serving.errors import Invalid, NotFound
 from coldstart.serving.metrics import ServiceMetrics
 from coldstart.serving.models import ServingEncoder, ServingGenerator
 from coldstart.serving.routing import VARIANT_HEADER
@@ -88,9 +88,16 @@ class RecommendService:
     async def recommend(self, request: RecommendRequest, variant: str | None = None) -> Recommendation:
         self._check(variant)
         if request.user_id is not None:
+            asked = (request.user_id, request.k, request.exclude_seen, request.candidates)
             with self._timed("rank"):
-                result = await self.known_users.call("recommend_user", request.user_id, request.k,
-                                                     request.exclude_seen, request.candidates, explain=request.explain)
+                try:
+                    result = await self.known_users.call("recommend_user", *asked, explain=request.explain)
+                except NotFound:
+                    if self.known_users is self.ranker:
+                        raise
+                    # a user the ingress's copy does not hold (made again by the ranker after a swap, or just
+                    # registered through another replica): the ranker's catalogue decides
+                    result = await self.ranker.call("recommend_user", *asked, explain=request.explain)
         else:
             profile = request.profile
             self.content.check("user", profile.attributes, "profile.attributes")

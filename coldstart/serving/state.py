@@ -76,6 +76,9 @@ class ServingState:
     # instead ranked text look-alikes first and cost held-out accuracy; larger shares honour the statement more
     # and predict less (RESULTS, stated interest).
     stated_share: float = 0.3
+    # A follower (the ingress's copy, for requests by user_id) makes nothing again: a registration of another
+    # space is left, quietly, to the ranker, which the ingress asks for any user it does not know.
+    follower: bool = False
     index: ItemIndex = field(init=False)
     title_index: TitleMatcher = field(init=False)  # what a user's text names by title
     label_index: LabelMatcher = field(init=False)  # the attribute values a user's text names
@@ -152,6 +155,9 @@ class ServingState:
                 continue
             elif record.get("space") == self.space:
                 self.apply(record)
+            elif self.regenerate is None and self.follower:
+                if kind == "interaction":  # ids only: a fact about users and items this copy may know
+                    self.apply(record)
             elif self.regenerate is None:
                 self.stale += 1
                 log.warning("registered %s %r was made against other artifacts; not served (register it again)",
@@ -209,6 +215,8 @@ class ServingState:
             return
         user, pos = self.users.get(record["user_id"]), self.item_pos.get(record["item_id"])
         if user is None or pos is None:  # checked when written; a record from a store shared with other data
+            if self.follower:  # an entity only the ranker made again: its business
+                return
             log.warning("interaction %r names an unknown user or item; not applied", record["id"])
             return
         self.interactions[record["id"]] = (record["user_id"], pos)

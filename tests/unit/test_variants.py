@@ -38,7 +38,7 @@ def _vector(service, item_id: str) -> np.ndarray:
 
 
 def test_registrations_made_with_old_artifacts_are_made_again_by_new_ones(serving_artifacts, serving_artifacts_b,
-                                                                          store, tmp_path):
+                                                                          store, tmp_path, caplog):
     old = local_service(serving_artifacts, store)
     asyncio.run(old.register_item(NewItem(**ITEM)))
     asyncio.run(old.register_user(NewUser(**USER)))
@@ -70,6 +70,23 @@ def test_registrations_made_with_old_artifacts_are_made_again_by_new_ones(servin
     strict = Catalogue.from_artifacts(serving_artifacts_b, ServingGenerator(serving_artifacts_b), open_store(store),
                                       encoder=None)
     assert strict.stats()["stale_records"] == 3 and "new-film" not in strict.item_pos  # item, user, interaction
+
+    # the ingress's copy (a follower): makes nothing again, warns about nothing, and sends the user it does not
+    # hold to the ranker, which made them again: the answer is the ranker's
+    import logging
+
+    from coldstart.serving.service import LocalStage, RecommendService
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        follower = Catalogue.from_artifacts(serving_artifacts_b, ServingGenerator(serving_artifacts_b),
+                                            open_store(store), encoder=None, follower=True)
+    assert "new-viewer" not in follower.users and follower.regenerate is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    front = RecommendService(encoder=new.encoder, generator=new.generator, ranker=new.ranker, content=new.content,
+                             generator_name=new.generator_name, encoder_name=new.encoder_name,
+                             known_users=LocalStage(follower))
+    assert [i.item_id for i in asyncio.run(front.recommend(request)).items] == [i.item_id for i in served.items]
 
 
 def _services(artifacts: dict, store) -> dict:
