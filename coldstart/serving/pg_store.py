@@ -46,7 +46,7 @@ import threading
 from collections.abc import Iterator
 
 from coldstart.config import ConfigError
-from coldstart.serving.records import concerns
+from coldstart.serving.records import concerns, supersedes
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class PostgresStore:
 
 
     def _delete(self, record: dict) -> int:
-        kind, target = record["target"], str(record["target_id"])
+        kind, target = supersedes(record)
         if not self._locked:
             self._take_lock()
         conn = self._conn
@@ -331,6 +331,7 @@ class PostgresWriter:
         self.store._append(record)
 
     def delete(self, record: dict) -> int:
-        """The deletion `record` and the erasure of every earlier record about its entity, in one transaction
-        (nobody inserts between them), found by key; committed when this returns. How many records went."""
+        """The deletion (or routing) `record` and the erasure of every earlier record about the entity it
+        supersedes (`records.supersedes`), in one transaction (nobody inserts between them), found by key;
+        committed when this returns. How many records went."""
         return self.store._delete(record)

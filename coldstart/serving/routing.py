@@ -64,11 +64,12 @@ def latest_routing(records: list[dict]) -> list[Variant] | None:
 
 
 def write_routing(store, variants: list[Variant]) -> dict:
-    """Append a routing record to an open store (`coldstart.serving.stores.Store`); durable on return."""
+    """Append a routing record to an open store (`coldstart.serving.stores.Store`), erasing the ones before it
+    (only the last is followed: the history does not grow with every swap); durable on return."""
     record = routing_record(variants)
     with store.writing() as writer:
         writer.read_new()  # a writer appends only after it has read everything before it
-        writer.append(record)
+        writer.delete(record)
     return record
 
 

@@ -271,3 +271,14 @@ def test_a_database_store_reconnects_after_losing_its_connection(postgres_url):
     cut()
     _append(store, {"id": "z"})
     assert [r["id"] for r in open_store(postgres_url).read_new()] == ["x", "y", "z"]
+
+
+def test_a_new_routing_erases_the_ones_before_it(store):
+    """Routing records do not pile up with every swap: the store keeps the last, which is the one followed."""
+    from coldstart.serving.routing import Variant, latest_routing, write_routing
+
+    opened = open_store(store)
+    for n in range(5):
+        write_routing(opened, [Variant(name=f"v{n}", weight=1.0, app=f"app-{n}", settings={})])
+    records = open_store(store).read_new()
+    assert [r["kind"] for r in records] == ["routing"] and latest_routing(records)[0].name == "v4"
