@@ -161,7 +161,7 @@ def serve_up(args, scratch: Path, proxy: str = "haproxy") -> Iterator[str]:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         deploy_artifacts({"artifacts": str(args.artifacts), "store": str(scratch / "serve-store"),
-                          "torch_threads": args.serve_threads}, wait=False)
+                          "torch_threads": args.serve_threads, "rate_limit": 0}, wait=False)  # load, not abuse
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url)
         yield url

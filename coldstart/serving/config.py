@@ -55,7 +55,7 @@ class ServeConfig(BaseModel):
                                             "COLDSTART_API_KEYS_FILE): with any key, requests need X-API-Key. "
                                             "Required to listen beyond loopback.")
     docs: bool = Field(False, description="Serve /docs and /openapi.json even behind keys (always without keys).")
-    rate_limit: float = Field(100.0, ge=0, description="Requests a second per caller (key, else address) per "
+    rate_limit: float = Field(1000.0, ge=0, description="Requests a second per caller (key, else address) per "
                                                        "ingress replica, bursts of twice that; over it, 429. 0: none.")
     max_body_bytes: int = Field(2 * 1024 * 1024, gt=0, description="Largest request body; larger is a 413.")
     request_timeout_s: float = Field(30.0, gt=0, description="A request unanswered this long is a 503.")
