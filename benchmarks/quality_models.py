@@ -17,7 +17,7 @@ import numpy as np
 from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData
 from coldstart.models.baselines import KNNWarmRecommender, PopularityRecommender
-from coldstart.models.coldstart_model import load_backbone
+from coldstart.models.inputs import GeneratorInputs
 from coldstart.models.mf import EmbeddingRecommender
 
 
@@ -35,36 +35,25 @@ def spec_model(embeddings: Path) -> str:
 
 
 @dataclass
-class Inputs:
+class Inputs(GeneratorInputs):
+    """A prepared seed's folder as the models read it: the pipeline's generator inputs (`GeneratorInputs`: the
+    backbone's vectors, the content features), with the features limited to one part when asked."""
+
     folder: Path
     seed: int
-    data: SplitData
-    user_vectors: np.ndarray
-    item_vectors: np.ndarray
-    arrays: dict
-    content: dict
     features: str = "both"
     embeddings: str = "embeddings"
 
     @classmethod
     def load(cls, folder: Path, seed: int, features: str = "both", embeddings: str = "embeddings") -> "Inputs":
-        from coldstart.content import build_content
-
         data = SplitData.from_split(load_split(folder / "split"))
-        _, user_vectors, item_vectors = load_backbone(folder / "backbone")
-        item_x, user_x, user_text, item_text, spec = build_content(data, folder / embeddings,
-                                                                    _encoder(spec_model(folder / embeddings)))
-        text_dim = item_text.shape[1]
-        if features == "text":
-            item_x, user_x = item_x[:, :text_dim], user_x[:, :text_dim]
-        elif features == "attributes":
-            item_x, user_x = item_x[:, text_dim:], user_x[:, text_dim:]
-        arrays = {"item_features": item_x, "user_features": user_x, "user_text": user_text, "item_text": item_text}
-        return cls(folder, seed, data, user_vectors, item_vectors, arrays, spec.to_json(), features, embeddings)
-
-    @property
-    def warm_users(self) -> np.ndarray:
-        return self.data.train.getnnz(axis=1) > 0
+        encoder = _encoder(spec_model(folder / embeddings))
+        read = GeneratorInputs.from_folders(data, folder, folder / embeddings, encoder)
+        text_dim = read.item_text.shape[1]
+        parts = {"both": slice(None), "text": slice(None, text_dim), "attributes": slice(text_dim, None)}[features]
+        return cls(**{**vars(read), "item_features": read.item_features[:, parts],
+                      "user_features": read.user_features[:, parts]},
+                   folder=folder, seed=seed, features=features, embeddings=embeddings)
 
 
 def train(job_class, config_class, inputs: Inputs, **overrides):

@@ -1,46 +1,39 @@
 """The main job: fetch, split, train and evaluate every model the project has, and report.
 
 The core stages (data, baselines, evaluation, report) live here and need no
-Ray. Stages that train on Ray are passed in by the CLI as `ModelStage`s, so
-this module never imports `trainers/` and every later model joins the same
-report by adding one stage.
+Ray. Stages that train on Ray are passed in by the CLI as `ModelStage`s
+(`coldstart.stages`), so this module never imports `trainers/`; every model
+`coldstart.registry` lists has its options here (`PipelineConfig.NAME`) and its
+stage among the default ones.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import queue
-import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-import coldstart
-from coldstart import artifacts
+from coldstart import artifacts, registry
 from coldstart.config import ConfigError, JobConfig, NotApplicable, RayOptions, ScaleOptions, to_yaml
 from coldstart.data import movielens
 from coldstart.data.schema import load_dataset
 from coldstart.data.split import load_split, make_split, save_split
-from coldstart.evaluate import Recommender, SplitData, evaluate
+from coldstart.evaluate import SplitData, evaluate
 from coldstart.models import load_recommender
-from coldstart.models.mf import BackboneOptions
 from coldstart.models.student_encoder import StudentOptions
-from coldstart.models.towers import TowerOptions
-from coldstart.models.transfer import TransferOptions
-from coldstart.models.vae import VAEOptions
 from coldstart.report import markdown_table, write_report
 from coldstart.serving.evidence import choose_served, served_row
 from coldstart.serving.evidence import frame as served_frame
 from coldstart.serving.models import update_serving
+from coldstart.stages import Ledger, ModelStage, plan_stage, run_stage, run_stages
 from coldstart.text import EmbedOptions
 
 log = logging.getLogger(__name__)
@@ -55,7 +48,14 @@ class TuneBudget(BaseModel):
     seed: int = Field(0, description="Seed of the Optuna sampler.")
 
 
-class PipelineConfig(JobConfig):
+def default_stages() -> list[str]:
+    """The texts' embedding and the student encoder, then each registered model's stage."""
+    return ["embed", "encoder", *registry.pipeline_stages()]
+
+
+class RunOptions(JobConfig):
+    """The pipeline's own settings, before the models' options (`PipelineConfig`)."""
+
     dataset: str | None = Field("ml-100k", description="A MovieLens name (ml-100k, ml-1m) or a dataset folder.")
     split: Path | None = Field(None, description="A ready split folder (ours or your own); skips fetch and split.")
     out: Path = Field(Path("out/pipeline"), description="Folder for the split, models and report.")
@@ -67,8 +67,7 @@ class PipelineConfig(JobConfig):
     cache_dir: Path | None = Field(None, description="Dataset cache (default $COLDSTART_CACHE or ~/.cache/coldstart).")
     baselines: list[str] = Field(["random", "popularity", "content-knn"], description="Baselines to report.")
     ks: list[int] = Field([10, 20], description="Cut-offs of the ranking metrics.")
-    stages: list[str] = Field(["embed", "encoder", "backbone", "baselines", "distill", "tune-vae", "ensemble",
-                               "transfer"],
+    stages: list[str] = Field(default_factory=default_stages,
                               description="Ray stages to run after the baselines, in order.")
     knn_k: int = Field(5, gt=0, description="Item neighbours of the knn-warm baseline (stage baselines).")
     knn_user_k: int = Field(50, gt=0, description="User neighbours of knn-warm on a user-cold split (a profile "
@@ -82,12 +81,25 @@ class PipelineConfig(JobConfig):
     embed: EmbedOptions = Field(default_factory=EmbedOptions, description="The LLM embedding stage.")
     encoder: StudentOptions = Field(default_factory=lambda: StudentOptions(),
                                     description="The distilled student encoder (stage encoder).")
-    backbone: BackboneOptions = Field(default_factory=BackboneOptions, description="The warm backbone.")
-    distill: TowerOptions = Field(default_factory=TowerOptions, description="The student towers.")
-    vae: VAEOptions = Field(default_factory=VAEOptions, description="The conditional-VAE generator (stage vae; "
-                                                                    "tune-vae searches around it).")
-    transfer: TransferOptions = Field(default_factory=TransferOptions,
-                                      description="Transfer from `source` (stage transfer searches lam around it).")
+
+
+def model_options() -> dict:
+    """A field per registered model with options, named after it: its options class, defaults and all."""
+    fields = {}
+    for spec in registry.MODELS.values():
+        if spec.options:
+            cls = spec.options_class()
+            fields[spec.name] = (cls, Field(default_factory=cls, description=f"{spec.about} (stage {spec.stage})."))
+    return fields
+
+
+ModelOptions = create_model("ModelOptions", __base__=RunOptions, __module__=__name__, **model_options())
+
+
+class PipelineConfig(ModelOptions):
+    """The main job's configuration: the run's settings, each model's options (named after it), the searches,
+    workers and cluster."""
+
     source: str | None = Field(None, description="Source dataset of the transfer stage (a MovieLens name or a "
                                                  "dataset folder); default: ml-1m for an ml-100k target, none "
                                                  "otherwise (the stage is then skipped).")
@@ -105,77 +117,8 @@ class PipelineConfig(JobConfig):
         return self
 
 
-class StageSkipped(Exception):
-    """A stage that does not apply to this data; the message is the reason, shown in the log and the report."""
-
-
 class PipelineFailed(RuntimeError):
     """One or more stages failed; the others' results are in the report. The message names the first."""
-
-
-@dataclass
-class ModelStage:
-    """A stage that trains (or loads) one or more models: name -> recommender over `data`.
-
-    `run` trains and returns the models; `load` rebuilds them from finished
-    artifacts, so a rerun with the same configuration skips the training.
-    `fingerprint(cfg)` is the part of the configuration the artifacts depend on,
-    `needs` the earlier stages whose artifacts this one reads, and `outputs` the
-    folders under OUT it writes (all must exist for a stage to count as done).
-    `after` the stages whose artifacts it reads when the run includes them (an
-    ensemble of whichever generators were trained): it waits for them too.
-    `applies(data, cfg)` returns why the stage cannot apply to the data, or None.
-    """
-
-    name: str
-    run: Callable[[SplitData, "PipelineConfig", Path], dict[str, Recommender]]
-    load: Callable[[SplitData, "PipelineConfig", Path], dict[str, Recommender]] | None = None
-    fingerprint: Callable[["PipelineConfig"], object] = lambda cfg: None
-    needs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    applies: Callable[[SplitData, "PipelineConfig"], str | None] = lambda data, cfg: None
-
-
-class Ledger:
-    """OUT/stages.json: each stage's status (done, reused, skipped, failed), fingerprint, time and detail."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.previous = artifacts.read_json(path) if path.is_file() else {}
-        self.entries: dict[str, dict] = {}
-        self._lock = threading.Lock()  # stages that run at once record from their threads
-
-    def record(self, name: str, **entry) -> None:
-        with self._lock:
-            self.entries[name] = entry
-            artifacts.write_json(self.path, {**self.previous, **self.entries})
-
-    def finished(self, stage: ModelStage, fingerprint: str, out: Path) -> bool:
-        entry = self.previous.get(stage.name, {})
-        return (entry.get("status") in ("done", "reused") and entry.get("fingerprint") == fingerprint
-                and bool(stage.outputs) and all((out / o).exists() for o in stage.outputs))
-
-    def entry(self, name: str) -> dict:
-        """This run's record of a stage or, for a stage this run does not include, the last run's."""
-        return self.entries.get(name) or self.previous.get(name, {})
-
-    def status(self, name: str) -> str | None:
-        return self.entry(name).get("status")
-
-
-def stage_fingerprint(stage: ModelStage, cfg: "PipelineConfig", split_hash: str, ledger: Ledger) -> str:
-    """The stage's configuration, the split, the fingerprints of the stages it reads and the coldstart version,
-    hashed: artifacts another release trained are trained again, not reused."""
-    upstream = {need: ledger.entry(need).get("fingerprint") for need in stage.needs}
-    return config_hash({"stage": stage.name, "config": stage.fingerprint(cfg), "split": split_hash,
-                        "needs": upstream, "coldstart": coldstart.__version__})
-
-
-def config_hash(obj) -> str:
-    text = json.dumps(obj, sort_keys=True, default=lambda o: o.model_dump(mode="json") if hasattr(o, "model_dump")
-                      else str(o))
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def split_fingerprint(split) -> str:
@@ -274,14 +217,14 @@ def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
     cluster: list[bool] = []  # whether `start` was called
 
     def plan(stage: ModelStage) -> tuple[str, str]:
-        decided = _plan_stage(stage, data, cfg, split_hash, ledger)
+        decided = plan_stage(stage, data, cfg, split_hash, ledger)
         if decided[0] == "run" and start is not None and not cluster:
             start()
             cluster.append(True)
         return decided
 
     def run_one(stage: ModelStage, planned: tuple[str, str]) -> None:
-        models = _run_stage(stage, planned, data, cfg, ledger, progress)
+        models = run_stage(stage, planned, data, cfg, ledger, progress)
         metrics = {name: _timed_eval(name, model, data, cfg, ks, progress) for name, model in models.items()}
         with lock:  # the report lists rows and stages in the configured order, whichever finished first
             by_stage[stage.name] = metrics
@@ -333,124 +276,6 @@ def _served(cfg: PipelineConfig, data: SplitData, ks: tuple[int, ...], results: 
                              f"{g} {table.loc[g, 'val']:.4f} / {table.loc[g, 'test']:.4f}" for g in table.index))
     progress(f"served: {context['served']} ({time.perf_counter() - started:.1f} s)")
     return None
-
-
-def run_stages(stages: list[ModelStage], parallel: int, run_one: Callable[[ModelStage, Any], None],
-               plan: Callable[[ModelStage], Any] = lambda stage: None) -> None:
-    """Run every stage once the stages it reads (`needs`, `after`) that are in `stages` have returned, at most
-    `parallel` at once, the earliest listed first when several are ready: `plan(stage)` in this thread, then
-    `run_one(stage, plan's answer)`.
-
-    `run_one` records a stage's own failure and returns (the stages after it decide for themselves); what it
-    raises is raised here, once the stages running beside it have finished. One at a time, stages run in this
-    thread; more run in daemon threads, so an interrupt (Ctrl-C) stops the command without waiting for them.
-    """
-    names = {s.name for s in stages}
-    waiting, finished, running = list(stages), set(), set()
-    done: queue.Queue[str] = queue.Queue()
-    raised: list[BaseException] = []
-
-    def ready() -> ModelStage | None:
-        for stage in waiting:
-            if all(n in finished or n not in names for n in (*stage.needs, *stage.after)):
-                return stage
-        return waiting[0] if waiting and not running else None  # a cycle of `after`s: the listed order breaks it
-
-    def work(stage: ModelStage, planned) -> None:
-        try:
-            run_one(stage, planned)
-        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
-            raised.append(exc)
-        finally:
-            done.put(stage.name)
-
-    while waiting or running:
-        while not raised and len(running) < parallel and (stage := ready()) is not None:
-            waiting.remove(stage)
-            running.add(stage.name)
-            try:
-                planned = plan(stage)
-            except BaseException as exc:  # noqa: BLE001 - raised once the stages running have finished
-                raised.append(exc)
-                running.discard(stage.name)
-                break
-            if parallel == 1:
-                work(stage, planned)
-            else:
-                threading.Thread(target=work, args=(stage, planned), name=f"stage-{stage.name}", daemon=True).start()
-        if not running:
-            break
-        name = _next(done)
-        running.discard(name)
-        finished.add(name)
-    if raised:
-        raise raised[0]
-
-
-def _next(done: queue.Queue) -> str:
-    while True:  # a timed wait, so that Ctrl-C reaches this thread promptly
-        try:
-            return done.get(timeout=0.5)
-        except queue.Empty:
-            continue
-
-
-def _plan_stage(stage: ModelStage, data: SplitData, cfg: PipelineConfig, split_hash: str,
-                ledger: Ledger) -> tuple[Literal["skip", "reuse", "run"], str]:
-    """What a stage will do, decided once the stages it reads have finished: ("skip", why), or ("reuse" or
-    "run", its fingerprint)."""
-    blocked = [n for n in stage.needs if ledger.status(n) not in ("done", "reused")]
-    reason = (f"needs the {', '.join(blocked)} stage(s), which did not finish" if blocked
-              else stage.applies(data, cfg))
-    if reason:
-        return "skip", reason
-    fingerprint = stage_fingerprint(stage, cfg, split_hash, ledger)
-    reuse = not cfg.force and stage.load is not None and ledger.finished(stage, fingerprint, cfg.out)
-    return ("reuse" if reuse else "run"), fingerprint
-
-
-def _run_stage(stage: ModelStage, plan: tuple[str, str], data: SplitData, cfg: PipelineConfig, ledger: Ledger,
-               progress: Callable[[str], None]) -> dict[str, Recommender]:
-    """Skip, reuse or run one stage as planned, recording the outcome; a failure is recorded, not raised."""
-    action, detail = plan
-    if action == "skip":
-        progress(f"stage {stage.name}: skipped: {detail}")
-        ledger.record(stage.name, status="skipped", reason=detail)
-        return {}
-    fingerprint = detail
-    t = time.perf_counter()
-    try:
-        if action == "reuse":
-            progress(f"stage {stage.name}: reusing {', '.join(stage.outputs)} (same configuration; --force retrains)")
-            models = stage.load(data, cfg, cfg.out)
-            status = "reused"
-        else:
-            progress(f"stage {stage.name}")
-            models = stage.run(data, _stage_runs(cfg, stage.name, fingerprint), cfg.out)
-            status = "done"
-    except StageSkipped as exc:
-        progress(f"stage {stage.name}: skipped: {exc}")
-        ledger.record(stage.name, status="skipped", reason=str(exc))
-        return {}
-    except Exception as exc:  # noqa: BLE001 - any stage error is recorded and reported; the rest go on
-        line = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        log.exception("stage %s failed", stage.name)
-        progress(f"stage {stage.name}: FAILED: {line}")
-        ledger.record(stage.name, status="failed", error=line, fingerprint=fingerprint)
-        return {}
-    ledger.record(stage.name, status=status, fingerprint=fingerprint, seconds=round(time.perf_counter() - t, 1),
-                  models=list(models))
-    return models
-
-
-def _stage_runs(cfg: PipelineConfig, name: str, fingerprint: str) -> PipelineConfig:
-    """`cfg` with the stage's Ray runs under OUT/ray_results/STAGE-FINGERPRINT: a stage interrupted and run
-    again with the same data and configuration resumes its runs; after a change, or with `force`, it starts
-    them fresh (Ray Train would otherwise resume whatever run it finds under the same name)."""
-    storage = Path(cfg.scale.storage or cfg.out / "ray_results").resolve() / f"{name}-{fingerprint}"
-    if cfg.force:
-        shutil.rmtree(storage, ignore_errors=True)
-    return cfg.model_copy(update={"scale": cfg.scale.model_copy(update={"storage": storage})})
 
 
 def _run_seeds(cfg: PipelineConfig, stages, progress, start) -> dict[str, dict]:

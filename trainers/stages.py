@@ -7,6 +7,10 @@ run makes it), what it writes under OUT (`outputs`) and which configuration its
 artifacts depend on (`fingerprint`), so the pipeline can reuse a finished stage
 and skip one whose inputs are missing; `load` rebuilds a finished stage's models
 from its folders.
+
+Folders, report rows and the ensemble's members are the models' entries in
+`coldstart.registry`; a trained generator's own stage is derived from its entry
+(`train_stage`), the others are written here.
 """
 
 from __future__ import annotations
@@ -16,21 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
-from coldstart import artifacts
-from coldstart.config import ConfigError, load_config
-from coldstart.content import build_content
-from coldstart.evaluate import Recommender, SplitData, evaluate
+from coldstart import artifacts, registry
+from coldstart.config import load_config
+from coldstart.evaluate import Recommender, SplitData
 from coldstart.models.baselines import ContentKNNRecommender
-from coldstart.models.coldstart_model import load_cold_model, load_recommender_artifact, save_cold_model
-from coldstart.models.mf import EmbeddingRecommender
+from coldstart.models.coldstart_model import load_cold_model, load_recommender_artifact
+from coldstart.models.inputs import GeneratorInputs
 from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
-from coldstart.models.towers import cold_start_vectors
 from coldstart.models.vectors import VectorsRecommender, read_vectors
-from coldstart.pipeline import ModelStage, PipelineConfig, config_hash
+from coldstart.pipeline import PipelineConfig
+from coldstart.registry import ModelSpec
 from coldstart.serving.config import GENERATOR_FOLDERS  # what serving can load, by its folder under OUT
 from coldstart.serving.models import SERVING_LOCK, update_serving
+from coldstart.stages import ModelStage, config_hash
 from coldstart.text.encoder import ARTIFACT_FILE
-from trainers import backbone, distill, distill_encoder, embed, generator
+from trainers import backbone, distill, distill_encoder, embed
 
 log = logging.getLogger(__name__)
 
@@ -98,95 +102,64 @@ def encoder_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str,
     return {}
 
 
-# ---- backbone and generators --------------------------------------------------------------------------------
+# ---- backbone and the generators without a job of their own ---------------------------------------------------
 
 def backbone_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     result = backbone.run(backbone.BackboneConfig(**cfg.backbone.model_dump(), split=split_dir(data),
-                                                  out=out / "backbone", scale=cfg.scale, ray=cfg.ray))
+                                                  out=out / registry.model("backbone").folder, scale=cfg.scale,
+                                                  ray=cfg.ray))
     log.info("backbone: best epoch %s of %d", result.best["epoch"], len(result.history))
     return backbone_models(data, cfg, out)
 
 
 def backbone_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    return {"backbone (MF-BPR)": load_model(out / "backbone", data)}
+    return load_rows(data, out, "backbone")
 
 
 def baselines_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     """The bars every cold-start model is judged against: knn-warm (no training, saved as a servable
     generator) and a content-to-backbone regression (the towers trained with alignment alone: an MLP fitted
     with MSE to the warm vectors)."""
-    inputs = GeneratorInputs.load(data, out)
+    inputs = GeneratorInputs.from_folders(data, out)
     knn = KNNGenerator.fit(item_features=inputs.item_features, user_features=inputs.user_features,
                            item_vectors=inputs.item_vectors, user_vectors=inputs.user_vectors,
                            warm_items=data.warm_items, warm_users=inputs.warm_users,
                            item_dims=inputs.content["text_dim"], k=cfg.knn_k, user_k=cfg.knn_user_k)
-    inputs.save(out / "knn-warm", knn)
+    inputs.save(out / registry.model("knn-warm").folder, knn)
     result = distill.run(distill.DistillConfig(
         **{**cfg.distill.model_dump(), "bpr": 0.0, "distill": 0.0, "align": 1.0}, split=split_dir(data),
-        embeddings=out / "embeddings", backbone=out / "backbone", out=out / "regression", scale=cfg.scale,
-        ray=cfg.ray))
+        embeddings=out / "embeddings", backbone=out / "backbone", out=out / registry.model("regression").folder,
+        scale=cfg.scale, ray=cfg.ray))
     log.info("regression baseline: best cold-val epoch %s of %d", result.best["epoch"], len(result.history))
     return baselines_models(data, cfg, out)
 
 
 def baselines_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     choose_generator(out)
-    return {"knn-warm": load_model(out / "knn-warm", data),
-            "regression (MLP, MSE)": load_model(out / "regression", data)}
-
-
-class GeneratorInputs:
-    """What an untrained generator (knn-warm, an ensemble) is saved with, as the trained ones are."""
-
-    def __init__(self, data: SplitData, out: Path):
-        self.data = data
-        trained = load_model(out / "backbone", data)  # aligned with this split's ids
-        self.user_vectors, self.item_vectors = trained.user_vectors, trained.item_vectors
-        self.item_features, self.user_features, _, _, spec = build_content(data, out / "embeddings")
-        self.content = spec.to_json()
-        self.warm_users = data.train.getnnz(axis=1) > 0
-
-    @classmethod
-    def load(cls, data: SplitData, out: Path) -> "GeneratorInputs":
-        return cls(data, out)
-
-    def val_metrics(self, model) -> dict[str, float]:
-        users, items = cold_start_vectors(model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
-                                          warm_users=self.warm_users, warm_items=self.data.warm_items,
-                                          user_features=self.user_features, item_features=self.item_features)
-        val = evaluate(EmbeddingRecommender(users, items), self.data, on="val-select", ks=(20,))
-        return {f"{g}_val_ndcg@20": val[g]["ndcg@20"] for g in ("cold", "warm", "all")}
-
-    def cold_val(self, model) -> float:
-        return self.val_metrics(model)["cold_val_ndcg@20"]
-
-    def save(self, folder: Path, model) -> None:
-        """Save `model` with its cold-val figures, so serving's choice can weigh it with the trained ones."""
-        metrics = self.val_metrics(model)
-        save_cold_model(folder, self.data, model, user_vectors=self.user_vectors, item_vectors=self.item_vectors,
-                        user_features=self.user_features, item_features=self.item_features, content=self.content,
-                        meta={"epoch": None, "metrics": metrics, "selected_on": None})
+    return load_rows(data, out, "knn-warm", "regression")
 
 
 def ensemble_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     """Generators without training: knn-bag (`KNNGenerator.bag`: knn-warm averaged over neighbour counts and
     similarity spaces, neighbours among items with at least two training interactions), and the mean of the
-    generators the run trained (knn-warm, towers, VAE): less variance.
+    ensemble members (`coldstart.registry`: knn-warm, towers, VAE) the run made: less variance.
 
     On a user-cold split, how far new users are pulled towards the average user is chosen on cold-val.
     """
-    inputs = GeneratorInputs.load(data, out)
-    inputs.save(out / "knn-bag", KNNGenerator.bag(
+    inputs = GeneratorInputs.from_folders(data, out)
+    inputs.save(out / registry.model("knn-bag").folder, KNNGenerator.bag(
         item_features=inputs.item_features, user_features=inputs.user_features, item_vectors=inputs.item_vectors,
         user_vectors=inputs.user_vectors, warm_items=data.warm_items, warm_users=inputs.warm_users,
         item_dims=inputs.content["text_dim"], item_counts=data.item_popularity()))
-    members = [load_cold_model(out / name)[1] for name in ENSEMBLE_MEMBERS if (out / name / "model.json").is_file()]
+    made = [spec for spec in registry.ensemble_members() if (out / spec.folder / "model.json").is_file()]
+    members = [load_cold_model(out / spec.folder)[1] for spec in made]
     center = inputs.user_vectors[inputs.warm_users].mean(axis=0)
     shrinks = ENSEMBLE_SHRINKS if data.split.cold == "users" else (1.0,)
     scored = {s: inputs.cold_val(EnsembleGenerator.of(members, center, s)) for s in shrinks}
     best = max(scored, key=scored.get)
-    log.info("ensemble of %s; new users shrunk by %s (cold-val NDCG@20 %s)", ENSEMBLE_MEMBERS, best, scored)
-    inputs.save(out / "ensemble", EnsembleGenerator.of(members, center, best))
+    log.info("ensemble of %s; new users shrunk by %s (cold-val NDCG@20 %s)", [spec.name for spec in made], best,
+             scored)
+    inputs.save(out / registry.model("ensemble").folder, EnsembleGenerator.of(members, center, best))
     return ensemble_models(data, cfg, out)
 
 
@@ -195,61 +168,54 @@ ENSEMBLE_SHRINKS = (0.25, 0.5, 0.75, 1.0)
 
 def ensemble_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     choose_generator(out)
-    return {"coldstart (knn-bag)": load_model(out / "knn-bag", data),
-            "coldstart (ensemble)": load_model(out / "ensemble", data)}
-
-
-ENSEMBLE_MEMBERS = ("knn-warm", "distill", "vae")
+    return load_rows(data, out, "knn-bag", "ensemble")
 
 
 def ensemble_fingerprint(cfg: PipelineConfig) -> dict:
     """The members as they are now: a retrained member changes the ensemble."""
     found = {}
-    for name in ENSEMBLE_MEMBERS:
-        meta = cfg.out / name / "model.json"
-        found[name] = artifacts.read_json(meta).get("metrics") if meta.is_file() else None
+    for spec in registry.ensemble_members():
+        meta = cfg.out / spec.folder / "model.json"
+        found[spec.name] = artifacts.read_json(meta).get("metrics") if meta.is_file() else None
     return found
 
 
-def distill_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    result = distill.run(distill.DistillConfig(**cfg.distill.model_dump(), split=split_dir(data),
-                                               embeddings=out / "embeddings", backbone=out / "backbone",
-                                               out=out / "distill", scale=cfg.scale, ray=cfg.ray))
-    log.info("distill: best cold-val epoch %s of %d", result.best["epoch"], len(result.history))
-    return distill_models(data, cfg, out)
+# ---- a trained generator's own stage, from its registry entry --------------------------------------------------
 
+def train_stage(spec: ModelSpec) -> ModelStage:
+    """A trained generator's stage: its trainer's driver on the pipeline's options for it (`cfg.NAME`), or on its
+    search's winner (OUT/SEARCH/best.yaml) when a search stage of its own left one, into OUT/FOLDER."""
+    searched = spec.search_stage if spec.search_stage != spec.stage else None
 
-def distill_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    choose_generator(out)
-    return {"coldstart (distilled towers)": load_model(out / "distill", data)}
+    def fields(data: SplitData, cfg: PipelineConfig, out: Path) -> dict:
+        options = getattr(cfg, spec.name)
+        fields = {**options.model_dump(), "split": split_dir(data), "embeddings": out / "embeddings",
+                  "backbone": out / "backbone", "out": out / spec.folder, "scale": cfg.scale, "ray": cfg.ray}
+        best = out / searched / "best.yaml" if searched else None
+        if best is not None and best.is_file():
+            tuned = load_config(spec.config_class(), best)
+            fields.update({k: getattr(tuned, k) for k in type(options).model_fields})
+            log.info("%s: using the tuned settings of %s", spec.name, best)
+        return fields
 
+    def run(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+        result = spec.trainer_module().run(spec.config_class()(**fields(data, cfg, out)))
+        log.info("%s: best cold-val epoch %s of %d", spec.name, result.best["epoch"], len(result.history))
+        return load(data, cfg, out)
 
-def vae_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    """The VAE generator from `cfg.vae`, or from OUT/tune-vae/best.yaml when a search left one."""
-    result = generator.run(generator.GeneratorConfig(**vae_fields(data, cfg, out)))
-    log.info("vae: best cold-val epoch %s of %d", result.best["epoch"], len(result.history))
-    return vae_models(data, cfg, out)
+    def load(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+        choose_generator(out)
+        return load_rows(data, out, spec.name)
 
+    def fingerprint(cfg: PipelineConfig):
+        if searched is None:
+            return getattr(cfg, spec.name)
+        best = cfg.out / searched / "best.yaml"  # a search's winner, when one exists, decides the settings
+        return {spec.name: getattr(cfg, spec.name), "tuned": best.read_text() if best.is_file() else None}
 
-def vae_fields(data: SplitData, cfg: PipelineConfig, out: Path) -> dict:
-    fields = {**cfg.vae.model_dump(), "split": split_dir(data), "embeddings": out / "embeddings",
-              "backbone": out / "backbone", "out": out / "vae", "scale": cfg.scale, "ray": cfg.ray}
-    best = out / "tune-vae" / "best.yaml"
-    if best.is_file():
-        tuned = load_config(generator.GeneratorConfig, best)
-        fields.update({k: getattr(tuned, k) for k in type(cfg.vae).model_fields})
-        log.info("vae: using the tuned settings of %s", best)
-    return fields
-
-
-def vae_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    choose_generator(out)
-    return {"coldstart (VAE generator)": load_model(out / "vae", data)}
-
-
-def vae_fingerprint(cfg: PipelineConfig) -> dict:
-    best = cfg.out / "tune-vae" / "best.yaml"  # a search's winner, when one exists, decides the settings
-    return {"vae": cfg.vae, "tuned": best.read_text() if best.is_file() else None}
+    # After its search, when the run searches: it then trains the winner.
+    return ModelStage(spec.stage, run, load, fingerprint, needs=("embed", "backbone"), outputs=(spec.folder,),
+                      after=(searched,) if searched else ())
 
 
 def choose_generator(out: Path) -> str | None:
@@ -272,35 +238,33 @@ def load_model(folder: Path, data: SplitData) -> Recommender:
     return load_recommender_artifact(folder, data)
 
 
-STAGES = {
-    "embed": ModelStage("embed", embed_stage, embed_models, embed_fingerprint, outputs=("embeddings",)),
-    "encoder": ModelStage("encoder", encoder_stage, encoder_models, lambda cfg: {"student": cfg.encoder},
-                          needs=("embed",), outputs=("encoder",)),
-    "backbone": ModelStage("backbone", backbone_stage, backbone_models, lambda cfg: cfg.backbone,
-                           outputs=("backbone",)),
-    "baselines": ModelStage("baselines", baselines_stage, baselines_models,
-                            lambda cfg: {"distill": cfg.distill, "k": [cfg.knn_k, cfg.knn_user_k]},
-                            needs=("embed", "backbone"),
-                            outputs=("knn-warm", "regression")),
-    "ensemble": ModelStage("ensemble", ensemble_stage, ensemble_models, ensemble_fingerprint,
-                           needs=("baselines",), outputs=("knn-bag", "ensemble"),
-                           after=("distill", "vae", "tune-vae")),
-    "distill": ModelStage("distill", distill_stage, distill_models, lambda cfg: cfg.distill,
-                          needs=("embed", "backbone"), outputs=("distill",)),
-    "vae": ModelStage("vae", vae_stage, vae_models, vae_fingerprint, needs=("embed", "backbone"), outputs=("vae",),
-                      after=("tune-vae",)),  # trains the search's winner when the run searches
-}
+def load_rows(data: SplitData, out: Path, *names: str) -> dict[str, Recommender]:
+    """The named models' report rows, each loaded from its folder under `out`."""
+    return {registry.model(name).row: load_model(out / registry.model(name).folder, data) for name in names}
 
 
-def build_stages(cfg: PipelineConfig, registry: dict | None = None) -> list[ModelStage]:
-    """The configured stages in order; a stage that reads another's output must come after it."""
-    registry = registry or STAGES
-    unknown = [s for s in cfg.stages if s not in registry]
-    if unknown:
-        raise ConfigError(f"stages: unknown stage(s) {unknown}; known: {list(registry)}")
-    stages = [registry[name] for name in cfg.stages]
-    for position, stage in enumerate(stages):
-        late = [need for need in stage.needs if need in cfg.stages[position:]]
-        if late:
-            raise ConfigError(f"stages: {stage.name} reads what {', '.join(late)} writes; put it after them")
-    return stages
+def stages() -> dict[str, ModelStage]:
+    """The stages that train on Ray Train (or embed on Ray Data), by name: those written here, then the own
+    stage of each registered trainer that has one (a stage that searches is `tuning.stages`')."""
+    ensemble_needs = ("baselines",)
+    table = {
+        "embed": ModelStage("embed", embed_stage, embed_models, embed_fingerprint, outputs=("embeddings",)),
+        "encoder": ModelStage("encoder", encoder_stage, encoder_models, lambda cfg: {"student": cfg.encoder},
+                              needs=("embed",), outputs=("encoder",)),
+        "backbone": ModelStage("backbone", backbone_stage, backbone_models, lambda cfg: cfg.backbone,
+                               outputs=(registry.model("backbone").folder,)),
+        "baselines": ModelStage("baselines", baselines_stage, baselines_models,
+                                lambda cfg: {"distill": cfg.distill, "k": [cfg.knn_k, cfg.knn_user_k]},
+                                needs=("embed", "backbone"),
+                                outputs=(registry.model("knn-warm").folder, registry.model("regression").folder)),
+        # It waits for the stages that make its members when the run includes them.
+        "ensemble": ModelStage("ensemble", ensemble_stage, ensemble_models, ensemble_fingerprint,
+                               needs=ensemble_needs,
+                               outputs=(registry.model("knn-bag").folder, registry.model("ensemble").folder),
+                               after=tuple(s for s in registry.member_stages() if s not in (*ensemble_needs,
+                                                                                              "ensemble"))),
+    }
+    for spec in registry.trained():
+        if spec.stage not in table and spec.stage != spec.search_stage:
+            table[spec.stage] = train_stage(spec)
+    return table

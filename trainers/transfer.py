@@ -49,6 +49,11 @@ class TransferConfig(JobConfig, TransferOptions):
     scale: ScaleOptions = Field(default_factory=ScaleOptions, description="Workers, devices, failures.")
     ray: RayOptions = Field(default_factory=RayOptions, description="Cluster connection.")
 
+    @property
+    def split(self) -> Path:
+        """The split the model is trained and evaluated on: the target's (every other job calls it `split`)."""
+        return self.target
+
 
 def load_source(cfg: TransferConfig):
     if cfg.source in movielens.SOURCES:
@@ -232,6 +237,18 @@ class TransferJob(TrainJob):
 
     def load(self, folder):
         return load_transfer_state(folder)
+
+
+def prepare_search(cfg: TransferConfig) -> None:
+    """Before a search's trials: embed the source's item texts once, into the folder every trial reads."""
+    build_inputs(cfg, SplitData.from_split(load_split(cfg.target)))
+
+
+def search_notes(cfg: TransferConfig, model_dir: Path) -> list[str]:
+    """The lines heading a search's comparison: how much of the target the source covers."""
+    coverage = artifacts.read_json(Path(model_dir) / "model.json")["coverage"]
+    return [f"Source {cfg.source} covers {coverage['covered']} of {coverage['target_items']} target items "
+            f"({coverage['cold_covered']} of {coverage['cold_items']} cold ones).", ""]
 
 
 def run(cfg: TransferConfig, callbacks: list | None = None, context=None) -> TrainResult:

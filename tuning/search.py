@@ -10,34 +10,28 @@ switched off during a search (set to the number of epochs): stopping early is
 ASHA's job. The stage then trains the winner in full the way a trial trains,
 unless the winning trial already ran exactly that (`winning_trial_model`).
 
-Output in `out/`: `results.csv` and `results.md` (one row per trial),
+Output in `out/`: `results.csv` and `results.md` (one row per trial) and
 `best.yaml` (the whole job config of the best trial: `coldstart train JOB
---config best.yaml` retrains it), and for transfer `metric_vs_lam.png`.
+--config best.yaml` retrains it). The jobs, one per searchable model of
+`coldstart.registry`, and the search-then-train around this are `tuning.jobs`'.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field
 
 from coldstart import artifacts
-from coldstart.config import ConfigError, to_yaml
-from coldstart.data.split import load_split
-from coldstart.evaluate import SplitData, evaluate
-from coldstart.models import load_recommender
-from coldstart.report import markdown_table
-from trainers import generator, transfer
+from coldstart.config import to_yaml
 from trainers.common import ensure_ray
 from trainers.loop import LocalContext, run_storage
 from trainers.metrics import record_epoch
@@ -66,13 +60,16 @@ class SearchOptions(BaseModel):
 
 @dataclass
 class SearchJob:
-    """A trainer as Tune sees it: its config class, its driver and its search space."""
+    """A trainer as Tune sees it: its config class, its driver and its search space (`tuning.jobs` makes one
+    from a model's registry entry)."""
 
     name: str
     config: type
     run: Callable  # run(cfg, callbacks=...) -> TrainResult
     space: Callable[[], dict]  # Tune search space over the config's fields
     prepare: Callable | None = None  # run once before the trials (e.g. fill a shared cache)
+    compare: dict[str, dict] = field(default_factory=dict)  # label -> fixed fields, trained beside the winner
+    notes: Callable | None = None  # notes(cfg, model_dir) -> lines heading the comparison
 
 
 @dataclass
@@ -83,29 +80,6 @@ class SearchResult:
     trials: pd.DataFrame
     seconds: float
     scores: dict[str, list[float]]  # trial id -> its METRIC, epoch by epoch
-
-
-def vae_space() -> dict:
-    from ray import tune  # ray: heavy, only a search loads it
-
-    return {"latent": tune.choice([8, 16, 32, 64]), "hidden": tune.choice([128, 256, 512]),
-            "beta": tune.loguniform(1e-3, 1.0), "lr": tune.loguniform(3e-4, 3e-3),
-            "dropout": tune.uniform(0.0, 0.5)}
-
-
-def transfer_space() -> dict:
-    from ray import tune  # ray: heavy, only a search loads it
-
-    return {"lam": tune.uniform(0.0, 1.0), "lr": tune.loguniform(5e-4, 5e-3)}
-
-
-def _jobs() -> dict[str, SearchJob]:
-    def warm_source_cache(cfg):
-        transfer.build_inputs(cfg, SplitData.from_split(load_split(cfg.target)))
-
-    return {"vae": SearchJob("vae", generator.GeneratorConfig, generator.run, vae_space),
-            "transfer": SearchJob("transfer", transfer.TransferConfig, transfer.run, transfer_space,
-                                  prepare=warm_source_cache)}
 
 
 def trial_resources(options: SearchOptions, scale) -> dict[str, float]:
@@ -185,16 +159,13 @@ def trial_function(job: SearchJob) -> Callable:
     return trial
 
 
-def search(job_name: str, base_cfg: BaseModel, options: SearchOptions, out: Path) -> SearchResult:
-    """Run the search for `job_name` around `base_cfg`; write the results and the best config to `out`."""
+def search(job: SearchJob, base_cfg: BaseModel, options: SearchOptions, out: Path) -> SearchResult:
+    """Run the search for `job` around `base_cfg`; write the results and the best config to `out`."""
     from ray import tune  # ray: heavy, only a search loads it
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    jobs = _jobs()
-    if job_name not in jobs:
-        raise ConfigError(f"tune: unknown job {job_name!r}; known: {sorted(jobs)}")
-    job = jobs[job_name]
+    job_name = job.name
     ensure_ray(base_cfg.ray)
     started = time.perf_counter()
     out = Path(out).resolve()
@@ -273,89 +244,6 @@ def write_results(out: Path, job_name: str, trials: pd.DataFrame, best_cfg: Base
         lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
     artifacts.write_text(out / "results.md", "\n".join(lines) + "\n")
     artifacts.write_text(out / "best.yaml", f"# best of {len(trials)} trials on {METRIC}\n" + to_yaml(best_cfg))
-    if "lam" in trials:
-        artifacts.write_bytes(out / "metric_vs_lam.png", lam_chart(trials))
-
-
-def lam_chart(trials: pd.DataFrame, fixed: dict[float, float] | None = None) -> bytes:
-    """Cold-val NDCG@20 of every trial against its lam; `fixed` adds full runs (lam -> score) as a line."""
-    import matplotlib  # matplotlib: heavy, only the chart draws
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # matplotlib: heavy, only the chart draws
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    done = trials.dropna(subset=["best"])
-    ax.scatter(done["lam"], done["best"], c=["tab:orange" if s else "tab:blue" for s in done["stopped_early"]])
-    if fixed:
-        lams = sorted(fixed)
-        ax.plot(lams, [fixed[x] for x in lams], "k--", marker="s", label="full runs")
-        ax.legend()
-    ax.set_xlabel("lam (weight of the source loss)")
-    ax.set_ylabel(f"target {METRIC}")
-    ax.set_title("Target cold-val NDCG@20 against lam\n(dots: trials, orange if ASHA stopped them)", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def tune_config_class(job_name: str) -> type:
-    """The job's config plus a `search` section: what `coldstart tune JOB` reads."""
-    jobs = _jobs()
-    if job_name not in jobs:
-        raise ConfigError(f"tune: unknown job {job_name!r}; known: {sorted(jobs)}")
-    return create_model(f"Tune{jobs[job_name].config.__name__}", __base__=jobs[job_name].config,
-                        search=(SearchOptions, Field(default_factory=SearchOptions, description="The search.")))
-
-
-def _split_of(cfg) -> Path:
-    return cfg.target if hasattr(cfg, "target") else cfg.split
-
-
-def tune_and_train(job_name: str, cfg) -> dict:
-    """Search, then train the best config in full into OUT/model; for transfer also lam = 0 and lam = 1,
-    each evaluated on the target's val and test sets (comparison.md, metric_vs_lam.png)."""
-    started = time.perf_counter()
-    job = _jobs()[job_name]
-    out = Path(cfg.out)
-    base = job.config.model_validate(cfg.model_dump(mode="json", exclude={"search"}))
-    found = search(job_name, base, cfg.search, out)
-    runs = {"tuned": found.best_config.model_copy(update={"out": out / "model"})}
-    if job_name == "transfer":
-        runs["lam=0"] = found.best_config.model_copy(update={"out": out / "lam-0", "lam": 0.0})
-        runs["lam=1"] = found.best_config.model_copy(update={"out": out / "lam-1", "lam": 1.0})
-    winner = winning_trial_model(found, base, cfg.search)
-    if winner is not None:  # the retrain would replay it epoch for epoch: take the trial's own model
-        log.info("tune %s: the winning trial ran the job's %d epochs; its model is the tuned model", job_name,
-                 base.epochs)
-        with artifacts.atomic_dir(out / "model") as tmp:
-            shutil.copytree(winner, tmp, dirs_exist_ok=True)
-    train_all(job, [c for label, c in runs.items() if not (label == "tuned" and winner is not None)], cfg.search)
-    data = SplitData.from_split(load_split(_split_of(base)))
-    results, val = {}, {}
-    for label, run_cfg in runs.items():
-        name = f"{job_name} {label}" + (f" (lam={run_cfg.lam:.3f})" if label == "tuned" and job_name == "transfer"
-                                        else "")
-        model = load_recommender(str(run_cfg.out), data)
-        val[name] = evaluate(model, data, on="val")
-        results[name] = evaluate(model, data, on="test")
-        if label == "tuned":
-            tuned_name = name
-    lines = [f"# {job_name}: tuned against fixed settings", ""]
-    if job_name == "transfer":
-        coverage = _coverage(out / "model")
-        lines += [f"Source {base.source} covers {coverage['covered']} of {coverage['target_items']} target items "
-                  f"({coverage['cold_covered']} of {coverage['cold_items']} cold ones).", ""]
-        fixed = {run_cfg.lam: val[n]["cold"]["ndcg@20"] for n, run_cfg in zip(results, runs.values())}
-        artifacts.write_bytes(out / "metric_vs_lam.png", lam_chart(found.trials, fixed))
-    table = "Val:\n\n" + markdown_table(val) + "\nTest:\n\n" + markdown_table(results)
-    artifacts.write_text(out / "comparison.md", "\n".join(lines) + table)
-    artifacts.write_json(out / "comparison.json", {"val": val, "test": results, "tuned": tuned_name})
-    return {"table": "\n".join(lines) + table, "best_yaml": out / "best.yaml", "model": out / "model",
-            "results": results, "val": val, "tuned": tuned_name, "search": found,
-            "seconds": time.perf_counter() - started}
 
 
 def retrain_would_stop_before_best(scores: list[float], patience: int) -> bool:

@@ -1,4 +1,10 @@
-"""The pipeline's Tune stages: search, train the winner, and put it (and the fixed settings) in the report."""
+"""The pipeline's Tune stages: search, train the winner, and put it (and the fixed settings) in the report.
+
+A model whose registry entry has a search of its own stage (`coldstart.registry.Search.stage`, tune-NAME by
+default) gets `search_stage`: the search around the pipeline's options for it, the winner copied to the
+model's folder, where its own stage would train it. Transfer's stage is itself a search, with its source and
+its servable generator: it is written here.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from coldstart import artifacts
+from coldstart import artifacts, registry
 from coldstart.config import NotApplicable
 from coldstart.content import build_content
 from coldstart.data import movielens
 from coldstart.evaluate import Recommender, SplitData
 from coldstart.models.coldstart_model import save_cold_model
 from coldstart.models.transfer import TransferGenerator, TransferModel, fit_projection
-from coldstart.pipeline import ModelStage, PipelineConfig, StageSkipped
+from coldstart.pipeline import PipelineConfig
+from coldstart.registry import ModelSpec
 from coldstart.report import SOURCE_MARK
+from coldstart.stages import ModelStage, StageSkipped
 from trainers.stages import choose_generator, load_model, split_dir
 from trainers.transfer import load_transfer_state
-from tuning.search import tune_and_train, tune_config_class
+from tuning.jobs import tune_and_train, tune_config_class
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +40,27 @@ def _search_options(cfg: PipelineConfig) -> dict:
     return {"budget": cfg.tune.budget, "epochs": cfg.tune.epochs, "seed": cfg.tune.seed}
 
 
-def tune_vae_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    """Search the VAE around `cfg.vae`; OUT/tune-vae/best.yaml, and the best config trained in full as OUT/vae."""
-    cls = tune_config_class("vae")
-    summary = tune_and_train("vae", cls(**cfg.vae.model_dump(), split=split_dir(data), embeddings=out / "embeddings",
-                                        backbone=out / "backbone", out=out / "tune-vae", scale=cfg.scale,
-                                        ray=cfg.ray, search=_search_options(cfg)))
-    with artifacts.atomic_dir(out / "vae") as tmp:  # where serving and `vae` look for the generator
-        shutil.copytree(summary["model"], tmp, dirs_exist_ok=True)
-    return tune_vae_models(data, cfg, out)
+def search_stage(spec: ModelSpec) -> ModelStage:
+    """Search the model around `cfg.NAME`: OUT/SEARCH/best.yaml, and the best config trained in full, copied to
+    OUT/FOLDER (where serving and the model's own stage look for it)."""
+    name = spec.search_stage
 
+    def run(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+        cls = tune_config_class(spec.name)
+        summary = tune_and_train(spec.name, cls(**getattr(cfg, spec.name).model_dump(), split=split_dir(data),
+                                                embeddings=out / "embeddings", backbone=out / "backbone",
+                                                out=out / name, scale=cfg.scale, ray=cfg.ray,
+                                                search=_search_options(cfg)))
+        with artifacts.atomic_dir(out / spec.folder) as tmp:
+            shutil.copytree(summary["model"], tmp, dirs_exist_ok=True)
+        return load(data, cfg, out)
 
-def tune_vae_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    choose_generator(out)
-    return {"coldstart (VAE generator, tuned)": load_model(out / "vae", data)}
+    def load(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
+        choose_generator(out)
+        return {spec.tuned_row: load_model(out / spec.folder, data)}
+
+    return ModelStage(name, run, load, lambda cfg: {spec.name: getattr(cfg, spec.name), "tune": cfg.tune},
+                      needs=("embed", "backbone"), outputs=(name, spec.folder))
 
 
 def resolve_source(data: SplitData, cfg: PipelineConfig) -> str | None:
@@ -99,8 +114,9 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
     item_vectors = np.where(data.warm_items[:, None], backbone.item_vectors, learnt.item_vectors @ projection)
     generator = TransferGenerator.of(model, user_features=user_features, user_vectors=backbone.user_vectors,
                                      warm_users=warm_users, user_k=cfg.knn_user_k, projection=projection)
-    return save_cold_model(out / "transfer" / "generator", data, generator, user_vectors=backbone.user_vectors,
-                           item_vectors=item_vectors.astype(np.float32), user_features=user_features,
+    return save_cold_model(out / registry.model("transfer").folder, data, generator,
+                           user_vectors=backbone.user_vectors, item_vectors=item_vectors.astype(np.float32),
+                           user_features=user_features,
                            item_features=item_features, content=spec.to_json(),
                            meta={"epoch": meta.get("epoch"), "metrics": meta["metrics"],
                                  "selected_on": meta.get("selected_on"), "lam": meta["lam"]},
@@ -108,7 +124,7 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
 
 
 def transfer_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    generator = out / "transfer" / "generator" / "model.json"
+    generator = out / registry.model("transfer").folder / "model.json"
     # a run from before it was servable, or from before it served in the backbone's space
     if not generator.is_file() or not artifacts.read_json(generator)["config"].get("project_dim"):
         save_transfer_generator(data, cfg, out)
@@ -119,10 +135,13 @@ def transfer_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str
     return {name: load_model(out / "transfer" / folder, data) for folder, name in rows.items()}
 
 
-STAGES = {
-    "tune-vae": ModelStage("tune-vae", tune_vae_stage, tune_vae_models, lambda cfg: {"vae": cfg.vae, "tune": cfg.tune},
-                           needs=("embed", "backbone"), outputs=("tune-vae", "vae")),
-    "transfer": ModelStage("transfer", transfer_stage, transfer_models,
-                           lambda cfg: {"transfer": cfg.transfer, "source": cfg.source, "tune": cfg.tune},
-                           needs=("embed",), outputs=("transfer",), applies=transfer_applies),
-}
+def stages() -> dict[str, ModelStage]:
+    """The stages that search, by name: transfer's, then the search stage of each registered model that has one
+    beside its own stage."""
+    table = {"transfer": ModelStage("transfer", transfer_stage, transfer_models,
+                                    lambda cfg: {"transfer": cfg.transfer, "source": cfg.source, "tune": cfg.tune},
+                                    needs=("embed",), outputs=("transfer",), applies=transfer_applies)}
+    for spec in registry.searchable():
+        if spec.search_stage not in table and spec.search_stage != spec.stage:
+            table[spec.search_stage] = search_stage(spec)
+    return table

@@ -13,7 +13,8 @@ import pytest
 
 from coldstart.data.split import make_split, save_split
 from coldstart.models.baselines import PopularityRecommender
-from coldstart.pipeline import ModelStage, PipelineConfig, PipelineFailed, StageSkipped, run_pipeline
+from coldstart.pipeline import PipelineConfig, PipelineFailed, run_pipeline
+from coldstart.stages import ModelStage, StageSkipped
 
 
 @pytest.fixture

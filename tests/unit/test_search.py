@@ -47,7 +47,8 @@ def test_a_one_worker_trial_trains_in_its_own_process_and_a_bigger_one_on_ray_tr
 
     from trainers.generator import GeneratorConfig
     from trainers.loop import LocalContext
-    from tuning.search import SearchJob, run_trial, vae_space
+    from tuning.jobs import search_job
+    from tuning.search import SearchJob, run_trial
 
     calls = []
     monkeypatch.setattr(ray.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t7"))
@@ -56,7 +57,7 @@ def test_a_one_worker_trial_trains_in_its_own_process_and_a_bigger_one_on_ray_tr
         pass
 
     monkeypatch.setattr(tune_train, "TuneReportCallback", TuneReportCallback)
-    job = SearchJob("vae", GeneratorConfig, lambda cfg, **how: calls.append((cfg, how)), vae_space)
+    job = SearchJob("vae", GeneratorConfig, lambda cfg, **how: calls.append((cfg, how)), search_job("vae").space)
     base = GeneratorConfig(split=tmp_path, embeddings=tmp_path, backbone=tmp_path, out=tmp_path).model_dump(
         mode="json")
     for workers in (1, 2):
