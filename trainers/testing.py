@@ -12,11 +12,14 @@ a word-level vocabulary written here.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import socket
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from coldstart import registry
 from coldstart.data.schema import validate
 from coldstart.data.split import load_split, make_split, save_split
 from coldstart.evaluate import SplitData
@@ -32,6 +36,7 @@ from coldstart.models.coldstart_model import save_backbone
 from coldstart.ports import free_port
 from coldstart.testing import make_tables
 from coldstart.training import unwrap
+from trainers import loop
 from trainers.loop import LocalContext, fit, reduce_mean
 
 WORDS = ("a film about cats space love war ghosts fish robots music crime dogs the of and in").split()
@@ -219,3 +224,29 @@ def two_rank_check(device: str = "cpu", backend: str = "gloo", jobs=("backbone",
         print(f"two ranks {job_name:9s} over {backend} on {','.join(ranks[0]['device'])}: shards of {len(first)} "
               f"cover all {n} rows, one validation, weights equal (relative drift {drift:.1e}), {seconds:.1f} s")
     return rows
+
+
+@contextlib.contextmanager
+def in_process(folder: Path) -> Iterator[None]:
+    """Every trainer's driver fits its job in this process instead of on Ray Train, each run checkpointing in a
+    folder of its own under `folder`: the pipeline's stages, as they are, run on tiny data without a cluster.
+
+    `run_job` is what every driver calls (`trainers.loop`); each trainer module (every registered one is imported
+    first) sees it given a `LocalContext`, as a one-worker Tune trial runs a job."""
+    for spec in registry.trained():
+        spec.trainer_module()
+    original, runs = loop.run_job, itertools.count()
+
+    def run_here(job_class, cfg, *, context=None, **kwargs):
+        context = context or LocalContext(folder=Path(folder) / f"{job_class.name}-{next(runs)}")
+        return original(job_class, cfg, context=context, **kwargs)
+
+    patched = [module for name, module in list(sys.modules.items())
+               if name.split(".")[0] == "trainers" and getattr(module, "run_job", None) is original]
+    for module in patched:
+        module.run_job = run_here
+    try:
+        yield
+    finally:
+        for module in patched:
+            module.run_job = original
