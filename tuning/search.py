@@ -4,7 +4,8 @@ A trial is one call of a trainer's `run` with the sampled fields: with one
 worker per trial (the default) the trainer's skeleton fits the model in the
 trial's own process (`trainers.loop.run_in_process`); with more, a Ray Train run
 whose reports `TuneReportCallback` forwards. No training loop lives here, only
-search spaces and the scheduler. Every epoch's report reaches Tune, so ASHA
+the trials and the scheduler (the spaces are the models' registry entries').
+Every epoch's report reaches Tune, so ASHA
 compares trials on validation NDCG@20 epoch by epoch. The jobs' own patience is
 switched off during a search (set to the number of epochs): stopping early is
 ASHA's job. The stage then trains the winner in full the way a trial trains,
