@@ -226,7 +226,7 @@ def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tm
             info = client.get("/v1/items/sku-new-lamp").json()
             answer = client.post("/v1/recommend", json={"profile": {"liked": horror[:5]}, "k": 20}).json()
     answers = [line for line in lines if line.startswith("-> ")]
-    assert len(answers) == 7 and all(line.startswith("-> 20") for line in answers), lines
+    assert len(answers) == 8 and all(line.startswith("-> 20") for line in answers), lines
     registered = next(line for line in lines if line.startswith("\nPOST /v1/items"))
     assert '"name"' not in registered and '"tags"' in registered  # the shop's name went in as the title
     assert info["title"] == "Lamp of Dread" and info["registered"]
