@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import socket
 import sys
 import tempfile
@@ -195,8 +196,12 @@ def _rank_main(rank: int, world: int, port: int, root: str, job_name: str, devic
         Path(root, f"rank-{rank}.json").write_text(json.dumps({
             "validations": len(calls), "reports": ctx.reports, "weights": weights, "shard": first,
             "device": sorted({p.device.type for p in built[0].parameters()})}))
+        dist.barrier()  # neither rank tears the group down while the other still talks over it
     finally:
         dist.destroy_process_group()
+    # gloo's threads may still be winding down at interpreter exit, where C++ aborts them ("terminate called
+    # without an active exception"): what this rank had to say is written, so leave without that teardown
+    os._exit(0)
 
 
 def two_rank_check(device: str = "cpu", backend: str = "gloo", jobs=("backbone", "distill")) -> list[dict]:
