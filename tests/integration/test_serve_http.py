@@ -116,8 +116,8 @@ def test_the_demo_smoke_answers_every_kind_of_request(app):
 
     lines = []
     results = run_smoke(str(app["client"].base_url), app["artifacts"], echo=lines.append)
-    assert [status for _, status in results] == [200, 200, 200, 201, 200, 201, 200]
-    assert sum(line.startswith("-> ") for line in lines) == 7
+    assert [status for _, status in results] == [200, 200, 200, 200, 201, 200, 201, 200]  # /livez first
+    assert sum(line.startswith("-> ") for line in lines) == 8
 
 
 def test_metrics_reach_the_prometheus_endpoint(app, ray_cluster):
