@@ -55,7 +55,7 @@ class HashEncoder:
 
 def build(folder: Path, users: int, items: int, registered: int) -> None:
     from coldstart.serving.catalogue import Catalogue
-    from coldstart.serving.models import ServingGenerator
+    from coldstart.serving.served_models import ServingGenerator
     from coldstart.serving.stores import open_store
     from coldstart.testing.artifacts import build_artifacts
 

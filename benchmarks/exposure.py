@@ -90,7 +90,7 @@ def simulate(artifacts: Path, held: dict[str, set[str]], generator: str, new_sha
 
 def policies(artifacts: Path, shares: tuple[float, ...] = ()) -> dict[str, tuple[str, float]]:
     """{policy: (generator, share of slots for new items)}; `shares`: more fixed shares to compare."""
-    from coldstart.serving.models import serving_record
+    from coldstart.serving.served_models import serving_record
 
     record = serving_record(artifacts)
     served = record["generator"]

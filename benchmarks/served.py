@@ -23,7 +23,7 @@ def audit(out: Path) -> dict:
     from coldstart.evaluate import SplitData
     from coldstart.serving.catalogue import Catalogue
     from coldstart.serving.evidence import K, choose_served, mixed_lists, served_metrics
-    from coldstart.serving.models import ServingGenerator
+    from coldstart.serving.served_models import ServingGenerator
 
     data = SplitData.from_split(load_split(out / "split"))
     choice = choose_served(out, data)

@@ -32,7 +32,7 @@ from coldstart.models.student_encoder import StudentOptions
 from coldstart.report import markdown_table, write_report
 from coldstart.serving.evidence import choose_served, served_row
 from coldstart.serving.evidence import frame as served_frame
-from coldstart.serving.models import update_serving
+from coldstart.serving.served_models import update_serving
 from coldstart.stages import Ledger, ModelStage, plan_stage, run_stage, run_stages
 from coldstart.text import EmbedOptions
 

@@ -33,15 +33,15 @@ from ray.serve.handle import DeploymentHandle
 
 from coldstart.serving.api import create_api
 from coldstart.serving.config import ServeConfig
-from coldstart.serving.content import NewContent
+from coldstart.serving.new_content import NewContent
 from coldstart.serving.errors import RequestError
-from coldstart.serving.models import content_spec, resolve_encoder, resolve_generator
+from coldstart.serving.served_models import content_spec, resolve_encoder, resolve_generator
 from coldstart.serving.routing import FollowingRouter, Variant, write_routing
 from coldstart.serving.service import LocalStage, RecommendService
 from coldstart.serving.stores import open_store, without_password
 from serve.encoder import Encoder
 from serve.generator import Generator
-from serve.metrics import RayServeMetrics
+from serve.prometheus import RayServeMetrics
 from serve.ranker import Ranker, build_catalogue
 
 

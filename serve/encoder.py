@@ -1,6 +1,6 @@
 """Encoder deployment: text -> embedding, batched across concurrent requests (`@serve.batch`).
 
-A thin shell over `coldstart.serving.models.ServingEncoder` (the distilled
+A thin shell over `coldstart.serving.served_models.ServingEncoder` (the distilled
 student by default); it runs on a GPU where the replica is given one.
 """
 
@@ -13,7 +13,7 @@ import torch
 from ray import serve
 
 from coldstart.serving.config import ServeConfig
-from coldstart.serving.models import ServingEncoder, content_spec
+from coldstart.serving.served_models import ServingEncoder, content_spec
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)

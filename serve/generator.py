@@ -1,6 +1,6 @@
 """Generator deployment: content (text vector + attributes) -> collaborative vector (towers or VAE).
 
-A thin shell over `coldstart.serving.models.ServingGenerator`.
+A thin shell over `coldstart.serving.served_models.ServingGenerator`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from ray import serve
 
 from coldstart.serving.config import ServeConfig
-from coldstart.serving.models import ServingGenerator
+from coldstart.serving.served_models import ServingGenerator
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)

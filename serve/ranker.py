@@ -15,8 +15,8 @@ from ray.serve.handle import DeploymentHandle
 
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.config import ServeConfig
-from coldstart.serving.models import ServingGenerator
-from serve.metrics import index_size_gauge
+from coldstart.serving.served_models import ServingGenerator
+from serve.prometheus import index_size_gauge
 
 
 def build_catalogue(cfg: ServeConfig, follower: bool = False) -> Catalogue:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from coldstart.config import RayOptions
 from coldstart.ports import free_port
-from trainers.metrics import record_epoch
+from trainers.prometheus import record_epoch
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from coldstart.models.vectors import VectorsRecommender, read_vectors
 from coldstart.pipeline import PipelineConfig
 from coldstart.registry import ModelSpec
 from coldstart.serving.config import GENERATOR_FOLDERS  # what serving can load, by its folder under OUT
-from coldstart.serving.models import SERVING_LOCK, update_serving
+from coldstart.serving.served_models import SERVING_LOCK, update_serving
 from coldstart.stages import ModelStage, config_hash
 from coldstart.text.encoder import ARTIFACT_FILE
 from trainers import backbone, distill, distill_encoder, embed

@@ -36,7 +36,7 @@ from coldstart.config import ConfigError
 from coldstart.data.schema import DataError
 from coldstart.serving.config import GeneratorChoice
 from coldstart.serving.pg_store import TABLE, connect, display_url, first_line, table_sql
-from coldstart.serving.store import LOG_FILE, decode_record
+from coldstart.serving.file_store import LOG_FILE, decode_record
 from coldstart.serving.stores import StoreSpec, describe_store, parse_store_spec, store_location
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class BatchRecommender:
     def __init__(self, options: BatchOptions):
         # faiss and torch: loaded where a catalogue is built, not where these options are only read
         from coldstart.serving.catalogue import Catalogue
-        from coldstart.serving.models import ServingGenerator
+        from coldstart.serving.served_models import ServingGenerator
 
         self.options = options
         self.store = options.store_location()

@@ -22,10 +22,10 @@ import pandas as pd
 
 from coldstart.data.schema import find_table, read_table
 from coldstart.serving.commands import Commands
-from coldstart.serving.models import serving_record
+from coldstart.serving.served_models import serving_record
 from coldstart.serving.ranking import Queries
 from coldstart.serving.state import ServingState, UserEntry
-from coldstart.serving.store import RegistrationStore
+from coldstart.serving.file_store import RegistrationStore
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from coldstart.serving.errors import Conflict, NotFound
 from coldstart.serving.state import ServingState
-from coldstart.serving.store import RegistrationStore
+from coldstart.serving.file_store import RegistrationStore
 
 log = logging.getLogger(__name__)
 

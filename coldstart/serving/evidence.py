@@ -46,7 +46,7 @@ from coldstart.models.artifact import is_artifact
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.ranking import interleave
 from coldstart.serving.config import GENERATOR_FOLDERS
-from coldstart.serving.models import ServingGenerator
+from coldstart.serving.served_models import ServingGenerator
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The registration store in PostgreSQL: for ranker replicas on several machines.
 
-The file log (`coldstart.serving.store`) relies on `flock` and `O_APPEND`,
+The file log (`coldstart.serving.file_store`) relies on `flock` and `O_APPEND`,
 which a network volume shared by pods does not reliably honour. Here the
 records are rows of one table, `coldstart_registrations (id bigserial, record
 json, created_at timestamptz, about text[])`, and the database gives the three

@@ -1,7 +1,7 @@
 """What a registration store's records mean for erasure: which entities a record is about, and which records a
 later deletion erases.
 
-Both back ends (`coldstart.serving.store`, `coldstart.serving.pg_store`) erase by this one rule, and
+Both back ends (`coldstart.serving.file_store`, `coldstart.serving.pg_store`) erase by this one rule, and
 `coldstart.serving.stores`, which picks a back end, states it as part of the store contract; it lives here, a
 leaf that imports nothing of the project, so the back ends and the module that opens them do not import each
 other.

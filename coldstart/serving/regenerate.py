@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from coldstart.serving.content import NewContent, Side
-from coldstart.serving.models import ServingEncoder
+from coldstart.serving.new_content import NewContent, Side
+from coldstart.serving.served_models import ServingEncoder
 
 log = logging.getLogger(__name__)
 

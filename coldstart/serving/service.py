@@ -17,10 +17,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from coldstart.serving.content import NewContent
+from coldstart.serving.new_content import NewContent
 from coldstart.serving.errors import Invalid, NotFound
-from coldstart.serving.metrics import ServiceMetrics
-from coldstart.serving.models import ServingEncoder, ServingGenerator
+from coldstart.serving.service_metrics import ServiceMetrics
+from coldstart.serving.served_models import ServingEncoder, ServingGenerator
 from coldstart.serving.routing import VARIANT_HEADER
 from coldstart.serving.schemas import (Deleted, Health, ItemInfo, NewInteraction, NewItem, NewUser, Recommendation,
                                        RecommendRequest, Recorded, Registered)

@@ -13,7 +13,7 @@ import httpx
 import pandas as pd
 
 from coldstart.data.schema import find_table, read_table
-from coldstart.serving.models import content_spec
+from coldstart.serving.served_models import content_spec
 
 
 def _examples(artifacts: Path) -> tuple[str, dict, dict]:

@@ -18,7 +18,7 @@ A store keeps registered items and users as an ordered list of JSON records.
 
 Two back ends:
 
-- a folder: the file log of `coldstart.serving.store` (one machine; `flock` and
+- a folder: the file log of `coldstart.serving.file_store` (one machine; `flock` and
   `O_APPEND`, which network volumes do not reliably honour);
 - a `postgresql://` URL: a table in PostgreSQL (`coldstart.serving.pg_store`),
   for ranker replicas on several machines.
@@ -36,7 +36,7 @@ from pydantic import BeforeValidator
 from coldstart.config import ConfigError
 from coldstart.serving.pg_store import PostgresStore, display_url
 from coldstart.serving.records import erased  # noqa: F401 - part of the contract above; its home is records
-from coldstart.serving.store import RegistrationStore
+from coldstart.serving.file_store import RegistrationStore
 
 DATABASE_SCHEMES = ("postgresql://", "postgres://")
 STORE_ENV = "COLDSTART_STORE"

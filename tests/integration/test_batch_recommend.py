@@ -7,7 +7,7 @@ import pytest
 
 from coldstart.serving.batch import BatchOptions, recommend_in_process
 from coldstart.serving.catalogue import Catalogue
-from coldstart.serving.models import ServingGenerator
+from coldstart.serving.served_models import ServingGenerator
 from coldstart.serving.stores import open_store
 from coldstart.testing.artifacts import build_artifacts
 

@@ -28,7 +28,7 @@ from coldstart.data.schema import validate
 from coldstart.data.split import make_split, save_split
 from coldstart.ports import free_port
 from coldstart.testing import make_tables
-from trainers import metrics as train_metrics
+from trainers import prometheus as train_metrics
 
 pytestmark = pytest.mark.slow
 

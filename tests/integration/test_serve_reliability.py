@@ -31,7 +31,7 @@ from fastapi.testclient import TestClient
 from coldstart.serving.api import create_api
 from coldstart.serving.schemas import RecommendRequest
 from coldstart.serving.service import local_service
-from coldstart.serving.store import LOG_FILE, decode_record, encode_record
+from coldstart.serving.file_store import LOG_FILE, decode_record, encode_record
 from coldstart.serving.stores import open_store
 from coldstart.ports import free_port
 from tests.conftest import deploy_app

@@ -10,7 +10,7 @@ from coldstart.data.schema import DataError
 from coldstart.serving.batch import COLUMNS, BatchOptions, BatchRecommender, read_registrations, read_user_ids, \
     recommend_in_process
 from coldstart.serving.catalogue import Catalogue
-from coldstart.serving.models import ServingGenerator
+from coldstart.serving.served_models import ServingGenerator
 from coldstart.serving.stores import open_store
 from coldstart.testing.artifacts import build_artifacts
 

@@ -339,7 +339,7 @@ SERVE_METRICS = {"coldstart_requests_total", "coldstart_stage_latency_ms", "cold
 
 
 def test_grafana_dashboard_names_only_emitted_metrics():
-    from trainers import metrics as train_metrics
+    from trainers import prometheus as train_metrics
 
     dashboard = json.loads((CLUSTER / "monitoring" / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]

@@ -146,7 +146,7 @@ def test_a_deletion_touches_only_what_the_entity_did(artifacts, tmp_path):
     """Per-entity interaction indexes: deleting a user or an item never walks every interaction of the store
     (it did, for each deletion, under the catalogue's lock)."""
     from coldstart.serving.catalogue import Catalogue
-    from coldstart.serving.models import ServingGenerator
+    from coldstart.serving.served_models import ServingGenerator
 
     catalogue = Catalogue.from_artifacts(artifacts, ServingGenerator(artifacts, "auto"), open_store(tmp_path / "s"),
                                          encoder=None)

@@ -10,7 +10,7 @@ from coldstart.evaluate import GROUPS, SplitData, evaluate
 from coldstart.models.coldstart_model import load_recommender_artifact
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.evidence import mixed_lists, served_metrics
-from coldstart.serving.models import ServingGenerator
+from coldstart.serving.served_models import ServingGenerator
 
 
 @pytest.fixture(scope="module")

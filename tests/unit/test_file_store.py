@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from coldstart.serving.store import LOG_FILE, RegistrationStore
+from coldstart.serving.file_store import LOG_FILE, RegistrationStore
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -28,7 +28,7 @@ from coldstart.models.coldstart_model import load_recommender_artifact, save_bac
 from coldstart.models.kinds import cold_model
 from coldstart.pipeline import PipelineConfig, model_options
 from coldstart.serving.config import GENERATOR_FOLDERS, ServeConfig
-from coldstart.serving.models import ServingGenerator, pick_generator
+from coldstart.serving.served_models import ServingGenerator, pick_generator
 from coldstart.testing import make_tables
 from coldstart.testing.artifacts import WordEncoder, write_embeddings
 from coldstart.training import StepTraining

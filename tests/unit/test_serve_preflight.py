@@ -15,7 +15,7 @@ from coldstart import artifacts as io
 from coldstart.config import ConfigError
 from coldstart.data.schema import DataError
 from coldstart.serving.config import ServeConfig
-from coldstart.serving.models import ServingEncoder, pick_encoder, resolve_encoder
+from coldstart.serving.served_models import ServingEncoder, pick_encoder, resolve_encoder
 from coldstart.serving.preflight import check_artifacts
 from coldstart.text.encoder import ARTIFACT_FILE
 from coldstart.testing.artifacts import build_artifacts
@@ -128,7 +128,7 @@ def test_unwritable_store(folder, tmp_path):
 
 
 def test_an_existing_store_is_read_not_changed(folder):
-    from coldstart.serving.store import RegistrationStore
+    from coldstart.serving.file_store import RegistrationStore
 
     store = RegistrationStore(folder / "registry")
     with store.writing() as writer:
@@ -175,14 +175,14 @@ def test_resolve_encoder_follows_serving_json(folder):
 
 
 def test_the_loaded_encoder_and_generator_are_logged_with_the_reason(folder, caplog):
-    from coldstart.serving.models import ServingGenerator
+    from coldstart.serving.served_models import ServingGenerator
 
     io.write_json(folder / "serving.json", {"generator": "distill", "cold_val_ndcg@20": {"distill": 0.25},
                                             "selected_on": "cold_val_ndcg@20", "encoder": "teacher"})
-    with caplog.at_level(logging.INFO, logger="coldstart.serving.models"):
+    with caplog.at_level(logging.INFO, logger="coldstart.serving.served_models"):
         generator = ServingGenerator(folder)
         ServingEncoder(folder, generator.meta["content"])
-    lines = [r.getMessage() for r in caplog.records if r.name == "coldstart.serving.models"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "coldstart.serving.served_models"]
     assert any(line.startswith("generator: distill") and "0.25" in line for line in lines), lines
     assert any(line.startswith("encoder: teacher") and "serving.json" in line for line in lines), lines
 

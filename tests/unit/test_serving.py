@@ -13,9 +13,9 @@ from coldstart.serving.api import create_api
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.errors import Conflict
 from coldstart.serving.index import ItemIndex
-from coldstart.serving.models import ServingEncoder, ServingGenerator
+from coldstart.serving.served_models import ServingEncoder, ServingGenerator
 from coldstart.serving.service import LocalStage, RecommendService
-from coldstart.serving.store import RegistrationStore, encode_record
+from coldstart.serving.file_store import RegistrationStore, encode_record
 from coldstart.text.templates import TextTemplates, item_texts
 
 SCI_FI_JOB = "job5"  # make_tables: users with occupation jobN mostly like genre N; GENRES[5] is Sci-Fi
@@ -276,7 +276,7 @@ def test_vae_and_student_encoder_are_served_when_present(artifacts, tmp_path, mi
     from coldstart.models.coldstart_model import save_cold_model
     from coldstart.models.student_encoder import build_student, save_student
     from coldstart.models.vae import ConditionalVAE
-    from coldstart.serving.models import resolve_generator
+    from coldstart.serving.served_models import resolve_generator
 
     folder = tmp_path / "artifacts"
     shutil.copytree(artifacts, folder)

@@ -20,7 +20,7 @@ from coldstart.config import ConfigError
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.errors import Conflict
 from coldstart.serving.pg_store import PostgresStore, display_url
-from coldstart.serving.store import RegistrationStore
+from coldstart.serving.file_store import RegistrationStore
 from coldstart.serving.stores import Store, describe_store, open_store, parse_store_spec
 
 
@@ -148,7 +148,7 @@ def test_a_record_written_by_another_process_is_durable(spec):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, minilm):
-    from coldstart.serving.models import ServingGenerator
+    from coldstart.serving.served_models import ServingGenerator
     from coldstart.testing.artifacts import build_artifacts
 
     # Two epochs: registration's bookkeeping is under test here, not how well the model ranks.

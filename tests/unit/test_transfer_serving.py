@@ -19,7 +19,7 @@ from coldstart.models.mf import EmbeddingRecommender, TrainPairs
 from coldstart.models.transfer import TransferModel, TransferTraining, target_vectors
 from coldstart.pipeline import PipelineConfig
 from coldstart.serving.api import create_api
-from coldstart.serving.models import ServingGenerator
+from coldstart.serving.served_models import ServingGenerator
 from coldstart.serving.service import local_service
 from coldstart.testing.artifacts import build_artifacts
 from trainers.stages import choose_generator

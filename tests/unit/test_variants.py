@@ -65,7 +65,7 @@ def test_registrations_made_with_old_artifacts_are_made_again_by_new_ones(servin
 
     # without an encoder to make them again, they are left out, as before (counted as stale)
     from coldstart.serving.catalogue import Catalogue
-    from coldstart.serving.models import ServingGenerator
+    from coldstart.serving.served_models import ServingGenerator
 
     strict = Catalogue.from_artifacts(serving_artifacts_b, ServingGenerator(serving_artifacts_b), open_store(store),
                                       encoder=None)
@@ -158,7 +158,7 @@ def test_a_plain_app_refuses_a_variant_it_does_not_serve(serving_artifacts, tmp_
 def test_the_api_key_never_reaches_the_store(serving_artifacts, tmp_path):
     """The routing is a record of the registration store; the key is the front's alone."""
     from coldstart.serving.config import ServeConfig
-    from coldstart.serving.store import LOG_FILE
+    from coldstart.serving.file_store import LOG_FILE
     from serve.app import build_app
     from serve.local import variants_of
 

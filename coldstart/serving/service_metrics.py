@@ -1,7 +1,7 @@
 """What the request logic reports about itself; the serving layer plugs in real metrics.
 
 The core stays free of Ray: `ServiceMetrics` records nothing, and
-`serve/metrics.py` backs the same calls with `ray.serve.metrics`.
+`serve/prometheus.py` backs the same calls with `ray.serve.prometheus`.
 """
 
 from __future__ import annotations

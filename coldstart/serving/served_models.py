@@ -29,7 +29,7 @@ from coldstart.config import ConfigError
 from coldstart.models.artifact import MODEL_FILE, is_artifact
 from coldstart.models.coldstart_model import load_cold_model, placed_items
 from coldstart.serving.config import GENERATOR_FOLDERS
-from coldstart.serving.content import NewContent, Side
+from coldstart.serving.new_content import NewContent, Side
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, TextEncoder
 
 ENCODERS = ("student", "teacher")

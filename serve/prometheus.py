@@ -1,4 +1,4 @@
-"""The service's metrics through `ray.serve.metrics`: on the Ray dashboard and the Prometheus endpoint.
+"""The service's metrics through `ray.serve.prometheus`: on the Ray dashboard and the Prometheus endpoint.
 
 Names and tags are a contract (a Grafana dashboard and a scrape test read them):
 coldstart_requests_total{endpoint, path, variant}, coldstart_stage_latency_ms{stage, variant},
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ray.serve import metrics
 
-from coldstart.serving.metrics import ServiceMetrics
+from coldstart.serving.service_metrics import ServiceMetrics
 
 LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 
