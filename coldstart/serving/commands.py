@@ -9,7 +9,7 @@ same body (a client's retry after an answer it never got) is answered as the
 first time and writes nothing; a different body under a taken id is a 409. The
 same (user, item, timestamp) again is the same interaction. A deletion holds only
 the kind and id; once applied, the store erases every earlier record about the
-entity (`coldstart.serving.stores.erased`): its registration with its text and
+entity (`coldstart.serving.records.erased`): its registration with its text and
 attributes, and its interactions. A deleted trained user or item is hidden the
 same way; its rows in the training artifacts stay until the next training run
 leaves them out. The id may be registered again afterwards, as a new entity.
