@@ -22,7 +22,6 @@ driver reads the store first and hands its position to the actors.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,12 +31,9 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from coldstart.config import ConfigError
 from coldstart.data.schema import DataError
 from coldstart.serving.config import GeneratorChoice
-from coldstart.serving.pg_store import TABLE, connect, display_url, first_line, table_sql
-from coldstart.serving.file_store import LOG_FILE, decode_record
-from coldstart.serving.stores import StoreSpec, describe_store, parse_store_spec, store_location
+from coldstart.serving.stores import StoreSpec, describe_store, read_snapshot, store_location
 
 log = logging.getLogger(__name__)
 
@@ -75,35 +71,7 @@ class BatchOptions(BaseModel):
 def read_registrations(spec: Path | str, upto: int | None = None) -> tuple[list[dict], int]:
     """(records, position) of a store up to `upto` (all when None), writing nothing: not the log file
     nor its folder when there is none, not the table when it is missing."""
-    spec = parse_store_spec(spec)
-    if isinstance(spec, Path):
-        return _read_log(spec, upto)
-    return read_committed(spec, upto=upto)
-
-
-def _read_log(folder: Path, upto: int | None) -> tuple[list[dict], int]:
-    """Whole, intact lines of the file log (as `RegistrationStore.read_new` takes them), up to byte `upto`."""
-    path = folder / LOG_FILE
-    if not path.is_file():
-        if upto:
-            raise DataError("the registration log the job started with is gone", file=path)
-        return [], 0
-    with open(path, "rb") as f:
-        data = f.read() if upto is None else f.read(upto)
-    if upto is not None and len(data) < upto:
-        raise DataError(f"the registration log is shorter ({len(data)} bytes) than when the job started "
-                        f"({upto}): was it cut or replaced?", file=path)
-    end = data.rfind(b"\n") + 1  # a line still being written (or torn by a crash) is not a record yet
-    records, damaged = [], 0
-    for line in data[:end].splitlines(keepends=True):
-        record = decode_record(line)
-        if record is None:
-            damaged += 1
-        else:
-            records.append(record)
-    if damaged:
-        log.warning("%s: skipped %d damaged record(s)", path, damaged)
-    return records, end
+    return read_snapshot(spec, upto)
 
 
 class _Snapshot:
@@ -207,27 +175,3 @@ def recommend_in_process(options: BatchOptions, users: str | Path | Sequence[str
     recommender = BatchRecommender(options)
     ids = recommender.users(users) if isinstance(users, (str, Path)) else list(users)
     return recommender.recommend(ids)
-
-
-def read_committed(url: str, *, upto: int | None = None, table: str = TABLE) -> tuple[list[dict], int]:
-    """(records with id <= `upto`, all when None; the last id read), creating nothing: a missing table
-    has no records. For readers that never write (batch recommendations)."""
-    import psycopg  # psycopg: optional, only a database store loads it
-
-    conn = connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
-            if not cur.fetchone()[0]:
-                if upto:
-                    raise ConfigError(f"registration store {display_url(url)}: table {table} is gone")
-                return [], 0
-            cur.execute(table_sql("SELECT id, record::text FROM {table} WHERE id <= %s ORDER BY id", table),
-                        (upto if upto is not None else 2**63 - 1,))
-            rows = cur.fetchall()
-    except psycopg.Error as exc:
-        raise ConfigError(f"registration store {display_url(url)}: {first_line(exc)}") from None
-    finally:
-        conn.close()
-    records = [r for r in (json.loads(text) for _, text in rows) if isinstance(r, dict)]
-    return records, rows[-1][0] if rows else (upto or 0)

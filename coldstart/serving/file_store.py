@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from coldstart.artifacts import _fsync_dir
+from coldstart.data.schema import DataError
 from coldstart.serving.records import erased
 
 log = logging.getLogger(__name__)
@@ -220,3 +221,29 @@ class _Writer:
         if os.stat(self.store.path).st_size != self.store.offset:
             raise RuntimeError("read_new() must return every record before erase()")
         return self.store._erase()
+
+
+def read_snapshot(folder: Path, upto: int | None = None) -> tuple[list[dict], int]:
+    """(records, position) of the file log in `folder` up to byte `upto` (all when None), as
+    `RegistrationStore.read_new` takes them, writing nothing: the batch job's fixed view of the store."""
+    path = folder / LOG_FILE
+    if not path.is_file():
+        if upto:
+            raise DataError("the registration log the job started with is gone", file=path)
+        return [], 0
+    with open(path, "rb") as f:
+        data = f.read() if upto is None else f.read(upto)
+    if upto is not None and len(data) < upto:
+        raise DataError(f"the registration log is shorter ({len(data)} bytes) than when the job started "
+                        f"({upto}): was it cut or replaced?", file=path)
+    end = data.rfind(b"\n") + 1  # a line still being written (or torn by a crash) is not a record yet
+    records, damaged = [], 0
+    for line in data[:end].splitlines(keepends=True):
+        record = decode_record(line)
+        if record is None:
+            damaged += 1
+        elif record.get("kind") != HEADER_KIND:
+            records.append(record)
+    if damaged:
+        log.warning("%s: skipped %d damaged record(s)", path, damaged)
+    return records, end

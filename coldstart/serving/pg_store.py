@@ -46,69 +46,15 @@ import threading
 from collections.abc import Iterator
 
 from coldstart.config import ConfigError
+from coldstart.serving.pg_connection import TABLE, connect, display_url, encode, first_line, table_sql  # noqa: F401
 from coldstart.serving.records import concerns, supersedes
 
 log = logging.getLogger(__name__)
 
-TABLE = "coldstart_registrations"
-# Connection settings, each unless the URL gives its own.
-CONNECT_DEFAULTS = {"connect_timeout": 10, "application_name": "coldstart",
-                    # notice a dead server or network in about a minute, not the OS's two hours
-                    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 LOCK_TIMEOUT_S = 30.0  # a writer waits this long for the lock, then the request fails (and is retried)
 IDLE_IN_TRANSACTION_S = 60.0  # the server ends a writer's session that holds the lock this long doing nothing
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _CREATE_LOCK = 0x636F6C64  # advisory lock key: replicas starting together create the table once ("cold")
-
-
-def display_url(url: str) -> str:
-    """`postgresql://user@host:port/db`: what a log line or an error may show (never the password)."""
-    from psycopg.conninfo import conninfo_to_dict  # psycopg: optional, only a database store loads it
-
-    try:
-        params = conninfo_to_dict(url)
-    except Exception:  # noqa: BLE001 - a URL libpq cannot parse: show only its scheme
-        return url.split("://", 1)[0] + "://..."
-    user = f"{params['user']}@" if params.get("user") else ""
-    port = f":{params['port']}" if params.get("port") else ""
-    return f"postgresql://{user}{params.get('host') or 'localhost'}{port}/{params.get('dbname') or ''}"
-
-
-def encode(record: dict) -> str:
-    if not isinstance(record, dict):
-        raise TypeError(f"a registration record is a dict, got {type(record).__name__}")
-    # As the file log writes it: ASCII, no NaN (which PostgreSQL's json would refuse anyway).
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def table_sql(template: str, table: str):
-    """A statement naming the table (quoted as an identifier, never pasted in)."""
-    from psycopg import sql  # psycopg: optional, only a database store loads it
-
-    return sql.SQL(template).format(table=sql.Identifier(table))
-
-
-def connect(url: str):
-    """A connection with our defaults; raises ConfigError naming the server (not the password) on failure."""
-    import psycopg  # psycopg: optional, only a database store loads it
-    from psycopg.conninfo import conninfo_to_dict  # psycopg: optional, only a database store loads it
-
-    try:
-        given = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"registration store {display_url(url)}: not a valid PostgreSQL URL "
-                          f"({first_line(exc)})") from None
-    extra = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in given}
-    try:
-        conn = psycopg.connect(url, autocommit=False, **extra)
-    except psycopg.Error as exc:
-        raise ConfigError(f"registration store {display_url(url)}: cannot connect ({first_line(exc)})") from None
-    return conn
 
 
 def about(record: dict) -> list[str]:
@@ -335,3 +281,27 @@ class PostgresWriter:
         supersedes (`records.supersedes`), in one transaction (nobody inserts between them), found by key;
         committed when this returns. How many records went."""
         return self.store._delete(record)
+
+
+def read_snapshot(url: str, upto: int | None = None, *, table: str = TABLE) -> tuple[list[dict], int]:
+    """(records with id <= `upto`, all when None; the last id read), creating nothing: a missing table
+    has no records. For readers that never write (batch recommendations)."""
+    import psycopg  # psycopg: optional, only a database store loads it
+
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+            if not cur.fetchone()[0]:
+                if upto:
+                    raise ConfigError(f"registration store {display_url(url)}: table {table} is gone")
+                return [], 0
+            cur.execute(table_sql("SELECT id, record::text FROM {table} WHERE id <= %s ORDER BY id", table),
+                        (upto if upto is not None else 2**63 - 1,))
+            rows = cur.fetchall()
+    except psycopg.Error as exc:
+        raise ConfigError(f"registration store {display_url(url)}: {first_line(exc)}") from None
+    finally:
+        conn.close()
+    records = [r for r in (json.loads(text) for _, text in rows) if isinstance(r, dict)]
+    return records, rows[-1][0] if rows else (upto or 0)

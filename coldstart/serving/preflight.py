@@ -27,7 +27,7 @@ from coldstart.data.schema import DataError, find_table, read_table
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.config import ServeConfig
 from coldstart.serving.served_models import ServingGenerator, pick_encoder, resolve_generator
-from coldstart.serving.pg_store import TABLE, connect, display_url, first_line, table_sql
+from coldstart.serving.pg_connection import TABLE, connect, display_url, first_line, table_sql
 from coldstart.serving.file_store import LOG_FILE, RegistrationStore
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, auto_classes, resolve_model_path
 from coldstart.text.templates import template_fields

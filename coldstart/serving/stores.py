@@ -34,6 +34,7 @@ from typing import Annotated, Protocol, runtime_checkable
 from pydantic import BeforeValidator
 
 from coldstart.config import ConfigError
+from coldstart.serving import file_store, pg_store
 from coldstart.serving.pg_store import PostgresStore, display_url
 from coldstart.serving.records import erased  # noqa: F401 - part of the contract above; its home is records
 from coldstart.serving.file_store import RegistrationStore
@@ -118,6 +119,16 @@ def with_password(url: str) -> str:
     reads PGPASSWORD or ~/.pgpass."""
     full = os.environ.get(STORE_ENV) or ""
     return full if is_database_url(full) and full != url and without_password(full) == url else url
+
+
+def read_snapshot(spec: str | Path, upto: int | None = None) -> tuple[list[dict], int]:
+    """(records, position) of the store `spec` names up to `upto` (all when None), writing nothing: not a log
+    file nor its folder when there is none, not the table when it is missing. A later call with the position
+    reads the same records again (the batch job's fixed view while the endpoint keeps writing)."""
+    spec = parse_store_spec(spec)
+    if isinstance(spec, Path):
+        return file_store.read_snapshot(spec, upto)
+    return pg_store.read_snapshot(spec, upto)
 
 
 def open_store(spec: str | Path) -> Store:
