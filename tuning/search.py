@@ -35,7 +35,7 @@ from coldstart import artifacts
 from coldstart.config import to_yaml
 from trainers.common import ensure_ray
 from trainers.loop import LocalContext, run_storage
-from trainers.metrics import record_epoch
+from trainers.prometheus import record_epoch
 
 log = logging.getLogger(__name__)
 
