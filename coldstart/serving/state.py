@@ -251,6 +251,17 @@ class ServingState:
         self.users[user_id].vector = fold_in(prior, self.index.vectors(np.asarray(events)), self.positive_score,
                                              self.user_strength) if events else prior.copy()
 
+    def _forget_interactions(self, interactions: set[str], side: int) -> set:
+        """Drop `interactions` (one entity's) from the store of them and from the other side's index; the
+        other side's entities they touched (`side` 1: item positions, 0: user ids)."""
+        touched = set()
+        for interaction in interactions:
+            entry = self.interactions.pop(interaction)
+            other = self.item_interactions if side == 1 else self.user_interactions
+            other.get(entry[side], set()).discard(interaction)
+            touched.add(entry[side])
+        return touched
+
     def apply_deletion(self, record: dict) -> None:
         """Take the entity out of every answer, and its interactions out of the vectors they moved."""
         if record["id"] in self.deletions:  # a replayed duplicate (the log is read again after an erasure)
@@ -263,12 +274,7 @@ class ServingState:
             self.registered_users -= user.registered
             self.user_priors.pop(target, None)
             self.user_events.pop(target, None)
-            moved = set()
-            for interaction in self.user_interactions.pop(target, set()):
-                _, pos = self.interactions.pop(interaction)
-                self.item_interactions.get(pos, set()).discard(interaction)
-                moved.add(pos)
-            for pos in moved:
+            for pos in self._forget_interactions(self.user_interactions.pop(target, set()), side=1):
                 if pos in self.item_events:
                     self.item_events[pos] = [u for u in self.item_events[pos] if u != target]
                     self._fold_item(pos)
@@ -285,12 +291,7 @@ class ServingState:
             self.fresh.discard(pos)
             self.item_priors.pop(pos, None)
             self.item_events.pop(pos, None)
-            users = set()
-            for interaction in self.item_interactions.pop(pos, set()):
-                user_id, _ = self.interactions.pop(interaction)
-                self.user_interactions.get(user_id, set()).discard(interaction)
-                users.add(user_id)
-            for user_id in users:
+            for user_id in self._forget_interactions(self.item_interactions.pop(pos, set()), side=0):
                 user = self.users.get(user_id)
                 if user is not None:
                     user.seen = user.seen[user.seen != pos]
