@@ -16,7 +16,7 @@ Policies, each from the same folder and a fresh store:
   kept for new items;
 - no policy: the served generator (serving.json), no slots kept;
 - fixed share: the served generator, half of the slots for new items;
-- learnt: the served generator with the share it learnt on validation.
+- learnt: the served generator with the slots it learnt on validation (serving.json).
 
     python -m benchmarks.exposure --artifacts OUT [--rounds 5] [--users 400] [--on test] [--shares 0.1 0.2]
         [--new-until 20]
@@ -56,7 +56,7 @@ async def _list(service, user: str) -> list[str]:
     return [i.item_id for i in answer.items]
 
 
-def simulate(artifacts: Path, held: dict[str, set[str]], generator: str, new_share: float,
+def simulate(artifacts: Path, held: dict[str, set[str]], generator: str, new_slots,
              rounds: int, new_until: int | None = None) -> list[tuple[int, int]]:
     """Cumulative (hits, new-item hits) after each round; `new_until`: the catalogue's (default if None)."""
     from coldstart.serving.schemas import NewInteraction
@@ -65,7 +65,7 @@ def simulate(artifacts: Path, held: dict[str, set[str]], generator: str, new_sha
     with tempfile.TemporaryDirectory() as store:
         service = local_service(artifacts, Path(store), generator=generator)
         catalogue = service.ranker.target
-        catalogue.new_share = new_share
+        catalogue.new_slots = new_slots
         if new_until is not None:
             catalogue.new_until = new_until
         new = {i for i, cold in zip(catalogue.item_ids, catalogue.item_cold) if cold}
@@ -88,17 +88,19 @@ def simulate(artifacts: Path, held: dict[str, set[str]], generator: str, new_sha
         return asyncio.run(run())
 
 
-def policies(artifacts: Path, shares: tuple[float, ...] = ()) -> dict[str, tuple[str, float]]:
-    """{policy: (generator, share of slots for new items)}; `shares`: more fixed shares to compare."""
+def policies(artifacts: Path, shares: tuple[float, ...] = ()) -> dict[str, tuple[str, object]]:
+    """{policy: (generator, its `Slots` for new items)}; `shares`: more fixed shares to compare."""
     from coldstart.serving.served_models import serving_record
+    from coldstart.serving.slots import Slots
 
     record = serving_record(artifacts)
     served = record["generator"]
     before = record.get("cold_val_ndcg@20") or {served: 0.0}
     current = max(before, key=before.get)
-    return {"current endpoint": (current, 0.0), "no policy": (served, 0.0), "fixed share": (served, FIXED_SHARE),
-            "learnt": (served, float(record.get("new_share", {}).get(served, 0.0))),
-            **{f"share {share:g}": (served, share) for share in shares}}
+    learnt = record.get("new_slots", record.get("new_share", {})).get(served)
+    return {"current endpoint": (current, Slots()), "no policy": (served, Slots()),
+            "fixed share": (served, Slots.share(FIXED_SHARE)), "learnt": (served, Slots.from_record(learnt)),
+            **{f"share {share:g}": (served, Slots.share(share)) for share in shares}}
 
 
 def main() -> None:
@@ -117,13 +119,13 @@ def main() -> None:
                for name, (generator, share) in plan.items()}
     base_hits, base_new = results["current endpoint"][-1]
     print(f"{len(held)} users of all_{args.on}, {args.rounds} rounds of {K}\n")
-    print("| policy | generator | new share | " + " | ".join(f"round {r + 1} hits (new)" for r in range(args.rounds))
+    print("| policy | generator | new items' slots | " + " | ".join(f"round {r + 1} hits (new)" for r in range(args.rounds))
           + " | hits vs current | new-item hits vs current |")
     print("|---|---|---|" + "---|" * args.rounds + "---|---|")
     for name, totals in results.items():
-        generator, share = plan[name]
+        generator, slots = plan[name]
         hits, new = totals[-1]
-        print(f"| {name} | {generator} | {share:g} | "
+        print(f"| {name} | {generator} | {slots} | "
               + " | ".join(f"{h} ({n})" for h, n in totals)
               + f" | {hits / max(base_hits, 1):.3f}x | {new / max(base_new, 1):.3f}x |", flush=True)
 

@@ -22,19 +22,20 @@ def audit(out: Path) -> dict:
     from coldstart.data.split import load_split
     from coldstart.evaluate import SplitData
     from coldstart.serving.catalogue import Catalogue
-    from coldstart.serving.evidence import K, choose_served, mixed_lists, served_metrics
+    from coldstart.serving.evidence import K, choose_served, mixed, served_metrics
     from coldstart.serving.served_models import ServingGenerator
+    from coldstart.serving.slots import Slots
 
     data = SplitData.from_split(load_split(out / "split"))
     choice = choose_served(out, data)
     rows = {}
     for name, evidence in choice["evidence"].items():
         catalogue = Catalogue.from_artifacts(out, ServingGenerator(out, name), encoder=None,
-                                             new_share=evidence["new_share"])
+                                             new_slots=Slots.from_record(evidence["new_slots"]))
         test, _ = served_metrics(catalogue, data, on="test", ks=(K,))
         rows[name] = {"val": evidence, "test": {g: test[g][f"ndcg@{K}"] for g in test}}
         if name == choice["generator"] or "backbone" not in rows:
-            reference = mixed_lists(catalogue, data, "test", shares=())[None]
+            reference = mixed(catalogue, data, "test").ndcg(None)
             rows.setdefault("backbone", {"val": choice["reference"],
                                          "test": {"warm": test["warm"][f"ndcg@{K}"],
                                                   "all": float(np.mean(reference))}})
@@ -45,20 +46,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
+    from coldstart.serving.slots import Slots
+
     for out in args.folders:
         result = audit(out)
         choice, rows = result["choice"], result["rows"]
         backbone = rows.pop("backbone")
         best = max(rows, key=lambda n: rows[n]["test"]["cold"])
         print(f"\n{out}: served {choice['generator']} (default {choice['default']}); best on test cold: {best}")
-        print("| generator | new share | cold val | cold test | warm test | all val | all test | all test vs backbone "
+        print("| generator | new items' slots | cold val | cold test | warm test | all val | all test | all test vs backbone "
               "| cold-val vs default (items' 95%) | eligible |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for name, row in rows.items():
             val, test = row["val"], row["test"]
             low, high = val.get("cold_val_vs_default", (float("nan"),) * 2)
             mark = " (served)" if name == choice["generator"] else ""
-            print(f"| {name}{mark} | {val['new_share']:g} | {val['cold_val_ndcg@20']:.4f} | {test['cold']:.4f} | "
+            print(f"| {name}{mark} | {Slots.from_record(val['new_slots'])} | {val['cold_val_ndcg@20']:.4f} | {test['cold']:.4f} | "
                   f"{test['warm']:.4f} | {val['all_val_ndcg@20']:.4f} | {test['all']:.4f} | "
                   f"{test['all'] / backbone['test']['all']:.3f}x | [{low:+.4f}, {high:+.4f}] | {val['eligible']} |")
         print(f"| backbone | | | | {backbone['test']['warm']:.4f} | "

@@ -24,6 +24,7 @@ from coldstart.data.schema import find_table, read_table
 from coldstart.serving.commands import Commands
 from coldstart.serving.served_models import serving_record
 from coldstart.serving.ranking import Queries
+from coldstart.serving.slots import Slots
 from coldstart.serving.state import ServingState, UserEntry
 from coldstart.serving.file_store import RegistrationStore
 
@@ -43,13 +44,12 @@ class Catalogue(ServingState):
     @classmethod
     def from_artifacts(cls, artifacts: str | Path, generator, store: RegistrationStore | None = None,
                        text_weight: float = 1.0, encoder: str | None = "auto",
-                       new_share: float | None = None, stated_share: float = 0.3,
+                       new_slots: Slots | None = None, stated_share: float = 0.3,
                        follower: bool = False) -> "Catalogue":
         """Build from an artifacts folder and a `ServingGenerator` (which provides the cold vectors and the
         items' text vectors). Registrations made against other artifacts are made again with `generator` and
-        the `encoder` serving picks (`Regenerator`); `encoder=None` leaves them out instead. `new_share`: the
-        share of slots for new items; None takes what the pipeline learnt for this generator (serving.json),
-        else 0."""
+        the `encoder` serving picks (`Regenerator`); `encoder=None` leaves them out instead. `new_slots`: the
+        slots for new items; None takes what the pipeline learnt for this generator (serving.json), else none."""
         from coldstart.serving.regenerate import Regenerator
 
         split = Path(artifacts) / "split"
@@ -76,13 +76,14 @@ class Catalogue(ServingState):
         space = hashlib.sha1(np.ascontiguousarray(arrays["item_vectors"], np.float32).tobytes()).hexdigest()[:16]
         attributes = generator.content.attribute_encoders["item"]
         labels = attributes.labels(items.reindex(item_ids).rename_axis("item_id").reset_index())
-        if new_share is None:
-            new_share = float(serving_record(artifacts).get("new_share", {}).get(generator.name, 0.0))
+        if new_slots is None:
+            record = serving_record(artifacts)
+            new_slots = Slots.from_record(record.get("new_slots", record.get("new_share", {})).get(generator.name))
         return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, space=space, store=store,
                    item_text=generator.catalogue_text(), text_weight=text_weight, attribute_encoder=attributes,
                    item_labels=labels,
                    regenerate=None if encoder is None else Regenerator(artifacts, generator, encoder),
-                   new_share=new_share, stated_share=stated_share, follower=follower)
+                   new_slots=new_slots, stated_share=stated_share, follower=follower)
 
     def sync(self) -> None:
         """Apply what other replicas wrote to the store since the last call."""

@@ -7,12 +7,13 @@ items, warm among warm, all among both), the user's train items left out. With
 no slots kept for new items a generator's figures are its offline evaluation's.
 
 The choice (`choose_served`), on validation:
-1. For each generator the run made, the share of a list's slots kept for new
-   items (`Catalogue.new_share`) that maximises all-items NDCG@20 on the whole
-   of validation: what a mixed list gets from its new items. New items'
+1. For each generator the run made, the slots of a list kept for new items
+   (`Catalogue.new_slots`, `Slots.learnt`): each slot goes to old or new items
+   by the mean gain of each list's entry at that rank on the whole of
+   validation, the pattern of highest all-items NDCG@20 there. New items'
    generated vectors score on another scale than old items' trained ones; a
-   share learnt on validation carried to test better than a learnt score shift
-   did (benchmarks/RESULTS.md).
+   learnt slot pattern carried to test better than the best share of slots,
+   and a share better than a learnt score shift (benchmarks/RESULTS.md).
 2. A generator whose warm or all-items NDCG is below the backbone's beyond
    noise (the upper end of a paired bootstrap interval over users more than 1%
    of the backbone's figure below 0) is not served. The backbone's all-items
@@ -26,13 +27,14 @@ The choice (`choose_served`), on validation:
    model tuned or early-stopped on cold-val is also biased towards those very
    items. Across splits knn-bag, which learns nothing from cold-val, was the
    steadiest model (benchmarks/RESULTS.md).
-The evidence (each candidate's figures, intervals and share, the reference, the
+The evidence (each candidate's figures, intervals and slots, the reference, the
 rule) is recorded in serving.json beside the choice.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,7 @@ from coldstart.evaluate import GROUPS, SplitData
 from coldstart.metrics import batch_metrics, metric_names
 from coldstart.models.artifact import is_artifact
 from coldstart.serving.catalogue import Catalogue
-from coldstart.serving.ranking import interleave
+from coldstart.serving.slots import Slots, interleave
 from coldstart.serving.config import GENERATOR_FOLDERS
 from coldstart.serving.served_models import ServingGenerator
 
@@ -116,34 +118,58 @@ def served_metrics(catalogue: Catalogue, data: SplitData, on: str = "test", ks: 
     return out, per_user
 
 
-def mixed_lists(catalogue: Catalogue, data: SplitData, on: str, shares=SHARES) -> dict[float | None, np.ndarray]:
-    """{share: per-user all-items NDCG@20} for each share of slots for new items (0: no slots kept, one
-    ranking by score), and under key None the old items alone.
+@dataclass
+class Mixed:
+    """Per user of a split's `all` set: the catalogue's ranked old items and ranked new items (two searches),
+    and the held-out items; merged as the catalogue merges them (`interleave`, its new items the split's cold
+    ones here), any slot pattern costs no further search."""
 
-    One search among old items and one among new ones per user, merged as the catalogue merges them
-    (`interleave`; its new items are the split's cold ones here), so the whole grid costs two searches a
-    user."""
+    old: list[list[str]]
+    new: list[list[str]]
+    old_scores: list[np.ndarray]
+    new_scores: list[np.ndarray]
+    truths: list[set[str]]
+
+    def ndcg(self, slots: Slots | None) -> np.ndarray:
+        """Per-user all-items NDCG@20 with `slots` for new items; no pattern (`Slots()`): one ranking by score,
+        as the catalogue's single search gives; None: the old items alone."""
+        if slots is None:
+            lists = self.old
+        elif slots:
+            lists = [interleave(o, n, K, slots) for o, n in zip(self.old, self.new)]
+        else:
+            lists = [[(o + n)[j] for j in np.argsort(-np.concatenate([os_, ns]), kind="stable")[:K]]
+                     for o, n, os_, ns in zip(self.old, self.new, self.old_scores, self.new_scores)]
+        return _metrics(lists, self.truths, (K,))[f"ndcg@{K}"]
+
+    def gains(self, lists: list[list[str]]) -> np.ndarray:
+        """The mean gain of a list's entry at each rank: a hit's weight in its user's NDCG@20 (1 / IDCG)."""
+        ideal = np.cumsum(1.0 / np.log2(np.arange(2, K + 2)))
+        out = np.zeros(K)
+        for ranked, truth in zip(lists, self.truths):
+            hits = np.asarray([i in truth for i in ranked[:K]], np.float64)
+            out[:len(hits)] += hits / ideal[min(len(truth), K) - 1]
+        return out / max(len(lists), 1)
+
+    def learnt(self) -> Slots:
+        """The slot pattern of highest NDCG on these users (`Slots.learnt`)."""
+        return Slots.learnt(self.gains(self.old), self.gains(self.new))
+
+
+def mixed(catalogue: Catalogue, data: SplitData, on: str) -> Mixed:
     truth = _truth(data, "all", on)
     warm = [i for i in data.item_ids[data.candidates("all") & data.warm_items] if i in catalogue.item_pos]
     cold = [i for i in data.item_ids[data.candidates("all") & ~data.warm_items] if i in catalogue.item_pos]
     users = [u for u in truth if u in catalogue.users]
-    base = catalogue.new_share
-    catalogue.new_share = 0.0
+    base = catalogue.new_slots
+    catalogue.new_slots = Slots()
     try:
         old = [_ranked(catalogue, u, warm, K) for u in users]
         new = [_ranked(catalogue, u, cold, K) for u in users] if cold else [([], np.zeros(0)) for _ in users]
     finally:
-        catalogue.new_share = base
-    truths = [truth[u] for u in users]
-    out: dict[float | None, np.ndarray] = {None: _metrics([o for o, _ in old], truths, (K,))[f"ndcg@{K}"]}
-    for share in shares:
-        if share:
-            lists = [interleave(o, n, K, share) for (o, _), (n, _) in zip(old, new)]
-        else:  # no slots kept: one ranking by score, as the catalogue's single search gives
-            lists = [[(o + n)[j] for j in np.argsort(-np.concatenate([os_, ns]), kind="stable")[:K]]
-                     for (o, os_), (n, ns) in zip(old, new)]
-        out[share] = _metrics(lists, truths, (K,))[f"ndcg@{K}"]
-    return out
+        catalogue.new_slots = base
+    return Mixed([o for o, _ in old], [n for n, _ in new], [s for _, s in old], [s for _, s in new],
+                 [truth[u] for u in users])
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
@@ -173,29 +199,30 @@ def generators_made(out: Path) -> list[str]:
 
 
 def choose_served(out: Path, data: SplitData) -> dict:
-    """The served generator and share of slots for new items with their evidence (the module docstring's rule), for
+    """The served generator and the slots for new items with their evidence (the module docstring's rule), for
     serving.json; {} when the run made no generator."""
     names = generators_made(out)
     if not names:
         return {}
     evidence, per_user, per_item, reference = {}, {}, {}, None
     for name in names:
-        catalogue = Catalogue.from_artifacts(out, ServingGenerator(out, name), encoder=None, new_share=0.0)
+        catalogue = Catalogue.from_artifacts(out, ServingGenerator(out, name), encoder=None, new_slots=Slots())
         item_shares: dict = {}
         _, groups = served_metrics(catalogue, data, on=AUDIT, groups=("cold", "warm"), item_shares=item_shares)
         per_item[name] = item_shares["cold"]
         # all of validation: in the audit half a new item's slot could find only half the new items that
         # have interactions, and the share learnt there ran low (0 to 0.2 where test wanted 0.3 to 0.4)
-        mixed = mixed_lists(catalogue, data, "val")
-        share = max(SHARES, key=lambda s: (mixed[s].mean(), -s))
-        per_user[name] = {**groups, "all": mixed[share]}
+        lists = mixed(catalogue, data, "val")
+        slots = lists.learnt()
+        per_user[name] = {**groups, "all": lists.ndcg(slots)}
         if reference is None and registry.model(name).keeps_warm_vectors:  # the backbone: warm vectors, old items
-            reference = {"warm": groups["warm"], "all": mixed[None]}
+            reference = {"warm": groups["warm"], "all": lists.ndcg(None)}
         evidence[name] = {"cold_val_ndcg@20": float(groups["cold"].mean()),
                           "warm_val_ndcg@20": float(groups["warm"].mean()),
-                          "all_val_ndcg@20": float(mixed[share].mean()),
-                          "all_val_ndcg@20_by_new_share": {str(s): float(mixed[s].mean()) for s in SHARES},
-                          "new_share": share}
+                          "all_val_ndcg@20": float(per_user[name]["all"].mean()),
+                          "all_val_ndcg@20_by_new_share": {str(s): float(lists.ndcg(Slots.share(s)).mean())
+                                                           for s in SHARES},
+                          "new_slots": slots.record(), "new_share": slots.fraction}
     if reference is None:  # no generator keeps them (transfer alone): the first is its own reference
         reference = {"warm": per_user[names[0]]["warm"], "all": per_user[names[0]]["all"]}
     for name, figures in evidence.items():
@@ -211,9 +238,9 @@ def choose_served(out: Path, data: SplitData) -> dict:
         evidence[name]["cold_val_vs_default"] = item_interval(per_item[name], per_item[default])
     challenger = max(eligible, key=lambda n: evidence[n]["cold_val_ndcg@20"])
     chosen = challenger if evidence[challenger]["cold_val_vs_default"][0] > 0 else default
-    log.info("served: %s with %s of the slots for new items (default %s; cold-val NDCG@20 %s)", chosen,
-             evidence[chosen]["new_share"], default, {n: round(e["cold_val_ndcg@20"], 4) for n, e in evidence.items()})
-    return {"generator": chosen, "new_share": {n: e["new_share"] for n, e in evidence.items()},
+    log.info("served: %s with %s for new items (default %s; cold-val NDCG@20 %s)", chosen,
+             Slots.from_record(evidence[chosen]["new_slots"]), default, {n: round(e["cold_val_ndcg@20"], 4) for n, e in evidence.items()})
+    return {"generator": chosen, "new_slots": {n: e["new_slots"] for n, e in evidence.items()},
             "selected_on": "served evidence on val (coldstart.serving.evidence)", "default": default,
             "reference": {"warm_val_ndcg@20": float(reference["warm"].mean()),
                           "all_val_ndcg@20 (old items alone)": float(reference["all"].mean())},
@@ -223,11 +250,11 @@ def choose_served(out: Path, data: SplitData) -> dict:
 def served_row(out: Path, data: SplitData, ks: tuple[int, ...], generator: str = "auto"
                ) -> tuple[str, dict[str, dict]]:
     """(the row's name, {"val": evaluate JSON, "test": evaluate JSON}) of what `coldstart serve` serves from
-    `out`: its generator and share of slots for new items, through the catalogue the ranker replicas build."""
+    `out`: its generator and slots for new items, through the catalogue the ranker replicas build."""
     serving_generator = ServingGenerator(out, generator)
     catalogue = Catalogue.from_artifacts(out, serving_generator, encoder=None)
     figures = {on: served_metrics(catalogue, data, on=on, ks=ks)[0] for on in ("val", "test")}
-    return f"served ({serving_generator.name}, new share {catalogue.new_share:g})", figures
+    return f"served ({serving_generator.name}, new items in {catalogue.new_slots})", figures
 
 
 def frame(figures: dict[str, dict]) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """Queries over the serving state: a user's or a profile's list, explained on request, and item facts.
 
 Lists come from one exact faiss search (`ServingState.index`), with the slots
-kept for new items (`new_share`, `interleave`) and for the items that carry an
-attribute value the user named (`stated_share`). `Queries` only reads the
+kept for new items (`new_slots`, learnt on validation: `coldstart.serving.slots`)
+and for the items that carry an attribute value the user named (`stated_share`). `Queries` only reads the
 state, under its lock; `Catalogue` catches up with the store before each call.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from coldstart.serving.errors import NotFound
+from coldstart.serving.slots import Slots, interleave
 from coldstart.serving.state import ServingState
 
 
@@ -34,7 +35,7 @@ class Queries:
                 carriers = np.intersect1d(carriers, allowed)
             named = self._mixed(query, k, exclude, carriers, None)
             order = interleave(list(zip(positions, scores)), list(zip(*named)), k,
-                               self.state.stated_share, distinct=lambda pair: pair[0])
+                               Slots.share(self.state.stated_share), distinct=lambda pair: pair[0])
             positions = np.asarray([p for p, _ in order], np.int64)
             scores = np.asarray([s for _, s in order], np.float32)
         items = [{"item_id": self.state.item_ids[p], "title": self.state.titles[p], "score": float(s), "cold": self.state.item_cold[p]}
@@ -54,14 +55,14 @@ class Queries:
 
     def _mixed(self, query: np.ndarray, k: int, exclude: np.ndarray | None, allowed: np.ndarray | None,
                text: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """The top k, with `new_share` of the slots kept for new items (the best of them, `interleave`)."""
-        if not self.state.new_share or not self.state.fresh:
+        """The top k, with the `new_slots` kept for new items (the best of them, `interleave`)."""
+        if not self.state.new_slots or not self.state.fresh:
             return self._search(query, k, exclude, allowed, text)
         fresh = np.fromiter(self.state.fresh, np.int64, len(self.state.fresh))
         old = self._search(query, k, fresh if exclude is None else np.concatenate([exclude, fresh]), allowed, text)
         new = self._search(query, k, exclude, fresh if allowed is None else np.intersect1d(fresh, allowed), text)
         order = interleave([("old", i) for i in range(len(old[0]))], [("new", i) for i in range(len(new[0]))], k,
-                           self.state.new_share)
+                           self.state.new_slots)
         lists = {"old": old, "new": new}
         return (np.asarray([lists[side][0][i] for side, i in order], np.int64),
                 np.asarray([lists[side][1][i] for side, i in order], np.float32))
@@ -147,19 +148,3 @@ class Queries:
                 "registered_items": self.state.registered_items, "registered_users": self.state.registered_users,
                 "interactions": len(self.state.interactions), "deleted": len(self.state.deletions), "stale_records": self.state.stale}
 
-
-def interleave(old: list, new: list, k: int, share: float, distinct=None) -> list:
-    """The first k of two ranked lists merged with `share` of the slots for `new`, spread evenly (slot i is new's
-    when floor((i + 1) * share) > floor(i * share)); when one list runs out the other fills the rest. With
-    `distinct` (an entry -> its key), an entry whose key is already listed is skipped (lists that overlap)."""
-    old, new, out, listed = list(old), list(new), [], set()
-    while len(out) < k and (old or new):
-        slot = len(out)
-        wants_new = int(round((slot + 1) * share, 9)) > int(round(slot * share, 9))
-        entry = (new if new and (wants_new or not old) else old).pop(0)
-        if distinct is not None:
-            if distinct(entry) in listed:
-                continue
-            listed.add(distinct(entry))
-        out.append(entry)
-    return out

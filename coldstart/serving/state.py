@@ -33,6 +33,7 @@ from coldstart.features import AttributeEncoder
 from coldstart.serving.errors import Invalid, NotFound
 from coldstart.serving.index import ItemIndex
 from coldstart.serving.profiles import spread_ratio, users_taste
+from coldstart.serving.slots import Slots
 from coldstart.serving.titles import LabelMatcher, TitleMatcher
 from coldstart.serving.warmup import fold_in, positive_target, typical_strength
 
@@ -63,9 +64,10 @@ class ServingState:
     attribute_encoder: AttributeEncoder | None = None  # items' attributes as explanations name them
     item_labels: list[list[str]] | None = None  # each item's attribute values ("genres: Drama"), for explanations
     regenerate: Callable[[dict, str], dict] | None = None  # a record of another space -> this space's (`Regenerator`)
-    # The share of a list's slots kept for new items (`interleave`; `coldstart.serving.evidence` learns it):
-    # generated vectors score on another scale than trained ones, and without it new items rarely reach a list.
-    new_share: float = 0.0
+    # The slots of a list kept for new items (`coldstart.serving.slots`; `coldstart.serving.evidence` learns
+    # them): generated vectors score on another scale than trained ones, and without them new items rarely
+    # reach a list.
+    new_slots: Slots = field(default_factory=Slots)
     # A new item keeps its place among the new (and their slots) until this many users interacted with it. Let
     # go after its second interaction, a warmed-up item competed with old items by a folded-in vector that
     # ranked badly, and a replay of clicks lost a third of what the slots gained (RESULTS, exposure replay).

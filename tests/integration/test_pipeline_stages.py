@@ -111,8 +111,8 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
     evidence = serving["evidence"]
     assert set(evidence) == set(serving["cold_val_ndcg@20"]) and serving["generator"] in evidence
     assert evidence[serving["generator"]]["eligible"] or not any(e["eligible"] for e in evidence.values())
-    assert serving["new_share"][serving["generator"]] == evidence[serving["generator"]]["new_share"]
-    served = [name for name in metrics if name.startswith(f"served ({serving['generator']}, new share ")]
+    assert serving["new_slots"][serving["generator"]] == evidence[serving["generator"]]["new_slots"]
+    served = [name for name in metrics if name.startswith(f"served ({serving['generator']}, new items in ")]
     assert len(served) == 1 and metrics[served[0]] == serving["served"]["test"]
     assert serving["served"]["val"]["all"]["users"] > 0
     assert serving["encoder"] in ("student", "teacher")

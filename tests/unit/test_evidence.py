@@ -9,15 +9,16 @@ from coldstart.data.split import load_split
 from coldstart.evaluate import GROUPS, SplitData, evaluate
 from coldstart.models.coldstart_model import load_recommender_artifact
 from coldstart.serving.catalogue import Catalogue
-from coldstart.serving.evidence import mixed_lists, served_metrics
+from coldstart.serving.evidence import mixed, served_metrics
 from coldstart.serving.served_models import ServingGenerator
+from coldstart.serving.slots import Slots
 
 
 @pytest.fixture(scope="module")
 def served(serving_artifacts):
     data = SplitData.from_split(load_split(serving_artifacts / "split"))
     catalogue = Catalogue.from_artifacts(serving_artifacts, ServingGenerator(serving_artifacts, "distill"),
-                                         encoder=None, new_share=0.0)
+                                         encoder=None, new_slots=Slots())
     return serving_artifacts, data, catalogue
 
 
@@ -31,24 +32,27 @@ def test_without_exposure_the_served_row_is_the_generators_offline_row(served):
             assert figures[group][name] == pytest.approx(value, abs=1e-9), (group, name)
 
 
-def test_a_share_of_slots_brings_new_items_into_mixed_lists_as_the_catalogue_ranks_them(served):
-    """The grid's merge of two searches ranks as the catalogue's own lists do with that share, and a share of
-    a half puts a new item in every other slot."""
+def test_slots_bring_new_items_into_mixed_lists_as_the_catalogue_ranks_them(served):
+    """The grid's merge of two searches ranks as the catalogue's own lists do with those slots (a share, the
+    learnt pattern, none), and a share of a half puts a new item in every other slot."""
     _, data, catalogue = served
-    grid = mixed_lists(catalogue, data, "val", shares=(0.0, 0.3, 0.5))
-    for share in (0.0, 0.3, 0.5):
-        catalogue.new_share = share
+    lists = mixed(catalogue, data, "val")
+    learnt = lists.learnt()
+    for slots in (Slots(), Slots.share(0.3), Slots.share(0.5), learnt):
+        catalogue.new_slots = slots
         try:
             _, per_user = served_metrics(catalogue, data, on="val", groups=("all",))
         finally:
-            catalogue.new_share = 0.0
-        np.testing.assert_allclose(per_user["all"], grid[share], atol=1e-9)
+            catalogue.new_slots = Slots()
+        np.testing.assert_allclose(per_user["all"], lists.ndcg(slots), atol=1e-9)
+    # learnt on these users, no share of slots does better on them
+    assert lists.ndcg(learnt).mean() >= max(lists.ndcg(Slots.share(s)).mean() for s in (0.1, 0.3, 0.5, 0.7)) - 1e-9
     user = next(u for u, e in catalogue.users.items() if e.warm)
-    catalogue.new_share = 0.5
+    catalogue.new_slots = Slots.share(0.5)
     try:
         listed = catalogue.recommend_user(user, 10)["items"]
     finally:
-        catalogue.new_share = 0.0
+        catalogue.new_slots = Slots()
     assert [i["cold"] for i in listed] == [False, True] * 5
     assert sum(i["cold"] for i in catalogue.recommend_user(user, 10)["items"]) < 5
 
