@@ -57,7 +57,7 @@ def build(folder: Path, users: int, items: int, registered: int) -> None:
     from coldstart.serving.catalogue import Catalogue
     from coldstart.serving.served_models import ServingGenerator
     from coldstart.serving.stores import open_store
-    from coldstart.testing.artifacts import build_artifacts
+    from coldstart.testing.serving_folder import build_artifacts
 
     started = time.perf_counter()
     # Untrained (epochs=0): ranking costs the same whatever the vectors are, and training 30,000 users takes

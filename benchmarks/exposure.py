@@ -50,7 +50,7 @@ def replay_users(artifacts: Path, on: str, limit: int | None, seed: int = 0) -> 
 
 
 async def _list(service, user: str) -> list[str]:
-    from coldstart.serving.schemas import RecommendRequest
+    from coldstart.serving.bodies import RecommendRequest
 
     answer = await service.recommend(RecommendRequest(user_id=user, k=K))
     return [i.item_id for i in answer.items]
@@ -59,7 +59,7 @@ async def _list(service, user: str) -> list[str]:
 def simulate(artifacts: Path, held: dict[str, set[str]], generator: str, new_slots,
              rounds: int, new_until: int | None = None) -> list[tuple[int, int]]:
     """Cumulative (hits, new-item hits) after each round; `new_until`: the catalogue's (default if None)."""
-    from coldstart.serving.schemas import NewInteraction
+    from coldstart.serving.bodies import NewInteraction
     from coldstart.serving.service import local_service
 
     with tempfile.TemporaryDirectory() as store:

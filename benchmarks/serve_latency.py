@@ -125,7 +125,7 @@ def plain_server(artifacts: Path, port: int, store: Path, threads: int) -> None:
     import torch
     import uvicorn
 
-    from coldstart.serving.api import create_api
+    from coldstart.serving.routes import create_api
     from coldstart.serving.service import local_service
 
     torch.set_num_threads(threads)

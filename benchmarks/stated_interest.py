@@ -5,7 +5,7 @@ For every genre of the catalogue, a new user's profile holds only the text
 are scored by the share of items of that genre. The same share is given for
 the popularity list (what a profile that said nothing would get) and for the
 catalogue as a whole. A few texts a real person might write follow, with their
-top titles. The app is the real HTTP API (`coldstart.serving.api`) over the
+top titles. The app is the real HTTP API (`coldstart.serving.routes`) over the
 artifacts, in one uvicorn process.
 
     python -m benchmarks.stated_interest --artifacts out/demo [--text-weight 1.0] [--stated-share 0.3]
@@ -42,7 +42,7 @@ def start_app(artifacts: Path, store: Path, text_weight: float, stated_share: fl
     """The HTTP API over the artifacts in this process (a thread); returns its URL and the server."""
     import uvicorn
 
-    from coldstart.serving.api import create_api
+    from coldstart.serving.routes import create_api
     from coldstart.serving.service import local_service
 
     service = local_service(artifacts, store, text_weight=text_weight, stated_share=stated_share)

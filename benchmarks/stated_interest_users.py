@@ -104,7 +104,7 @@ def measure(artifacts: Path, users: list[dict], text_weight: float, store: Path,
             stated_share: float = 0.3, by: str = "lift") -> dict[str, list[float]]:
     """{profile kind: NDCG@20 per user} for one text weight, through the in-process request path; a stated
     genre's rows are each user's mean over `PHRASINGS`."""
-    from coldstart.serving.schemas import MAX_K, RecommendRequest
+    from coldstart.serving.bodies import MAX_K, RecommendRequest
     from coldstart.serving.service import local_service
 
     from coldstart.data.split import load_split

@@ -17,7 +17,7 @@ ranker path, and the ranker replicas write the store.
 
 `build_app(args)` and `build_chain(args)` are the builders for `serve deploy
 serve/config.yaml` and `coldstart serve`. The routes, validation and error
-bodies are `coldstart.serving.api.create_api`, the same app the plain-uvicorn
+bodies are `coldstart.serving.routes.create_api`, the same app the plain-uvicorn
 baseline serves.
 """
 
@@ -31,7 +31,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from coldstart.serving.api import create_api
+from coldstart.serving.routes import create_api
 from coldstart.serving.config import ServeConfig
 from coldstart.serving.new_content import NewContent
 from coldstart.serving.errors import RequestError

@@ -79,9 +79,9 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def serving_artifacts(tmp_path_factory, minilm):
-    """Small serving artifacts (coldstart/testing/artifacts.py, default sizes), built once per session for the
+    """Small serving artifacts (coldstart/testing/serving_folder.py, default sizes), built once per session for the
     tests that only read them (each test keeps its registrations in a store of its own)."""
-    from coldstart.testing.artifacts import build_artifacts
+    from coldstart.testing.serving_folder import build_artifacts
 
     return build_artifacts(tmp_path_factory.mktemp("serving-artifacts"), minilm)
 
@@ -90,7 +90,7 @@ def serving_artifacts(tmp_path_factory, minilm):
 def serving_artifacts_b(tmp_path_factory, minilm):
     """Other serving artifacts over the same data and catalogue (another training seed): what a swap moves to,
     or an A/B test's second variant."""
-    from coldstart.testing.artifacts import build_artifacts
+    from coldstart.testing.serving_folder import build_artifacts
 
     return build_artifacts(tmp_path_factory.mktemp("serving-artifacts-b"), minilm, epochs=30, model_seed=1)
 

@@ -25,7 +25,7 @@ from coldstart.data.columns import find_title_column
 from coldstart.data.schema import load_dataset
 from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData, evaluate
-from coldstart.models.artifact import load_artifact, save_artifact
+from coldstart.models.saved import load_artifact, save_artifact
 from coldstart.models.mf import EmbeddingRecommender, TrainPairs
 from coldstart.models.transfer import TransferModel, TransferOptions, TransferTraining, match_items, target_vectors
 from coldstart.models.vectors import read_vectors

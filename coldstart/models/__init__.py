@@ -11,7 +11,7 @@ from pathlib import Path
 
 from coldstart.data.schema import DataError
 from coldstart.evaluate import SplitData
-from coldstart.models.artifact import is_artifact
+from coldstart.models.saved import is_artifact
 from coldstart.models.baselines import BASELINES
 from coldstart.models.coldstart_model import load_recommender_artifact
 from coldstart.models.vectors import VectorsRecommender

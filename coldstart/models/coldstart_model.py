@@ -16,7 +16,7 @@ import pandas as pd
 
 from coldstart import registry
 from coldstart.evaluate import SplitData
-from coldstart.models.artifact import load_artifact, save_artifact
+from coldstart.models.saved import load_artifact, save_artifact
 from coldstart.models.kinds import COLD_MODELS
 from coldstart.models.mf import EmbeddingRecommender
 from coldstart.models.towers import cold_start_vectors

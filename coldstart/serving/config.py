@@ -61,7 +61,7 @@ class ServeConfig(BaseModel):
     request_timeout_s: float = Field(30.0, gt=0, description="A request unanswered this long is a 503.")
 
     def limits(self) -> dict:
-        """What `coldstart.serving.api.create_api` takes besides the service and the keys."""
+        """What `coldstart.serving.routes.create_api` takes besides the service and the keys."""
         return {"docs": self.docs or None, "rate": self.rate_limit, "burst": max(1, int(2 * self.rate_limit)),
                 "max_body_bytes": self.max_body_bytes, "timeout_s": self.request_timeout_s}
     torch_threads: int = Field(1, gt=0, description="Torch threads per replica (set explicitly: replicas share cores).")

@@ -44,7 +44,7 @@ import torch
 from coldstart import registry
 from coldstart.evaluate import GROUPS, SplitData
 from coldstart.metrics import batch_metrics, metric_names
-from coldstart.models.artifact import is_artifact
+from coldstart.models.saved import is_artifact
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.slots import Slots, interleave
 from coldstart.serving.config import GENERATOR_FOLDERS

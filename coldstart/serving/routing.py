@@ -24,7 +24,7 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from coldstart.serving.errors import Invalid
-from coldstart.serving.schemas import (Deleted, Health, ItemInfo, NewInteraction, NewItem, NewUser, Recommendation,
+from coldstart.serving.bodies import (Deleted, Health, ItemInfo, NewInteraction, NewItem, NewUser, Recommendation,
                                        RecommendRequest, Recorded, Registered, VariantInfo)
 
 log = logging.getLogger(__name__)

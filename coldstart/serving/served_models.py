@@ -26,7 +26,7 @@ import torch
 
 from coldstart import artifacts
 from coldstart.config import ConfigError
-from coldstart.models.artifact import MODEL_FILE, is_artifact
+from coldstart.models.saved import MODEL_FILE, is_artifact
 from coldstart.models.coldstart_model import load_cold_model, placed_items
 from coldstart.serving.config import GENERATOR_FOLDERS
 from coldstart.serving.new_content import NewContent, Side

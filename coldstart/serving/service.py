@@ -22,7 +22,7 @@ from coldstart.serving.errors import Invalid, NotFound
 from coldstart.serving.service_metrics import ServiceMetrics
 from coldstart.serving.served_models import ServingEncoder, ServingGenerator
 from coldstart.serving.routing import VARIANT_HEADER
-from coldstart.serving.schemas import (Deleted, Health, ItemInfo, NewInteraction, NewItem, NewUser, Recommendation,
+from coldstart.serving.bodies import (Deleted, Health, ItemInfo, NewInteraction, NewItem, NewUser, Recommendation,
                                        RecommendRequest, Recorded, Registered)
 from coldstart.serving.stores import open_store
 

@@ -9,7 +9,7 @@ from coldstart.serving.batch import BatchOptions, recommend_in_process
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.served_models import ServingGenerator
 from coldstart.serving.stores import open_store
-from coldstart.testing.artifacts import build_artifacts
+from coldstart.testing.serving_folder import build_artifacts
 
 pytestmark = pytest.mark.slow
 

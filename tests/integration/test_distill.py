@@ -9,7 +9,7 @@ from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData, evaluate
 from coldstart.models import load_recommender
 from coldstart.models.baselines import RandomRecommender
-from coldstart.testing.artifacts import write_embeddings
+from coldstart.testing.serving_folder import write_embeddings
 from trainers.distill import DistillConfig
 from trainers.distill import run as train_distill
 

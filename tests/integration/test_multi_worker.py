@@ -26,7 +26,7 @@ def tiny_split(tmp_path_factory):
 
 def test_two_workers_reach_what_one_worker_reaches(ray_cluster, tiny_split, minilm):
     from coldstart.data.split import load_split
-    from coldstart.testing.artifacts import write_embeddings
+    from coldstart.testing.serving_folder import write_embeddings
     from trainers.backbone import BackboneConfig
     from trainers.backbone import run as backbone
     from trainers.distill import DistillConfig

@@ -201,7 +201,7 @@ def test_the_moved_folder_serves_and_a_rerun_reuses_every_stage(pipeline_run, tm
     items with its tags. On the MovieLens templates' record this folder was refused (no `title` column)."""
     import httpx
 
-    from coldstart.serving.api import create_api
+    from coldstart.serving.routes import create_api
     from coldstart.serving.config import ServeConfig
     from coldstart.serving.preflight import check_artifacts
     from coldstart.serving.service import local_service

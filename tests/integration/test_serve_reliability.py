@@ -28,8 +28,8 @@ import pytest
 
 from fastapi.testclient import TestClient
 
-from coldstart.serving.api import create_api
-from coldstart.serving.schemas import RecommendRequest
+from coldstart.serving.routes import create_api
+from coldstart.serving.bodies import RecommendRequest
 from coldstart.serving.service import local_service
 from coldstart.serving.file_store import LOG_FILE, decode_record, encode_record
 from coldstart.serving.stores import open_store
@@ -179,7 +179,7 @@ def test_killing_replicas_under_load_loses_no_request(app_under_load):
 # The plain-process app: the same API over the same objects, in one uvicorn process.
 PLAIN_APP = """
 import sys, uvicorn
-from coldstart.serving.api import create_api
+from coldstart.serving.routes import create_api
 from coldstart.serving.service import local_service
 uvicorn.run(create_api(local_service(sys.argv[1], sys.argv[2])), host="127.0.0.1", port=int(sys.argv[3]),
             log_level="warning")

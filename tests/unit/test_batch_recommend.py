@@ -12,7 +12,7 @@ from coldstart.serving.batch import COLUMNS, BatchOptions, BatchRecommender, rea
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.served_models import ServingGenerator
 from coldstart.serving.stores import open_store
-from coldstart.testing.artifacts import build_artifacts
+from coldstart.testing.serving_folder import build_artifacts
 
 K = 5
 
@@ -61,7 +61,7 @@ def test_the_artifacts_cold_users_are_included(tmp_path, artifacts):
     """An artifact whose split holds cold users (users without training interactions) ranks them too."""
     import shutil
 
-    from coldstart.models.artifact import load_artifact, save_artifact
+    from coldstart.models.saved import load_artifact, save_artifact
 
     folder = shutil.copytree(artifacts, tmp_path / "artifacts")
     # Seven of the artifact's users made cold (as a user-cold split has them): their vectors are generated.

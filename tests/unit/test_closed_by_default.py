@@ -1,6 +1,6 @@
 """Closed by default: keys with scopes, docs off behind keys, and the limits every request meets (issue 33).
 
-The app is the real HTTP API (`coldstart.serving.api.create_api`) over a stand-in
+The app is the real HTTP API (`coldstart.serving.routes.create_api`) over a stand-in
 service that answers at once (or late, for the deadline): what is checked is
 what happens before a request reaches a model or the store.
 """
@@ -14,9 +14,9 @@ import stat
 import pytest
 from fastapi.testclient import TestClient
 
-from coldstart.serving.api import create_api
+from coldstart.serving.routes import create_api
 from coldstart.serving.keys import ApiKeys, generate_key_file
-from coldstart.serving.schemas import Health, ItemInfo, Recommendation, Registered
+from coldstart.serving.bodies import Health, ItemInfo, Recommendation, Registered
 
 WRITE_KEY, READ_KEY = "w" * 24, "r" * 24
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from coldstart.serving.api import create_api
+from coldstart.serving.routes import create_api
 from coldstart.serving.service import local_service
 from coldstart.serving.stores import open_store
 from coldstart.serving.warmup import fold_in

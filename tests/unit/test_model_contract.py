@@ -39,7 +39,7 @@ from coldstart.models.towers import cold_start_vectors
 from coldstart.pipeline import PipelineConfig
 from coldstart.stages import run_stages
 from coldstart.testing import make_tables
-from coldstart.testing.artifacts import WordEncoder, write_embeddings
+from coldstart.testing.serving_folder import WordEncoder, write_embeddings
 from trainers.loop import LocalContext, run_in_process
 from trainers.stages import split_dir, stages as train_stages
 from trainers.testing import in_process

@@ -30,7 +30,7 @@ from coldstart.pipeline import PipelineConfig, model_options
 from coldstart.serving.config import GENERATOR_FOLDERS, ServeConfig
 from coldstart.serving.served_models import ServingGenerator, pick_generator
 from coldstart.testing import make_tables
-from coldstart.testing.artifacts import WordEncoder, write_embeddings
+from coldstart.testing.serving_folder import WordEncoder, write_embeddings
 from coldstart.training import StepTraining
 from trainers import cold_model as cold_model_job
 from trainers.common import TrainResult

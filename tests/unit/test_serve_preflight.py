@@ -18,7 +18,7 @@ from coldstart.serving.config import ServeConfig
 from coldstart.serving.served_models import ServingEncoder, pick_encoder, resolve_encoder
 from coldstart.serving.preflight import check_artifacts
 from coldstart.text.encoder import ARTIFACT_FILE
-from coldstart.testing.artifacts import build_artifacts
+from coldstart.testing.serving_folder import build_artifacts
 
 
 @pytest.fixture(scope="module")

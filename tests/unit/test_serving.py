@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from coldstart.serving.api import create_api
+from coldstart.serving.routes import create_api
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.errors import Conflict
 from coldstart.serving.index import ItemIndex

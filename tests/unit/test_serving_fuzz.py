@@ -16,9 +16,9 @@ from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, seed, settings
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from coldstart.serving.api import create_api
+from coldstart.serving.routes import create_api
 from coldstart.serving.service import local_service
-from coldstart.testing.artifacts import build_artifacts
+from coldstart.testing.serving_folder import build_artifacts
 
 EXAMPLES_PER_OPERATION = 50  # per operation and mode (valid, invalid)
 SEEN: collections.Counter = collections.Counter()  # status classes per operation, printed at the end

@@ -53,7 +53,7 @@ def test_beside_attributes_free_text_steers_through_the_text_match_alone(artifac
     exactly as the attributes alone with the text match off, and moves the list with it on."""
     import asyncio
 
-    from coldstart.serving.schemas import RecommendRequest
+    from coldstart.serving.bodies import RecommendRequest
     from coldstart.serving.service import local_service
 
     attributes = {"age": 30, "occupation": "job5"}
@@ -76,7 +76,7 @@ def test_a_named_genre_takes_its_share_of_the_list_ranked_by_the_collaborative_s
     text weight (the text is then not matched to items' texts), and the answer says what it understood."""
     import asyncio
 
-    from coldstart.serving.schemas import RecommendRequest
+    from coldstart.serving.bodies import RecommendRequest
     from coldstart.serving.service import local_service
 
     by_item = dict(zip(*genre_table(artifacts)[["item_id", "genres"]].T.values))

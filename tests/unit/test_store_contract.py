@@ -149,7 +149,7 @@ def test_a_record_written_by_another_process_is_durable(spec):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, minilm):
     from coldstart.serving.served_models import ServingGenerator
-    from coldstart.testing.artifacts import build_artifacts
+    from coldstart.testing.serving_folder import build_artifacts
 
     # Two epochs: registration's bookkeeping is under test here, not how well the model ranks.
     artifacts = build_artifacts(tmp_path_factory.mktemp("store-contract"), minilm, epochs=2)

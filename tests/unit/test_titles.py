@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from coldstart.serving.schemas import NewUser, RecommendRequest
+from coldstart.serving.bodies import NewUser, RecommendRequest
 from coldstart.serving.service import local_service
 from coldstart.serving.titles import TitleMatcher
 

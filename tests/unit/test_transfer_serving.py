@@ -18,10 +18,10 @@ from coldstart.models.coldstart_model import load_recommender_artifact
 from coldstart.models.mf import EmbeddingRecommender, TrainPairs
 from coldstart.models.transfer import TransferModel, TransferTraining, target_vectors
 from coldstart.pipeline import PipelineConfig
-from coldstart.serving.api import create_api
+from coldstart.serving.routes import create_api
 from coldstart.serving.served_models import ServingGenerator
 from coldstart.serving.service import local_service
-from coldstart.testing.artifacts import build_artifacts
+from coldstart.testing.serving_folder import build_artifacts
 from trainers.stages import choose_generator
 from trainers.transfer import save_transfer
 from tuning.stages import save_transfer_generator

@@ -11,9 +11,9 @@ import asyncio
 import numpy as np
 from fastapi.testclient import TestClient
 
-from coldstart.serving.api import create_api
+from coldstart.serving.routes import create_api
 from coldstart.serving.routing import FollowingRouter, Variant, assign, write_routing
-from coldstart.serving.schemas import NewInteraction, NewItem, NewUser, RecommendRequest
+from coldstart.serving.bodies import NewInteraction, NewItem, NewUser, RecommendRequest
 from coldstart.serving.service import local_service
 from coldstart.serving.stores import open_store
 

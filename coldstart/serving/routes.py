@@ -30,7 +30,7 @@ from coldstart.serving.errors import Forbidden, RequestError, TooMany, Unauthori
 from coldstart.serving.keys import READ, WRITE, ApiKeys
 from coldstart.serving.limits import BURST, MAX_BODY_BYTES, REQUEST_TIMEOUT_S, BodyLimit, Deadline, RateLimiter
 from coldstart.serving.routing import VARIANT_HEADER
-from coldstart.serving.schemas import (Deleted, FieldValueError, Health, ItemInfo, NewInteraction, NewItem, NewUser,
+from coldstart.serving.bodies import (Deleted, FieldValueError, Health, ItemInfo, NewInteraction, NewItem, NewUser,
                                        Recommendation, RecommendRequest, Recorded, Registered)
 from coldstart.serving.service import RecommendService
 
