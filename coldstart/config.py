@@ -69,6 +69,11 @@ class ScaleOptions(BaseModel):
                                                         "epoch, before any checkpoint of it exists (it waits for the "
                                                         "last one written; set checkpoint_every_s 0 so there is one).")
 
+    def runs_root(self, folder: str | Path) -> Path:
+        """Where Ray Train runs live: `storage`, else `folder`/ray_results (`folder`: the pipeline's OUT, or
+        the folder that holds a job's output)."""
+        return Path(self.storage or Path(folder) / "ray_results").resolve()
+
 
 class ConfigError(ValueError):
     pass

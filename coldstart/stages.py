@@ -212,7 +212,7 @@ def _stage_runs(cfg: PipelineConfig, name: str, fingerprint: str) -> PipelineCon
     """`cfg` with the stage's Ray runs under OUT/ray_results/STAGE-FINGERPRINT: a stage interrupted and run
     again with the same data and configuration resumes its runs; after a change, or with `force`, it starts
     them fresh (Ray Train would otherwise resume whatever run it finds under the same name)."""
-    storage = Path(cfg.scale.storage or cfg.out / "ray_results").resolve() / f"{name}-{fingerprint}"
+    storage = cfg.scale.runs_root(cfg.out) / f"{name}-{fingerprint}"
     if cfg.force:
         shutil.rmtree(storage, ignore_errors=True)
     return cfg.model_copy(update={"scale": cfg.scale.model_copy(update={"storage": storage})})

@@ -84,7 +84,7 @@ def torch_trainer(loop, loop_config: dict, scale, *, name: str, out, datasets: d
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    storage = Path(scale.storage or Path(out).resolve().parent / "ray_results").resolve()
+    storage = scale.runs_root(Path(out).resolve().parent)
     checkpoints = CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=score,
                                    checkpoint_score_order="max") if score else CheckpointConfig(num_to_keep=2)
     return TorchTrainer(

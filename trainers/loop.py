@@ -279,7 +279,7 @@ def run_storage(cfg) -> Path:
     its last checkpoint). Keyed by the configuration, that happens only for the same job: a rerun with
     another learning rate, or another split, starts fresh instead of resuming the old run's model.
     """
-    base = Path(cfg.scale.storage or Path(cfg.out).resolve().parent / "ray_results").resolve()
+    base = cfg.scale.runs_root(Path(cfg.out).resolve().parent)
     settings = cfg.model_dump(mode="json", exclude={"scale": {"storage"}})
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return base / digest
