@@ -71,3 +71,25 @@ def test_items_shares_sum_to_the_ndcg_and_the_item_interval_is_wider_than_the_us
     assert low <= per_user["cold"].mean() / 2 <= high
     users_low, users_high = paired_interval(per_user["cold"], per_user["cold"] / 2)
     assert high - low > users_high - users_low
+
+
+def _synthetic(users: int, new_hit_rank: int | None, seed: int = 0):
+    """Each user likes their 3rd old item and, when `new_hit_rank` is given, the new item at that rank."""
+    from coldstart.serving.evidence import Mixed
+
+    rng = np.random.default_rng(seed)
+    old = [[f"o{u}-{r}" for r in range(20)] for u in range(users)]
+    new = [[f"n{u}-{r}" for r in range(20)] for u in range(users)]
+    truths = [{old[u][2]} | ({new[u][new_hit_rank]} if new_hit_rank is not None and rng.random() < 0.8 else set())
+              for u in range(users)]
+    scores = [np.linspace(1, 0, 20) for _ in range(users)]
+    return Mixed(old, new, scores, [s - 2 for s in scores], truths)
+
+
+def test_the_slots_go_where_new_items_are_liked_and_nowhere_when_they_are_not():
+    liked_first, never = _synthetic(200, 0), _synthetic(200, None)
+    slots, scores = liked_first.choose_slots()
+    assert slots(0) and not slots(1) and not slots(2)  # the liked new item leads, the old ones follow
+    assert scores["learnt"] > scores["share 0.5"] > scores["share 0"]
+    slots, _ = never.choose_slots()
+    assert not slots and never.ndcg(slots).mean() == pytest.approx(never.ndcg(None).mean())
