@@ -166,3 +166,24 @@ def test_a_registered_item_rises_in_the_lists_of_a_group_who_interact_with_it_an
     assert all(rise[u] > 0 for u in fans), [(before[u], after[u]) for u in fans]
     assert sum(rise[u] > 0 for u in alike) > len(alike) / 2
     assert np.mean([rise[u] for u in alike]) > np.mean([rise[u] for u in others]), (rise, alike)
+
+
+def test_fuzzed_requests_over_http_to_the_serve_app_get_no_5xx_and_named_4xx(app):
+    """The API fuzzed from the schema the running Serve app publishes, each case sent over HTTP through Serve
+    (proxy, ingress, encoder, generator, ranker): never a 5xx, every 4xx names its field. Last in this module:
+    what it registers and deletes are its own random ids."""
+    import collections
+
+    import schemathesis
+
+    from coldstart.testing.api_fuzz import OPERATIONS, RUNS, fuzz
+
+    url = f"http://127.0.0.1:{app['port']}"
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    assert sorted(op.ok().label for op in schema.get_all_operations()) == sorted(OPERATIONS)
+    seen: collections.Counter = collections.Counter()
+    for label, mode in RUNS:
+        fuzz(schema.find_operation_by_label(label), mode, 12, lambda case: case.call(base_url=url, timeout=60), seen)
+    print("\nfuzzed over HTTP by operation, mode and status class:", dict(sorted(seen.items())),
+          "total", sum(seen.values()))
+    assert sum(seen.values()) >= 100 and not any(status == "5xx" for _, _, status in seen)
