@@ -259,6 +259,7 @@ class ServingState:
         touched = set()
         for interaction in interactions:
             entry = self.interactions.pop(interaction)
+            self.digests.pop(("interaction", interaction), None)  # else it outlives the entity, one per interaction
             other = self.item_interactions if side == 1 else self.user_interactions
             other.get(entry[side], set()).discard(interaction)
             touched.add(entry[side])

@@ -165,3 +165,5 @@ def test_a_deletion_touches_only_what_the_entity_did(artifacts, tmp_path):
     assert catalogue.delete("user", "leaving")["erased_records"] == 4
     assert catalogue.delete("item", "i3")["deleted"] and dict.__len__(catalogue.interactions) == 0
     assert catalogue.stats()["deleted"] == 2
+    # nothing kept per interaction outlives it (the retry digests did, one per interaction ever recorded)
+    assert not [key for key in catalogue.digests if key[0] == "interaction"]
