@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Catalogue(ServingState):
     store: RegistrationStore | None = None
+    origin: dict | None = None  # `from_artifacts`' arguments: what a rebuild starts from (`sync`)
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,18 +81,37 @@ class Catalogue(ServingState):
         if new_slots is None:
             record = serving_record(artifacts)
             new_slots = Slots.from_record(record.get("new_slots", record.get("new_share", {})).get(generator.name))
+        origin = {"artifacts": artifacts, "generator": generator, "text_weight": text_weight, "encoder": encoder,
+                  "new_slots": new_slots, "stated_share": stated_share, "follower": follower}
         return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, space=space, store=store,
+                   origin=origin,
                    item_text=generator.catalogue_text(), text_weight=text_weight, attribute_encoder=attributes,
                    item_labels=labels,
                    regenerate=None if encoder is None else Regenerator(artifacts, generator, encoder),
                    new_slots=new_slots, stated_share=stated_share, follower=follower)
 
     def sync(self) -> None:
-        """Apply what other replicas wrote to the store since the last call."""
+        """Apply what other replicas wrote to the store since the last call; rebuilt from the artifacts and the
+        whole store when a compaction dropped deletion records this copy may not have read."""
         if self.store is None:
             return
         with self.lock:
+            started = time.time()
             self.apply_all(self.store.read_new())
+            if self.needs_rebuild and self.origin is not None:
+                log.warning("the store was compacted since this replica last read it: rebuilding from the store")
+                self.rebuild()
+            self.synced_at = started
+
+    def rebuild(self) -> None:
+        """Under the lock: this catalogue's state made again from its artifacts and every record of the store."""
+        fresh = Catalogue.from_artifacts(**self.origin, store=None)
+        lock, store = self.lock, self.store
+        self.__dict__.update(fresh.__dict__)
+        self.lock, self.store = lock, store
+        self.queries, self.commands = Queries(self), Commands(self, store)
+        store.rewind()
+        self.apply_all(store.read_new())
 
     # ---- requests: each catches up with the store first ----------------------------------------------
 

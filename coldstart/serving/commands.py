@@ -25,6 +25,8 @@ import time
 import numpy as np
 
 from coldstart.serving.errors import Conflict, NotFound
+from coldstart.serving.records import compaction_due
+from coldstart.serving.profiles import profile_query, with_named
 from coldstart.serving.state import ServingState
 from coldstart.serving.file_store import RegistrationStore
 
@@ -75,10 +77,10 @@ class Commands:
 
     def register_user(self, user_id: str, content_vector: np.ndarray | None, *, liked: list[str],
                       attributes: dict, text: str, generator: str, text_vector: np.ndarray | None = None) -> dict:
-        liked, text_vector, _, stated = self.state.with_named(text, liked, text_vector)  # as `recommend_profile`
+        liked, text_vector, _, stated = with_named(self.state, text, liked, text_vector)  # as `recommend_profile`
         with self.state.lock:
             liked_positions = self.state.positions(liked, "liked")
-            vector = self.state.profile_query(content_vector, liked_positions, stated)
+            vector = profile_query(self.state, content_vector, liked_positions, stated)
             self._register({"kind": "user", "id": user_id, "attributes": attributes, "text": text, "liked": liked,
                             "vector": vector.tolist(), "text_vector": _listed(text_vector), "generator": generator,
                             "space": self.state.space, "at": time.time()}, lambda: user_id in self.state.users)
@@ -120,6 +122,10 @@ class Commands:
             record["digest"] = _digest(record)
             erased = writer.delete(record)  # the deletion and its erasure: one step, durable together
             self.state.apply_deletion(record)
+            compaction = compaction_due(list(self.state.deletions.values()))
+            if compaction is not None:  # deletion records older than a week go, about once a week
+                writer.delete(compaction)
+                self.state.apply_compaction(compaction)
         log.info("deleted %s %r; %d record(s) about it erased from the store", kind, entity_id, erased)
         return {"id": entity_id, "kind": kind, "deleted": True, "erased_records": erased}
 

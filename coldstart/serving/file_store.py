@@ -108,6 +108,10 @@ class RegistrationStore:
             self.offset += len(line)
         return records
 
+    def rewind(self) -> None:
+        """The next `read_new` returns every record again."""
+        self.offset = 0
+
     @contextlib.contextmanager
     def writing(self) -> Iterator["_Writer"]:
         """Hold the writers' lock: read what others appended, then append (`writer.append`)."""

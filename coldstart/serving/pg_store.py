@@ -47,7 +47,7 @@ from collections.abc import Iterator
 
 from coldstart.config import ConfigError
 from coldstart.serving.pg_connection import TABLE, connect, display_url, encode, first_line, table_sql  # noqa: F401
-from coldstart.serving.records import concerns, supersedes
+from coldstart.serving.records import DELETIONS, concerns, supersedes
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,11 @@ class PostgresStore:
                     raise
         raise AssertionError("unreachable")
 
+    def rewind(self) -> None:
+        """The next `read_new` returns every record again."""
+        with self._lock:
+            self.last_id = 0
+
     # ---- writing --------------------------------------------------------------------------------------
 
     def _take_lock(self) -> None:
@@ -259,6 +264,11 @@ class PostgresStore:
             cur.execute(self._sql("DELETE FROM {table} WHERE id < %s AND about @> ARRAY[%s]::text[]"),
                         (row_id, f"{kind}:{target}"))
             gone = cur.rowcount
+            if record.get("kind") == "compaction":  # and the deletion records older than its cutoff
+                cur.execute(self._sql("DELETE FROM {table} WHERE id < %s AND about @> ARRAY[%s]::text[] "
+                                      "AND created_at < to_timestamp(%s)"),
+                            (row_id, ":".join(DELETIONS), float(record["cutoff"])))
+                gone += cur.rowcount
         conn.commit()
         self._locked = False
         self.last_id = row_id

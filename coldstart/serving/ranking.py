@@ -12,6 +12,7 @@ import numpy as np
 
 from coldstart.serving.errors import NotFound
 from coldstart.serving.slots import Slots, interleave
+from coldstart.serving.profiles import profile_query, with_named
 from coldstart.serving.state import ServingState
 
 
@@ -124,10 +125,10 @@ class Queries:
         not matched to items' texts: that match ranks the named films' namesakes and sequels, and the named
         films already say what the user likes (`benchmarks/stated_interest_users.py`)."""
         # what the text names is read outside the lock: the matchers' indexes are safe to read while they grow
-        liked, text_vector, named, stated = self.state.with_named(said, liked, text_vector)
+        liked, text_vector, named, stated = with_named(self.state, said, liked, text_vector)
         with self.state.lock:
             liked_positions = self.state.positions(liked, "profile.liked")
-            query = self.state.profile_query(content_vector, liked_positions, stated)
+            query = profile_query(self.state, content_vector, liked_positions, stated)
             items = self._rank(query, k, liked_positions if exclude_seen else None, candidates, text_vector,
                                history=liked_positions if explain else None, stated=stated)
             return {"user_id": None, "path": "cold", "items": items, "named": named, "stated": list(stated)}

@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 
 from coldstart.features import AttributeEncoder
-from coldstart.serving.errors import Invalid, NotFound
+from coldstart.serving.errors import NotFound
 from coldstart.serving.index import ItemIndex
-from coldstart.serving.profiles import spread_ratio, users_taste
+from coldstart.serving.profiles import profile_query, spread_ratio, with_named
+from coldstart.serving import records
 from coldstart.serving.slots import Slots
 from coldstart.serving.titles import LabelMatcher, TitleMatcher
 from coldstart.serving.warmup import fold_in, positive_target, typical_strength
@@ -97,7 +98,11 @@ class ServingState:
     # per entity: the ids of its interactions, so a deletion costs what the entity did, not every interaction
     user_interactions: dict[str, set[str]] = field(init=False, default_factory=dict)
     item_interactions: dict[int, set[str]] = field(init=False, default_factory=dict)
-    deletions: set[str] = field(init=False, default_factory=set)  # ids of the deletion records applied
+    deletions: dict[str, float] = field(init=False, default_factory=dict)  # deletion records applied: id -> when
+    # When this copy last read the whole store (`Catalogue.sync`); a compaction record that erased deletion records
+    # it may not have read (made before then) asks for a rebuild from the store (`needs_rebuild`).
+    synced_at: float | None = field(init=False, default=None)
+    needs_rebuild: bool = field(init=False, default=False)
     item_priors: dict[int, np.ndarray] = field(init=False, default_factory=dict)  # content vectors, once moved
     item_events: dict[int, list[str]] = field(init=False, default_factory=dict)  # users who interacted
     user_priors: dict[str, np.ndarray] = field(init=False, default_factory=dict)
@@ -153,6 +158,8 @@ class ServingState:
             kind = record.get("kind")
             if kind == "deletion":  # whatever the space: a deleted entity stays deleted
                 self.apply_deletion(record)
+            elif kind == "compaction":
+                self.apply_compaction(record)
             elif kind not in ("item", "user", "interaction"):  # the app's own records (routing)
                 continue
             elif record.get("space") == self.space:
@@ -201,10 +208,10 @@ class ServingState:
             if record["id"] in self.users:
                 return
             seen = np.asarray([self.item_pos[i] for i in record["liked"] if i in self.item_pos], np.int64)
-            _, text, _, stated = self.with_named(record.get("text") or "", [], record.get("text_vector"))
+            _, text, _, stated = with_named(self, record.get("text") or "", [], record.get("text_vector"))
             if "content_vector" in record:  # made again from its content (`regenerate`): add the liked items' share
                 content = record["content_vector"]
-                vector = self.profile_query(None if content is None else np.asarray(content, np.float32), seen,
+                vector = profile_query(self, None if content is None else np.asarray(content, np.float32), seen,
                                             stated)
             else:
                 vector = np.asarray(record["vector"], np.float32)
@@ -265,11 +272,20 @@ class ServingState:
             touched.add(entry[side])
         return touched
 
+    def apply_compaction(self, record: dict) -> None:
+        """The store dropped the deletion records older than the record's cutoff: forget their ids (a store read
+        again never replays them); if this copy last read the store before then, it may have missed one of them
+        and serve a deleted entity: it must be rebuilt from the store (`needs_rebuild`)."""
+        cutoff = float(record["cutoff"])
+        if self.synced_at is not None and self.synced_at < cutoff + records.MARGIN_S:
+            self.needs_rebuild = True
+        self.deletions = {i: at for i, at in self.deletions.items() if at >= cutoff}
+
     def apply_deletion(self, record: dict) -> None:
         """Take the entity out of every answer, and its interactions out of the vectors they moved."""
         if record["id"] in self.deletions:  # a replayed duplicate (the log is read again after an erasure)
             return
-        self.deletions.add(record["id"])
+        self.deletions[record["id"]] = float(record.get("at", 0.0))
         kind, target = record.get("target"), record.get("target_id")
         self.digests.pop((kind, target), None)
         if kind == "user" and target in self.users:
@@ -307,42 +323,3 @@ class ServingState:
         if unknown:
             raise NotFound(field_name, f"unknown item id(s): {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
         return np.asarray([self.item_pos[i] for i in ids], np.int64)
-
-    def named(self, text: str) -> list[str]:
-        """Ids of the items `text` names by title ("I loved Fargo"), deleted ones left out (`TitleMatcher`)."""
-        return [self.item_ids[p] for p in self.title_index.find(text or "") if p not in self.deleted_items]
-
-    def stated(self, text: str) -> tuple[str, ...]:
-        """The attribute values `text` names ("Mostly horror films" names "genres: Horror"), outside the titles
-        it names, and carried by some item."""
-        spans = [span for span in self.title_index.spans(text or "") if span[2] not in self.deleted_items]
-        return tuple(label for label in self.label_index.find(text or "", spans) if self.labelled.get(label))
-
-    def with_named(self, text: str, liked: list[str], text_vector):
-        """(`liked` with the items `text` names added, the text vector or None, the ids added, the attribute
-        values `text` names): named items count as liked, named values get their share of the slots
-        (`stated_share`), and where it names either the text is not matched to items' texts."""
-        named = self.named(text)
-        stated = self.stated(text)
-        added = [i for i in named if i not in liked]
-        return list(liked) + added, (None if named or stated else text_vector), added, stated
-
-    def profile_query(self, content_vector: np.ndarray | None, liked: np.ndarray,
-                      stated: tuple[str, ...] = ()) -> np.ndarray:
-        """A new user's vector: the mean of what they give, each part on a warm user's typical norm: the
-        generated vector, the mean of liked items' vectors, the taste of users who favour what they named."""
-        parts = []
-        if content_vector is not None:
-            parts.append(np.asarray(content_vector, np.float32))
-        if len(liked):
-            parts.append(self.index.vectors(liked).mean(axis=0))
-        taste = users_taste(self, stated) if stated else None
-        if taste is not None:
-            parts.append(taste)
-        if not parts:
-            raise Invalid("profile", "nothing to recommend from: give attributes, text or liked items")
-        if len(parts) == 1 and content_vector is not None:
-            return parts[0]
-        # Users' and items' vectors differ in scale: put each part on the typical warm user's norm first.
-        scaled = [p / max(float(np.linalg.norm(p)), 1e-12) * self.user_norm for p in parts]
-        return np.mean(scaled, axis=0).astype(np.float32)

@@ -14,7 +14,12 @@ A store keeps registered items and users as an ordered list of JSON records.
   removes, for good and in the same step, every earlier record about its entity
   (`records.erased`): a deleted user's registration, text and interactions leave
   the store, the deletion record (kind and id only) stays, so every replica and
-  every restart applies it.
+  every restart applies it. `rewind()`: the next `read_new()` returns every record
+  again (a replica rebuilding its state).
+- Compaction: a deletion record stays `records.KEEP_DELETIONS_S` (a week); a
+  compaction record (`records.compaction_due`), written with `writer.delete`,
+  erases the older ones and the compaction before it. A replica that had not read
+  the store for that long when it meets one rebuilds its state from the store.
 
 Two back ends:
 
@@ -54,6 +59,8 @@ class StoreWriter(Protocol):
 @runtime_checkable
 class Store(Protocol):
     def read_new(self) -> list[dict]: ...
+
+    def rewind(self) -> None: ...
 
     def writing(self) -> contextlib.AbstractContextManager[StoreWriter]: ...
 

@@ -167,3 +167,44 @@ def test_a_deletion_touches_only_what_the_entity_did(artifacts, tmp_path):
     assert catalogue.stats()["deleted"] == 2
     # nothing kept per interaction outlives it (the retry digests did, one per interaction ever recorded)
     assert not [key for key in catalogue.digests if key[0] == "interaction"]
+
+
+def test_a_compaction_erases_the_deletion_records_older_than_its_cutoff_and_the_compaction_before_it():
+    records = [{"kind": "deletion", "id": "d1", "target": "user", "target_id": "u1", "at": 10.0},
+               {"kind": "compaction", "id": "c1", "cutoff": 5.0, "at": 15.0},
+               {"kind": "user", "id": "u2"},
+               {"kind": "deletion", "id": "d2", "target": "user", "target_id": "u9", "at": 30.0},
+               {"kind": "compaction", "id": "c2", "cutoff": 20.0, "at": 40.0},
+               {"kind": "deletion", "id": "d3", "target": "item", "target_id": "i1", "at": 12.0}]  # after c2: stays
+    assert erased(records) == [True, True, False, False, False, False]
+
+
+def test_old_deletion_records_are_compacted_away_and_a_replica_that_missed_one_rebuilds(artifacts, store,
+                                                                                       monkeypatch):
+    """Deletion records stay a while (a week; a second here), then a deletion compacts the older ones away. A
+    replica that had not read the store since before a compacted deletion cannot learn of it from the store:
+    it rebuilds from the store and no longer serves the deleted item; a new replica never knew it."""
+    import time
+
+    from coldstart.serving import records
+    from coldstart.serving.catalogue import Catalogue
+    from coldstart.serving.served_models import ServingGenerator
+    from coldstart.serving.stores import read_snapshot
+
+    monkeypatch.setattr(records, "KEEP_DELETIONS_S", 1.0)
+    monkeypatch.setattr(records, "MARGIN_S", 0.05)
+    generator = ServingGenerator(artifacts, "auto")
+    writer = Catalogue.from_artifacts(artifacts, generator, open_store(store), encoder=None)
+    behind = Catalogue.from_artifacts(artifacts, generator, open_store(store), encoder=None)
+    vector = np.ones(writer.item_vectors.shape[1], np.float32)
+    for item in ("gone-early", "gone-late"):
+        writer.register_item(item, vector, title=None, attributes={}, text="", generator=generator.name)
+    assert behind.has_item("gone-early")
+    writer.delete("item", "gone-early")  # `behind` reads nothing from here on, until after the compaction
+    time.sleep(2.2)
+    writer.delete("item", "gone-late")  # the first deletion record is now over twice the keep old
+    kinds = [(r["kind"], r.get("target_id")) for r in read_snapshot(store)[0]]
+    assert kinds == [("deletion", "gone-late"), ("compaction", None)], kinds
+    assert not behind.has_item("gone-early") and not behind.has_item("gone-late")
+    assert not Catalogue.from_artifacts(artifacts, generator, open_store(store), encoder=None).has_item("gone-early")
+    assert not writer.needs_rebuild and len(writer.deletions) == 1
