@@ -31,6 +31,10 @@ from coldstart.serving.file_store import RegistrationStore
 
 log = logging.getLogger(__name__)
 
+# Deleted registered items' index rows a catalogue tolerates (and no more than the live registered items) before
+# it starts over from the store: the index stays within a constant factor of the live set.
+REBUILD_DEAD_ROWS = 10_000
+
 
 @dataclass
 class Catalogue(ServingState):
@@ -100,6 +104,10 @@ class Catalogue(ServingState):
             self.apply_all(self.store.read_new())
             if self.needs_rebuild and self.origin is not None:
                 log.warning("the store was compacted since this replica last read it: rebuilding from the store")
+                self.rebuild()
+            elif self.origin is not None and self.dead_rows > max(REBUILD_DEAD_ROWS, self.registered_items):
+                # deleted registered items' rows (zeroed, never ranked) outnumber the live: the index starts over
+                log.info("%d deleted items' rows in the index: rebuilding it from the store", self.dead_rows)
                 self.rebuild()
             self.synced_at = started
 

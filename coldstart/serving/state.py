@@ -94,6 +94,7 @@ class ServingState:
     digests: dict[tuple[str, str], str | None] = field(init=False, default_factory=dict)
     interactions: dict[str, tuple[str, int]] = field(init=False, default_factory=dict)  # id -> (user, item pos)
     deleted_items: set[int] = field(init=False, default_factory=set)  # positions never ranked again
+    dead_rows: int = field(init=False, default=0)  # index rows of registered items deleted since built
     deleted_array: np.ndarray = field(init=False, default_factory=lambda: np.zeros(0, np.int64))  # the same, sorted
     # per entity: the ids of its interactions, so a deletion costs what the entity did, not every interaction
     user_interactions: dict[str, set[str]] = field(init=False, default_factory=dict)
@@ -302,6 +303,7 @@ class ServingState:
             self.deleted_items.add(pos)
             self.deleted_array = np.asarray(sorted(self.deleted_items), np.int64)
             self.registered_items -= pos >= len(self.warm_items)
+            self.dead_rows += pos >= len(self.warm_items)  # a registered item's row: zeroed, a rebuild drops it
             self.titles[pos] = None
             for label in self.item_labels[pos]:
                 self.labelled.get(label, set()).discard(pos)

@@ -16,3 +16,14 @@ def test_what_is_held_follows_the_live_set_and_a_restarted_replica_holds_only_it
     assert [row["deletions"] for row in rounds] == [6, 12, 18]  # one per deleted entity: kept, and said so
     trained = rounds[0]["index rows"] - 2 * 3  # before round 2's deletions land in rows: two rounds registered
     assert restart["index rows"] == trained + 3 and restart["live registered"] == rounds[-1]["live registered"]
+
+
+def test_a_replica_whose_deleted_rows_outnumber_the_live_ones_rebuilds_its_index(serving_artifacts, tmp_path,
+                                                                               monkeypatch):
+    from coldstart.serving import catalogue
+
+    monkeypatch.setattr(catalogue, "REBUILD_DEAD_ROWS", 2)
+    rows = asyncio.run(churn(serving_artifacts, tmp_path / "store", rounds=6, batch=3))
+    trained = rows[1]["index rows"] - 2 * 3
+    index = [row["index rows"] - trained for row in rows[1:-1]]
+    assert max(index) <= 9 < 6 * 3, index  # without the rebuilds: 3 more rows a round, 18 after round 6
