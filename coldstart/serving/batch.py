@@ -80,7 +80,7 @@ class _Snapshot:
     def __init__(self, records: list[dict]):
         self.records = records
 
-    def read_new(self) -> list[dict]:
+    def read_new(self, chunk: bool = False) -> list[dict]:
         records, self.records = self.records, []
         return records
 

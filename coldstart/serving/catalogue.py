@@ -101,7 +101,8 @@ class Catalogue(ServingState):
             return
         with self.lock:
             started = time.time()
-            self.apply_all(self.store.read_new())
+            while records := self.store.read_new(chunk=True):  # a long store (at start) in chunks
+                self.apply_all(records)
             if self.needs_rebuild and self.origin is not None:
                 log.warning("the store was compacted since this replica last read it: rebuilding from the store")
                 self.rebuild()
@@ -119,7 +120,8 @@ class Catalogue(ServingState):
         self.lock, self.store = lock, store
         self.queries, self.commands = Queries(self), Commands(self, store)
         store.rewind()
-        self.apply_all(store.read_new())
+        while records := store.read_new(chunk=True):
+            self.apply_all(records)
 
     # ---- requests: each catches up with the store first ----------------------------------------------
 

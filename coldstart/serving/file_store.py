@@ -42,6 +42,7 @@ from coldstart.serving.records import erased
 log = logging.getLogger(__name__)
 
 LOG_FILE = "registrations.log"
+CHUNK_BYTES = 8 * 2**20  # what `read_new(chunk=True)` reads at a time
 HEADER_KIND = "log"  # the first record of a rewritten log: {"kind": "log", "generation": N}
 
 
@@ -82,9 +83,11 @@ class RegistrationStore:
         first = decode_record(f.readline(4096))
         return int(first["generation"]) if first is not None and first.get("kind") == HEADER_KIND else 0
 
-    def read_new(self) -> list[dict]:
+    def read_new(self, chunk: bool = False) -> list[dict]:
         """Whole records appended since the last call (a line still being written waits for the next); after
-        an erasure replaced the log, every record of the new one."""
+        an erasure replaced the log, every record of the new one. With `chunk`, only the records of the next
+        `CHUNK_BYTES` or so (and at least one): a start-up that reads a large log chunk by chunk never holds
+        the whole of it."""
         with open(self.path, "rb") as f:
             stat = os.fstat(f.fileno())
             generation = self._generation(f)
@@ -95,7 +98,10 @@ class RegistrationStore:
             if stat.st_size <= self.offset:
                 return []
             f.seek(self.offset)
-            data = f.read(stat.st_size - self.offset)
+            left = stat.st_size - self.offset
+            data = f.read(min(left, CHUNK_BYTES) if chunk else left)
+            while chunk and b"\n" not in data and len(data) < left:  # one record longer than a chunk
+                data += f.read(min(left - len(data), CHUNK_BYTES))
         end = data.rfind(b"\n") + 1
         records = []
         for line in data[:end].splitlines(keepends=True):

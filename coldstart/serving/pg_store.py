@@ -51,6 +51,7 @@ from coldstart.serving.records import DELETIONS, concerns, supersedes
 
 log = logging.getLogger(__name__)
 
+CHUNK_ROWS = 10_000  # what `read_new(chunk=True)` reads at a time
 LOCK_TIMEOUT_S = 30.0  # a writer waits this long for the lock, then the request fails (and is retried)
 IDLE_IN_TRANSACTION_S = 60.0  # the server ends a writer's session that holds the lock this long doing nothing
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -151,10 +152,12 @@ class PostgresStore:
 
     # ---- reading --------------------------------------------------------------------------------------
 
-    def _fetch_new(self, conn) -> tuple[list[dict], int]:
-        """(records after `last_id`, the last id read); the caller moves `last_id` once the read is safe."""
+    def _fetch_new(self, conn, limit: int | None = None) -> tuple[list[dict], int]:
+        """(records after `last_id`, at most `limit`; the last id read); the caller moves `last_id` once the
+        read is safe."""
         with conn.cursor() as cur:
-            cur.execute(self._sql("SELECT id, record::text FROM {table} WHERE id > %s ORDER BY id"), (self.last_id,))
+            cur.execute(self._sql("SELECT id, record::text FROM {table} WHERE id > %s ORDER BY id LIMIT %s"),
+                        (self.last_id, limit))
             rows = cur.fetchall()
         records = []
         for row_id, text in rows:
@@ -166,8 +169,9 @@ class PostgresStore:
                 log.warning("%s: skipping row %d of %s: not a JSON object", display_url(self.url), row_id, self.table)
         return records, rows[-1][0] if rows else self.last_id
 
-    def read_new(self) -> list[dict]:
-        """Records committed since the last call, in order."""
+    def read_new(self, chunk: bool = False) -> list[dict]:
+        """Records committed since the last call, in order; with `chunk`, the next `CHUNK_ROWS` of them (a
+        start-up that reads a large table chunk by chunk never holds the whole of it)."""
         import psycopg  # psycopg: optional, only a database store loads it
 
         with self._lock:
@@ -177,7 +181,7 @@ class PostgresStore:
             for attempt in (1, 2):
                 conn = self._connection()
                 try:
-                    records, last_id = self._fetch_new(conn)
+                    records, last_id = self._fetch_new(conn, CHUNK_ROWS if chunk else None)
                     conn.commit()  # end the read's transaction: no session left idle in one
                     self.last_id = last_id
                     return records

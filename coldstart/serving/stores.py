@@ -4,7 +4,8 @@ A store keeps registered items and users as an ordered list of JSON records.
 `Catalogue` needs only this:
 
 - `read_new()`: the records appended since this object last read, in order
-  (every record, the first time).
+  (every record, the first time); `read_new(chunk=True)`: the next chunk of them,
+  so a replica starting over a long store never holds all of it at once.
 - `writing()`: a context manager that excludes every other writer, in this
   process and in others (other ranker replicas, on other machines too). The
   writer it yields has `read_new()` (catch up, under the lock) and
@@ -58,7 +59,7 @@ class StoreWriter(Protocol):
 
 @runtime_checkable
 class Store(Protocol):
-    def read_new(self) -> list[dict]: ...
+    def read_new(self, chunk: bool = False) -> list[dict]: ...
 
     def rewind(self) -> None: ...
 

@@ -282,3 +282,23 @@ def test_a_new_routing_erases_the_ones_before_it(store):
         write_routing(opened, [Variant(name=f"v{n}", weight=1.0, app=f"app-{n}", settings={})])
     records = open_store(store).read_new()
     assert [r["kind"] for r in records] == ["routing"] and latest_routing(records)[0].name == "v4"
+
+
+def test_a_long_store_is_read_chunk_by_chunk_as_it_is_read_whole(store, monkeypatch):
+    """Start-up reads the store in chunks (`read_new(chunk=True)`), never all of it at once: the chunks are
+    bounded, and together they are every record, in order, once."""
+    from coldstart.serving import file_store, pg_store
+
+    monkeypatch.setattr(file_store, "CHUNK_BYTES", 200)  # about two short records
+    monkeypatch.setattr(pg_store, "CHUNK_ROWS", 3)
+    writer = open_store(store)
+    with writer.writing() as w:
+        w.read_new()
+        for n in range(10):
+            w.append({"kind": "item", "id": f"c{n}", "text": "x" * (500 if n == 4 else 10)})  # one longer than a chunk
+    reader, chunks = open_store(store), []
+    while records := reader.read_new(chunk=True):
+        chunks.append([r["id"] for r in records])
+    assert [i for chunk in chunks for i in chunk] == [f"c{n}" for n in range(10)]
+    assert len(chunks) >= 4 and max(len(c) for c in chunks) <= 3, chunks
+    assert [r["id"] for r in open_store(store).read_new()] == [i for chunk in chunks for i in chunk]  # whole
