@@ -40,6 +40,10 @@ from coldstart.serving.warmup import fold_in, positive_target, typical_strength
 
 log = logging.getLogger(__name__)
 
+# Online warm-up folds a new item's (user's) vector from at most this many of its latest users (items): an item
+# this popular is warm by the next training, and each interaction's fold costs the same from here on.
+FOLD_LIMIT = 500
+
 
 @dataclass
 class UserEntry:
@@ -246,7 +250,8 @@ class ServingState:
             self._fold_user(record["user_id"])
 
     def _fold_item(self, pos: int) -> None:
-        others = [self.users[u].vector for u in self.item_events.get(pos, []) if u in self.users]
+        # the latest FOLD_LIMIT users: each interaction costs the same however many came before (not quadratic)
+        others = [self.users[u].vector for u in self.item_events.get(pos, []) if u in self.users][-FOLD_LIMIT:]
         prior = self.item_priors[pos]
         self.index.update(pos, fold_in(prior, np.stack(others), self.positive_score, self.item_strength)
                           if others else prior)
@@ -256,7 +261,7 @@ class ServingState:
             self.fresh.discard(pos)
 
     def _fold_user(self, user_id: str) -> None:
-        events = self.user_events.get(user_id, [])
+        events = self.user_events.get(user_id, [])[-FOLD_LIMIT:]
         prior = self.user_priors[user_id]
         self.users[user_id].vector = fold_in(prior, self.index.vectors(np.asarray(events)), self.positive_score,
                                              self.user_strength) if events else prior.copy()

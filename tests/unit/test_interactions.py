@@ -108,3 +108,23 @@ def test_a_registered_user_moves_toward_what_it_interacts_with_and_warm_ones_wai
         assert r.status_code == 201 and r.json()["moved"] == []
         assert np.array_equal(ranker.users[warm_user].vector, vector)
 
+
+
+def test_a_popular_new_item_folds_from_its_latest_users_so_each_interaction_costs_the_same(artifacts, tmp_path,
+                                                                                         monkeypatch):
+    """The fold re-reads the item's users at each interaction: bounded to the latest `FOLD_LIMIT`, an item's
+    thousandth interaction costs what its tenth did (it re-read all of them: quadratic in an item's users)."""
+    from coldstart.serving import state
+
+    monkeypatch.setattr(state, "FOLD_LIMIT", 3)
+    ranker = local_service(artifacts, tmp_path / "store").ranker.target
+    ranker.register_item("popular", np.ones(ranker.item_vectors.shape[1], np.float32), title=None, attributes={},
+                         text="", generator="distill")
+    pos = ranker.item_pos["popular"]
+    prior = ranker.index.vectors([pos])[0].copy()
+    users = [f"u{i}" for i in range(6)]
+    for n, user in enumerate(users):
+        ranker.record_interaction(user, "popular", timestamp=float(n))
+    latest = np.stack([ranker.users[u].vector for u in users[-3:]])
+    expected = fold_in(prior, latest, ranker.positive_score, ranker.item_strength)
+    np.testing.assert_allclose(ranker.index.vectors([pos])[0], expected, rtol=1e-5, atol=1e-6)
