@@ -33,6 +33,18 @@ def check_response(case, response) -> None:
         case.validate_response(response, checks=[response_schema_conformance])
 
 
+def check_scope(label: str, key: str, response) -> None:
+    """What a key (`key`: "write", "read" or "none") may do: without one every route but /livez is a 401; a read
+    key gets a 403 on every write (registrations, interactions, deletions)."""
+    writes = label.split()[0] in ("POST", "DELETE") and label != "POST /v1/recommend"
+    if label == "GET /livez":
+        assert response.status_code == 200
+    elif key == "none":
+        assert response.status_code == 401, (label, response.text)
+    elif key == "read" and writes:
+        assert response.status_code == 403, (label, response.text)
+
+
 def fuzz(operation, mode: GenerationMode, examples: int, call: Callable, seen: collections.Counter,
          tag: str | None = None, also: Callable | None = None) -> None:
     """Send `examples` cases of `operation` drawn in `mode` (the same ones every run) with `call(case)`; count
