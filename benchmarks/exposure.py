@@ -97,9 +97,8 @@ def policies(artifacts: Path, shares: tuple[float, ...] = ()) -> dict[str, tuple
     served = record["generator"]
     before = record.get("cold_val_ndcg@20") or {served: 0.0}
     current = max(before, key=before.get)
-    learnt = record.get("new_slots", record.get("new_share", {})).get(served)
     return {"current endpoint": (current, Slots()), "no policy": (served, Slots()),
-            "fixed share": (served, Slots.share(FIXED_SHARE)), "learnt": (served, Slots.from_record(learnt)),
+            "fixed share": (served, Slots.share(FIXED_SHARE)), "learnt": (served, Slots.served(record, served)),
             **{f"share {share:g}": (served, Slots.share(share)) for share in shares}}
 
 

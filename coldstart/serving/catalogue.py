@@ -83,8 +83,7 @@ class Catalogue(ServingState):
         attributes = generator.content.attribute_encoders["item"]
         labels = attributes.labels(items.reindex(item_ids).rename_axis("item_id").reset_index())
         if new_slots is None:
-            record = serving_record(artifacts)
-            new_slots = Slots.from_record(record.get("new_slots", record.get("new_share", {})).get(generator.name))
+            new_slots = Slots.served(serving_record(artifacts), generator.name)
         origin = {"artifacts": artifacts, "generator": generator, "text_weight": text_weight, "encoder": encoder,
                   "new_slots": new_slots, "stated_share": stated_share, "follower": follower}
         return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, space=space, store=store,
@@ -101,8 +100,7 @@ class Catalogue(ServingState):
             return
         with self.lock:
             started = time.time()
-            while records := self.store.read_new(chunk=True):  # a long store (at start) in chunks
-                self.apply_all(records)
+            self._catch_up()
             if self.needs_rebuild and self.origin is not None:
                 log.warning("the store was compacted since this replica last read it: rebuilding from the store")
                 self.rebuild()
@@ -120,7 +118,12 @@ class Catalogue(ServingState):
         self.lock, self.store = lock, store
         self.queries, self.commands = Queries(self), Commands(self, store)
         store.rewind()
-        while records := store.read_new(chunk=True):
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Under the lock: apply every record the store has that this catalogue has not read, chunk by chunk (a
+        long store, at start, is never held whole)."""
+        while records := self.store.read_new(chunk=True):
             self.apply_all(records)
 
     # ---- requests: each catches up with the store first ----------------------------------------------

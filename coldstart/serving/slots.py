@@ -58,6 +58,12 @@ class Slots:
         chosen = set(record["new"])
         return cls(tuple(i in chosen for i in range(int(record["of"]))))
 
+    @classmethod
+    def served(cls, serving: dict, generator: str) -> "Slots":
+        """What serving.json (`serving`) says `generator` keeps for new items: its learnt slots, or the share of
+        an older folder; none if it says nothing."""
+        return cls.from_record(serving.get("new_slots", serving.get("new_share", {})).get(generator))
+
     def record(self) -> dict:
         return {"new": [i for i, p in enumerate(self.pattern) if p], "of": len(self.pattern)}
 
