@@ -26,6 +26,12 @@ not comparable with the protocol's user cold-start table, which has attributes
 only (RESULTS marks them apart).
 
     python -m benchmarks.stated_interest_users --artifacts OUT [--stated-share 0 0.3] [--stated lift|most] [--on test]
+
+`--bound` measures instead how far any list that knows only the stated genre
+could go on the same users (`benchmarks/stated_genre_bound.py`): the share of
+their held items in that genre, and per precision floor an in-sample oracle
+(one list per genre chosen with the held-out answers in hand) beside the same
+list fitted leave-one-out and on the warm users who state the genre.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.stated_genre_bound import print_bound
+
 K = 20
 # How people say it: the first is the benchmark's original; none of them is in the tests.
 PHRASINGS = ("I love {genre} movies.",
@@ -49,12 +57,13 @@ PHRASINGS = ("I love {genre} movies.",
 
 
 def told_and_held(artifacts: Path, on: str = "test", seed: int = 0) -> list[dict]:
-    """Per cold user of the `cold_{on}` set (two items or more): their attributes, told items and held items."""
+    """Per cold user of the `cold_{on}` set (two items or more; `on="train"`: the warm users' training
+    items): their attributes, told items and held items."""
     from coldstart.data.split import load_split
 
     split = load_split(Path(artifacts) / "split")
     users = split.users.astype({"user_id": str}).set_index("user_id")
-    pairs = split.sets[f"cold_{on}"].astype({"user_id": str, "item_id": str})
+    pairs = (split.train if on == "train" else split.sets[f"cold_{on}"]).astype({"user_id": str, "item_id": str})
     rng = np.random.default_rng(seed)
     out = []
     for user, items in pairs.groupby("user_id", sort=True)["item_id"]:
@@ -147,10 +156,17 @@ def measure(artifacts: Path, users: list[dict], text_weight: float, store: Path,
     return asyncio.run(run())
 
 
-def popularity(artifacts: Path, users: list[dict]) -> list[float]:
+def popular_order(artifacts: Path) -> list[str]:
+    """The catalogue's items by training interactions, most first (those never trained on last)."""
     from coldstart.data.split import load_split
 
-    order = list(load_split(Path(artifacts) / "split").train["item_id"].astype(str).value_counts().index)
+    split = load_split(Path(artifacts) / "split")
+    order = list(split.train["item_id"].astype(str).value_counts().index)
+    return order + sorted(set(split.items["item_id"].astype(str)) - set(order))
+
+
+def popularity(artifacts: Path, users: list[dict]) -> list[float]:
+    order = popular_order(artifacts)
     lists = ([i for i in order[:K + len(told)] if i not in told] for told in (set(u["told"]) for u in users))
     return [ndcg(ranked, u["held"]) for ranked, u in zip(lists, users)]
 
@@ -172,12 +188,24 @@ def main() -> None:
     parser.add_argument("--stated", default="lift", choices=["lift", "most"],
                         help="the genre a user states: most out of proportion (lift) or most watched (most)")
     parser.add_argument("--on", default="test", choices=["val", "test"])
+    parser.add_argument("--bound", action="store_true",
+                        help="instead: the held share of the stated genre and an in-sample oracle of genre-only lists")
     args = parser.parse_args()
     users = told_and_held(args.artifacts, args.on)
     if not users:
         parser.error(f"{args.artifacts}/split has no cold users in cold_{args.on}: run the pipeline with --cold users")
-    pop = np.mean(popularity(args.artifacts, users))
+    popular = popularity(args.artifacts, users)
+    pop = np.mean(popular)
     genres, base = genre_shares(args.artifacts)
+    if args.bound:
+        print(f"{len(users)} cold users of cold_{args.on}; stated genre by {args.stated}")
+        warm: dict[str, list[dict]] = {}
+        for user in told_and_held(args.artifacts, "train"):
+            if genre := stated_genre(user["told"], genres, base, by=args.stated):
+                warm.setdefault(genre, []).append(user)
+        print_bound(users, [stated_genre(u["told"], genres, base, by=args.stated) for u in users], genres, base,
+                    popular_order(args.artifacts), popular, K, warm)
+        return
     stated = sum(stated_genre(u["told"], genres, base, by=args.stated) is not None for u in users)
     print(f"{len(users)} cold users of cold_{args.on}; {stated} state a genre; popularity NDCG@{K} {pop:.4f}\n")
     print(f"| text weight | stated share | profile | NDCG@{K} | vs popularity | minus attributes alone (95% over "
