@@ -19,6 +19,7 @@ import pandas as pd
 from coldstart.data.columns import ColumnRoles
 from coldstart.features import AttributeEncoder
 from coldstart.serving.errors import Invalid
+from coldstart.serving.memo import Memo, key_of
 from coldstart.text.templates import TextTemplates, render, template_fields
 
 Side = Literal["item", "user"]
@@ -55,6 +56,8 @@ class NewContent:
         self.attribute_encoders = {"item": AttributeEncoder.from_json(spec["item_attributes"]),
                                    "user": AttributeEncoder.from_json(spec["user_attributes"])}
         self.text_dim = int(spec["text_dim"])
+        # A new user's attributes repeat across requests: their rendered text and one-hots are remembered.
+        self.rendered, self.one_hots = Memo(), Memo()
 
     def roles(self, side: Side) -> ColumnRoles:
         """The run's column roles; in a catalogue without a title column a registered item's title goes under
@@ -133,19 +136,28 @@ class NewContent:
         return self.texts(side, [(attributes, text, title)])[0]
 
     def texts(self, side: Side, entries: list[tuple[dict, str, str | None]]) -> list[str]:
-        """`text` of many (attributes, free text, title) at once: one table rendered, not one per entity."""
-        if not entries:
-            return []
-        rows = pd.DataFrame([self._fields(side, attributes, title) for attributes, _, title in entries], dtype=object)
-        extra = {"liked": pd.Series([""] * len(entries))} if side == "user" else None
-        rendered = render(self._template(side), rows, f"{side}_id", roles=self.roles(side), extra=extra)
+        """`text` of many (attributes, free text, title) at once: the ones not remembered rendered as one table,
+        not one per entity; the free text follows."""
+        fields = [self._fields(side, attributes, title) for attributes, _, title in entries]
+
+        def render_rows(at: list[int]) -> list[str]:
+            rows = pd.DataFrame([fields[i] for i in at], dtype=object)
+            extra = {"liked": pd.Series([""] * len(at))} if side == "user" else None
+            return render(self._template(side), rows, f"{side}_id", roles=self.roles(side), extra=extra)
+
+        rendered = self.rendered.many([key_of([side, f]) for f in fields], render_rows)
         return [" ".join(part for part in (r, text.strip()) if part) for r, (_, text, _) in zip(rendered, entries)]
 
     def features(self, side: Side, text_vector: np.ndarray, attributes: dict | list[dict]) -> np.ndarray:
         """(n, text_dim + attribute dims) float32: the generator's input, for one entity (a dict of attributes,
         a text vector) or many (a list, a matrix of text vectors) at once."""
         many = attributes if isinstance(attributes, list) else [attributes]
-        rows = pd.DataFrame([self._fields(side, a, None) for a in many], dtype=object)
-        one_hots = self.attribute_encoders[side].transform(rows)
+        fields = [self._fields(side, a, None) for a in many]
+
+        def encode_rows(at: list[int]) -> np.ndarray:
+            return self.attribute_encoders[side].transform(pd.DataFrame([fields[i] for i in at], dtype=object))
+
+        one_hots = self.one_hots.many([key_of([side, f]) for f in fields], encode_rows)
         text_vector = np.asarray(text_vector, np.float32).reshape(len(many), -1)
-        return np.concatenate([text_vector, one_hots], axis=1).astype(np.float32)
+        return np.concatenate([text_vector, np.asarray(one_hots, np.float32).reshape(len(many), -1)],
+                              axis=1).astype(np.float32)

@@ -29,6 +29,7 @@ from coldstart.config import ConfigError
 from coldstart.models.saved import MODEL_FILE, is_artifact
 from coldstart.models.coldstart_model import load_cold_model, placed_items
 from coldstart.serving.config import GENERATOR_FOLDERS
+from coldstart.serving.memo import Memo
 from coldstart.serving.new_content import NewContent, Side
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, TextEncoder
 
@@ -151,13 +152,20 @@ class ServingEncoder:
     def __init__(self, artifacts: str | Path, spec: dict, choice: str = "auto"):
         self.kind, cfg, self.reason = pick_encoder(artifacts, spec, choice)
         self.encoder = TextEncoder(cfg)
+        self.memo = Memo()
         if self.encoder.dim != int(spec["text_dim"]):
             raise ConfigError(f"encoder {self.kind} ({cfg.model}) gives {self.encoder.dim}-d vectors; the generator "
                               f"was trained on {spec['text_dim']}-d ones")
         log.info("encoder: %s %s (%s)", self.kind, cfg.model, self.reason)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode(texts)
+        """Vectors of `texts`, one batch for those the memo does not hold (a profile's rendered attributes
+        repeat across new users; its free text mostly does not)."""
+        texts = list(texts)
+        if not texts:
+            return self.encoder.encode(texts)
+        vectors = self.memo.many(texts, lambda at: list(self.encoder.encode([texts[i] for i in at]).copy()))
+        return np.stack(vectors)
 
     def embed(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

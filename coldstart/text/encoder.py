@@ -142,6 +142,9 @@ class TextEncoder:
         hf_config = AutoConfig.from_pretrained(path, local_files_only=local)
         self.is_decoder = hf_config.model_type in DECODER_TYPES or bool(getattr(hf_config, "is_decoder", False))
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        # A fast tokenizer keeps its truncation and padding as state that each call sets: two threads encoding
+        # at once can tokenize with each other's ("expected sequence of length 11"). One encode at a time.
+        self._busy = threading.Lock()
         if self.is_decoder:
             self.tokenizer.padding_side = "left"
             if self.tokenizer.pad_token is None:
@@ -187,9 +190,13 @@ class TextEncoder:
         return {"model": self.model_name, "pooling": self.settings.pooling, "max_length": self.settings.max_length,
                 "dim": self.dim, "normalize": self.cfg.normalize}
 
-    @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        """(len(texts), dim) float32 in input order."""
+        """(len(texts), dim) float32 in input order; safe to call from several threads (they take turns)."""
+        with self._busy:
+            return self._encode(texts, batch_size)
+
+    @torch.inference_mode()
+    def _encode(self, texts: list[str], batch_size: int | None) -> np.ndarray:
         batch_size = batch_size or self.cfg.batch_size
         texts = ["" if t is None else str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

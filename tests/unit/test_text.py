@@ -55,6 +55,43 @@ def test_order_and_batching_do_not_change_vectors(minilm):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_threads_encoding_at_once_take_turns_with_the_tokenizer(minilm, monkeypatch):
+    """A served encoder is called from several request threads. A fast tokenizer keeps its padding and
+    truncation as state each call sets, so two threads inside it at once tokenized with each other's settings
+    ("expected sequence of length 11 at dim 1"): never two at once, and each gets what it alone would."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = ["A." if i % 2 else "Westerns and more, " * (1 + i % 7) for i in range(12)]
+    batches = [[texts[(i + j) % 12] for j in range(1 + i % 3)] for i in range(12)]
+    alone = [minilm.encode(batch) for batch in batches]
+    tokenizer, inside, most = minilm.tokenizer, [0], [0]
+    count = threading.Lock()
+
+    class Watched:  # the real tokenizer, slowed so that overlapping calls would overlap
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, *args, **kwargs):
+            with count:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.002)
+            try:
+                return tokenizer(*args, **kwargs)
+            finally:
+                with count:
+                    inside[0] -= 1
+
+    monkeypatch.setattr(minilm, "tokenizer", Watched())
+    with ThreadPoolExecutor(6) as pool_:
+        together = list(pool_.map(minilm.encode, batches * 2))
+    assert most[0] == 1
+    for got, want in zip(together, alone * 2):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_empty_text_gets_a_zero_vector_and_is_counted(minilm, caplog):
     before = minilm.stats.empty
     with caplog.at_level(logging.WARNING):
