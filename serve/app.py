@@ -77,17 +77,19 @@ ROUTING_POLL_S = 0.5  # how often an ingress reads the store for a new routing w
 
 
 def variant_service(variant: Variant) -> RecommendService:
-    """A variant's request path: handles to its chain app's deployments, and its own catalogue for requests by
-    `user_id` (answered in the ingress's process, following the store)."""
+    """A variant's request path: handles to its chain app's deployments, and its own catalogue and generator
+    (in the ingress's process, following the store) for requests by `user_id`, profiles' vectors and lists,
+    and new entities' vectors: each a hop saved. The replicas write the store."""
     cfg = ServeConfig.model_validate(variant.settings)
     spec = content_spec(cfg.artifacts, cfg.generator)
     handles = {name: HandleStage(serve.get_deployment_handle(name, app_name=variant.app))
                for name in ("Encoder", "Generator", "Ranker")}
+    catalogue = build_catalogue(cfg, follower=True)  # with the generator its cold vectors came from
     return RecommendService(
         encoder=handles["Encoder"], generator=handles["Generator"], ranker=handles["Ranker"],
         content=NewContent(spec), generator_name=resolve_generator(cfg.artifacts, cfg.generator)[0],
         encoder_name=resolve_encoder(cfg.artifacts, spec, cfg.encoder)[0], metrics=RayServeMetrics(variant.name),
-        known_users=LocalStage(build_catalogue(cfg, follower=True)), variant=variant.name)
+        known_users=LocalStage(catalogue), near_generator=LocalStage(catalogue.generator), variant=variant.name)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128, health_check_period_s=2)

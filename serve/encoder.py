@@ -22,11 +22,15 @@ class Encoder:
         cfg = ServeConfig.model_validate(settings)
         torch.set_num_threads(cfg.torch_threads)
         self.encoder = ServingEncoder(cfg.artifacts, content_spec(cfg.artifacts, cfg.generator), cfg.encoder)
-        self.embed.set_max_batch_size(cfg.batch_size)
-        self.embed.set_batch_wait_timeout_s(cfg.batch_wait_ms / 1000.0)
+        self.encode.set_max_batch_size(cfg.batch_size)
+        self.encode.set_batch_wait_timeout_s(cfg.batch_wait_ms / 1000.0)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def embed(self, texts: list[str]) -> list[np.ndarray]:
+    async def encode(self, requests: list[list[str]]) -> list[np.ndarray]:
+        """Each call's texts (a profile's rendered attributes and its free text), the calls of concurrent
+        requests encoded as one batch."""
+        texts = [text for request in requests for text in request]
         # Off the event loop, so the next batch gathers while this one runs.
         vectors = await asyncio.to_thread(self.encoder.encode, texts)
-        return list(vectors)
+        ends = np.cumsum([len(request) for request in requests])
+        return [vectors[end - len(request):end] for request, end in zip(requests, ends)]

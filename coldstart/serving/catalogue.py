@@ -136,6 +136,17 @@ class Catalogue(ServingState):
         self.sync()
         return self.queries.recommend_profile(*args, **kwargs)
 
+    def holds_every_item(self) -> bool:
+        """Whether this copy ranks what the ranker ranks: not a follower that left another space's registered
+        items to the ranker (after a swap of artifacts, until they are made again)."""
+        self.sync()
+        return not self.left_items
+
+    @property
+    def generator(self):
+        """The generator this catalogue's cold vectors came from (the served one)."""
+        return self.origin["generator"]
+
     def item_info(self, item_id: str) -> dict:
         self.sync()
         return self.queries.item_info(item_id)

@@ -45,12 +45,15 @@ class LocalStage:
 class RecommendService:
     def __init__(self, *, encoder: Stage, generator: Stage, ranker: Stage, content: NewContent,
                  generator_name: str, encoder_name: str, metrics: ServiceMetrics | None = None,
-                 known_users: Stage | None = None, variant: str | None = None):
+                 known_users: Stage | None = None, near_generator: Stage | None = None, variant: str | None = None):
         """`variant`: the name its answers carry when it is one of several (`coldstart.serving.routing`).
         `known_users`: a catalogue that answers requests by `user_id` (default: the ranker), e.g. one held in
-        the ingress's own process, following the same store, to save a hop on the commonest request."""
+        the ingress's own process, following the same store, to save a hop on the commonest request; it ranks
+        profiles too while it holds every item the ranker does. `near_generator`: the same generator held in
+        this process (that catalogue's), to save the hop to the generator's replicas."""
         self.encoder, self.generator, self.ranker = encoder, generator, ranker
         self.known_users = known_users or ranker
+        self.near_generator = near_generator or generator
         self.content = content
         self.generator_name, self.encoder_name = generator_name, encoder_name
         self.metrics = metrics or ServiceMetrics()
@@ -77,12 +80,12 @@ class RecommendService:
         (`stated`); both texts go to the encoder at once, so they share one batch."""
         plan = self.content.to_encode(side, attributes, text, title, stated)
         with self._timed("encode"):
-            text_vector, stated_vector = plan.vectors(
-                await asyncio.gather(*(self.encoder.call("embed", t) for t in plan.texts)))
+            text_vector, stated_vector = plan.vectors(await self.encoder.call("encode", plan.texts) if plan.texts
+                                                      else [])
         if not plan.usable:
             return None, text_vector, stated_vector
         with self._timed("generate"):
-            vector = await self.generator.call(f"{side}_vector", plan.generator_input(text_vector), attributes)
+            vector = await self.near_generator.call(f"{side}_vector", plan.generator_input(text_vector), attributes)
         return vector, text_vector, stated_vector
 
     async def recommend(self, request: RecommendRequest, variant: str | None = None) -> Recommendation:
@@ -106,9 +109,11 @@ class RecommendService:
                 raise Invalid("profile", "empty: give attributes, text or liked item ids")
             vector, _, stated = await self._content_vector("user", profile.attributes, profile.text, stated=True)
             with self._timed("rank"):
-                result = await self.ranker.call("recommend_profile", vector, profile.liked, request.k,
-                                                request.exclude_seen, request.candidates, stated,
-                                                explain=request.explain, said=profile.text)
+                ranker = self.known_users if self.known_users is not self.ranker and \
+                    await self.known_users.call("holds_every_item") else self.ranker
+                result = await ranker.call("recommend_profile", vector, profile.liked, request.k,
+                                           request.exclude_seen, request.candidates, stated,
+                                           explain=request.explain, said=profile.text)
         self.metrics.request("recommend", result["path"])
         return Recommendation.model_validate({**result, "variant": self.variant})
 

@@ -95,6 +95,7 @@ class ServingState:
     registered_items: int = field(init=False, default=0)
     registered_users: int = field(init=False, default=0)
     stale: int = field(init=False, default=0)
+    left_items: int = field(init=False, default=0)  # a follower's: items of another space it left to the ranker
     digests: dict[tuple[str, str], str | None] = field(init=False, default_factory=dict)
     interactions: dict[str, tuple[str, int]] = field(init=False, default_factory=dict)  # id -> (user, item pos)
     deleted_items: set[int] = field(init=False, default_factory=set)  # positions never ranked again
@@ -172,6 +173,8 @@ class ServingState:
             elif self.regenerate is None and self.follower:
                 if kind == "interaction":  # ids only: a fact about users and items this copy may know
                     self.apply(record)
+                elif kind == "item":  # the ranker holds an item this copy does not: it ranks no list alone
+                    self.left_items += 1
             elif self.regenerate is None:
                 self.stale += 1
                 log.warning("registered %s %r was made against other artifacts; not served (register it again)",

@@ -87,6 +87,42 @@ def test_registrations_made_with_old_artifacts_are_made_again_by_new_ones(servin
                              generator_name=new.generator_name, encoder_name=new.encoder_name,
                              known_users=LocalStage(follower))
     assert [i.item_id for i in asyncio.run(front.recommend(request)).items] == [i.item_id for i in served.items]
+    # nor does it rank a profile while the ranker holds items it left out: "new-film" is a candidate only there
+    assert not follower.holds_every_item()
+    profile = RecommendRequest(profile={"attributes": {"age": 31}, "text": "Space adventures"}, k=2,
+                               candidates=["new-film", "i7"])
+    assert {i.item_id for i in asyncio.run(front.recommend(profile)).items} == {"new-film", "i7"}
+
+
+class _Refusing:
+    """A stage that must not be called."""
+
+    async def call(self, method, *args, **kwargs):
+        raise AssertionError(f"{method} went to the replicas; the ingress's own copy could answer it")
+
+
+def test_the_ingress_copy_ranks_profiles_and_makes_vectors_itself_and_answers_as_the_ranker(serving_artifacts,
+                                                                                          tmp_path):
+    """A profile's vector and list need no hop beyond the encoder's while the ingress's catalogue holds every
+    item; the answers are the ranker's."""
+    from coldstart.serving.catalogue import Catalogue
+    from coldstart.serving.served_models import ServingGenerator
+    from coldstart.serving.service import LocalStage, RecommendService
+
+    store = tmp_path / "store"
+    service = local_service(serving_artifacts, store)
+    asyncio.run(service.register_item(NewItem(**ITEM)))
+    follower = Catalogue.from_artifacts(serving_artifacts, ServingGenerator(serving_artifacts), open_store(store),
+                                        encoder=None, follower=True)
+    assert follower.holds_every_item()
+    front = RecommendService(encoder=service.encoder, generator=_Refusing(), ranker=_Refusing(),
+                             content=service.content, generator_name=service.generator_name,
+                             encoder_name=service.encoder_name, known_users=LocalStage(follower),
+                             near_generator=LocalStage(follower.generator))
+    for profile in ({"attributes": {"age": 31, "occupation": "engineer"}, "text": "Space adventures"},
+                    {"text": "I loved westerns", "liked": ["i3"]}):
+        request = RecommendRequest(profile=profile, k=10)
+        assert asyncio.run(front.recommend(request)).items == asyncio.run(service.recommend(request)).items
 
 
 def _services(artifacts: dict, store) -> dict:
