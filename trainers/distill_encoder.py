@@ -22,8 +22,8 @@ from pydantic import Field
 from coldstart.config import JobConfig, RayOptions, ScaleOptions
 from coldstart.data.schema import DataError
 from coldstart.data.split import load_split
-from coldstart.models.student_encoder import (EncoderDistillation, StudentOptions, build_student, load_student,
-                                              save_student)
+from coldstart.models.student_encoder import (EncoderDistillation, StudentOptions, build_student, fit_projection,
+                                              load_student, save_student)
 from coldstart.text.encoder import DEFAULT_MODEL
 from trainers.common import TrainResult, ensure_ray
 from trainers.loop import TrainJob, run_job
@@ -104,7 +104,11 @@ class EncoderJob(TrainJob):
 
     def build_model(self):
         student, self.tokenizer = build_student(self.cfg.teacher, layers=self.cfg.layers,
-                                                student_model=self.cfg.student_model, teacher_dim=self.teacher_dim)
+                                                student_model=self.cfg.student_model, teacher_dim=self.teacher_dim,
+                                                project=self.cfg.fit_projection)
+        if self.cfg.fit_projection:  # every rank, on its own shard: the sums are taken over the group
+            fit_projection(student, self.tokenizer, text_batches(self.train, self.cfg.batch_size),
+                           max_length=self.cfg.max_length)
         return student
 
     def build_training(self, model, device, precision) -> EncoderDistillation:
