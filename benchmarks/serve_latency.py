@@ -120,7 +120,7 @@ def _wait_ready(url: str, timeout: float = 300) -> None:
     raise TimeoutError(f"{url} did not come up")
 
 
-def plain_server(artifacts: Path, port: int, store: Path, threads: int) -> None:
+def plain_server(artifacts: Path, port: int, store: Path, threads: int, encoder: str = "auto") -> None:
     """The baseline: one uvicorn process, the same objects called in-process."""
     import torch
     import uvicorn
@@ -129,7 +129,7 @@ def plain_server(artifacts: Path, port: int, store: Path, threads: int) -> None:
     from coldstart.serving.service import local_service
 
     torch.set_num_threads(threads)
-    service = local_service(artifacts, store)
+    service = local_service(artifacts, store, encoder=encoder)
     uvicorn.run(create_api(service), host="127.0.0.1", port=port, workers=1, log_level="warning")
 
 
@@ -139,7 +139,8 @@ def plain_up(args, scratch: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.serve_latency", "--plain-server",
                              "--artifacts", str(args.artifacts), "--port", str(port),
-                             "--store", str(scratch / "plain-store"), "--plain-threads", str(args.plain_threads)])
+                             "--store", str(scratch / "plain-store"), "--plain-threads", str(args.plain_threads),
+                             "--encoder", args.encoder])
     try:
         _wait_ready(url)
         yield url
@@ -161,7 +162,8 @@ def serve_up(args, scratch: Path, proxy: str = "haproxy") -> Iterator[str]:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         deploy_artifacts({"artifacts": str(args.artifacts), "store": str(scratch / "serve-store"),
-                          "torch_threads": args.serve_threads, "rate_limit": 0}, wait=False)  # load, not abuse
+                          "torch_threads": args.serve_threads, "rate_limit": 0,  # load, not abuse
+                          "encoder": args.encoder, "batch_wait_ms": args.batch_wait_ms}, wait=False)
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url)
         yield url
@@ -220,13 +222,17 @@ def main() -> None:
     parser.add_argument("--serve-threads", type=int, default=1, help="Torch threads of each Serve replica.")
     parser.add_argument("--plain-threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="Torch threads of the plain server (default: every core; it runs alone).")
+    parser.add_argument("--encoder", default="auto", choices=["auto", "student", "teacher"],
+                        help="The text encoder both servers use (auto: what serving.json names).")
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0,
+                        help="How long Serve's encoder replica waits to fill a batch (`coldstart serve`'s setting).")
     parser.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.artifacts = args.artifacts.resolve()
     if args.plain_server:
-        plain_server(args.artifacts, args.port, args.store, args.plain_threads)
+        plain_server(args.artifacts, args.port, args.store, args.plain_threads, args.encoder)
         return
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as scratch:
         requests = Requests(args.artifacts)
@@ -234,7 +240,7 @@ def main() -> None:
     print(f"\n{args.requests} requests per cell after {args.warmup} warm-up, median of {args.repeats} interleaved "
           f"rounds; {os.cpu_count()} cores; "
           f"Ray num_cpus {args.num_cpus}; torch threads: Serve replicas {args.serve_threads}, "
-          f"plain server {args.plain_threads}; "
+          f"plain server {args.plain_threads}; encoder {args.encoder}; Serve's batch wait {args.batch_wait_ms:g} ms; "
           f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', 'unset')}\n")
     print(report(figures))
 
