@@ -65,7 +65,8 @@ class ServeConfig(BaseModel):
         return {"docs": self.docs or None, "rate": self.rate_limit, "burst": max(1, int(2 * self.rate_limit)),
                 "max_body_bytes": self.max_body_bytes, "timeout_s": self.request_timeout_s}
     torch_threads: int = Field(1, gt=0, description="Torch threads per replica (set explicitly: replicas share cores).")
-    batch_size: int = Field(16, gt=0, description="Most texts the encoder replica batches into one forward pass.")
+    batch_size: int = Field(16, gt=0, description="Most requests the encoder replica batches into one forward pass "
+                                                  "(each one or two texts: a profile's attributes and its words).")
     batch_wait_ms: float = Field(2.0, ge=0, description="How long the encoder waits to fill a batch.")
     encoder_gpus: float | None = Field(None, ge=0,
                                        description="GPUs per encoder replica (default: 1 where CUDA is present).")
