@@ -149,9 +149,13 @@ def resolve_encoder(artifacts: str | Path, spec: dict, choice: str = "auto") -> 
 class ServingEncoder:
     """Text -> L2-normalised vector of the dimension the generator was trained on."""
 
-    def __init__(self, artifacts: str | Path, spec: dict, choice: str = "auto"):
+    def __init__(self, artifacts: str | Path, spec: dict, choice: str = "auto", int8: bool = False):
+        """`int8`: on a CPU, the model's linear layers in dynamic int8 (`TextEncoder.to_int8`)."""
         self.kind, cfg, self.reason = pick_encoder(artifacts, spec, choice)
         self.encoder = TextEncoder(cfg)
+        if int8 and self.encoder.device.type == "cpu":
+            self.encoder.to_int8()
+            self.reason += "; int8"
         self.memo = Memo()
         if self.encoder.dim != int(spec["text_dim"]):
             raise ConfigError(f"encoder {self.kind} ({cfg.model}) gives {self.encoder.dim}-d vectors; the generator "

@@ -92,6 +92,14 @@ def test_threads_encoding_at_once_take_turns_with_the_tokenizer(minilm, monkeypa
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_an_int8_encoder_keeps_its_vectors_near_float32s(minilm):
+    texts = TEXTS + ["I love horror movies.", "A woman aged 31, working as a librarian.", "Mostly westerns."]
+    int8 = TextEncoder().to_int8()
+    assert not any(type(m) is torch.nn.Linear for m in int8.model.modules())  # every linear layer quantized
+    cosine = (int8.encode(texts) * minilm.encode(texts)).sum(1)
+    assert cosine.mean() > 0.95 and cosine.min() > 0.9
+
+
 def test_empty_text_gets_a_zero_vector_and_is_counted(minilm, caplog):
     before = minilm.stats.empty
     with caplog.at_level(logging.WARNING):

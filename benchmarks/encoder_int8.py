@@ -1,0 +1,104 @@
+"""The teacher in int8 on a CPU: how much sooner a new user's texts are encoded, and what it costs in fidelity and
+in cold-item ranking.
+
+`TextEncoder.to_int8` turns the model's linear layers into dynamic int8, each output channel on its own scale.
+In one run, against the same encoder in float32:
+
+1. latency of what a profile request encodes (its rendered attributes and its free text, one call), interleaved,
+   on `--threads` threads (the Serve replica's: 1);
+2. cosine to float32's vectors over ml-100k's item and user texts and short stated interests (mean and least);
+3. cold-item NDCG@20 of content-kNN with item vectors from each, on ml-100k item-cold splits (`--seeds`).
+
+    python -m benchmarks.encoder_int8 [--seeds 42 43 44] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmarks.stated_interest_users import PHRASINGS
+from coldstart.data import movielens
+from coldstart.data.schema import load_dataset
+from coldstart.data.split import make_split
+from coldstart.evaluate import SplitData, evaluate
+from coldstart.models.baselines import ContentKNNRecommender
+from coldstart.text.encoder import TextEncoder
+from coldstart.text.templates import TextTemplates, item_texts, user_texts
+
+GENRES = ("Horror", "Comedy", "Drama", "Sci-Fi", "Romance", "Western", "Film-Noir", "Children's")
+
+
+def profile_pairs(users: pd.DataFrame, n: int = 200, seed: int = 0) -> list[list[str]]:
+    """What a profile request encodes: the rendered attributes of a real user, and a stated interest."""
+    rng = np.random.default_rng(seed)
+    texts = user_texts(users, pd.DataFrame({"user_id": [], "item_id": []}), pd.DataFrame({"item_id": []}),
+                       TextTemplates())["text"].tolist()
+    said = [p.format(genre=g, lower=g.lower()) for p in PHRASINGS for g in GENRES]
+    return [[texts[rng.integers(len(texts))], said[rng.integers(len(said))]] for _ in range(n)]
+
+
+def latencies(encoders: dict[str, TextEncoder], pairs: list[list[str]], rounds: int = 3) -> dict[str, float]:
+    """Median ms per call of each encoder, the encoders taking turns pair by pair over `rounds`."""
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    for name, enc in encoders.items():
+        for pair in pairs[:20]:
+            enc.encode(pair)
+    for r in range(rounds):
+        for pair in pairs:
+            for name in (list(encoders) if r % 2 == 0 else list(encoders)[::-1]):
+                started = time.perf_counter()
+                encoders[name].encode(pair)
+                times[name].append(time.perf_counter() - started)
+    return {name: float(np.median(t)) * 1000 for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    data = load_dataset(movielens.fetch("ml-100k"))
+    items = item_texts(data.items, TextTemplates())
+    users = user_texts(data.users, data.interactions, data.items, TextTemplates())
+    full = TextEncoder(device="cpu")
+    int8 = TextEncoder(device="cpu").to_int8()
+    encoders = {"float32": full, "int8": int8}
+
+    pairs = profile_pairs(data.users)
+    ms = latencies(encoders, pairs)
+    print(f"profile request's texts (rendered attributes + a stated interest, one call), {args.threads} thread(s), "
+          f"median of {3 * len(pairs)} interleaved calls: float32 {ms['float32']:.2f} ms, int8 {ms['int8']:.2f} ms, "
+          f"{ms['float32'] / ms['int8']:.2f}x")
+
+    item_vectors = {name: enc.encode(items["text"].tolist()) for name, enc in encoders.items()}
+    print("\n| texts | n | cosine int8 to float32, mean | least |\n|---|---|---|---|")
+    for kind, texts in (("items", items["text"].tolist()), ("users (with liked titles)", users["text"].tolist()),
+                        ("profile pairs", [t for pair in pairs for t in pair])):
+        a = item_vectors["float32"] if kind == "items" else full.encode(texts)
+        b = item_vectors["int8"] if kind == "items" else int8.encode(texts)
+        cosine = (a * b).sum(1)
+        print(f"| {kind} | {len(texts)} | {cosine.mean():.4f} | {cosine.min():.4f} |")
+
+    print("\n| seed | cold NDCG@20 content-kNN, float32 | int8 | ratio |\n|---|---|---|---|")
+    ratios = []
+    for seed in args.seeds:
+        split = make_split(data, "items", seed)
+        cold = SplitData.from_split(split)
+        scores = {}
+        for name, vectors in item_vectors.items():
+            aligned = np.stack(pd.Series(list(vectors), index=items["item_id"]).reindex(cold.item_ids).to_numpy())
+            scores[name] = evaluate(ContentKNNRecommender(cold, aligned), cold)["cold"]["ndcg@20"]
+        ratios.append(scores["int8"] / scores["float32"])
+        print(f"| {seed} | {scores['float32']:.4f} | {scores['int8']:.4f} | {ratios[-1]:.3f}x |")
+    print(f"\nint8 / float32 cold NDCG@20: {np.mean(ratios):.3f}x ± {np.std(ratios, ddof=1) if len(ratios) > 1 else 0:.3f}")
+
+
+if __name__ == "__main__":
+    main()
