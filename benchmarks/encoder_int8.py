@@ -7,15 +7,21 @@ In one run, against the same encoder in float32:
 1. latency of what a profile request encodes (its rendered attributes and its free text, one call), interleaved,
    on `--threads` threads (the Serve replica's: 1);
 2. cosine to float32's vectors over ml-100k's item and user texts and short stated interests (mean and least);
-3. cold-item NDCG@20 of content-kNN with item vectors from each, on ml-100k item-cold splits (`--seeds`).
+3. cold-item NDCG@20 of content-kNN with item vectors from each, on ml-100k item-cold splits (`--seeds`);
+4. with `--served OUT/seed-N ...` (pipeline folders): what users get, through the serving path. Each cold
+   item of the split is made again as its registration would make it (its text rendered by the artifact's
+   templates, encoded by each encoder, placed by the served generator) and the catalogue the ranker holds is
+   measured on test (cold and all NDCG@20, `coldstart.serving.evidence.served_metrics`), beside the
+   catalogue as the pipeline left it.
 
-    python -m benchmarks.encoder_int8 [--seeds 42 43 44] [--threads 1]
+    python -m benchmarks.encoder_int8 [--seeds 42 43 44] [--threads 1] [--served OUT/seed-42 OUT/seed-43 ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -57,10 +63,53 @@ def latencies(encoders: dict[str, TextEncoder], pairs: list[list[str]], rounds: 
     return {name: float(np.median(t)) * 1000 for name, t in times.items()}
 
 
+def served(out: Path, encoders: dict[str, TextEncoder]) -> dict[str, dict[str, float]]:
+    """{as left | remade by ENCODER: {cold, all: test NDCG@20}} through the served catalogue of `out`, and the
+    mean cosine of each remade cold item's vector to the one the pipeline left."""
+    from coldstart.data.split import load_split
+    from coldstart.serving.catalogue import Catalogue
+    from coldstart.serving.evidence import K, served_metrics
+    from coldstart.serving.served_models import ServingGenerator
+
+    data = SplitData.from_split(load_split(out / "split"))
+    generator = ServingGenerator(out)
+    catalogue = Catalogue.from_artifacts(out, generator, encoder=None)
+    items = load_split(out / "split").items.astype({"item_id": str}).set_index("item_id")
+    title = generator.content.roles("item").title
+    cold = [p for p, is_cold in enumerate(catalogue.item_cold) if is_cold]
+    entries = []
+    for p in cold:
+        row = items.loc[catalogue.item_ids[p]]
+        attributes = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k != title and pd.notna(v)}
+        entries.append((attributes, "", row.get(title)))
+    texts = generator.content.texts("item", entries)
+    left = catalogue.index.vectors(np.asarray(cold)).copy()
+
+    def measure() -> dict[str, float]:
+        figures, _ = served_metrics(catalogue, data, on="test", ks=(K,), groups=("cold", "all"))
+        return {group: figures[group][f"ndcg@{K}"] for group in ("cold", "all")}
+
+    rows = {"as left": measure()}
+    for name, encoder in encoders.items():
+        features = generator.content.features("item", encoder.encode(texts), [a for a, _, _ in entries])
+        remade = generator.generate("item", features)
+        for p, vector in zip(cold, remade):
+            catalogue.index.update(p, vector)
+        cosine = (remade * left).sum(1) / np.maximum(np.linalg.norm(remade, axis=1) * np.linalg.norm(left, axis=1),
+                                                     1e-12)
+        rows[f"remade by {name}"] = {**measure(), "cosine": float(cosine.mean())}
+    for p, vector in zip(cold, left):
+        catalogue.index.update(p, vector)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44],
+                        help="item-cold splits for content-kNN (none: skip)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--served", type=Path, nargs="*", default=[],
+                        help="pipeline folders: cold items made again by each encoder, measured as served")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -86,18 +135,35 @@ def main() -> None:
         cosine = (a * b).sum(1)
         print(f"| {kind} | {len(texts)} | {cosine.mean():.4f} | {cosine.min():.4f} |")
 
-    print("\n| seed | cold NDCG@20 content-kNN, float32 | int8 | ratio |\n|---|---|---|---|")
-    ratios = []
-    for seed in args.seeds:
-        split = make_split(data, "items", seed)
-        cold = SplitData.from_split(split)
-        scores = {}
-        for name, vectors in item_vectors.items():
-            aligned = np.stack(pd.Series(list(vectors), index=items["item_id"]).reindex(cold.item_ids).to_numpy())
-            scores[name] = evaluate(ContentKNNRecommender(cold, aligned), cold)["cold"]["ndcg@20"]
-        ratios.append(scores["int8"] / scores["float32"])
-        print(f"| {seed} | {scores['float32']:.4f} | {scores['int8']:.4f} | {ratios[-1]:.3f}x |")
-    print(f"\nint8 / float32 cold NDCG@20: {np.mean(ratios):.3f}x ± {np.std(ratios, ddof=1) if len(ratios) > 1 else 0:.3f}")
+    if args.seeds:
+        print("\n| seed | cold NDCG@20 content-kNN, float32 | int8 | ratio |\n|---|---|---|---|")
+        ratios = []
+        for seed in args.seeds:
+            split = make_split(data, "items", seed)
+            cold = SplitData.from_split(split)
+            scores = {}
+            for name, vectors in item_vectors.items():
+                aligned = np.stack(pd.Series(list(vectors), index=items["item_id"]).reindex(cold.item_ids).to_numpy())
+                scores[name] = evaluate(ContentKNNRecommender(cold, aligned), cold)["cold"]["ndcg@20"]
+            ratios.append(scores["int8"] / scores["float32"])
+            print(f"| {seed} | {scores['float32']:.4f} | {scores['int8']:.4f} | {ratios[-1]:.3f}x |")
+        print(f"\nint8 / float32 cold NDCG@20: {np.mean(ratios):.3f}x ± {np.std(ratios, ddof=1) if len(ratios) > 1 else 0:.3f}")
+
+    if args.served:
+        print("\n| folder | cold items' vectors | cold test NDCG@20 | all test NDCG@20 | cosine to as left |\n"
+              "|---|---|---|---|---|")
+        ratios = {"cold": [], "all": []}
+        for out in args.served:
+            rows = served(out, encoders)
+            for name, row in rows.items():
+                print(f"| {out.name} | {name} | {row['cold']:.4f} | {row['all']:.4f} | "
+                      f"{row['cosine']:.4f} |" if "cosine" in row else
+                      f"| {out.name} | {name} | {row['cold']:.4f} | {row['all']:.4f} | - |")
+            for group in ratios:
+                ratios[group].append(rows["remade by int8"][group] / rows["remade by float32"][group])
+        for group, values in ratios.items():
+            spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
+            print(f"served {group} NDCG@20, int8 / float32 (remade): {np.mean(values):.3f}x ± {spread:.3f}")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ class ServeConfig(BaseModel):
         "auto", description="Text encoder; auto: DIR/serving.json's choice (the student when the pipeline found it "
                            "faithful), else the student in DIR/encoder when present, else the teacher.")
     encoder_int8: bool = Field(False, description="On a CPU, the encoder's linear layers in dynamic int8 "
-                                                  "(`TextEncoder.to_int8`): a profile's texts 2.5x sooner, vectors at "
-                                                  "cosine 0.976 to float32's (benchmarks/encoder_int8.py).")
+                                                  "(`TextEncoder.to_int8`): a profile's texts 2.1x sooner, vectors at "
+                                                  "cosine 0.975 to float32's, new items' served cold NDCG@20 "
+                                                  "0.94x (benchmarks/encoder_int8.py).")
     store: StoreSpec = Field(
         None, description="Registration store: a folder (an append-only file log, for one machine) or a "
                           "postgresql:// URL (a database every ranker replica shares, for a cluster); default "

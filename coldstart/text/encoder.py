@@ -182,7 +182,7 @@ class TextEncoder:
 
     def to_int8(self) -> "TextEncoder":
         """On a CPU: the model's linear layers as dynamic int8, each output channel on its own scale (torch.ao):
-        a short text's vector 2.5x sooner on one thread, at cosine 0.976 to float32's (mean; 0.953 the least;
+        a profile's two texts 2.1x sooner on one thread, at cosine 0.975 to float32's (mean; 0.949 the least;
         ml-100k's item texts, `benchmarks/encoder_int8.py`). One scale per layer lost more (0.938)."""
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic  # torch.ao: on request
 
