@@ -36,6 +36,11 @@ class Slots:
         return cls(tuple(int(round((i + 1) * share, 9)) > int(round(i * share, 9)) for i in range(period)))
 
     @classmethod
+    def head(cls, share: float, first: int, period: int = PERIOD) -> "Slots":
+        """`share` of the first `first` slots of each `period` (`share`'s spread), none after them."""
+        return cls(cls.share(share, first).pattern + (False,) * (period - first))
+
+    @classmethod
     def learnt(cls, old_gains: Sequence[float], new_gains: Sequence[float]) -> "Slots":
         """The pattern that fills each slot from the list whose next entry gains more (ties: the first list);
         `old_gains[r]`, `new_gains[r]`: the mean gain of each list's entry at rank r, made non-increasing."""

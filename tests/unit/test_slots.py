@@ -55,3 +55,11 @@ def test_slots_round_trip_through_the_serving_record_and_older_records_hold_a_sh
 def test_when_one_list_runs_out_the_other_fills_and_overlaps_are_listed_once():
     assert interleave([1, 2], ["a", "b", "c", "d"], 5, Slots.share(0.5)) == [1, "a", 2, "b", "c"]
     assert interleave([1, 2, 3], [2, 4], 4, Slots.share(0.5), distinct=lambda e: e) == [1, 2, 3, 4]
+
+
+def test_a_stated_interest_holds_its_share_of_the_first_slots_and_leaves_the_rest_to_the_ranking():
+    slots = Slots.head(0.7, 10)
+    assert [slots(i) for i in range(10)].count(True) == 7 and not any(slots(i) for i in range(10, 20))
+    merged = interleave([f"r{i}" for i in range(20)], [f"s{i}" for i in range(20)], 20, slots)
+    assert sum(m.startswith("s") for m in merged[:10]) == 7
+    assert merged[10:] == [f"r{i}" for i in range(3, 13)]  # after the first 10, the ranking goes on

@@ -86,9 +86,12 @@ def test_a_named_genre_takes_its_share_of_the_list_ranked_by_the_collaborative_s
         service = local_service(artifacts, tmp_path / f"store-{weight}-{share}", text_weight=weight,
                                 stated_share=share)
         answer = asyncio.run(service.recommend(RecommendRequest(profile={"attributes": attributes, "text": text},
-                                                                k=10)))
+                                                                k=20)))
         assert answer.stated == ["genres: Horror"]
         lists[weight, share] = [i.item_id for i in answer.items]
     assert lists[0.0, 0.5] == lists[1.0, 0.5]
-    horror = [sum("Horror" in by_item[i] for i in items) for items in lists.values()]
+    horror = [sum("Horror" in by_item[i] for i in items[:10]) for items in lists.values()]
     assert horror[0] >= 5 and horror[0] > horror[2]
+    # the slots are in the first 10: after them the list is the ranking's, less what the first 10 hold
+    head = lists[0.0, 0.5][:10]
+    assert lists[0.0, 0.5][10:] == [i for i in lists[0.0, 0.0] if i not in head][:10]
