@@ -135,6 +135,16 @@ class NewContent:
     def text(self, side: Side, attributes: dict, text: str = "", title: str | None = None) -> str:
         return self.texts(side, [(attributes, text, title)])[0]
 
+    def _rendering_key(self, side: Side, fields: dict) -> str:
+        """What a row's rendered text depends on: the fields its template names (a gender for `gender_word`),
+        each read on its own (`clean_entity_table`); every field for the automatic template."""
+        template = self._template(side)
+        if template is None:
+            return key_of([side, fields])
+        named = template_fields(template)
+        used = named | ({"gender"} if "gender_word" in named else set())
+        return key_of([side, {k: v for k, v in fields.items() if k in used}])
+
     def texts(self, side: Side, entries: list[tuple[dict, str, str | None]]) -> list[str]:
         """`text` of many (attributes, free text, title) at once: the ones not remembered rendered as one table,
         not one per entity; the free text follows."""
@@ -145,7 +155,7 @@ class NewContent:
             extra = {"liked": pd.Series([""] * len(at))} if side == "user" else None
             return render(self._template(side), rows, f"{side}_id", roles=self.roles(side), extra=extra)
 
-        rendered = self.rendered.many([key_of([side, f]) for f in fields], render_rows)
+        rendered = self.rendered.many([self._rendering_key(side, f) for f in fields], render_rows)
         return [" ".join(part for part in (r, text.strip()) if part) for r, (_, text, _) in zip(rendered, entries)]
 
     def features(self, side: Side, text_vector: np.ndarray, attributes: dict | list[dict]) -> np.ndarray:
@@ -157,7 +167,9 @@ class NewContent:
         def encode_rows(at: list[int]) -> np.ndarray:
             return self.attribute_encoders[side].transform(pd.DataFrame([fields[i] for i in at], dtype=object))
 
-        one_hots = self.one_hots.many([key_of([side, f]) for f in fields], encode_rows)
+        encoded = [c["name"] for c in self.attribute_encoders[side].columns]  # all the encoder reads of a row
+        one_hots = self.one_hots.many([key_of([side, {name: f.get(name) for name in encoded}]) for f in fields],
+                                      encode_rows)
         text_vector = np.asarray(text_vector, np.float32).reshape(len(many), -1)
         return np.concatenate([text_vector, np.asarray(one_hots, np.float32).reshape(len(many), -1)],
                               axis=1).astype(np.float32)

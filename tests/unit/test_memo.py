@@ -61,3 +61,24 @@ def test_a_remembered_profile_gets_what_a_fresh_one_gets(serving_artifacts, mode
         tuple(h + 3 for h in hits)  # nothing rendered, encoded or one-hot encoded again
     # what the memo answers is what the model gives
     np.testing.assert_allclose(vectors, encoder.encoder.encode(texts), atol=1e-6)
+
+
+def test_profiles_that_differ_only_where_the_text_and_one_hots_do_not_look_share_what_is_remembered(models):
+    generator, _ = models
+    content = generator.content
+    a = {"age": 30, "gender": "F", "occupation": "writer", "zip_code": "12345"}
+    b = {**a, "zip_code": "99999"}  # a column neither the template nor the attribute encoder reads
+    first = (content.texts("user", [(a, "", None)]), content.features("user", np.zeros(content.text_dim), a))
+    hits = (content.rendered.hits, content.one_hots.hits)
+    second = (content.texts("user", [(b, "", None)]), content.features("user", np.zeros(content.text_dim), b))
+    fresh = type(content)({"templates": content.templates.model_dump(),
+                           "item_attributes": content.attribute_encoders["item"].to_json(),
+                           "user_attributes": content.attribute_encoders["user"].to_json(),
+                           "text_dim": content.text_dim})
+    assert second[0] == fresh.texts("user", [(b, "", None)]) == first[0]
+    np.testing.assert_array_equal(second[1], fresh.features("user", np.zeros(content.text_dim), b))
+    read = {c["name"] for c in content.attribute_encoders["user"].columns}
+    assert (content.rendered.hits - hits[0], content.one_hots.hits - hits[1]) == (1, int("zip_code" not in read))
+    # a field the template names is part of the key: another age renders again
+    c = {**a, "age": 41}
+    assert content.texts("user", [(c, "", None)]) != first[0]
