@@ -77,11 +77,11 @@ class ServingState:
     # go after its second interaction, a warmed-up item competed with old items by a folded-in vector that
     # ranked badly, and a replay of clicks lost a third of what the slots gained (RESULTS, exposure replay).
     new_until: int = 20
-    # The share of a list's first 10 slots (`ranking.STATED_HEAD`) kept for the items that carry an attribute value the user's text names
-    # ("Mostly horror films for me"), ranked among themselves by the collaborative score; the user's vector also
-    # takes the taste of users who favour those items (`profiles.users_taste`). Matching the text's vector to items' texts
-    # instead ranked text look-alikes first and cost held-out accuracy; larger shares honour the statement more
-    # and predict less (RESULTS, stated interest).
+    # The share of a list's first 10 slots (`ranking.STATED_HEAD`) kept for the items that carry an attribute
+    # value the user's text names ("Mostly horror films for me"), ranked among themselves by the collaborative
+    # score; the user's vector also takes the taste of users who favour those items (`profiles.users_taste`).
+    # Matching the text's vector to items' texts instead ranked text look-alikes first and cost held-out
+    # accuracy; larger shares honour the statement more and predict less (RESULTS, stated interest).
     stated_share: float = 0.3
     # A follower (the ingress's copy, for requests by user_id) makes nothing again: a registration of another
     # space is left, quietly, to the ranker, which the ingress asks for any user it does not know.
