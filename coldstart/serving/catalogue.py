@@ -142,6 +142,11 @@ class Catalogue(ServingState):
         self.sync()
         return not self.left_items
 
+    def recommend_profile_held(self, *args, **kwargs) -> dict | None:
+        """`recommend_profile` from this copy when it holds every item the ranker does; None when not (the
+        ranker's to answer). One catch-up with the store for both."""
+        return self.queries.recommend_profile(*args, **kwargs) if self.holds_every_item() else None
+
     @property
     def generator(self):
         """The generator this catalogue's cold vectors came from (the served one)."""

@@ -108,12 +108,15 @@ class RecommendService:
             if not has_content and not profile.liked:
                 raise Invalid("profile", "empty: give attributes, text or liked item ids")
             vector, _, stated = await self._content_vector("user", profile.attributes, profile.text, stated=True)
+            asked = (vector, profile.liked, request.k, request.exclude_seen, request.candidates, stated)
             with self._timed("rank"):
-                ranker = self.known_users if self.known_users is not self.ranker and \
-                    await self.known_users.call("holds_every_item") else self.ranker
-                result = await ranker.call("recommend_profile", vector, profile.liked, request.k,
-                                           request.exclude_seen, request.candidates, stated,
-                                           explain=request.explain, said=profile.text)
+                result = None
+                if self.known_users is not self.ranker:  # this process's copy, while it holds every item
+                    result = await self.known_users.call("recommend_profile_held", *asked, explain=request.explain,
+                                                         said=profile.text)
+                if result is None:
+                    result = await self.ranker.call("recommend_profile", *asked, explain=request.explain,
+                                                    said=profile.text)
         self.metrics.request("recommend", result["path"])
         return Recommendation.model_validate({**result, "variant": self.variant})
 
