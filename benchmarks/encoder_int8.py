@@ -92,7 +92,7 @@ def served(out: Path, encoders: dict[str, TextEncoder]) -> dict[str, dict[str, f
     rows = {"as left": measure()}
     for name, encoder in encoders.items():
         features = generator.content.features("item", encoder.encode(texts), [a for a, _, _ in entries])
-        remade = generator.generate("item", features)
+        remade = generator.generate("item", features, [(a, t) for a, _, t in entries])
         for p, vector in zip(cold, remade):
             catalogue.index.update(p, vector)
         cosine = (remade * left).sum(1) / np.maximum(np.linalg.norm(remade, axis=1) * np.linalg.norm(left, axis=1),

@@ -20,8 +20,8 @@ class Generator:
         torch.set_num_threads(cfg.torch_threads)
         self.generator = ServingGenerator(cfg.artifacts, cfg.generator)
 
-    def item_vector(self, text_vector: np.ndarray, attributes: dict) -> np.ndarray:
-        return self.generator.item_vector(text_vector, attributes)
+    def item_vector(self, text_vector: np.ndarray, attributes: dict, title: str | None = None) -> np.ndarray:
+        return self.generator.item_vector(text_vector, attributes, title)
 
     def user_vector(self, text_vector: np.ndarray, attributes: dict) -> np.ndarray:
         return self.generator.user_vector(text_vector, attributes)

@@ -27,7 +27,8 @@ from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData, evaluate
 from coldstart.models.saved import load_artifact, save_artifact
 from coldstart.models.mf import EmbeddingRecommender, TrainPairs
-from coldstart.models.transfer import TransferModel, TransferOptions, TransferTraining, match_items, target_vectors
+from coldstart.models.transfer import (TransferModel, TransferOptions, TransferTraining, match_items, target_vectors,
+                                       title_keys)
 from coldstart.models.vectors import read_vectors
 from coldstart.content import aligned
 from coldstart.text.templates import item_texts, text_hash
@@ -89,9 +90,9 @@ def build_inputs(cfg: TransferConfig, data: SplitData) -> dict:
     """Joint item rows (target items first, then source-only items), their text, and both domains' pairs."""
     source = load_source(cfg)
     target_title = artifacts.read_json(cfg.embeddings / "embed.json")["templates"]["title_column"]
-    matched = match_items(source.items, data.split.items.set_index("item_id").reindex(data.item_ids)
-                          .reset_index(names="item_id"), source_title=find_title_column(source.items.columns),
-                          target_title=target_title)
+    source_title = find_title_column(source.items.columns)
+    target_items = data.split.items.set_index("item_id").reindex(data.item_ids).reset_index(names="item_id")
+    matched = match_items(source.items, target_items, source_title=source_title, target_title=target_title)
     target_ids, target_matrix = read_vectors(cfg.embeddings / "items.parquet", "item_id")
     source_ids, source_matrix = source_text_vectors(cfg, source.items)
     source_only = pd.Index(source.items["item_id"]).difference(pd.Index(matched.dropna().to_numpy()))
@@ -101,6 +102,12 @@ def build_inputs(cfg: TransferConfig, data: SplitData) -> dict:
                       pd.Series(np.arange(data.n_items, data.n_items + len(source_only)), index=source_only)])
     text = np.concatenate([aligned(target_ids, target_matrix, data.item_ids),
                            aligned(source_ids, source_matrix, source_only)]).astype(np.float32)
+    # each joint row's title key where the source's interactions train it: what a new item of that title is given
+    # (of two target items with one title, the first, which the source's interactions join)
+    taught = set(rows.iloc[:len(rows) - len(source_only)].to_numpy().tolist())
+    source_keys = title_keys(source.items.set_index("item_id").loc[source_only].reset_index(), source_title)
+    row_keys = [key if row in taught else None
+                for row, key in enumerate(title_keys(target_items, target_title))] + source_keys
 
     inter = source.interactions.drop_duplicates(["user_id", "item_id"])
     source_users = pd.Index(sorted(inter["user_id"].unique()))
@@ -132,6 +139,7 @@ def build_inputs(cfg: TransferConfig, data: SplitData) -> dict:
         "source_negatives": np.unique(rows.to_numpy()),
         "n_source_users": len(source_users),
         "coverage": coverage,
+        "row_keys": row_keys,
     }
 
 
@@ -208,7 +216,8 @@ class TransferJob(TrainJob):
         self.text = np.asarray(inputs["text"])
         self.target = TrainPairs(inputs["target_users"], inputs["target_items"], inputs["target_negatives"])
         self.source = TrainPairs(inputs["source_users"], inputs["source_items"], inputs["source_negatives"])
-        self.meta = {"lam": cfg.lam, "source": cfg.source, "coverage": inputs["coverage"]}
+        self.meta = {"lam": cfg.lam, "source": cfg.source, "coverage": inputs["coverage"],
+                     "row_keys": inputs.get("row_keys", [])}
 
     def build_model(self) -> TransferModel:
         cfg = self.cfg

@@ -113,7 +113,8 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
     projection = fit_projection(learnt.item_vectors[data.warm_items], backbone.item_vectors[data.warm_items])
     item_vectors = np.where(data.warm_items[:, None], backbone.item_vectors, learnt.item_vectors @ projection)
     generator = TransferGenerator.of(model, user_features=user_features, user_vectors=backbone.user_vectors,
-                                     warm_users=warm_users, user_k=cfg.knn_user_k, projection=projection)
+                                     warm_users=warm_users, user_k=cfg.knn_user_k, projection=projection,
+                                     row_keys=meta.get("row_keys"))
     return save_cold_model(out / registry.model("transfer").folder, data, generator,
                            user_vectors=backbone.user_vectors, item_vectors=item_vectors.astype(np.float32),
                            user_features=user_features,

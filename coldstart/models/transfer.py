@@ -66,26 +66,38 @@ def match_key(title, year) -> str | None:
     return f"{text} ({'' if year is None else year})"
 
 
+def title_keys(items: pd.DataFrame, title: str | None) -> list[str | None]:
+    """Each item's `match_key`, its title and year read as the loaders read them (for tables that did not come
+    through a loader: a registration's fields); all None without a title column."""
+    if title is None or title not in items.columns:
+        return [None] * len(items)
+    read = clean_entity_table(items[[c for c in (title, "year") if c in items.columns]], "item_id",
+                              roles=ColumnRoles(title))
+    years = read["year"] if "year" in read.columns else [None] * len(read)
+    return [match_key(t, y) for t, y in zip(read[title], years)]
+
+
 def match_items(source: pd.DataFrame, target: pd.DataFrame, *, source_title: str | None = "title",
                 target_title: str | None = "title") -> pd.Series:
     """For each target item id, the matching source item id, or NaN; a key shared by several source items is
     ambiguous and left unmatched. `*_title`: each table's title column (the run's record for the target).
     Without a title column nothing matches; without a year, titles alone do."""
-
-    def keys(items: pd.DataFrame, title: str | None) -> list[str | None]:
-        if title is None or title not in items.columns:
-            return [None] * len(items)
-        # The loaders' reading of titles and years, for tables that did not come through a loader.
-        read = clean_entity_table(items[[c for c in (title, "year") if c in items.columns]], "item_id",
-                                  roles=ColumnRoles(title))
-        years = read["year"] if "year" in read.columns else [None] * len(read)
-        return [match_key(t, y) for t, y in zip(read[title], years)]
-
-    source_keys = keys(source, source_title)
+    source_keys = title_keys(source, source_title)
     shared = pd.Series(source_keys).value_counts()
     lookup = {k: item for k, item in zip(source_keys, source["item_id"]) if k is not None and shared[k] == 1}
-    return pd.Series([lookup.get(k, np.nan) for k in keys(target, target_title)], index=target["item_id"].to_numpy(),
-                     dtype=object, name="source_item_id")
+    return pd.Series([lookup.get(k, np.nan) for k in title_keys(target, target_title)],
+                     index=target["item_id"].to_numpy(), dtype=object, name="source_item_id")
+
+
+def known_rows(row_keys: list[str | None], residuals: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """(keys, residuals) of the joint rows the source taught: a row with a key no other row shares and an id
+    embedding that trained (a row never trained is zero). What a new item with one of these titles is given
+    beside its tower vector, as training gave the item."""
+    residuals = np.asarray(residuals, np.float32)
+    counts = pd.Series([k for k in row_keys if k is not None], dtype=object).value_counts()
+    rows = [i for i, k in enumerate(row_keys)
+            if k is not None and counts[k] == 1 and np.any(residuals[i] != 0)]
+    return [row_keys[i] for i in rows], residuals[rows].reshape(len(rows), residuals.shape[1])
 
 
 def fit_projection(source: np.ndarray, target: np.ndarray, ridge: float = 1e-2) -> np.ndarray:
@@ -182,31 +194,43 @@ class TransferGenerator(nn.Module):
     `projection` (`fit_projection`: transfer's item vectors to the backbone's, fitted on the items both
     know) the vectors it generates, and the cold items' learnt ones, are carried into the backbone's space:
     warm users and items keep their backbone vectors and new items get transfer's knowledge.
+
+    A new item whose title the source knew (`known_keys`: the item's `match_key`, given to `generate_items` as
+    `keys`) gets the id embedding the source's interactions taught, beside its tower vector, as training gave
+    the split's items the source knew: a registration of one of them gets the vector the report measured.
     """
 
     KIND = "coldstart-transfer-generator"
 
     def __init__(self, text_dim: int, hidden: int, dim: int, dropout: float, user_in: int, n_users: int,
-                 user_k: int = 50, project_dim: int | None = None):
+                 user_k: int = 50, project_dim: int | None = None, known_keys: list[str] | None = None):
         super().__init__()
+        known_keys = list(known_keys or [])
         self.config = {"text_dim": text_dim, "hidden": hidden, "dim": dim, "dropout": dropout, "user_in": user_in,
-                       "n_users": n_users, "user_k": user_k, "project_dim": project_dim}
+                       "n_users": n_users, "user_k": user_k, "project_dim": project_dim, "known_keys": known_keys}
         self.text_dim = text_dim
         self.tower = text_tower(text_dim, hidden, dim, dropout)
         out_dim = project_dim or dim
         self.users = KNNGenerator(text_dim, user_in, out_dim, 0, n_users, text_dim, k=user_k, user_k=user_k)
         self.projection = nn.Parameter(torch.zeros(dim, project_dim), requires_grad=False) if project_dim else None
+        self.known_keys = {k: i for i, k in enumerate(known_keys)}
+        self.register_buffer("known", torch.zeros(len(known_keys), dim))
 
     @classmethod
     def of(cls, model: "TransferModel", *, user_features: np.ndarray, user_vectors: np.ndarray,
-           warm_users: np.ndarray, user_k: int = 50, projection: np.ndarray | None = None) -> "TransferGenerator":
+           warm_users: np.ndarray, user_k: int = 50, projection: np.ndarray | None = None,
+           row_keys: list[str | None] | None = None) -> "TransferGenerator":
         """From a trained `TransferModel` and the target users' features and vectors (in the space the
-        generator answers in: transfer's own, or the backbone's with `projection`)."""
+        generator answers in: transfer's own, or the backbone's with `projection`). `row_keys`: the title key
+        of each row of the model's item table that the source knew (None elsewhere; `build_inputs`)."""
         model = unwrap(model)
         c = model.config
         out_dim = None if projection is None else int(projection.shape[1])
+        row_keys = list(row_keys or [])
+        keys, residuals = known_rows(row_keys, model.item.weight.detach().float().cpu().numpy()[:len(row_keys)])
         generator = cls(c["text_dim"], c["hidden"], c["dim"], c["dropout"], user_features.shape[1],
-                        int(warm_users.sum()), user_k, out_dim)
+                        int(warm_users.sum()), user_k, out_dim, keys)
+        generator.known.copy_(torch.as_tensor(residuals))
         generator.tower.load_state_dict(model.tower.state_dict())
         if projection is not None:
             generator.projection.data.copy_(torch.as_tensor(projection, dtype=torch.float32))
@@ -216,8 +240,14 @@ class TransferGenerator(nn.Module):
             warm_items=np.zeros(0, bool), warm_users=warm_users, item_dims=c["text_dim"], k=user_k, user_k=user_k)
         return generator.eval()
 
-    def generate_items(self, x: torch.Tensor) -> torch.Tensor:
+    def generate_items(self, x: torch.Tensor, keys: list[str | None] | None = None) -> torch.Tensor:
+        """`keys`: each item's title key (`title_keys`); an item the source knew gets what it taught."""
         vectors = self.tower(x[:, :self.text_dim].float())
+        if keys is not None and self.known_keys:
+            at = [(i, self.known_keys[k]) for i, k in enumerate(keys) if k in self.known_keys]
+            if at:
+                rows, known = zip(*at)
+                vectors = vectors.index_add(0, torch.as_tensor(rows), self.known[list(known)].to(vectors.dtype))
         return vectors if self.projection is None else vectors @ self.projection
 
     def generate_users(self, x: torch.Tensor) -> torch.Tensor:

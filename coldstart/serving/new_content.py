@@ -117,7 +117,8 @@ class NewContent:
         return [ToEncode(ok, r if ok else "", text.strip() if stated else "", self.text_dim)
                 for ok, r, (_, text, _) in zip(usable, rendered, entries)]
 
-    def _fields(self, side: Side, attributes: dict, title: str | None) -> dict:
+    def fields(self, side: Side, attributes: dict, title: str | None) -> dict:
+        """The row a new entity's content is read from, as a table of the run's columns holds it."""
         template = self._template(side)
         columns = template_fields(template) - {"liked", "gender_word"}
         columns |= {c["name"] for c in self.attribute_encoders[side].columns}
@@ -130,7 +131,7 @@ class NewContent:
         return {id_column: "", **row}
 
     def _row(self, side: Side, attributes: dict, title: str | None) -> pd.DataFrame:
-        return pd.DataFrame([self._fields(side, attributes, title)], dtype=object)
+        return pd.DataFrame([self.fields(side, attributes, title)], dtype=object)
 
     def text(self, side: Side, attributes: dict, text: str = "", title: str | None = None) -> str:
         return self.texts(side, [(attributes, text, title)])[0]
@@ -148,7 +149,7 @@ class NewContent:
     def texts(self, side: Side, entries: list[tuple[dict, str, str | None]]) -> list[str]:
         """`text` of many (attributes, free text, title) at once: the ones not remembered rendered as one table,
         not one per entity; the free text follows."""
-        fields = [self._fields(side, attributes, title) for attributes, _, title in entries]
+        fields = [self.fields(side, attributes, title) for attributes, _, title in entries]
 
         def render_rows(at: list[int]) -> list[str]:
             rows = pd.DataFrame([fields[i] for i in at], dtype=object)
@@ -162,7 +163,7 @@ class NewContent:
         """(n, text_dim + attribute dims) float32: the generator's input, for one entity (a dict of attributes,
         a text vector) or many (a list, a matrix of text vectors) at once."""
         many = attributes if isinstance(attributes, list) else [attributes]
-        fields = [self._fields(side, a, None) for a in many]
+        fields = [self.fields(side, a, None) for a in many]
 
         def encode_rows(at: list[int]) -> np.ndarray:
             return self.attribute_encoders[side].transform(pd.DataFrame([fields[i] for i in at], dtype=object))

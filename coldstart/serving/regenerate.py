@@ -34,12 +34,12 @@ def content_vectors(content: NewContent, encode, generate, side: Side, attribute
                                                                             np.ndarray | None]:
     """(generated vector, LLM vector of the whole text, LLM vector of the free text alone) of an item or a user,
     None where there is nothing to encode: what `RecommendService` computes through its stages, in one call.
-    `encode(texts) -> vectors`, `generate(side, text_vector, attributes) -> vector`."""
+    `encode(texts) -> vectors`, `generate(side, text_vector, attributes, title) -> vector`."""
     plan = content.to_encode(side, attributes, text, title, stated)
     text_vector, stated_vector = plan.vectors(encode(plan.texts) if plan.texts else [])
     if not plan.usable:
         return None, text_vector, stated_vector
-    return generate(side, plan.generator_input(text_vector), attributes), text_vector, stated_vector
+    return generate(side, plan.generator_input(text_vector), attributes, title), text_vector, stated_vector
 
 
 class Regenerator:
@@ -57,8 +57,10 @@ class Regenerator:
             self._encoder = ServingEncoder(self.artifacts, self.generator.meta["content"], self.encoder_choice)
         return self._encoder
 
-    def _generate(self, side: Side, text_vector: np.ndarray, attributes: dict) -> np.ndarray:
-        return getattr(self.generator, f"{side}_vector")(text_vector, attributes)
+    def _generate(self, side: Side, text_vector: np.ndarray, attributes: dict, title: str | None) -> np.ndarray:
+        if side == "item":
+            return self.generator.item_vector(text_vector, attributes, title)
+        return self.generator.user_vector(text_vector, attributes)
 
     def prepare(self, records: list[dict]) -> None:
         """Make the vectors of `records` (about to be made again) in batches: one rendered table, one encoding
@@ -85,7 +87,8 @@ class Regenerator:
             if made:
                 features = content.features(side, np.stack([encoded.get(rendered[i], zeros) for i in made]),
                                             [entries[i][0] for i in made])
-                vectors = dict(zip(made, self.generator.generate(side, features)))
+                titles = [(entries[i][0], entries[i][2]) for i in made]
+                vectors = dict(zip(made, self.generator.generate(side, features, titles)))
             for i, record in enumerate(mine):
                 self._prepared[(side, record.get("id"), _key(entries[i]))] = (
                     vectors.get(i), encoded.get(rendered[i]), encoded.get(free[i]))

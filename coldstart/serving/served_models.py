@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 
 from coldstart import artifacts
 from coldstart.config import ConfigError
 from coldstart.models.saved import MODEL_FILE, is_artifact
 from coldstart.models.coldstart_model import load_cold_model, placed_items
+from coldstart.models.transfer import title_keys
 from coldstart.serving.config import GENERATOR_FOLDERS
 from coldstart.serving.memo import Memo
 from coldstart.serving.new_content import NewContent, Side
@@ -184,14 +186,29 @@ class ServingGenerator:
         self.content = NewContent(self.meta["content"])
         log.info("generator: %s from %s (%s)", self.name, self.folder, self.reason)
 
+    def item_keys(self, entries: list[tuple[dict, str | None]]) -> list[str | None] | None:
+        """The title keys of new items, (attributes, title) each, for a generator that knows items by title
+        (transfer: the items its source knew); None for the others."""
+        if not getattr(self.model, "known_keys", None):
+            return None
+        rows = pd.DataFrame([self.content.fields("item", attributes, title) for attributes, title in entries],
+                            dtype=object)
+        return title_keys(rows, self.content.roles("item").title)
+
     @torch.inference_mode()
-    def generate(self, side: Side, features: np.ndarray) -> np.ndarray:
+    def generate(self, side: Side, features: np.ndarray,
+                 titles: list[tuple[dict, str | None]] | None = None) -> np.ndarray:
+        """`titles`: the new items' (attributes, title), for a generator that knows some items by title."""
         x = torch.as_tensor(np.asarray(features, np.float32))
-        out = self.model.generate_items(x) if side == "item" else self.model.generate_users(x)
+        keys = self.item_keys(titles) if side == "item" and titles else None
+        if side == "user":
+            out = self.model.generate_users(x)
+        else:
+            out = self.model.generate_items(x) if keys is None else self.model.generate_items(x, keys=keys)
         return out.float().numpy()
 
-    def item_vector(self, text_vector: np.ndarray, attributes: dict) -> np.ndarray:
-        return self.generate("item", self.content.features("item", text_vector, attributes))[0]
+    def item_vector(self, text_vector: np.ndarray, attributes: dict, title: str | None = None) -> np.ndarray:
+        return self.generate("item", self.content.features("item", text_vector, attributes), [(attributes, title)])[0]
 
     def user_vector(self, text_vector: np.ndarray, attributes: dict) -> np.ndarray:
         return self.generate("user", self.content.features("user", text_vector, attributes))[0]

@@ -85,7 +85,8 @@ class RecommendService:
         if not plan.usable:
             return None, text_vector, stated_vector
         with self._timed("generate"):
-            vector = await self.near_generator.call(f"{side}_vector", plan.generator_input(text_vector), attributes)
+            asked = (plan.generator_input(text_vector), attributes) + ((title,) if side == "item" else ())
+            vector = await self.near_generator.call(f"{side}_vector", *asked)
         return vector, text_vector, stated_vector
 
     async def recommend(self, request: RecommendRequest, variant: str | None = None) -> Recommendation:

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from coldstart.cli import app
 from coldstart.data.schema import find_table, read_table, save_dataset, validate
 from coldstart.data.split import make_split
+from coldstart.models.transfer import title_keys
 from coldstart.ports import free_port
 from coldstart.testing import make_tables
 
@@ -117,6 +118,11 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
     assert serving["served"]["val"]["all"]["users"] > 0
     assert serving["encoder"] in ("student", "teacher")
     assert 0 < serving["encoder_cosine"] <= 1
+    # transfer's generator knows the items its source taught by name and year: a registration of one gets what
+    # the source taught, as the split's own cold items did (tests/unit/test_transfer_serving.py)
+    known = json.loads((out / "transfer" / "generator" / "model.json").read_text())["config"]["known_keys"]
+    names = set(title_keys(pd.read_csv(root / "my-split" / "items.csv", dtype=str), "name")) - {None}
+    assert known and set(known) <= names
     report = (out / "report" / "report.md").read_text()
     assert all(f"| {name} | done |" in report for name in STAGES)
     # The junk went through the one reading: missing, never text that a template or a matcher trips on.

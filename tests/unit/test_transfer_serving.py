@@ -16,7 +16,7 @@ from coldstart.data.split import load_split
 from coldstart.evaluate import SplitData, evaluate
 from coldstart.models.coldstart_model import load_recommender_artifact
 from coldstart.models.mf import EmbeddingRecommender, TrainPairs
-from coldstart.models.transfer import TransferModel, TransferTraining, target_vectors
+from coldstart.models.transfer import TransferModel, TransferTraining, target_vectors, title_keys
 from coldstart.pipeline import PipelineConfig
 from coldstart.serving.routes import create_api
 from coldstart.serving.served_models import ServingGenerator
@@ -45,10 +45,19 @@ def with_transfer(tmp_path_factory, minilm):
     for _ in range(5):
         training.train_epoch((batch, (batch[0] * 0, batch[1], batch[2])) for batch in pairs.batches(256))
     model.eval()
+    # What a source teaches the cold items it knows by title: an id embedding their tower vector never had.
+    cold = np.flatnonzero(~data.warm_items)
+    taught = cold[: len(cold) // 2]
+    with torch.no_grad():
+        model.item.weight[torch.as_tensor(taught)] = torch.randn(len(taught), 16, generator=torch.Generator().manual_seed(1))
+    items_table = data.split.items.set_index("item_id").reindex(data.item_ids).reset_index(names="item_id")
+    keys = title_keys(items_table, "title")
+    row_keys = [keys[i] if i in set(taught) else None for i in range(data.n_items)]
     users, items = target_vectors(model, text, np.arange(data.n_items))
     cold_val = evaluate(EmbeddingRecommender(users, items), data, on="val", ks=(20,))["cold"]["ndcg@20"]
     save_transfer(root / "transfer" / "model", data, model, text,
-                  {"lam": 0.0, "epoch": 4, "metrics": {"cold_val_ndcg@20": cold_val}, "selected_on": "cold_val_ndcg@20"})
+                  {"lam": 0.0, "epoch": 4, "metrics": {"cold_val_ndcg@20": cold_val}, "selected_on": "cold_val_ndcg@20",
+                   "row_keys": row_keys})
     cfg = PipelineConfig(split=root / "split", out=root)
     save_transfer_generator(data, cfg, root)
     return root, data, model, text
@@ -110,3 +119,34 @@ def test_the_http_api_answers_with_the_transfer_generator(with_transfer, tmp_pat
         r = client.post("/v1/recommend", json={"profile": {"attributes": {"age": 30, "occupation": "job5"}},
                                                "k": 5})
         assert r.status_code == 200 and len(r.json()["items"]) == 5 and r.json()["path"] == "cold", r.text
+
+
+def test_a_registered_item_the_source_knew_gets_the_vector_the_report_measured(with_transfer, tmp_path):
+    """The split's cold items the source knew carry what its interactions taught (the shared id embedding);
+    registered through the endpoint by title and attributes, the same items got the text tower alone, and the
+    report's cold figure was not what a registration gets. A title the source never saw still gets the tower."""
+    root, data, _, _ = with_transfer
+    service = local_service(root, tmp_path / "store", generator="transfer")
+    catalogue = service.ranker.target
+    items = data.split.items.set_index("item_id")
+    cold = np.flatnonzero(~data.warm_items)
+    with TestClient(create_api(service)) as client:
+        for pos in cold:
+            row = items.loc[data.item_ids[pos]]
+            attributes = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()
+                          if k != "title" and not (isinstance(v, float) and np.isnan(v))}
+            body = {"item_id": f"again-{pos}", "title": row["title"], "attributes": attributes}
+            assert client.post("/v1/items", json=body).status_code == 201
+        new = {"item_id": "never-seen", "title": "A Film Nobody Knew (2003)", "attributes": {"genres": "Comedy"}}
+        assert client.post("/v1/items", json=new).status_code == 201
+    placed = catalogue.index.vectors([catalogue.item_pos[data.item_ids[p]] for p in cold])
+    again = catalogue.index.vectors([catalogue.item_pos[f"again-{p}"] for p in cold])
+    np.testing.assert_allclose(again, placed, rtol=1e-4, atol=1e-5)
+    generator = ServingGenerator(root, "transfer")
+    assert len(generator.model.known_keys) == len(cold) // 2
+    tower_only = generator.generate("item", generator.arrays["item_features"][cold])
+    assert not np.allclose(tower_only[: len(cold) // 2], placed[: len(cold) // 2], atol=1e-3)
+    unknown = catalogue.index.vectors([catalogue.item_pos["never-seen"]])[0]
+    text = service.encoder.target.embed(generator.content.text("item", new["attributes"], "", new["title"]))
+    features = generator.content.features("item", text, new["attributes"])
+    np.testing.assert_allclose(unknown, generator.generate("item", features)[0], rtol=1e-4, atol=1e-5)
