@@ -1,8 +1,9 @@
-"""The teacher in int8 on a CPU: how much sooner a new user's texts are encoded, and what it costs in fidelity and
-in cold-item ranking.
+"""The teacher in int8 or bfloat16 on a CPU: how much sooner a new user's texts are encoded, and what it costs in
+fidelity and in cold-item ranking.
 
-`TextEncoder.to_int8` turns the model's linear layers into dynamic int8, each output channel on its own scale.
-In one run, against the same encoder in float32:
+`TextEncoder.to_int8` turns the model's linear layers into dynamic int8, each output channel on its own scale;
+`--variants bfloat16` runs the model in bfloat16 (native on CPUs with AVX512-BF16 or AMX). In one run, against
+the same encoder in float32:
 
 1. latency of what a profile request encodes (its rendered attributes and its free text, one call), interleaved,
    on `--threads` threads (the Serve replica's: 1);
@@ -14,7 +15,8 @@ In one run, against the same encoder in float32:
    measured on test (cold and all NDCG@20, `coldstart.serving.evidence.served_metrics`), beside the
    catalogue as the pipeline left it.
 
-    python -m benchmarks.encoder_int8 [--seeds 42 43 44] [--threads 1] [--served OUT/seed-42 OUT/seed-43 ...]
+    python -m benchmarks.encoder_int8 [--variants int8 bfloat16] [--seeds 42 43 44] [--threads 1]
+        [--served OUT/seed-42 OUT/seed-43 ...]
 """
 
 from __future__ import annotations
@@ -103,6 +105,10 @@ def served(out: Path, encoders: dict[str, TextEncoder]) -> dict[str, dict[str, f
     return rows
 
 
+VARIANTS = {"int8": lambda: TextEncoder(device="cpu").to_int8(),
+            "bfloat16": lambda: TextEncoder(device="cpu", dtype="bfloat16")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44],
@@ -110,6 +116,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--served", type=Path, nargs="*", default=[],
                         help="pipeline folders: cold items made again by each encoder, measured as served")
+    parser.add_argument("--variants", nargs="+", default=["int8"], choices=sorted(VARIANTS),
+                        help="what to set beside float32: int8 (dynamic, per channel), bfloat16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -117,27 +125,30 @@ def main() -> None:
     items = item_texts(data.items, TextTemplates())
     users = user_texts(data.users, data.interactions, data.items, TextTemplates())
     full = TextEncoder(device="cpu")
-    int8 = TextEncoder(device="cpu").to_int8()
-    encoders = {"float32": full, "int8": int8}
+    encoders = {"float32": full, **{name: VARIANTS[name]() for name in args.variants}}
 
     pairs = profile_pairs(data.users)
     ms = latencies(encoders, pairs)
     print(f"profile request's texts (rendered attributes + a stated interest, one call), {args.threads} thread(s), "
-          f"median of {3 * len(pairs)} interleaved calls: float32 {ms['float32']:.2f} ms, int8 {ms['int8']:.2f} ms, "
-          f"{ms['float32'] / ms['int8']:.2f}x")
+          f"median of {3 * len(pairs)} interleaved calls: float32 {ms['float32']:.2f} ms, " +
+          ", ".join(f"{name} {ms[name]:.2f} ms ({ms['float32'] / ms[name]:.2f}x)" for name in args.variants))
 
     item_vectors = {name: enc.encode(items["text"].tolist()) for name, enc in encoders.items()}
-    print("\n| texts | n | cosine int8 to float32, mean | least |\n|---|---|---|---|")
+    print("\n| texts | n | " + " | ".join(f"cosine {name} to float32, mean | least" for name in args.variants) +
+          " |\n|---|---|" + "---|---|" * len(args.variants))
     for kind, texts in (("items", items["text"].tolist()), ("users (with liked titles)", users["text"].tolist()),
                         ("profile pairs", [t for pair in pairs for t in pair])):
-        a = item_vectors["float32"] if kind == "items" else full.encode(texts)
-        b = item_vectors["int8"] if kind == "items" else int8.encode(texts)
-        cosine = (a * b).sum(1)
-        print(f"| {kind} | {len(texts)} | {cosine.mean():.4f} | {cosine.min():.4f} |")
+        vectors = item_vectors if kind == "items" else {name: enc.encode(texts) for name, enc in encoders.items()}
+        cells = []
+        for name in args.variants:
+            cosine = (vectors["float32"] * vectors[name]).sum(1)
+            cells += [f"{cosine.mean():.4f}", f"{cosine.min():.4f}"]
+        print(f"| {kind} | {len(texts)} | " + " | ".join(cells) + " |")
 
     if args.seeds:
-        print("\n| seed | cold NDCG@20 content-kNN, float32 | int8 | ratio |\n|---|---|---|---|")
-        ratios = []
+        print("\n| seed | cold NDCG@20 content-kNN, float32 | " + " | ".join(f"{name} | ratio" for name in args.variants)
+              + " |\n|---|---|" + "---|---|" * len(args.variants))
+        ratios = {name: [] for name in args.variants}
         for seed in args.seeds:
             split = make_split(data, "items", seed)
             cold = SplitData.from_split(split)
@@ -145,25 +156,31 @@ def main() -> None:
             for name, vectors in item_vectors.items():
                 aligned = np.stack(pd.Series(list(vectors), index=items["item_id"]).reindex(cold.item_ids).to_numpy())
                 scores[name] = evaluate(ContentKNNRecommender(cold, aligned), cold)["cold"]["ndcg@20"]
-            ratios.append(scores["int8"] / scores["float32"])
-            print(f"| {seed} | {scores['float32']:.4f} | {scores['int8']:.4f} | {ratios[-1]:.3f}x |")
-        print(f"\nint8 / float32 cold NDCG@20: {np.mean(ratios):.3f}x ± {np.std(ratios, ddof=1) if len(ratios) > 1 else 0:.3f}")
+            for name in args.variants:
+                ratios[name].append(scores[name] / scores["float32"])
+            print(f"| {seed} | {scores['float32']:.4f} | " + " | ".join(
+                f"{scores[name]:.4f} | {ratios[name][-1]:.3f}x" for name in args.variants) + " |")
+        for name, values in ratios.items():
+            print(f"\n{name} / float32 cold NDCG@20: {mean_std(values)}")
 
     if args.served:
         print("\n| folder | cold items' vectors | cold test NDCG@20 | all test NDCG@20 | cosine to as left |\n"
               "|---|---|---|---|---|")
-        ratios = {"cold": [], "all": []}
+        ratios = {(name, group): [] for name in args.variants for group in ("cold", "all")}
         for out in args.served:
             rows = served(out, encoders)
             for name, row in rows.items():
                 print(f"| {out.name} | {name} | {row['cold']:.4f} | {row['all']:.4f} | "
                       f"{row['cosine']:.4f} |" if "cosine" in row else
                       f"| {out.name} | {name} | {row['cold']:.4f} | {row['all']:.4f} | - |")
-            for group in ratios:
-                ratios[group].append(rows["remade by int8"][group] / rows["remade by float32"][group])
-        for group, values in ratios.items():
-            spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
-            print(f"served {group} NDCG@20, int8 / float32 (remade): {np.mean(values):.3f}x ± {spread:.3f}")
+            for name, group in ratios:
+                ratios[name, group].append(rows[f"remade by {name}"][group] / rows["remade by float32"][group])
+        for (name, group), values in ratios.items():
+            print(f"served {group} NDCG@20, {name} / float32 (remade): {mean_std(values)}")
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.3f}x ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.3f}"
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ class Encoder:
         cfg = ServeConfig.model_validate(settings)
         torch.set_num_threads(cfg.torch_threads)
         self.encoder = ServingEncoder(cfg.artifacts, content_spec(cfg.artifacts, cfg.generator), cfg.encoder,
-                                      int8=cfg.encoder_int8)
+                                      precision=cfg.encoder_precision)
         self.encode.set_max_batch_size(cfg.batch_size)
         self.encode.set_batch_wait_timeout_s(cfg.batch_wait_ms / 1000.0)
 

@@ -30,7 +30,7 @@ from coldstart.config import ConfigError
 from coldstart.models.saved import MODEL_FILE, is_artifact
 from coldstart.models.coldstart_model import load_cold_model, placed_items
 from coldstart.models.transfer import title_keys
-from coldstart.serving.config import GENERATOR_FOLDERS
+from coldstart.serving.config import GENERATOR_FOLDERS, Precision
 from coldstart.serving.memo import Memo
 from coldstart.serving.new_content import NewContent, Side
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, TextEncoder
@@ -151,13 +151,17 @@ def resolve_encoder(artifacts: str | Path, spec: dict, choice: str = "auto") -> 
 class ServingEncoder:
     """Text -> L2-normalised vector of the dimension the generator was trained on."""
 
-    def __init__(self, artifacts: str | Path, spec: dict, choice: str = "auto", int8: bool = False):
-        """`int8`: on a CPU, the model's linear layers in dynamic int8 (`TextEncoder.to_int8`)."""
+    def __init__(self, artifacts: str | Path, spec: dict, choice: str = "auto", precision: Precision = "auto"):
+        """`precision`: auto (float32 on a CPU, bfloat16 on a GPU that has it), bfloat16, or int8 (on a CPU, the
+        model's linear layers in dynamic int8, `TextEncoder.to_int8`; float32's auto elsewhere)."""
         self.kind, cfg, self.reason = pick_encoder(artifacts, spec, choice)
+        if precision == "bfloat16":
+            cfg = cfg.model_copy(update={"dtype": "bfloat16"})
         self.encoder = TextEncoder(cfg)
-        if int8 and self.encoder.device.type == "cpu":
+        if precision == "int8" and self.encoder.device.type == "cpu":
             self.encoder.to_int8()
-            self.reason += "; int8"
+        if precision != "auto":
+            self.reason += f"; {precision}"
         self.memo = Memo()
         if self.encoder.dim != int(spec["text_dim"]):
             raise ConfigError(f"encoder {self.kind} ({cfg.model}) gives {self.encoder.dim}-d vectors; the generator "
