@@ -2,8 +2,9 @@
 fidelity and in cold-item ranking.
 
 `TextEncoder.to_int8` turns the model's linear layers into dynamic int8, each output channel on its own scale;
-`--variants bfloat16` runs the model in bfloat16 (native on CPUs with AVX512-BF16 or AMX). In one run, against
-the same encoder in float32:
+`--variants bfloat16` runs the model in bfloat16 (native on CPUs with AVX512-BF16 or AMX); `--variants onnx` runs
+it in float32 in ONNX Runtime (`TextEncoder.to_onnx`, the serving default on a CPU). In one run, against the same
+encoder in float32 in torch:
 
 1. latency of what a profile request encodes (its rendered attributes and its free text, one call), interleaved,
    on `--threads` threads (the Serve replica's: 1);
@@ -106,7 +107,8 @@ def served(out: Path, encoders: dict[str, TextEncoder]) -> dict[str, dict[str, f
 
 
 VARIANTS = {"int8": lambda: TextEncoder(device="cpu").to_int8(),
-            "bfloat16": lambda: TextEncoder(device="cpu", dtype="bfloat16")}
+            "bfloat16": lambda: TextEncoder(device="cpu", dtype="bfloat16"),
+            "onnx": lambda: TextEncoder(device="cpu").to_onnx()}
 
 
 def main() -> None:
@@ -117,7 +119,8 @@ def main() -> None:
     parser.add_argument("--served", type=Path, nargs="*", default=[],
                         help="pipeline folders: cold items made again by each encoder, measured as served")
     parser.add_argument("--variants", nargs="+", default=["int8"], choices=sorted(VARIANTS),
-                        help="what to set beside float32: int8 (dynamic, per channel), bfloat16")
+                        help="what to set beside float32 in torch: int8 (dynamic, per channel), bfloat16, onnx "
+                             "(float32 in ONNX Runtime)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -121,7 +121,7 @@ def _wait_ready(url: str, timeout: float = 300) -> None:
 
 
 def plain_server(artifacts: Path, port: int, store: Path, threads: int, encoder: str = "auto",
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", runtime: str = "auto") -> None:
     """The baseline: one uvicorn process, the same objects called in-process."""
     import torch
     import uvicorn
@@ -130,7 +130,7 @@ def plain_server(artifacts: Path, port: int, store: Path, threads: int, encoder:
     from coldstart.serving.service import local_service
 
     torch.set_num_threads(threads)
-    service = local_service(artifacts, store, encoder=encoder, encoder_precision=precision)
+    service = local_service(artifacts, store, encoder=encoder, encoder_precision=precision, encoder_runtime=runtime)
     uvicorn.run(create_api(service), host="127.0.0.1", port=port, workers=1, log_level="warning")
 
 
@@ -141,7 +141,8 @@ def plain_up(args, scratch: Path) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.serve_latency", "--plain-server",
                              "--artifacts", str(args.artifacts), "--port", str(port),
                              "--store", str(scratch / "plain-store"), "--plain-threads", str(args.plain_threads),
-                             "--encoder", args.encoder, "--encoder-precision", args.encoder_precision])
+                             "--encoder", args.encoder, "--encoder-precision", args.encoder_precision,
+                             "--encoder-runtime", args.encoder_runtime])
     try:
         _wait_ready(url)
         yield url
@@ -165,6 +166,7 @@ def serve_up(args, scratch: Path, proxy: str = "haproxy") -> Iterator[str]:
         deploy_artifacts({"artifacts": str(args.artifacts), "store": str(scratch / "serve-store"),
                           "torch_threads": args.serve_threads, "rate_limit": 0,  # load, not abuse
                           "encoder": args.encoder, "encoder_precision": args.encoder_precision,
+                          "encoder_runtime": args.encoder_runtime,
                           "batch_wait_ms": args.batch_wait_ms}, wait=False)
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url)
@@ -228,7 +230,9 @@ def main() -> None:
                         help="The text encoder both servers use (auto: what serving.json names).")
     parser.add_argument("--encoder-precision", default="auto", choices=["auto", "bfloat16", "int8"],
                         help="Both servers' encoder arithmetic (`coldstart serve --encoder-precision`).")
-    parser.add_argument("--batch-wait-ms", type=float, default=2.0,
+    parser.add_argument("--encoder-runtime", default="auto", choices=["auto", "torch", "onnx"],
+                        help="What runs both servers' float32 encoder (`coldstart serve --encoder-runtime`).")
+    parser.add_argument("--batch-wait-ms", type=float, default=0.0,
                         help="How long Serve's encoder replica waits to fill a batch (`coldstart serve`'s setting).")
     parser.add_argument("--plain-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -236,7 +240,8 @@ def main() -> None:
     args = parser.parse_args()
     args.artifacts = args.artifacts.resolve()
     if args.plain_server:
-        plain_server(args.artifacts, args.port, args.store, args.plain_threads, args.encoder, args.encoder_precision)
+        plain_server(args.artifacts, args.port, args.store, args.plain_threads, args.encoder, args.encoder_precision,
+                     args.encoder_runtime)
         return
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as scratch:
         requests = Requests(args.artifacts)
@@ -244,7 +249,7 @@ def main() -> None:
     print(f"\n{args.requests} requests per cell after {args.warmup} warm-up, median of {args.repeats} interleaved "
           f"rounds; {os.cpu_count()} cores; "
           f"Ray num_cpus {args.num_cpus}; torch threads: Serve replicas {args.serve_threads}, "
-          f"plain server {args.plain_threads}; encoder {args.encoder} ({args.encoder_precision}); Serve's batch wait {args.batch_wait_ms:g} ms; "
+          f"plain server {args.plain_threads}; encoder {args.encoder} ({args.encoder_precision}, runtime {args.encoder_runtime}); Serve's batch wait {args.batch_wait_ms:g} ms; "
           f"RAY_SERVE_THROUGHPUT_OPTIMIZED={os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', 'unset')}\n")
     print(report(figures))
 

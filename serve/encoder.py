@@ -22,11 +22,11 @@ class Encoder:
         cfg = ServeConfig.model_validate(settings)
         torch.set_num_threads(cfg.torch_threads)
         self.encoder = ServingEncoder(cfg.artifacts, content_spec(cfg.artifacts, cfg.generator), cfg.encoder,
-                                      precision=cfg.encoder_precision)
+                                      precision=cfg.encoder_precision, runtime=cfg.encoder_runtime)
         self.encode.set_max_batch_size(cfg.batch_size)
         self.encode.set_batch_wait_timeout_s(cfg.batch_wait_ms / 1000.0)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def encode(self, requests: list[list[str]]) -> list[np.ndarray]:
         """Each call's texts (a profile's rendered attributes and its free text), the calls of concurrent
         requests encoded as one batch."""

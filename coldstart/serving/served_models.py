@@ -30,7 +30,7 @@ from coldstart.config import ConfigError
 from coldstart.models.saved import MODEL_FILE, is_artifact
 from coldstart.models.coldstart_model import load_cold_model, placed_items
 from coldstart.models.transfer import title_keys
-from coldstart.serving.config import GENERATOR_FOLDERS, Precision
+from coldstart.serving.config import GENERATOR_FOLDERS, Precision, Runtime
 from coldstart.serving.memo import Memo
 from coldstart.serving.new_content import NewContent, Side
 from coldstart.text.encoder import ARTIFACT_FILE, EncoderConfig, TextEncoder
@@ -151,9 +151,12 @@ def resolve_encoder(artifacts: str | Path, spec: dict, choice: str = "auto") -> 
 class ServingEncoder:
     """Text -> L2-normalised vector of the dimension the generator was trained on."""
 
-    def __init__(self, artifacts: str | Path, spec: dict, choice: str = "auto", precision: Precision = "auto"):
+    def __init__(self, artifacts: str | Path, spec: dict, choice: str = "auto", precision: Precision = "auto",
+                 runtime: Runtime = "auto"):
         """`precision`: auto (float32 on a CPU, bfloat16 on a GPU that has it), bfloat16, or int8 (on a CPU, the
-        model's linear layers in dynamic int8, `TextEncoder.to_int8`; float32's auto elsewhere)."""
+        model's linear layers in dynamic int8, `TextEncoder.to_int8`; float32's auto elsewhere). `runtime`: what
+        runs a float32 model on a CPU: onnx (ONNX Runtime, `TextEncoder.to_onnx`: the same vectors, sooner),
+        torch, or auto (onnx where it loads and reproduces torch's vectors, else torch, saying why)."""
         self.kind, cfg, self.reason = pick_encoder(artifacts, spec, choice)
         if precision == "bfloat16":
             cfg = cfg.model_copy(update={"dtype": "bfloat16"})
@@ -162,6 +165,14 @@ class ServingEncoder:
             self.encoder.to_int8()
         if precision != "auto":
             self.reason += f"; {precision}"
+        if runtime == "onnx" or (runtime == "auto" and precision == "auto" and self.encoder.device.type == "cpu"):
+            try:
+                self.encoder.to_onnx()
+                self.reason += "; ONNX Runtime"
+            except Exception as exc:  # a model the exporter cannot take, or onnxruntime missing: torch runs it
+                if runtime == "onnx":
+                    raise ConfigError(f"encoder runtime onnx: {type(exc).__name__}: {exc}") from None
+                self.reason += f"; torch (ONNX Runtime: {type(exc).__name__}: {str(exc)[:200]})"
         self.memo = Memo()
         if self.encoder.dim != int(spec["text_dim"]):
             raise ConfigError(f"encoder {self.kind} ({cfg.model}) gives {self.encoder.dim}-d vectors; the generator "

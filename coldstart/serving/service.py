@@ -177,14 +177,16 @@ class RecommendService:
 
 def local_service(artifacts, store, *, generator: str = "auto", encoder: str = "auto",
                   text_weight: float = 1.0, stated_share: float = 0.3,
-                  variant: str | None = None, encoder_precision: str = "auto") -> RecommendService:
+                  variant: str | None = None, encoder_precision: str = "auto",
+                  encoder_runtime: str = "auto") -> RecommendService:
     """The whole request path in this process over an artifacts folder and a registration store (a folder, a
     `postgresql://` URL, or an open store): what the unit tests, the benchmarks' plain-uvicorn baseline and a
     restart check serve, with the objects the Serve deployments hold."""
     from coldstart.serving.catalogue import Catalogue  # faiss: only the local path holds the ranker in-process
 
     serving_generator = ServingGenerator(artifacts, generator)
-    serving_encoder = ServingEncoder(artifacts, serving_generator.meta["content"], encoder, precision=encoder_precision)
+    serving_encoder = ServingEncoder(artifacts, serving_generator.meta["content"], encoder, precision=encoder_precision,
+                                     runtime=encoder_runtime)
     opened = open_store(store) if isinstance(store, (str, os.PathLike)) else store
     catalogue = Catalogue.from_artifacts(artifacts, serving_generator, opened, text_weight=text_weight, encoder=encoder,
                                          stated_share=stated_share)

@@ -122,6 +122,26 @@ def test_the_encoder_runs_in_the_precision_serving_asks_for(artifacts, models, p
     assert precision in encoder.reason and precision not in float32.reason
 
 
+def test_the_serving_encoder_runs_in_onnx_runtime_where_it_can_and_says_so(artifacts, models, monkeypatch):
+    """auto: ONNX Runtime on a CPU (torch's vectors, sooner); without onnxruntime, torch, and the reason says why;
+    asked for by name, its absence is a clear error."""
+    import sys
+
+    from coldstart.config import ConfigError
+
+    generator, auto = models
+    torch_run = ServingEncoder(artifacts, generator.meta["content"], runtime="torch")
+    assert auto.encoder.runtime == "onnxruntime" and "ONNX Runtime" in auto.reason
+    assert torch_run.encoder.runtime == "torch"
+    texts = ["A 25-year-old male student.", "Mostly horror films for me."]
+    np.testing.assert_allclose(auto.encode(texts), torch_run.encode(texts), atol=1e-5)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as where it is not installed
+    fallback = ServingEncoder(artifacts, generator.meta["content"])
+    assert fallback.encoder.runtime == "torch" and "torch (ONNX Runtime: ModuleNotFoundError" in fallback.reason
+    with pytest.raises(ConfigError, match="encoder runtime onnx"):
+        ServingEncoder(artifacts, generator.meta["content"], runtime="onnx")
+
+
 def _client(artifacts, models, store_dir, api_key=None) -> TestClient:
     generator, encoder = models
     catalogue = Catalogue.from_artifacts(artifacts, generator, RegistrationStore(store_dir))

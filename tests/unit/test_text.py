@@ -100,6 +100,24 @@ def test_an_int8_encoder_keeps_its_vectors_near_float32s(minilm):
     assert cosine.mean() > 0.95 and cosine.min() > 0.9
 
 
+def test_onnx_runtime_gives_torchs_vectors(minilm):
+    """The serving encoder's default on a CPU: the same model exported to ONNX Runtime, checked on probe texts
+    when it is made; padding, truncation and empty texts come out as torch's."""
+    texts = TEXTS + ["I love horror movies.", "", "word " * 400, "A woman aged 31, working as a librarian."]
+    onnx = TextEncoder().to_onnx()
+    assert onnx.runtime == "onnxruntime" and minilm.runtime == "torch"
+    np.testing.assert_allclose(onnx.encode(texts), minilm.encode(texts), atol=1e-5)
+    np.testing.assert_allclose(onnx.encode(texts[:2], batch_size=1), minilm.encode(texts[:2]), atol=1e-5)
+
+
+def test_an_export_that_does_not_reproduce_torch_is_refused_and_torch_stays(minilm):
+    encoder = TextEncoder()
+    with pytest.raises(ValueError, match="cosine"):
+        encoder.to_onnx(least=1.01)  # no export reaches it: what a wrong one meets
+    assert encoder.runtime == "torch"
+    np.testing.assert_allclose(encoder.encode(TEXTS), minilm.encode(TEXTS), atol=1e-6)
+
+
 def test_empty_text_gets_a_zero_vector_and_is_counted(minilm, caplog):
     before = minilm.stats.empty
     with caplog.at_level(logging.WARNING):
