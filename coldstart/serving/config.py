@@ -43,7 +43,7 @@ class ServeConfig(BaseModel):
                             "2.1x sooner, cosine 0.975, 0.93x).")
     encoder_runtime: Runtime = Field(
         "auto", description="What runs a float32 encoder on a CPU: onnx (ONNX Runtime: the same vectors, a "
-                            "profile's texts 1.7x sooner), torch, or auto (onnx where it loads and reproduces "
+                            "profile's texts 1.86x sooner), torch, or auto (onnx where it loads and reproduces "
                             "torch's vectors, else torch).")
     store: StoreSpec = Field(
         None, description="Registration store: a folder (an append-only file log, for one machine) or a "

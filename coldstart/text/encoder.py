@@ -197,7 +197,7 @@ class TextEncoder:
     def to_onnx(self, probe: list[str] | None = None, least: float = 0.9999) -> "TextEncoder":
         """On a CPU, in float32: the model run by ONNX Runtime instead of torch (exported in memory, graph
         optimised, as many threads as torch has). Its vectors are torch's (cosine 1.0000 on ml-100k's texts)
-        and a profile's two texts come 1.8x sooner on one thread (`benchmarks/encoder_int8.py`). Checked on
+        and a profile's two texts come 1.86x sooner on one thread (`benchmarks/encoder_int8.py`). Checked on
         `probe` texts before it is used: below cosine `least` to torch's, a ValueError and torch stays.
         Needs onnxruntime and onnx (the project's set-up installs both)."""
         import io
