@@ -14,7 +14,8 @@ encoder in float32 in torch:
    item of the split is made again as its registration would make it (its text rendered by the artifact's
    templates, encoded by each encoder, placed by the served generator) and the catalogue the ranker holds is
    measured on test (cold and all NDCG@20, `coldstart.serving.evidence.served_metrics`), beside the
-   catalogue as the pipeline left it.
+   catalogue as the pipeline left it; under a generator that knows items by title (transfer), once more as
+   titles its source never saw.
 
     python -m benchmarks.encoder_int8 [--variants int8 bfloat16] [--seeds 42 43 44] [--threads 1]
         [--served OUT/seed-42 OUT/seed-43 ...]
@@ -93,14 +94,18 @@ def served(out: Path, encoders: dict[str, TextEncoder]) -> dict[str, dict[str, f
         return {group: figures[group][f"ndcg@{K}"] for group in ("cold", "all")}
 
     rows = {"as left": measure()}
-    for name, encoder in encoders.items():
+    titles = [(a, t) for a, _, t in entries]
+    runs = [(f"remade by {name}", encoder, titles) for name, encoder in encoders.items()]
+    if generator.item_keys(titles) is not None:  # a generator that knows items by title (transfer)
+        runs.append(("remade by float32, as titles it never saw", encoders["float32"], None))
+    for name, encoder, known in runs:
         features = generator.content.features("item", encoder.encode(texts), [a for a, _, _ in entries])
-        remade = generator.generate("item", features, [(a, t) for a, _, t in entries])
+        remade = generator.generate("item", features, known)
         for p, vector in zip(cold, remade):
             catalogue.index.update(p, vector)
         cosine = (remade * left).sum(1) / np.maximum(np.linalg.norm(remade, axis=1) * np.linalg.norm(left, axis=1),
                                                      1e-12)
-        rows[f"remade by {name}"] = {**measure(), "cosine": float(cosine.mean())}
+        rows[name] = {**measure(), "cosine": float(cosine.mean())}
     for p, vector in zip(cold, left):
         catalogue.index.update(p, vector)
     return rows

@@ -147,10 +147,7 @@ def ensemble_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str,
     On a user-cold split, how far new users are pulled towards the average user is chosen on cold-val.
     """
     inputs = GeneratorInputs.from_folders(data, out)
-    inputs.save(out / registry.model("knn-bag").folder, KNNGenerator.bag(
-        item_features=inputs.item_features, user_features=inputs.user_features, item_vectors=inputs.item_vectors,
-        user_vectors=inputs.user_vectors, warm_items=data.warm_items, warm_users=inputs.warm_users,
-        item_dims=inputs.content["text_dim"], item_counts=data.item_popularity()))
+    inputs.save(out / registry.model("knn-bag").folder, inputs.knn_bag())
     made = [spec for spec in registry.ensemble_members() if (out / spec.folder / "model.json").is_file()]
     members = [load_cold_model(out / spec.folder)[1] for spec in made]
     center = inputs.user_vectors[inputs.warm_users].mean(axis=0)

@@ -13,17 +13,19 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from coldstart import artifacts, registry
 from coldstart.config import NotApplicable
-from coldstart.content import build_content
 from coldstart.data import movielens
 from coldstart.evaluate import Recommender, SplitData
 from coldstart.models.coldstart_model import save_cold_model
+from coldstart.models.inputs import GeneratorInputs
 from coldstart.models.transfer import TransferGenerator, TransferModel, fit_projection
 from coldstart.pipeline import PipelineConfig
 from coldstart.registry import ModelSpec
 from coldstart.report import SOURCE_MARK
+from coldstart.serving.evidence import cold_item_shares, item_interval
 from coldstart.stages import ModelStage, StageSkipped
 from trainers.stages import choose_generator, load_model, split_dir
 from trainers.transfer import load_transfer_state
@@ -102,25 +104,50 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
     """OUT/transfer/generator: the tuned transfer model as a servable generator (`TransferGenerator`) in the
     backbone's space: warm users and items keep their backbone vectors, and the cold items' vectors transfer
     learnt, and those it generates for new items, are carried there by a linear map fitted on the warm items
-    (`fit_projection`). Saved with the cold-val figures it was selected on."""
+    (`fit_projection`). Saved with the cold-val figures it was selected on.
+
+    A new title the source never saw gets knn-bag's vector, the steadiest placement from content alone
+    (`coldstart.serving.evidence.DEFAULT`), unless the tower places the split's cold items better beyond noise
+    from their content alone: on val's audit half (which neither was selected on), the lower end of the paired
+    bootstrap interval over its items above 0 (`item_interval`). The figures go in the artifact
+    (`unknown_titles`)."""
     meta = artifacts.read_json(out / "transfer" / "model" / "model.json")
     model = TransferModel(**meta["config"])
     model.load_state_dict(load_transfer_state(out / "transfer" / "model"))
     learnt = load_model(out / "transfer" / "model", data)  # its vectors in this split's order
-    item_features, user_features, _, _, spec = build_content(data, out / "embeddings")
-    warm_users = data.train.getnnz(axis=1) > 0
-    backbone = load_model(out / "backbone", data)
-    projection = fit_projection(learnt.item_vectors[data.warm_items], backbone.item_vectors[data.warm_items])
-    item_vectors = np.where(data.warm_items[:, None], backbone.item_vectors, learnt.item_vectors @ projection)
-    generator = TransferGenerator.of(model, user_features=user_features, user_vectors=backbone.user_vectors,
-                                     warm_users=warm_users, user_k=cfg.knn_user_k, projection=projection,
-                                     row_keys=meta.get("row_keys"))
-    return save_cold_model(out / registry.model("transfer").folder, data, generator,
-                           user_vectors=backbone.user_vectors, item_vectors=item_vectors.astype(np.float32),
-                           user_features=user_features,
-                           item_features=item_features, content=spec.to_json(),
+    inputs = GeneratorInputs.from_folders(data, out)  # the backbone's vectors and the content features
+    warm = data.warm_items
+    projection = fit_projection(learnt.item_vectors[warm], inputs.item_vectors[warm])
+    item_vectors = np.where(warm[:, None], inputs.item_vectors, learnt.item_vectors @ projection)
+
+    def generator(**mine) -> TransferGenerator:
+        return TransferGenerator.of(model, user_features=inputs.user_features, user_vectors=inputs.user_vectors,
+                                    warm_users=inputs.warm_users, user_k=cfg.knn_user_k, projection=projection, **mine)
+
+    # the split's cold items placed as titles the source never saw: from their content alone
+    made = {"tower": None, "knn-bag": inputs.knn_bag()}
+    shares = {name: cold_item_shares(*inputs.vectors(generator(unknown=unknown)), data, "val-audit")
+              for name, unknown in made.items()}
+    audit = {name: float(sum(s.values())) for name, s in shares.items()}
+    interval = item_interval(shares["tower"], shares["knn-bag"])
+    chosen = "tower" if interval[0] > 0 else "knn-bag"
+    log.info("transfer: a title the source never saw gets %s's vector (cold NDCG@20 from content alone on "
+             "val-audit: %s; tower minus knn-bag %s)", chosen, audit, interval)
+    row_keys = meta.get("row_keys")  # none in a run from before they were recorded: its cold items keep theirs
+    served = generator(row_keys=row_keys, unknown=made[chosen])
+    if row_keys:  # each cold item as its registration is placed: what the source taught it, or not
+        cold = np.flatnonzero(~warm)
+        with torch.no_grad():
+            item_vectors[cold] = served.generate_items(torch.as_tensor(inputs.item_features[cold]),
+                                                       keys=[row_keys[i] for i in cold]).numpy()
+    return save_cold_model(out / registry.model("transfer").folder, data, served,
+                           user_vectors=inputs.user_vectors, item_vectors=item_vectors.astype(np.float32),
+                           user_features=inputs.user_features,
+                           item_features=inputs.item_features, content=inputs.content,
                            meta={"epoch": meta.get("epoch"), "metrics": meta["metrics"],
-                                 "selected_on": meta.get("selected_on"), "lam": meta["lam"]},
+                                 "selected_on": meta.get("selected_on"), "lam": meta["lam"],
+                                 "unknown_titles": {"generator": chosen, "cold_val-audit_ndcg@20": audit,
+                                                    "tower_minus_knn-bag": interval}},
                            placed_items=np.ones(data.n_items, bool))
 
 

@@ -17,6 +17,7 @@ from coldstart.content import build_content
 from coldstart.evaluate import SplitData, evaluate
 from coldstart.models.coldstart_model import load_recommender_artifact, save_cold_model
 from coldstart.models.mf import EmbeddingRecommender
+from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
 from coldstart.models.towers import cold_start_vectors
 from coldstart.text.encoder import TextEncoder
 
@@ -64,6 +65,13 @@ class GeneratorInputs:
 
     def cold_val(self, model) -> float:
         return self.val_metrics(model)["cold_val_ndcg@20"]
+
+    def knn_bag(self) -> EnsembleGenerator:
+        """knn-bag (`KNNGenerator.bag`) over these vectors and features, neighbours among items trained twice."""
+        return KNNGenerator.bag(item_features=self.item_features, user_features=self.user_features,
+                                item_vectors=self.item_vectors, user_vectors=self.user_vectors,
+                                warm_items=self.data.warm_items, warm_users=self.warm_users,
+                                item_dims=self.content["text_dim"], item_counts=self.data.item_popularity())
 
     def save(self, folder: Path, model) -> None:
         """Save `model` with its cold-val figures, so serving's choice can weigh it with the trained ones."""

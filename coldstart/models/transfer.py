@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from coldstart.data.columns import ColumnRoles, clean_entity_table, is_missing, read_year
-from coldstart.models.kinds import cold_model
+from coldstart.models.kinds import COLD_MODELS, cold_model
 from coldstart.models.layers import Dropout
 from coldstart.models.mf import bpr_loss
 from coldstart.models.neighbours import KNNGenerator
@@ -198,16 +198,22 @@ class TransferGenerator(nn.Module):
     A new item whose title the source knew (`known_keys`: the item's `match_key`, given to `generate_items` as
     `keys`) gets the id embedding the source's interactions taught, beside its tower vector, as training gave
     the split's items the source knew: a registration of one of them gets the vector the report measured.
+    A title the source never saw gets the tower's vector, or, with `unknown` (a generator in the backbone's
+    space, e.g. knn-bag, chosen where it places the split's cold items better from content alone), that one's.
     """
 
     KIND = "coldstart-transfer-generator"
 
     def __init__(self, text_dim: int, hidden: int, dim: int, dropout: float, user_in: int, n_users: int,
-                 user_k: int = 50, project_dim: int | None = None, known_keys: list[str] | None = None):
+                 user_k: int = 50, project_dim: int | None = None, known_keys: list[str] | None = None,
+                 unknown: dict | None = None):
+        """`unknown`: {"kind": KIND, "config": {...}} of the generator for titles the source never saw."""
         super().__init__()
         known_keys = list(known_keys or [])
         self.config = {"text_dim": text_dim, "hidden": hidden, "dim": dim, "dropout": dropout, "user_in": user_in,
-                       "n_users": n_users, "user_k": user_k, "project_dim": project_dim, "known_keys": known_keys}
+                       "n_users": n_users, "user_k": user_k, "project_dim": project_dim, "known_keys": known_keys,
+                       "unknown": unknown}
+        self.unknown = COLD_MODELS[unknown["kind"]](**unknown["config"]) if unknown else None
         self.text_dim = text_dim
         self.tower = text_tower(text_dim, hidden, dim, dropout)
         out_dim = project_dim or dim
@@ -219,18 +225,22 @@ class TransferGenerator(nn.Module):
     @classmethod
     def of(cls, model: "TransferModel", *, user_features: np.ndarray, user_vectors: np.ndarray,
            warm_users: np.ndarray, user_k: int = 50, projection: np.ndarray | None = None,
-           row_keys: list[str | None] | None = None) -> "TransferGenerator":
+           row_keys: list[str | None] | None = None, unknown: nn.Module | None = None) -> "TransferGenerator":
         """From a trained `TransferModel` and the target users' features and vectors (in the space the
         generator answers in: transfer's own, or the backbone's with `projection`). `row_keys`: the title key
-        of each row of the model's item table that the source knew (None elsewhere; `build_inputs`)."""
+        of each row of the model's item table that the source knew (None elsewhere; `build_inputs`).
+        `unknown`: the generator for titles the source never saw (in the space the generator answers in)."""
         model = unwrap(model)
         c = model.config
         out_dim = None if projection is None else int(projection.shape[1])
         row_keys = list(row_keys or [])
         keys, residuals = known_rows(row_keys, model.item.weight.detach().float().cpu().numpy()[:len(row_keys)])
         generator = cls(c["text_dim"], c["hidden"], c["dim"], c["dropout"], user_features.shape[1],
-                        int(warm_users.sum()), user_k, out_dim, keys)
+                        int(warm_users.sum()), user_k, out_dim, keys,
+                        None if unknown is None else {"kind": unknown.KIND, "config": unknown.config})
         generator.known.copy_(torch.as_tensor(residuals))
+        if unknown is not None:
+            generator.unknown.load_state_dict(unknown.state_dict())
         generator.tower.load_state_dict(model.tower.state_dict())
         if projection is not None:
             generator.projection.data.copy_(torch.as_tensor(projection, dtype=torch.float32))
@@ -241,14 +251,20 @@ class TransferGenerator(nn.Module):
         return generator.eval()
 
     def generate_items(self, x: torch.Tensor, keys: list[str | None] | None = None) -> torch.Tensor:
-        """`keys`: each item's title key (`title_keys`); an item the source knew gets what it taught."""
+        """`keys`: each item's title key (`title_keys`; none given: no title known). An item the source knew
+        gets what it taught beside its tower vector; the others the tower's, or `unknown`'s where it is set."""
         vectors = self.tower(x[:, :self.text_dim].float())
-        if keys is not None and self.known_keys:
-            at = [(i, self.known_keys[k]) for i, k in enumerate(keys) if k in self.known_keys]
-            if at:
-                rows, known = zip(*at)
-                vectors = vectors.index_add(0, torch.as_tensor(rows), self.known[list(known)].to(vectors.dtype))
-        return vectors if self.projection is None else vectors @ self.projection
+        at = [(i, self.known_keys[k]) for i, k in enumerate(keys or []) if k in self.known_keys]
+        if at:
+            rows, known = zip(*at)
+            vectors = vectors.index_add(0, torch.as_tensor(rows), self.known[list(known)].to(vectors.dtype))
+        vectors = vectors if self.projection is None else vectors @ self.projection
+        if self.unknown is not None:
+            new = np.setdiff1d(np.arange(len(x)), [i for i, _ in at])
+            if len(new):
+                new = torch.as_tensor(new)
+                vectors = vectors.index_copy(0, new, self.unknown.generate_items(x[new]).to(vectors.dtype))
+        return vectors
 
     def generate_users(self, x: torch.Tensor) -> torch.Tensor:
         return self.users.generate_users(x)
