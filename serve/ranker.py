@@ -28,7 +28,8 @@ def build_catalogue(cfg: ServeConfig, follower: bool = False) -> Catalogue:
     generator = ServingGenerator(cfg.artifacts, cfg.generator)  # for the catalogue's cold vectors only
     return Catalogue.from_artifacts(cfg.artifacts, generator, cfg.open_store(), text_weight=cfg.text_weight,
                                     stated_share=cfg.stated_share, encoder=None if follower else cfg.encoder,
-                                    follower=follower)
+                                    follower=follower, encoder_precision=cfg.encoder_precision,
+                                    encoder_runtime=cfg.encoder_runtime)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)

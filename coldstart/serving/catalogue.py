@@ -51,10 +51,12 @@ class Catalogue(ServingState):
     def from_artifacts(cls, artifacts: str | Path, generator, store: RegistrationStore | None = None,
                        text_weight: float = 1.0, encoder: str | None = "auto",
                        new_slots: Slots | None = None, stated_share: float = 0.3,
-                       follower: bool = False) -> "Catalogue":
+                       follower: bool = False, encoder_precision: str = "auto",
+                       encoder_runtime: str = "auto") -> "Catalogue":
         """Build from an artifacts folder and a `ServingGenerator` (which provides the cold vectors and the
         items' text vectors). Registrations made against other artifacts are made again with `generator` and
-        the `encoder` serving picks (`Regenerator`); `encoder=None` leaves them out instead. `new_slots`: the
+        the `encoder` serving picks, in its `encoder_precision` and `encoder_runtime` (`Regenerator`);
+        `encoder=None` leaves them out instead. `new_slots`: the
         slots for new items; None takes what the pipeline learnt for this generator (serving.json), else none."""
         from coldstart.serving.regenerate import Regenerator
 
@@ -85,12 +87,14 @@ class Catalogue(ServingState):
         if new_slots is None:
             new_slots = Slots.served(serving_record(artifacts), generator.name)
         origin = {"artifacts": artifacts, "generator": generator, "text_weight": text_weight, "encoder": encoder,
-                  "new_slots": new_slots, "stated_share": stated_share, "follower": follower}
+                  "new_slots": new_slots, "stated_share": stated_share, "follower": follower,
+                  "encoder_precision": encoder_precision, "encoder_runtime": encoder_runtime}
         return cls(item_ids, titles, item_vectors, arrays["warm_items"].astype(bool), users, space=space, store=store,
                    origin=origin,
                    item_text=generator.catalogue_text(), text_weight=text_weight, attribute_encoder=attributes,
                    item_labels=labels,
-                   regenerate=None if encoder is None else Regenerator(artifacts, generator, encoder),
+                   regenerate=None if encoder is None else Regenerator(artifacts, generator, encoder, encoder_precision,
+                                                                       encoder_runtime),
                    new_slots=new_slots, stated_share=stated_share, follower=follower)
 
     def sync(self) -> None:

@@ -45,16 +45,21 @@ def content_vectors(content: NewContent, encode, generate, side: Side, attribute
 class Regenerator:
     """A registration record of another space -> the same record with this space's vectors."""
 
-    def __init__(self, artifacts: str | Path, generator, encoder_choice: str = "auto"):
-        """`generator`: the `ServingGenerator` being served; the encoder is the one serving would pick."""
+    def __init__(self, artifacts: str | Path, generator, encoder_choice: str = "auto", precision: str = "auto",
+                 runtime: str = "auto"):
+        """`generator`: the `ServingGenerator` being served; the encoder is the one serving would pick, in the
+        serving encoder's `precision` and `runtime` (`ServingEncoder`), so a record made again gets the vector a
+        registration through the endpoint gets."""
         self.artifacts, self.generator, self.encoder_choice = artifacts, generator, encoder_choice
+        self.precision, self.runtime = precision, runtime
         self._encoder = None
         self._prepared: dict[tuple, tuple] = {}
 
     @property
     def encoder(self):
         if self._encoder is None:
-            self._encoder = ServingEncoder(self.artifacts, self.generator.meta["content"], self.encoder_choice)
+            self._encoder = ServingEncoder(self.artifacts, self.generator.meta["content"], self.encoder_choice,
+                                           precision=self.precision, runtime=self.runtime)
         return self._encoder
 
     def _generate(self, side: Side, text_vector: np.ndarray, attributes: dict, title: str | None) -> np.ndarray:

@@ -189,7 +189,8 @@ def local_service(artifacts, store, *, generator: str = "auto", encoder: str = "
                                      runtime=encoder_runtime)
     opened = open_store(store) if isinstance(store, (str, os.PathLike)) else store
     catalogue = Catalogue.from_artifacts(artifacts, serving_generator, opened, text_weight=text_weight, encoder=encoder,
-                                         stated_share=stated_share)
+                                         stated_share=stated_share, encoder_precision=encoder_precision,
+                                         encoder_runtime=encoder_runtime)
     return RecommendService(encoder=LocalStage(serving_encoder), generator=LocalStage(serving_generator),
                             ranker=LocalStage(catalogue), content=serving_generator.content,
                             generator_name=serving_generator.name, encoder_name=serving_encoder.kind,

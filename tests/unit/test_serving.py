@@ -122,6 +122,19 @@ def test_the_encoder_runs_in_the_precision_serving_asks_for(artifacts, models, p
     assert precision in encoder.reason and precision not in float32.reason
 
 
+def test_registrations_made_again_use_the_serving_encoders_precision(artifacts, models, tmp_path):
+    """After a swap the ranker makes other artifacts' registrations again; it encodes them as the endpoint's
+    encoder does (here int8), not in another precision."""
+    import torch
+
+    generator, _ = models
+    catalogue = Catalogue.from_artifacts(artifacts, generator, RegistrationStore(tmp_path / "store"),
+                                         encoder_precision="int8", encoder_runtime="torch")
+    encoder = catalogue.regenerate.encoder
+    assert not any(type(m) is torch.nn.Linear for m in encoder.encoder.model.modules())
+    assert "int8" in encoder.reason and encoder.encoder.runtime == "torch"
+
+
 def test_the_serving_encoder_runs_in_onnx_runtime_where_it_can_and_says_so(artifacts, models, monkeypatch):
     """auto: ONNX Runtime on a CPU (torch's vectors, sooner); without onnxruntime, torch, and the reason says why;
     asked for by name, its absence is a clear error."""
