@@ -119,6 +119,11 @@ def test_a_source_holding_the_targets_interactions_is_found_whatever_its_ids():
     other = others.assign(user_id="y-" + others["user_id"], item_id=others["item_id"].map(relabel))
     found = target_twins(other, matched, data)
     assert found["users"] > 50 and found["share"] < 0.05
+    # a few people who watched everything hold every target user's history, and are still no twins (ml-1m's
+    # heaviest users made a legitimate source look like a copy of ml-100k)
+    heavy = pd.DataFrame([(f"z-{u}", relabel[i]) for u in range(5) for i in items["item_id"]],
+                         columns=["user_id", "item_id"]).assign(rating=4.0, timestamp=0)
+    assert target_twins(pd.concat([other, heavy[other.columns]]), matched, data)["share"] < 0.05
 
 
 def test_training_decodes_each_row_as_generation_would():
