@@ -222,7 +222,7 @@ def cold_item_shares(user_vectors: np.ndarray, item_vectors: np.ndarray, data: S
     candidates by these vectors (`data`'s order): what `item_interval` compares, without a catalogue."""
     truth = _truth(data, "cold", on)
     users = list(truth)
-    candidates = data.item_ids.get_indexer(data.item_ids[data.candidates("cold")])
+    candidates = np.flatnonzero(data.candidates("cold"))
     scores = user_vectors[data.user_ids.get_indexer(users)] @ item_vectors[candidates].T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
     return _contributions([list(data.item_ids[candidates[row]]) for row in top], [truth[u] for u in users])

@@ -204,7 +204,9 @@ class TextEncoder:
 
         import onnxruntime  # heavy, optional at import: only a serving encoder that asks for it loads it
 
-        if self.device.type != "cpu" or self.dtype != torch.float32 or self._session is not None:
+        if self._session is not None:
+            return self
+        if self.device.type != "cpu" or self.dtype != torch.float32:
             raise ValueError(f"ONNX Runtime runs a float32 encoder on a CPU; this one is {self.dtype} on {self.device}")
         if any(type(m).__module__.startswith("torch.ao") for m in self.model.modules()):
             raise ValueError("ONNX Runtime runs the float32 model; this one is quantized")
@@ -216,6 +218,7 @@ class TextEncoder:
         inputs = dict(sample)
         if self.is_decoder:
             inputs["position_ids"] = (sample["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+
         class Hidden(torch.nn.Module):
             def __init__(self, model):
                 super().__init__()
