@@ -118,6 +118,12 @@ def knn_bag(inputs: Inputs):
     return EmbeddingRecommender(users, items)
 
 
+def knn_residual(inputs: Inputs):
+    """The pipeline's knn-residual generator (`coldstart.models.residual`): knn-bag plus a ridge correction
+    learnt on the warm items, its strength by cross-validation over them. Its vectors, as serving makes them."""
+    return EmbeddingRecommender(*inputs.vectors(inputs.knn_residual()))
+
+
 def knn_bag_all(inputs: Inputs, ks: tuple[int, ...] = (5, 10, 20), user_ks: tuple[int, ...] = (25, 50, 100)):
     """knn-warm averaged over several neighbour counts (items' and users'), text space, every warm item a
     neighbour: the first knn-bag (RESULTS, 2026-11-30)."""
@@ -276,6 +282,7 @@ MODELS: dict[str, Callable[[Inputs], object]] = {
     "knn-warm": knn_warm,
     "knn-bag": knn_bag,
     "knn-bag-all": knn_bag_all,
+    "knn-residual": knn_residual,
     "ridge": ridge,
     "knn-bag-popular": knn_bag_popular,
     "score-blend": ScoreBlend,

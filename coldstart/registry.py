@@ -232,6 +232,10 @@ register(ModelSpec(
     "knn-bag", model="coldstart.models.neighbours:EnsembleGenerator", folder="knn-bag", stage="ensemble",
     row="coldstart (knn-bag)", about="knn-warm averaged over neighbour counts and similarity spaces"))
 register(ModelSpec(
+    "knn-residual", model="coldstart.models.residual:ResidualGenerator", folder="knn-residual", stage="ensemble",
+    row="coldstart (knn-bag + residual)",
+    about="knn-bag plus a correction learnt on warm items (ridge on content, strength by cross-validation)"))
+register(ModelSpec(
     "ensemble", model="coldstart.models.neighbours:EnsembleGenerator", folder="ensemble", stage="ensemble",
     row="coldstart (ensemble)", about="The mean of the ensemble members the run made"))
 register(ModelSpec(

@@ -140,14 +140,20 @@ def baselines_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[st
 
 
 def ensemble_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    """Generators without training: knn-bag (`KNNGenerator.bag`: knn-warm averaged over neighbour counts and
-    similarity spaces, neighbours among items with at least two training interactions), and the mean of the
+    """Generators without a training job: knn-bag (`KNNGenerator.bag`: knn-warm averaged over neighbour counts and
+    similarity spaces, neighbours among items with at least two training interactions), knn-residual (knn-bag
+    plus a ridge correction learnt on the warm entities in closed form: `coldstart.models.residual`), and the mean of the
     ensemble members (`coldstart.registry`: knn-warm, towers, VAE) the run made: less variance.
 
     On a user-cold split, how far new users are pulled towards the average user is chosen on cold-val.
     """
     inputs = GeneratorInputs.from_folders(data, out)
-    inputs.save(out / registry.model("knn-bag").folder, inputs.knn_bag())
+    bag = inputs.knn_bag()
+    inputs.save(out / registry.model("knn-bag").folder, bag)
+    residual = inputs.knn_residual(bag)
+    log.info("knn-residual: ridge strength %s (items), %s (users), by cross-validation over warm ones",
+             residual.config["item_alpha"], residual.config["user_alpha"])
+    inputs.save(out / registry.model("knn-residual").folder, residual)
     made = [spec for spec in registry.ensemble_members() if (out / spec.folder / "model.json").is_file()]
     members = [load_cold_model(out / spec.folder)[1] for spec in made]
     center = inputs.user_vectors[inputs.warm_users].mean(axis=0)
@@ -165,7 +171,7 @@ ENSEMBLE_SHRINKS = (0.25, 0.5, 0.75, 1.0)
 
 def ensemble_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
     choose_generator(out)
-    return load_rows(data, out, "knn-bag", "ensemble")
+    return load_rows(data, out, "knn-bag", "knn-residual", "ensemble")
 
 
 def ensemble_fingerprint(cfg: PipelineConfig) -> dict:
@@ -257,7 +263,8 @@ def stages() -> dict[str, ModelStage]:
         # It waits for the stages that make its members when the run includes them.
         "ensemble": ModelStage("ensemble", ensemble_stage, ensemble_models, ensemble_fingerprint,
                                needs=ensemble_needs,
-                               outputs=(registry.model("knn-bag").folder, registry.model("ensemble").folder),
+                               outputs=(registry.model("knn-bag").folder, registry.model("knn-residual").folder,
+                                        registry.model("ensemble").folder),
                                after=tuple(s for s in registry.member_stages() if s not in (*ensemble_needs,
                                                                                               "ensemble"))),
     }

@@ -1,7 +1,7 @@
 """What a generator is fitted on and saved with: a split, the backbone's vectors in its order, content features.
 
 Read from a pipeline's folders (OUT/backbone, OUT/embeddings) by the stages that make generators without a
-training job (knn-warm, knn-bag, the ensemble: `trainers.stages`) and by the quality benchmark's models
+training job (knn-warm, knn-bag, knn-residual, the ensemble: `trainers.stages`) and by the quality benchmark's models
 (`benchmarks/quality_models.py`); saved with the same figures as the trained ones, so serving's choice
 weighs them all alike.
 """
@@ -18,6 +18,7 @@ from coldstart.evaluate import SplitData, evaluate
 from coldstart.models.coldstart_model import load_recommender_artifact, save_cold_model
 from coldstart.models.mf import EmbeddingRecommender
 from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
+from coldstart.models.residual import ResidualGenerator
 from coldstart.models.towers import cold_start_vectors
 from coldstart.text.encoder import TextEncoder
 
@@ -72,6 +73,15 @@ class GeneratorInputs:
                                 item_vectors=self.item_vectors, user_vectors=self.user_vectors,
                                 warm_items=self.data.warm_items, warm_users=self.warm_users,
                                 item_dims=self.content["text_dim"], item_counts=self.data.item_popularity())
+
+    def knn_residual(self, bag: EnsembleGenerator | None = None) -> ResidualGenerator:
+        """knn-residual (`ResidualGenerator`): `bag` (knn-bag over these arrays; made when not given) plus a
+        correction learnt on the warm items and users."""
+        return ResidualGenerator.fit(bag or self.knn_bag(), item_features=self.item_features,
+                                     user_features=self.user_features, item_vectors=self.item_vectors,
+                                     user_vectors=self.user_vectors, warm_items=self.data.warm_items,
+                                     warm_users=self.warm_users, item_counts=self.data.item_popularity(),
+                                     user_counts=self.data.train.getnnz(axis=1), text_dim=self.content["text_dim"])
 
     def save(self, folder: Path, model) -> None:
         """Save `model` with its cold-val figures, so serving's choice can weigh it with the trained ones."""

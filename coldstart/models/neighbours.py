@@ -18,6 +18,9 @@ from torch import nn
 from coldstart.models.kinds import COLD_MODELS, cold_model
 
 
+MIN_INTERACTIONS = 2  # knn-bag's neighbour items: those trained at least twice (`KNNGenerator.bag`)
+
+
 @cold_model
 class KNNGenerator(nn.Module):
     """Mean backbone vector of the k warm entities whose content is nearest (cosine).
@@ -52,9 +55,7 @@ class KNNGenerator(nn.Module):
         """Keep the warm entities' content and vectors. With `item_counts` (training interactions per item),
         only warm items with at least `min_interactions` are neighbours: an item seen once has a vector that
         one user taught it, and it often matches a new item's title closely (a sequel, a namesake)."""
-        pool = np.asarray(warm_items, bool).copy()
-        if item_counts is not None and min_interactions > 1 and (pool & (item_counts >= min_interactions)).any():
-            pool &= np.asarray(item_counts) >= min_interactions
+        pool = neighbour_pool(warm_items, item_counts, min_interactions)
         model = cls(item_features.shape[1], user_features.shape[1], item_vectors.shape[1], int(pool.sum()),
                     int(warm_users.sum()), item_dims, k, user_k, attribute_weight)
         model.item_content.copy_(torch.as_tensor(model.item_space(np.asarray(item_features[pool], np.float32))))
@@ -75,7 +76,7 @@ class KNNGenerator(nn.Module):
 
     @classmethod
     def bag(cls, *, ks: tuple[int, ...] = (5, 10, 20), user_ks: tuple[int, ...] = (25, 50, 100),
-            attribute_weights: tuple[float, ...] = (0.0, 0.5), min_interactions: int = 2,
+            attribute_weights: tuple[float, ...] = (0.0, 0.5), min_interactions: int = MIN_INTERACTIONS,
             **fit_args) -> "EnsembleGenerator":
         """knn-bag: the mean of knn-warm over several neighbour counts and similarity spaces (text alone, text
         and attributes), neighbours taken among items with at least `min_interactions`: no count or space to
@@ -85,20 +86,28 @@ class KNNGenerator(nn.Module):
         center = fit_args["user_vectors"][fit_args["warm_users"]].mean(axis=0)
         return EnsembleGenerator.of(members, center)
 
-    def _neighbours(self, x: torch.Tensor, content: torch.Tensor, vectors: torch.Tensor, k: int) -> torch.Tensor:
+    def _neighbours(self, x: torch.Tensor, content: torch.Tensor, vectors: torch.Tensor, k: int,
+                    exclude: torch.Tensor | None = None) -> torch.Tensor:
         if not len(content):
             return torch.zeros(len(x), vectors.shape[1], dtype=vectors.dtype, device=x.device)
         norms = x.norm(dim=1, keepdim=True)
         sims = (x / norms.clamp_min(1e-12)) @ content.T
-        top = sims.topk(min(k, len(content)), dim=1).indices
+        k = min(k, len(content))
+        if exclude is not None:  # leave each row's own entity out of its neighbours
+            rows = torch.nonzero(exclude >= 0).flatten()
+            sims[rows, exclude[rows]] = -torch.inf
+            k = min(k, max(len(content) - 1, 1))
+        top = sims.topk(k, dim=1).indices
         out = vectors[top].mean(dim=1)
         return torch.where(norms > 0, out, vectors.mean(dim=0, keepdim=True).expand_as(out))
 
-    def generate_items(self, x: torch.Tensor) -> torch.Tensor:
-        return self._neighbours(self.item_space(x.float()), self.item_content, self.item_vectors, self.k)
+    def generate_items(self, x: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """`exclude`: per row, the position among the neighbours of an entity to leave out (-1: none), so a
+        warm item is placed as if it were new (`coldstart.models.residual`)."""
+        return self._neighbours(self.item_space(x.float()), self.item_content, self.item_vectors, self.k, exclude)
 
-    def generate_users(self, x: torch.Tensor) -> torch.Tensor:
-        return self._neighbours(x.float(), self.user_content, self.user_vectors, self.user_k)
+    def generate_users(self, x: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        return self._neighbours(x.float(), self.user_content, self.user_vectors, self.user_k, exclude)
 
 
 @cold_model
@@ -136,6 +145,15 @@ class EnsembleGenerator(nn.Module):
     def generate_users(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.stack([m.generate_users(x) for m in self.members]).mean(dim=0)
         return self.user_center + self.user_shrink * (mean - self.user_center)
+
+
+def neighbour_pool(warm: np.ndarray, counts: np.ndarray | None = None, min_interactions: int = 1) -> np.ndarray:
+    """The warm entities that are neighbours: those with at least `min_interactions` training interactions
+    (all warm ones where none has that many)."""
+    pool = np.asarray(warm, bool).copy()
+    if counts is not None and min_interactions > 1 and (pool & (np.asarray(counts) >= min_interactions)).any():
+        pool &= np.asarray(counts) >= min_interactions
+    return pool
 
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
