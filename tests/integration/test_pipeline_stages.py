@@ -91,13 +91,13 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
     ledger = json.loads((out / "stages.json").read_text())
     assert {name: ledger[name]["status"] for name in STAGES} == {name: "done" for name in STAGES}
     for folder in ("split", "embeddings", "encoder", "backbone", "knn-warm", "regression", "distill", "tune-vae",
-                   "vae", "knn-bag", "ensemble", "transfer/model", "transfer/generator",
+                   "vae", "knn-bag", "knn-residual", "ensemble", "transfer/model", "transfer/generator",
                    "transfer/lam-0", "transfer/lam-1"):
         assert (out / folder).is_dir(), folder
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     rows = {"random", "popularity", "content-knn", "content-knn-llm", "llm-zero-shot", "backbone (MF-BPR)",
             "knn-warm", "regression (MLP, MSE)", "coldstart (distilled towers)", "coldstart (VAE generator, tuned)",
-            "coldstart (knn-bag)", "coldstart (ensemble)",
+            "coldstart (knn-bag)", "coldstart (knn-bag + residual)", "coldstart (ensemble)",
             "transfer lam=0", "transfer lam=1 [source interactions]"}
     assert rows <= set(metrics)
     assert any(name.startswith("transfer tuned") for name in metrics)
@@ -105,8 +105,8 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
     for name, groups in metrics.items():
         assert np.isfinite(groups["cold"]["ndcg@20"]), name
     serving = json.loads((out / "serving.json").read_text())
-    assert set(serving["cold_val_ndcg@20"]) == {"distill", "vae", "knn-warm", "regression", "knn-bag", "ensemble",
-                                                "transfer"}
+    assert set(serving["cold_val_ndcg@20"]) == {"distill", "vae", "knn-warm", "regression", "knn-bag",
+                                                "knn-residual", "ensemble", "transfer"}
     # What is served was chosen on the served path's validation evidence, recorded beside the choice, and its
     # row in the report was measured through the serving code path on val and test.
     evidence = serving["evidence"]
