@@ -25,7 +25,7 @@ from coldstart.models.transfer import TransferGenerator, TransferModel, fit_proj
 from coldstart.pipeline import PipelineConfig
 from coldstart.registry import ModelSpec
 from coldstart.report import SOURCE_MARK
-from coldstart.serving.evidence import DEFAULT, cold_item_shares, item_interval
+from coldstart.serving.evidence import cold_item_shares, item_interval
 from coldstart.stages import ModelStage, StageSkipped
 from trainers.stages import choose_generator, load_model, split_dir
 from trainers.transfer import load_transfer_state
@@ -106,8 +106,8 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
     learnt, and those it generates for new items, are carried there by a linear map fitted on the warm items
     (`fit_projection`). Saved with the cold-val figures it was selected on.
 
-    A new title the source never saw gets the vector of serving's default generator (knn-residual, the
-    steadiest placement from content alone: `coldstart.serving.evidence.DEFAULT`), unless the tower places the split's cold items better beyond noise
+    A new title the source never saw gets knn-bag's vector, the steadiest placement from content alone
+    (`coldstart.serving.evidence.DEFAULT`), unless the tower places the split's cold items better beyond noise
     from their content alone: on val's audit half (which neither was selected on), the lower end of the paired
     bootstrap interval over its items above 0 (`item_interval`). The figures go in the artifact
     (`unknown_titles`)."""
@@ -125,16 +125,16 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
                                     warm_users=inputs.warm_users, user_k=cfg.knn_user_k, projection=projection, **mine)
 
     # the split's cold items placed as titles the source never saw: from their content alone
-    made = {"tower": None, DEFAULT: inputs.fitted(DEFAULT)}
+    made = {"tower": None, "knn-bag": inputs.knn_bag()}
     placed = {name: inputs.vectors(generator(unknown=unknown)) for name, unknown in made.items()}
     shares = {name: cold_item_shares(*vectors, data, "val-audit") for name, vectors in placed.items()}
     audit = {name: float(sum(s.values())) for name, s in shares.items()}
     # reported beside the choice, not chosen on: what each gives the test set's new titles
     test = {name: float(sum(cold_item_shares(*vectors, data, "test").values())) for name, vectors in placed.items()}
-    interval = item_interval(shares["tower"], shares[DEFAULT])
-    chosen = "tower" if interval[0] > 0 else DEFAULT
+    interval = item_interval(shares["tower"], shares["knn-bag"])
+    chosen = "tower" if interval[0] > 0 else "knn-bag"
     log.info("transfer: a title the source never saw gets %s's vector (cold NDCG@20 from content alone on "
-             "val-audit: %s; tower minus %s %s)", chosen, audit, DEFAULT, interval)
+             "val-audit: %s; tower minus knn-bag %s)", chosen, audit, interval)
     row_keys = meta.get("row_keys")  # none in a run from before they were recorded: its cold items keep theirs
     served = generator(row_keys=row_keys, unknown=made[chosen])
     if row_keys:  # each cold item as its registration is placed: what the source taught it, or not
@@ -149,8 +149,7 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
                            meta={"epoch": meta.get("epoch"), "metrics": meta["metrics"],
                                  "selected_on": meta.get("selected_on"), "lam": meta["lam"],
                                  "unknown_titles": {"generator": chosen, "cold_val-audit_ndcg@20": audit,
-                                                    f"tower_minus_{DEFAULT}": interval,
-                                                    "cold_test_ndcg@20": test}},
+                                                    "tower_minus_knn-bag": interval, "cold_test_ndcg@20": test}},
                            placed_items=np.ones(data.n_items, bool))
 
 

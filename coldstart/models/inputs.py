@@ -83,13 +83,6 @@ class GeneratorInputs:
                                      warm_users=self.warm_users, item_counts=self.data.item_popularity(),
                                      user_counts=self.data.train.getnnz(axis=1), text_dim=self.content["text_dim"])
 
-    def fitted(self, name: str):
-        """The generator made here without a training job, by its registry name: knn-bag or knn-residual."""
-        makers = {"knn-bag": self.knn_bag, "knn-residual": self.knn_residual}
-        if name not in makers:
-            raise KeyError(f"{name!r} is not made without training; those are {', '.join(makers)}")
-        return makers[name]()
-
     def save(self, folder: Path, model) -> None:
         """Save `model` with its cold-val figures, so serving's choice can weigh it with the trained ones."""
         metrics = self.val_metrics(model)

@@ -90,19 +90,18 @@ def test_warm_users_and_items_keep_the_backbone_and_cold_items_get_transfer_mapp
     assert set(scores) == {"distill", "transfer"} and chosen == serving["generator"] == max(scores, key=scores.get)
 
 
-def test_a_new_title_gets_the_tower_or_the_default_whichever_placed_the_splits_cold_items_better(with_transfer):
-    """A title the source never saw gets serving's default generator's vector (knn-residual) unless the text
-    tower placed the split's cold items better beyond noise from their content alone (val's audit half); the
-    artifact records the evidence."""
+def test_a_new_title_gets_the_tower_or_knn_bag_whichever_placed_the_splits_cold_items_better(with_transfer):
+    """A title the source never saw gets knn-bag's vector unless the text tower placed the split's cold items
+    better beyond noise from their content alone (val's audit half); the artifact records the evidence."""
     root, data, model, text = with_transfer
     generator = ServingGenerator(root, "transfer")
     record = generator.meta["unknown_titles"]
-    low, high = record["tower_minus_knn-residual"]
-    assert set(record["cold_val-audit_ndcg@20"]) == {"tower", "knn-residual"} and low <= high
-    assert record["generator"] == ("tower" if low > 0 else "knn-residual")
+    low, high = record["tower_minus_knn-bag"]
+    assert set(record["cold_val-audit_ndcg@20"]) == {"tower", "knn-bag"} and low <= high
+    assert record["generator"] == ("tower" if low > 0 else "knn-bag")
     features = generator.arrays["item_features"][:3]
     inputs = GeneratorInputs.from_folders(data, root)
-    bag = inputs.knn_residual()
+    bag = inputs.knn_bag()
     projection = generator.model.projection.detach().numpy()
     # the figures are the protocol's cold NDCG@20 of each placement on val's audit half
     tower_alone = TransferGenerator.of(model, user_features=generator.arrays["user_features"],
@@ -115,8 +114,8 @@ def test_a_new_title_gets_the_tower_or_the_default_whichever_placed_the_splits_c
         knn = bag.generate_items(torch.as_tensor(features)).numpy()
     np.testing.assert_allclose(generator.generate("item", features), tower if record["generator"] == "tower" else knn,
                                rtol=1e-5, atol=1e-5)
-    # the same generator made with knn-residual for new titles: an unknown title gets its vector, a known one
-    # what the source taught beside its tower vector
+    # the same generator made with knn-bag for new titles: an unknown title gets knn-bag's, a known one what the
+    # source taught beside its tower vector
     with_bag = TransferGenerator.of(model, user_features=generator.arrays["user_features"],
                                     user_vectors=generator.arrays["user_vectors"],
                                     warm_users=generator.arrays["warm_users"].astype(bool), projection=projection,
