@@ -106,11 +106,13 @@ def save_transfer_generator(data: SplitData, cfg: PipelineConfig, out: Path) -> 
     learnt, and those it generates for new items, are carried there by a linear map fitted on the warm items
     (`fit_projection`). Saved with the cold-val figures it was selected on.
 
-    A new title the source never saw gets knn-bag's vector, the steadiest placement from content alone
-    (`coldstart.serving.evidence.DEFAULT`), unless the tower places the split's cold items better beyond noise
+    A new title the source never saw gets knn-bag's vector, the steadiest placement from content alone,
+    unless the tower places the split's cold items better beyond noise
     from their content alone: on val's audit half (which neither was selected on), the lower end of the paired
     bootstrap interval over its items above 0 (`item_interval`). The figures go in the artifact
-    (`unknown_titles`)."""
+    (`unknown_titles`). Not serving's default, knn-residual: its vectors, nearer old items' scale, rank among
+    the items the source taught and pushed those down on the demo's val-audit (transfer 0.2465 -> 0.2384),
+    and transfer was then no longer served (benchmarks/HISTORY.md, the knn-residual section)."""
     meta = artifacts.read_json(out / "transfer" / "model" / "model.json")
     model = TransferModel(**meta["config"])
     model.load_state_dict(load_transfer_state(out / "transfer" / "model"))
