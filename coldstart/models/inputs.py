@@ -67,21 +67,26 @@ class GeneratorInputs:
     def cold_val(self, model) -> float:
         return self.val_metrics(model)["cold_val_ndcg@20"]
 
+    def fit_arrays(self, warm_items: np.ndarray | None = None, warm_users: np.ndarray | None = None) -> dict:
+        """What a generator fitted without a training job is fitted on (`KNNGenerator.fit`, `ResidualGenerator.fit`,
+        their `refit`): the features, the backbone's vectors, the training counts and the warm entities (the
+        split's, or `warm_items` / `warm_users` where some are hidden: `coldstart.pseudo_cold`)."""
+        return {"item_features": self.item_features, "user_features": self.user_features,
+                "item_vectors": self.item_vectors, "user_vectors": self.user_vectors,
+                "warm_items": np.asarray(self.data.warm_items if warm_items is None else warm_items, bool),
+                "warm_users": np.asarray(self.warm_users if warm_users is None else warm_users, bool),
+                "item_counts": self.data.item_popularity(), "user_counts": self.data.train.getnnz(axis=1)}
+
     def knn_bag(self) -> EnsembleGenerator:
         """knn-bag (`KNNGenerator.bag`) over these vectors and features, neighbours among items trained twice."""
-        return KNNGenerator.bag(item_features=self.item_features, user_features=self.user_features,
-                                item_vectors=self.item_vectors, user_vectors=self.user_vectors,
-                                warm_items=self.data.warm_items, warm_users=self.warm_users,
-                                item_dims=self.content["text_dim"], item_counts=self.data.item_popularity())
+        arrays = self.fit_arrays()
+        arrays.pop("user_counts")
+        return KNNGenerator.bag(**arrays, item_dims=self.content["text_dim"])
 
     def knn_residual(self, bag: EnsembleGenerator | None = None) -> ResidualGenerator:
         """knn-residual (`ResidualGenerator`): `bag` (knn-bag over these arrays; made when not given) plus a
         correction learnt on the warm items and users."""
-        return ResidualGenerator.fit(bag or self.knn_bag(), item_features=self.item_features,
-                                     user_features=self.user_features, item_vectors=self.item_vectors,
-                                     user_vectors=self.user_vectors, warm_items=self.data.warm_items,
-                                     warm_users=self.warm_users, item_counts=self.data.item_popularity(),
-                                     user_counts=self.data.train.getnnz(axis=1), text_dim=self.content["text_dim"])
+        return ResidualGenerator.fit(bag or self.knn_bag(), **self.fit_arrays(), text_dim=self.content["text_dim"])
 
     def save(self, folder: Path, model) -> None:
         """Save `model` with its cold-val figures, so serving's choice can weigh it with the trained ones."""

@@ -36,10 +36,11 @@ class KNNGenerator(nn.Module):
     KIND = "coldstart-knn"
 
     def __init__(self, item_in: int, user_in: int, dim: int, n_items: int, n_users: int, item_dims: int,
-                 k: int = 5, user_k: int | None = None, attribute_weight: float = 0.0):
+                 k: int = 5, user_k: int | None = None, attribute_weight: float = 0.0, min_interactions: int = 1):
         super().__init__()
         self.config = {"item_in": item_in, "user_in": user_in, "dim": dim, "n_items": n_items, "n_users": n_users,
-                       "item_dims": item_dims, "k": k, "user_k": user_k, "attribute_weight": attribute_weight}
+                       "item_dims": item_dims, "k": k, "user_k": user_k, "attribute_weight": attribute_weight,
+                       "min_interactions": min_interactions}
         self.k, self.user_k, self.item_dims = k, user_k or k, item_dims
         self.attribute_weight = attribute_weight
         item_width = item_in if attribute_weight > 0 else item_dims
@@ -57,12 +58,25 @@ class KNNGenerator(nn.Module):
         one user taught it, and it often matches a new item's title closely (a sequel, a namesake)."""
         pool = neighbour_pool(warm_items, item_counts, min_interactions)
         model = cls(item_features.shape[1], user_features.shape[1], item_vectors.shape[1], int(pool.sum()),
-                    int(warm_users.sum()), item_dims, k, user_k, attribute_weight)
+                    int(warm_users.sum()), item_dims, k, user_k, attribute_weight, min_interactions)
         model.item_content.copy_(torch.as_tensor(model.item_space(np.asarray(item_features[pool], np.float32))))
         model.item_vectors.copy_(torch.as_tensor(item_vectors[pool], dtype=torch.float32))
         model.user_content.copy_(torch.as_tensor(_unit(user_features[warm_users])))
         model.user_vectors.copy_(torch.as_tensor(user_vectors[warm_users], dtype=torch.float32))
         return model.eval()
+
+    def refit(self, *, item_counts: np.ndarray | None = None, user_counts: np.ndarray | None = None,
+              **arrays) -> "KNNGenerator | None":
+        """The same generator (its neighbour counts, similarity space, neighbour pool rule) fitted on `arrays`
+        (`fit`'s: features, backbone vectors, the warm masks): warm entities hidden from it are placed as new
+        ones would be (`coldstart.pseudo_cold`). None for an artifact saved before its neighbour pool rule was
+        recorded: it cannot be fitted again as it was."""
+        config = self.config
+        if "min_interactions" not in config:
+            return None
+        return type(self).fit(**arrays, item_dims=config["item_dims"], k=config["k"], user_k=config["user_k"],
+                              attribute_weight=config["attribute_weight"], item_counts=item_counts,
+                              min_interactions=config.get("min_interactions", 1))
 
     def item_space(self, features):
         """Items' features (numpy or torch) -> the vectors whose cosine picks neighbours."""
@@ -138,6 +152,15 @@ class EnsembleGenerator(nn.Module):
             target.load_state_dict(source.state_dict())
         ensemble.user_center.copy_(torch.as_tensor(user_center, dtype=torch.float32))
         return ensemble.eval()
+
+    def refit(self, **arrays) -> "EnsembleGenerator | None":
+        """The same ensemble fitted on `arrays` (`KNNGenerator.refit`'s), or None when a member is trained by a
+        job (towers, VAE) and cannot be refitted here."""
+        members = [getattr(m, "refit", lambda **_: None)(**arrays) for m in self.members]
+        if any(m is None for m in members):
+            return None
+        center = arrays["user_vectors"][arrays["warm_users"]].mean(axis=0)
+        return type(self).of(members, center, self.user_shrink)
 
     def generate_items(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m.generate_items(x) for m in self.members]).mean(dim=0)

@@ -129,6 +129,12 @@ class ResidualGenerator(nn.Module):
             model.config[f"{side}_alpha"] = alpha
         return model.eval()
 
+    def refit(self, **arrays) -> "ResidualGenerator | None":
+        """Its knn-bag refitted on `arrays` (`KNNGenerator.refit`'s) and the correction learnt again over the
+        warm entities there, its strength cross-validated again (`coldstart.pseudo_cold`)."""
+        prior = self.prior.refit(**arrays)
+        return None if prior is None else type(self).fit(prior, **arrays, text_dim=self.text_dim)
+
     def generate_items(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
         return self.prior.generate_items(x) + design(x, self.text_dim) @ self.item_weights

@@ -113,6 +113,10 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
     assert set(evidence) == set(serving["cold_val_ndcg@20"]) and serving["generator"] in evidence
     assert evidence[serving["generator"]]["eligible"] or not any(e["eligible"] for e in evidence.values())
     assert serving["new_slots"][serving["generator"]] == evidence[serving["generator"]]["new_slots"]
+    # the default is the generator without a training job that placed hidden warm items best (pseudo-cold folds)
+    pseudo = {name: e["pseudo_cold_ndcg@20"] for name, e in evidence.items() if "pseudo_cold_ndcg@20" in e}
+    assert {"knn-warm", "knn-bag", "knn-residual"} <= set(pseudo) and serving["default"] == max(pseudo, key=pseudo.get)
+    assert serving["pseudo_cold"]["side"] == "item" and serving["pseudo_cold"]["entities"] > 0
     served = [name for name in metrics if name.startswith(f"served ({serving['generator']}, new items in ")]
     assert len(served) == 1 and metrics[served[0]] == serving["served"]["test"]
     assert serving["served"]["val"]["all"]["users"] > 0

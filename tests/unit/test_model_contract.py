@@ -184,3 +184,27 @@ def test_it_learned_better_than_random_ranking(spec, made):
     chance = np.mean([evaluate(RandomRecommender(data, seed=s), data, on="test", ks=(20,))[group]["ndcg@20"]
                       for s in range(5)])
     assert figure["ndcg@20"] > chance, f"{spec.name}: {group} NDCG@20 {figure['ndcg@20']:.4f}, random {chance:.4f}"
+
+
+@torch.no_grad()
+def test_a_generator_fitted_without_a_job_refits_to_itself(made):
+    """Serving's default comes from pseudo-cold folds (`coldstart.pseudo_cold`), which refit a generator with warm
+    entities hidden: refitted on the run's own warm entities, each generator that offers it (knn-warm, knn-bag,
+    knn-residual at least) places new items and users exactly as its artifact does."""
+    from coldstart.models.inputs import GeneratorInputs
+
+    out, data = made
+    arrays = GeneratorInputs.from_folders(data, out).fit_arrays()
+    refitted = []
+    for spec in registry.generators():
+        _, model, saved = load_cold_model(out / spec.folder)
+        again = getattr(model, "refit", lambda **_: None)(**arrays)
+        if again is None:
+            continue
+        refitted.append(spec.name)
+        for side in ("item", "user"):
+            x = torch.as_tensor(saved[f"{side}_features"])
+            np.testing.assert_allclose(getattr(again, f"generate_{side}s")(x).numpy(),
+                                       getattr(model, f"generate_{side}s")(x).numpy(), rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{spec.name} ({side}s)")
+    assert {"knn-warm", "knn-bag", "knn-residual"} <= set(refitted)

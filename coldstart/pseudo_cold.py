@@ -1,0 +1,123 @@
+"""Pseudo-cold folds: the cold signal from thousands of warm entities instead of cold-val's ~170 new ones.
+
+The warm items (user cold-start: the warm users) are cut into `FOLDS` random
+folds. For each fold, a generator that fits without a training job (its
+`refit`: knn-warm, knn-bag, knn-residual) is fitted again with the fold hidden
+from it, places the fold's entities from their content as it places new ones,
+and is scored as the protocol scores a cold set: NDCG@20 of each user who has
+training interactions with the fold, ranking the fold's items by the backbone's
+user vectors (user cold-start: each hidden user, ranking the warm items by the
+placed vector). The users' and items' vectors were trained with the hidden
+interactions, alike for every generator compared.
+
+Each entity gets its share of the figure (`shares`): the NDCG its hits earn,
+so the shares sum to the mean over folds and resampling entities resamples it
+(`coldstart.serving.evidence.item_interval`). Serving's choice takes its
+default generator from these figures (`coldstart.serving.evidence`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+FOLDS = 5
+K = 20
+_DISCOUNTS = 1.0 / np.log2(np.arange(2, K + 2))
+_IDEAL = np.cumsum(_DISCOUNTS)
+
+
+def side_of(cold: str) -> str:
+    """The entity a split's cold start is about: "item" (item cold-start) or "user"."""
+    return "user" if cold == "users" else "item"
+
+
+def folds_of(count: int, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+    """Each of `count` entities' fold, at random with `seed`."""
+    return np.random.default_rng(seed).integers(0, folds, count)
+
+
+def _gains(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the top K columns of each row of `scores`, each one's NDCG gain for its row's `truth`)."""
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+    hits = np.take_along_axis(truth, top, axis=1)
+    ideal = _IDEAL[np.minimum(truth.sum(axis=1), K) - 1]
+    return top, hits * _DISCOUNTS[:top.shape[1]] / ideal[:, None]
+
+
+def shares(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0) -> dict[str, float] | None:
+    """{warm entity id: its share of `model`'s pseudo-cold NDCG@20} (the module docstring), or None when the
+    model cannot be refitted (trained by a job) or there are fewer warm entities than folds.
+
+    `inputs`: the run's `coldstart.models.inputs.GeneratorInputs`; `side`: "item" or "user" (`side_of`)."""
+    if getattr(model, "refit", None) is None:
+        return None
+    data = inputs.data
+    warm = {"item": np.asarray(data.warm_items, bool), "user": np.asarray(inputs.warm_users, bool)}
+    rows = np.flatnonzero(warm[side])
+    if len(rows) < folds:
+        return None
+    fold = folds_of(len(rows), folds, seed)
+    train = data.train.tocsr()
+    ids = data.item_ids if side == "item" else data.user_ids
+    out: dict[str, float] = {}
+    for f in range(folds):
+        hidden = rows[fold == f]
+        if not len(hidden):
+            continue
+        kept = warm[side].copy()
+        kept[hidden] = False
+        refitted = model.refit(**inputs.fit_arrays(**{f"warm_{side}s": kept}))
+        if refitted is None:
+            return None
+        features = inputs.item_features if side == "item" else inputs.user_features
+        with torch.no_grad():
+            placed = getattr(refitted, f"generate_{side}s")(torch.as_tensor(np.asarray(features[hidden], np.float32)))
+        placed = placed.numpy()
+        if side == "item":  # the users who trained on the fold rank its items
+            truth = train[:, hidden].toarray() > 0
+            users = np.flatnonzero(truth.any(axis=1))
+            if not len(users):
+                continue
+            top, gains = _gains(inputs.user_vectors[users] @ placed.T, truth[users])
+            per = np.zeros(len(hidden))
+            np.add.at(per, top.ravel(), gains.ravel())
+            per /= len(users) * folds
+        else:  # each hidden user ranks the warm items
+            items = np.flatnonzero(warm["item"])
+            truth = train[hidden][:, items].toarray() > 0
+            scored = truth.any(axis=1)
+            per = np.zeros(len(hidden))
+            if scored.any():
+                _, gains = _gains(placed[scored] @ inputs.item_vectors[items].T, truth[scored])
+                per[scored] = gains.sum(axis=1)
+            per /= len(rows)
+        out.update({str(ids[e]): float(p) for e, p in zip(hidden, per)})
+    return out
+
+
+def popularity_shares(inputs, folds: int = FOLDS, seed: int = 0) -> dict[str, float]:
+    """User cold-start's reference: each warm user's share of pseudo-cold NDCG@20 when a hidden user gets the
+    warm items by their training interactions from the other folds' users (what a new user with nothing to
+    go on is shown)."""
+    data = inputs.data
+    warm = np.asarray(inputs.warm_users, bool)
+    rows = np.flatnonzero(warm)
+    fold = folds_of(len(rows), folds, seed)
+    train = data.train.tocsr()
+    items = np.flatnonzero(np.asarray(data.warm_items, bool))
+    out: dict[str, float] = {}
+    for f in range(folds):
+        hidden = rows[fold == f]
+        if not len(hidden):
+            continue
+        counts = np.asarray(train[rows[fold != f]][:, items].sum(axis=0)).ravel().astype(np.float64)
+        truth = train[hidden][:, items].toarray() > 0
+        scored = truth.any(axis=1)
+        per = np.zeros(len(hidden))
+        if scored.any():
+            # ties broken by position, as `_gains` breaks every generator's
+            _, gains = _gains(np.broadcast_to(counts, (int(scored.sum()), len(items))), truth[scored])
+            per[scored] = gains.sum(axis=1)
+        out.update({str(data.user_ids[e]): float(p) for e, p in zip(hidden, per / len(rows))})
+    return out
