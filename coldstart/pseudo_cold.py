@@ -23,6 +23,8 @@ import torch
 
 FOLDS = 5
 K = 20
+MAX_HIDDEN = 5000  # warm entities hidden in all (a random sample beyond it): the figure's cost stays bounded
+CHUNK = 2048  # users scored at a time: memory stays bounded on a large catalogue
 _DISCOUNTS = 1.0 / np.log2(np.arange(2, K + 2))
 _IDEAL = np.cumsum(_DISCOUNTS)
 
@@ -33,8 +35,13 @@ def side_of(cold: str) -> str:
 
 
 def folds_of(count: int, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
-    """Each of `count` entities' fold, at random with `seed`."""
-    return np.random.default_rng(seed).integers(0, folds, count)
+    """Each of `count` entities' fold, at random with `seed`; -1 (never hidden) for all but a random
+    `MAX_HIDDEN` of them where there are more."""
+    rng = np.random.default_rng(seed)
+    fold = rng.integers(0, folds, count)
+    if count > MAX_HIDDEN:
+        fold[rng.permutation(count)[MAX_HIDDEN:]] = -1
+    return fold
 
 
 def _gains(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,24 +81,24 @@ def shares(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0)
         with torch.no_grad():
             placed = getattr(refitted, f"generate_{side}s")(torch.as_tensor(np.asarray(features[hidden], np.float32)))
         placed = placed.numpy()
+        per = np.zeros(len(hidden))
         if side == "item":  # the users who trained on the fold rank its items
-            truth = train[:, hidden].toarray() > 0
-            users = np.flatnonzero(truth.any(axis=1))
-            if not len(users):
-                continue
-            top, gains = _gains(inputs.user_vectors[users] @ placed.T, truth[users])
-            per = np.zeros(len(hidden))
-            np.add.at(per, top.ravel(), gains.ravel())
-            per /= len(users) * folds
+            users = np.flatnonzero(np.asarray(train[:, hidden].getnnz(axis=1)) > 0)
+            for start in range(0, len(users), CHUNK):
+                chunk = users[start:start + CHUNK]
+                top, gains = _gains(inputs.user_vectors[chunk] @ placed.T, train[chunk][:, hidden].toarray() > 0)
+                np.add.at(per, top.ravel(), gains.ravel())
+            per /= max(len(users), 1) * folds
         else:  # each hidden user ranks the warm items
             items = np.flatnonzero(warm["item"])
-            truth = train[hidden][:, items].toarray() > 0
-            scored = truth.any(axis=1)
-            per = np.zeros(len(hidden))
-            if scored.any():
-                _, gains = _gains(placed[scored] @ inputs.item_vectors[items].T, truth[scored])
-                per[scored] = gains.sum(axis=1)
-            per /= len(rows)
+            for start in range(0, len(hidden), CHUNK):
+                block = slice(start, start + CHUNK)
+                truth = train[hidden[block]][:, items].toarray() > 0
+                scored = truth.any(axis=1)
+                if scored.any():
+                    _, gains = _gains(placed[block][scored] @ inputs.item_vectors[items].T, truth[scored])
+                    per[np.arange(len(truth))[scored] + start] = gains.sum(axis=1)
+            per /= (fold >= 0).sum()
         out.update({str(ids[e]): float(p) for e, p in zip(hidden, per)})
     return out
 
@@ -112,12 +119,12 @@ def popularity_shares(inputs, folds: int = FOLDS, seed: int = 0) -> dict[str, fl
         if not len(hidden):
             continue
         counts = np.asarray(train[rows[fold != f]][:, items].sum(axis=0)).ravel().astype(np.float64)
-        truth = train[hidden][:, items].toarray() > 0
-        scored = truth.any(axis=1)
         per = np.zeros(len(hidden))
-        if scored.any():
-            # ties broken by position, as `_gains` breaks every generator's
-            _, gains = _gains(np.broadcast_to(counts, (int(scored.sum()), len(items))), truth[scored])
-            per[scored] = gains.sum(axis=1)
-        out.update({str(data.user_ids[e]): float(p) for e, p in zip(hidden, per / len(rows))})
+        for start in range(0, len(hidden), CHUNK):
+            truth = train[hidden[start:start + CHUNK]][:, items].toarray() > 0
+            scored = truth.any(axis=1)
+            if scored.any():  # ties broken by position, as `_gains` breaks every generator's
+                _, gains = _gains(np.broadcast_to(counts, (int(scored.sum()), len(items))), truth[scored])
+                per[np.arange(len(truth))[scored] + start] = gains.sum(axis=1)
+        out.update({str(data.user_ids[e]): float(p) for e, p in zip(hidden, per / (fold >= 0).sum())})
     return out

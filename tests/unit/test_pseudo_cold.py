@@ -126,3 +126,16 @@ def test_new_users_pseudo_cold_against_popularity():
 def test_a_generator_trained_by_a_job_has_no_pseudo_cold_figure():
     inputs = inputs_for("items", signal=1.0)
     assert pseudo_cold.shares(inputs, torch.nn.Linear(2, 2), "item") is None
+
+
+def test_on_a_large_catalogue_a_sample_of_the_warm_entities_is_hidden(monkeypatch):
+    """Past `MAX_HIDDEN` warm entities, a random sample of that many is hidden (the others stay neighbours), so
+    the figure's cost does not grow with the catalogue; the users are scored in chunks of `CHUNK`."""
+    monkeypatch.setattr(pseudo_cold, "MAX_HIDDEN", 30)
+    monkeypatch.setattr(pseudo_cold, "CHUNK", 7)
+    inputs = inputs_for("items", signal=1.0)
+    got = pseudo_cold.shares(inputs, knn(inputs, 3), "item")
+    assert len(got) == 30 and set(got) < set(inputs.data.item_ids[inputs.data.warm_items])
+    assert 0 < sum(got.values()) <= 1
+    users = inputs_for("users", signal=1.0)
+    assert len(pseudo_cold.shares(users, knn(users, 3), "user")) == len(pseudo_cold.popularity_shares(users)) == 30
