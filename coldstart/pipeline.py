@@ -177,7 +177,7 @@ def run_pipeline(cfg: PipelineConfig, stages: list[ModelStage] | None = None,
     stage is reused or skipped): the CLI joins or starts the Ray cluster there. Ray ties the processes of a
     cluster it starts to the thread that started them, so one started in a stage's thread would die with it.
     """
-    if cfg.seeds and len(cfg.seeds) > 1:
+    if cfg.seeds:  # one seed too: `--seeds "[48]"` is seed 48's run in OUT/seed-48, never the default seed's
         return _run_seeds(cfg, stages, progress, start)
     started = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)

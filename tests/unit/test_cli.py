@@ -86,6 +86,20 @@ def test_pipeline_over_seeds_writes_mean_and_std(tmp_path, tiny):
         assert (tmp_path / "p" / f"seed-{seed}" / "report" / "metrics.json").is_file()
 
 
+def test_pipeline_over_one_seed_runs_that_seed(tmp_path, tiny):
+    """`--seeds "[7]"` is seed 7's split, in OUT/seed-7, not the default seed's run in OUT."""
+    save_dataset(tiny, tmp_path / "ds")
+    args = ["pipeline", "--dataset", str(tmp_path / "ds"), "--stages", "[]", "--baselines", "[popularity]"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "one"), "--seeds", "[7]"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "one" / "split").exists()
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "direct"), "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    for name in ("cold_test.parquet", "train.parquet"):
+        assert (tmp_path / "one" / "seed-7" / "split" / name).read_bytes() == \
+            (tmp_path / "direct" / "split" / name).read_bytes()
+
+
 def test_tune_lists_the_jobs_fields_and_its_search_and_refuses_unknown_jobs():
     result = runner.invoke(app, ["tune", "vae", "--help-fields"])
     assert result.exit_code == 0, result.output
