@@ -84,20 +84,36 @@ def embed_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, R
 # ---- the distilled student encoder ----------------------------------------------------------------------------
 
 def encoder_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    """Distil the embed stage's encoder into a small student (OUT/encoder); serving takes it if it is faithful."""
-    teacher = artifacts.read_json(out / "embeddings" / "embed.json")["encoder"]["model"]
+    """Distil the embed stage's encoder into a small student (OUT/encoder), and measure it on what new users
+    write as well (`coldstart.text.probe`, kept in its artifact as `probe_cosine`); serving takes it if it is
+    faithful on both."""
+    from coldstart.text.encoder import EncoderConfig, TextEncoder
+    from coldstart.text.probe import probe_cosine
+
+    spec = artifacts.read_json(out / "embeddings" / "embed.json")["encoder"]
     distill_encoder.run(distill_encoder.DistillEncoderConfig(
-        **cfg.encoder.model_dump(), teacher=teacher, embeddings=out / "embeddings", out=out / "encoder",
+        **cfg.encoder.model_dump(), teacher=spec["model"], embeddings=out / "embeddings", out=out / "encoder",
         split=split_dir(data), scale=cfg.scale, ray=cfg.ray))
+    teacher = EncoderConfig.model_validate(spec).model_copy(update={"device": "auto", "dtype": "auto"})
+    student = teacher.model_copy(update={"model": str((out / "encoder").resolve()), "pooling": "auto",
+                                         "max_length": None})
+    record = artifacts.read_json(out / "encoder" / ARTIFACT_FILE)
+    record["probe_cosine"] = probe_cosine(TextEncoder(teacher), TextEncoder(student))
+    artifacts.write_json(out / "encoder" / ARTIFACT_FILE, record)
     return encoder_models(data, cfg, out)
 
 
 def encoder_models(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, Recommender]:
-    """Record which encoder serving uses: the student when its held-out cosine reaches the threshold."""
-    cosine = float(artifacts.read_json(out / "encoder" / ARTIFACT_FILE)["val_cosine"])
-    choice = "student" if cosine >= cfg.encoder.min_cosine else "teacher"
-    update_serving(out, encoder=choice, encoder_cosine=cosine, encoder_threshold=cfg.encoder.min_cosine)
-    log.info("serving encoder: %s (student's held-out cosine to the teacher %.4f, threshold %.2f)", choice, cosine,
+    """Record which encoder serving uses: the student when its cosine to the teacher reaches the threshold on its
+    held-out texts and on what new users write (`probe_cosine`; a student not measured there is not used)."""
+    record = artifacts.read_json(out / "encoder" / ARTIFACT_FILE)
+    cosine, probe = float(record["val_cosine"]), record.get("probe_cosine")
+    faithful = cosine >= cfg.encoder.min_cosine and probe is not None and probe >= cfg.encoder.min_cosine
+    choice = "student" if faithful else "teacher"
+    update_serving(out, encoder=choice, encoder_cosine=cosine, encoder_probe_cosine=probe,
+                   encoder_threshold=cfg.encoder.min_cosine)
+    log.info("serving encoder: %s (student's cosine to the teacher %.4f on held-out texts, %s on what new users "
+             "write; threshold %.2f)", choice, cosine, "unmeasured" if probe is None else f"{probe:.4f}",
              cfg.encoder.min_cosine)
     return {}
 
