@@ -87,18 +87,23 @@ def encoder_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str, 
     """Distil the embed stage's encoder into a small student (OUT/encoder), and measure it on what new users
     write as well (`coldstart.text.probe`, kept in its artifact as `probe_cosine`); serving takes it if it is
     faithful on both."""
+    from coldstart.content import profile_vectors
     from coldstart.text.encoder import EncoderConfig, TextEncoder
-    from coldstart.text.probe import probe_cosine
+    from coldstart.text.probe import PROBE_TEXTS, probe_cosine
 
     spec = artifacts.read_json(out / "embeddings" / "embed.json")["encoder"]
     distill_encoder.run(distill_encoder.DistillEncoderConfig(
         **cfg.encoder.model_dump(), teacher=spec["model"], embeddings=out / "embeddings", out=out / "encoder",
         split=split_dir(data), scale=cfg.scale, ray=cfg.ray))
-    teacher = EncoderConfig.model_validate(spec).model_copy(update={"device": "auto", "dtype": "auto"})
-    student = teacher.model_copy(update={"model": str((out / "encoder").resolve()), "pooling": "auto",
-                                         "max_length": None})
+    # the teacher's vectors as profile texts get theirs (kept beside the embeddings; the teacher is loaded only
+    # where they are not there yet), the student's from its folder
+    teacher = profile_vectors(list(PROBE_TEXTS), out / "embeddings", spec)
+    student = TextEncoder(EncoderConfig.model_validate(spec).model_copy(update={
+        "model": str((out / "encoder").resolve()), "pooling": "auto", "max_length": None, "device": "auto",
+        "dtype": "auto"}))
     record = artifacts.read_json(out / "encoder" / ARTIFACT_FILE)
-    record["probe_cosine"] = probe_cosine(TextEncoder(teacher), TextEncoder(student))
+    record["probe_cosine"] = probe_cosine(np.stack([teacher[t] for t in PROBE_TEXTS]),
+                                          student.encode(list(PROBE_TEXTS)))
     artifacts.write_json(out / "encoder" / ARTIFACT_FILE, record)
     return encoder_models(data, cfg, out)
 
