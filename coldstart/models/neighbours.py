@@ -68,15 +68,15 @@ class KNNGenerator(nn.Module):
     def refit(self, *, item_counts: np.ndarray | None = None, user_counts: np.ndarray | None = None,
               **arrays) -> "KNNGenerator | None":
         """The same generator (its neighbour counts, similarity space, neighbour pool rule) fitted on `arrays`
-        (`fit`'s: features, backbone vectors, the warm masks): warm entities hidden from it are placed as new
-        ones would be (`coldstart.pseudo_cold`). None for an artifact saved before its neighbour pool rule was
-        recorded: it cannot be fitted again as it was."""
+        (`fit`'s: features, backbone vectors, the warm masks; `user_counts` is not read): warm entities hidden
+        from it are placed as new ones would be (`coldstart.pseudo_cold`). None for an artifact saved before its
+        neighbour pool rule was recorded: it cannot be fitted again as it was."""
         config = self.config
         if "min_interactions" not in config:
             return None
         return type(self).fit(**arrays, item_dims=config["item_dims"], k=config["k"], user_k=config["user_k"],
                               attribute_weight=config["attribute_weight"], item_counts=item_counts,
-                              min_interactions=config.get("min_interactions", 1))
+                              min_interactions=config["min_interactions"])
 
     def item_space(self, features):
         """Items' features (numpy or torch) -> the vectors whose cosine picks neighbours."""
