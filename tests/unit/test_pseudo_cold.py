@@ -139,3 +139,44 @@ def test_on_a_large_catalogue_a_sample_of_the_warm_entities_is_hidden(monkeypatc
     assert 0 < sum(got.values()) <= 1
     users = inputs_for("users", signal=1.0)
     assert len(pseudo_cold.shares(users, knn(users, 3), "user")) == len(pseudo_cold.popularity_shares(users)) == 30
+
+
+@pytest.mark.timeout(180)
+def test_on_a_user_cold_split_the_default_is_the_pseudo_cold_winner_with_popularity_beside_it(tmp_path):
+    """Serving's choice on a user-cold run (the backbone, baselines and ensemble stages as the pipeline runs them):
+    the default is the refittable generator that placed hidden warm users best, and serving.json records
+    popularity's figure and its interval against the default."""
+    from coldstart import registry
+    from coldstart.data.split import load_split, save_split
+    from coldstart.pipeline import PipelineConfig
+    from coldstart.serving.evidence import choose_served
+    from coldstart.stages import run_stages
+    from coldstart.testing.serving_folder import WordEncoder, write_embeddings
+    from coldstart.content import build_content
+    from trainers.stages import stages as train_stages
+    from trainers.testing import in_process
+
+    interactions, items, users = make_tables(n_users=90, n_items=70, per_user=12, seed=1)
+    split = load_split(save_split(make_split(validate(interactions, items, users, name="tiny"), "users", seed=1),
+                                  tmp_path / "split"))
+    data = SplitData.from_split(split)
+    encoder = WordEncoder()
+    write_embeddings(split, encoder, tmp_path / "embeddings")
+    build_content(data, tmp_path / "embeddings", encoder)
+    small = {"epochs": 10, "batch_size": 256, "hidden": 16, "dim": 8}
+    options = {spec.name: {k: v for k, v in small.items() if k in spec.options_class().model_fields}
+               for spec in registry.MODELS.values() if spec.options}
+    cfg = PipelineConfig(split=tmp_path / "split", out=tmp_path, scale={"num_workers": 1}, **options)
+    table = train_stages()
+    with in_process(tmp_path / "runs"):
+        run_stages([table[s] for s in ("backbone", "baselines", "ensemble")], 1,
+                   lambda stage, planned: stage.run(data, cfg, tmp_path))
+    choice = choose_served(tmp_path, data)
+    pseudo = {n: e["pseudo_cold_ndcg@20"] for n, e in choice["evidence"].items() if "pseudo_cold_ndcg@20" in e}
+    assert {"knn-warm", "knn-bag", "knn-residual"} <= set(pseudo) and "regression" not in pseudo
+    assert choice["default"] == max(pseudo, key=pseudo.get)
+    record = choice["pseudo_cold"]
+    assert record["side"] == "user" and record["entities"] == int(data.train.getnnz(axis=1).astype(bool).sum())
+    low, high = record["popularity_vs_default"]
+    assert low <= record["popularity_ndcg@20"] - pseudo[choice["default"]] <= high
+    assert not any(k.endswith("shares") for k in record)
