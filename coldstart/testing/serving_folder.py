@@ -57,6 +57,21 @@ def write_embeddings(split, encoder, out: Path) -> Path:
     return out
 
 
+def run_folder(root: Path, cold: str = "items", *, seed: int = 0, split_seed: int | None = None, n_users: int = 80,
+               n_items: int = 120, per_user: int = 12) -> SplitData:
+    """A pipeline's OUT up to its stages: generated data split on `cold` (root/split) and its texts embedded by
+    `WordEncoder` (root/embeddings, the profiles' vectors kept beside them, so no stage loads an encoder).
+    `seed`: the data's; `split_seed` (default `seed`): the split's."""
+    interactions, items, users = make_tables(n_users=n_users, n_items=n_items, per_user=per_user, seed=seed)
+    split = load_split(save_split(make_split(validate(interactions, items, users, name="tiny"), cold,
+                                             seed=seed if split_seed is None else split_seed), root / "split"))
+    data = SplitData.from_split(split)
+    encoder = WordEncoder()
+    write_embeddings(split, encoder, root / "embeddings")
+    build_content(data, root / "embeddings", encoder)
+    return data
+
+
 def build_artifacts(root: Path, encoder, *, epochs: int = 40, seed: int = 0, n_users: int = 120, n_items: int = 90,
                     per_user: int = 15, model_seed: int | None = None) -> Path:
     """`n_users`, `n_items`, `per_user`: the generated data's size (benchmarks build ml-100k-sized ones).

@@ -29,8 +29,6 @@ import torch
 from coldstart import artifacts, registry
 from coldstart.config import load_config, to_yaml
 from coldstart.content import build_content
-from coldstart.data.schema import validate
-from coldstart.data.split import load_split, make_split, save_split
 from coldstart.evaluate import SplitData, evaluate
 from coldstart.models.baselines import RandomRecommender
 from coldstart.models.coldstart_model import (load_backbone, load_cold_model, load_recommender_artifact,
@@ -38,8 +36,7 @@ from coldstart.models.coldstart_model import (load_backbone, load_cold_model, lo
 from coldstart.models.towers import cold_start_vectors
 from coldstart.pipeline import PipelineConfig
 from coldstart.stages import run_stages
-from coldstart.testing import make_tables
-from coldstart.testing.serving_folder import WordEncoder, write_embeddings
+from coldstart.testing.serving_folder import run_folder
 from trainers.loop import LocalContext, run_in_process
 from trainers.stages import split_dir, stages as train_stages
 from trainers.testing import in_process
@@ -79,13 +76,7 @@ MAKERS = {"transfer": make_transfer}
 def made(tmp_path_factory):
     """(OUT, the split's data): every registered model made into its folder under OUT."""
     out = tmp_path_factory.mktemp("contract")
-    interactions, items, users = make_tables(n_users=80, n_items=120, per_user=12, seed=0)
-    split = load_split(save_split(make_split(validate(interactions, items, users, name="tiny"), "items", seed=0),
-                                  out / "split"))
-    data = SplitData.from_split(split)
-    encoder = WordEncoder()
-    write_embeddings(split, encoder, out / "embeddings")
-    build_content(data, out / "embeddings", encoder)  # keeps the profiles' vectors: no stage loads an encoder
+    data = run_folder(out)  # generated data, its split, texts embedded, profiles' vectors kept
     options = {spec.name: {k: v for k, v in SMALL.items() if k in spec.options_class().model_fields}
                for spec in MODELS if spec.options}
     cfg = PipelineConfig(split=out / "split", out=out, scale={"num_workers": 1}, **options)

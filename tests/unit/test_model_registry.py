@@ -20,17 +20,12 @@ from typer.testing import CliRunner
 from coldstart import registry
 from coldstart.cli import app
 from coldstart.commands.train import add_model_commands
-from coldstart.content import build_content
-from coldstart.data.schema import validate
-from coldstart.data.split import load_split, make_split, save_split
-from coldstart.evaluate import SplitData
 from coldstart.models.coldstart_model import load_recommender_artifact, save_backbone
 from coldstart.models.kinds import cold_model
 from coldstart.pipeline import PipelineConfig, model_options
 from coldstart.serving.config import GENERATOR_FOLDERS, ServeConfig
 from coldstart.serving.served_models import ServingGenerator, pick_generator
-from coldstart.testing import make_tables
-from coldstart.testing.serving_folder import WordEncoder, write_embeddings
+from coldstart.testing.serving_folder import run_folder
 from coldstart.training import StepTraining
 from trainers import cold_model as cold_model_job
 from trainers.common import TrainResult
@@ -165,13 +160,7 @@ def test_tune_has_its_job_and_the_pipeline_its_options_and_stages(tiny):
 
 def test_its_stage_trains_it_and_serving_loads_it(tiny, tmp_path):
     out = tmp_path
-    interactions, items, users = make_tables(n_users=40, n_items=60, per_user=10, seed=1)
-    split = load_split(save_split(make_split(validate(interactions, items, users, name="tiny"), "items", seed=0),
-                                  out / "split"))
-    data = SplitData.from_split(split)
-    encoder = WordEncoder()
-    write_embeddings(split, encoder, out / "embeddings")
-    build_content(data, out / "embeddings", encoder)
+    data = run_folder(out, seed=1, split_seed=0, n_users=40, n_items=60, per_user=10)
     rng = np.random.default_rng(0)
     save_backbone(out / "backbone", data, rng.normal(size=(data.n_users, 8)).astype(np.float32),
                   rng.normal(size=(data.n_items, 8)).astype(np.float32), {"epoch": 0})

@@ -147,22 +147,14 @@ def test_on_a_user_cold_split_the_default_is_the_pseudo_cold_winner_with_popular
     the default is the refittable generator that placed hidden warm users best, and serving.json records
     popularity's figure and its interval against the default."""
     from coldstart import registry
-    from coldstart.data.split import load_split, save_split
     from coldstart.pipeline import PipelineConfig
     from coldstart.serving.evidence import choose_served
     from coldstart.stages import run_stages
-    from coldstart.testing.serving_folder import WordEncoder, write_embeddings
-    from coldstart.content import build_content
+    from coldstart.testing.serving_folder import run_folder
     from trainers.stages import stages as train_stages
     from trainers.testing import in_process
 
-    interactions, items, users = make_tables(n_users=90, n_items=70, per_user=12, seed=1)
-    split = load_split(save_split(make_split(validate(interactions, items, users, name="tiny"), "users", seed=1),
-                                  tmp_path / "split"))
-    data = SplitData.from_split(split)
-    encoder = WordEncoder()
-    write_embeddings(split, encoder, tmp_path / "embeddings")
-    build_content(data, tmp_path / "embeddings", encoder)
+    data = run_folder(tmp_path, "users", seed=1, n_users=90, n_items=70)
     small = {"epochs": 10, "batch_size": 256, "hidden": 16, "dim": 8}
     options = {spec.name: {k: v for k, v in small.items() if k in spec.options_class().model_fields}
                for spec in registry.MODELS.values() if spec.options}
