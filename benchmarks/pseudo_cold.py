@@ -26,14 +26,8 @@ NAMES = ("knn-warm", "knn-bag", "knn-residual")
 
 
 def generators(inputs) -> dict:
-    from coldstart.models.neighbours import KNNGenerator
-
-    arrays = inputs.fit_arrays()
-    arrays.pop("user_counts")
-    arrays.pop("item_counts")
     bag = inputs.knn_bag()
-    return {"knn-warm": KNNGenerator.fit(**arrays, item_dims=inputs.content["text_dim"], k=5, user_k=50),
-            "knn-bag": bag, "knn-residual": inputs.knn_residual(bag)}
+    return {"knn-warm": inputs.knn_warm(5, 50), "knn-bag": bag, "knn-residual": inputs.knn_residual(bag)}
 
 
 def measure(folder: Path) -> dict[str, dict]:

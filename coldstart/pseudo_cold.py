@@ -52,6 +52,20 @@ def _gains(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return top, hits * _DISCOUNTS[:top.shape[1]] / ideal[:, None]
 
 
+def _users_ndcg(train, users: np.ndarray, items: np.ndarray, scores) -> np.ndarray:
+    """Each of `users`' NDCG@20 over their training items among `items`, ranked by `scores(block)` (the scores of
+    the users `users[block]` for `items`), a `CHUNK` of users at a time; 0 for a user with none of them."""
+    out = np.zeros(len(users))
+    for start in range(0, len(users), CHUNK):
+        block = slice(start, start + CHUNK)
+        truth = train[users[block]][:, items].toarray() > 0
+        scored = truth.any(axis=1)
+        if scored.any():
+            _, gains = _gains(np.asarray(scores(block))[scored], truth[scored])
+            out[np.arange(len(truth))[scored] + start] = gains.sum(axis=1)
+    return out
+
+
 def shares(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0) -> dict[str, float] | None:
     """{warm entity id: its share of `model`'s pseudo-cold NDCG@20} (the module docstring), or None when the
     model cannot be refitted (trained by a job) or there are fewer warm entities than folds.
@@ -81,8 +95,8 @@ def shares(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0)
         with torch.no_grad():
             placed = getattr(refitted, f"generate_{side}s")(torch.as_tensor(np.asarray(features[hidden], np.float32)))
         placed = placed.numpy()
-        per = np.zeros(len(hidden))
         if side == "item":  # the users who trained on the fold rank its items
+            per = np.zeros(len(hidden))
             users = np.flatnonzero(np.asarray(train[:, hidden].getnnz(axis=1)) > 0)
             for start in range(0, len(users), CHUNK):
                 chunk = users[start:start + CHUNK]
@@ -91,13 +105,7 @@ def shares(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0)
             per /= max(len(users), 1) * folds
         else:  # each hidden user ranks the warm items
             items = np.flatnonzero(warm["item"])
-            for start in range(0, len(hidden), CHUNK):
-                block = slice(start, start + CHUNK)
-                truth = train[hidden[block]][:, items].toarray() > 0
-                scored = truth.any(axis=1)
-                if scored.any():
-                    _, gains = _gains(placed[block][scored] @ inputs.item_vectors[items].T, truth[scored])
-                    per[np.arange(len(truth))[scored] + start] = gains.sum(axis=1)
+            per = _users_ndcg(train, hidden, items, lambda block: placed[block] @ inputs.item_vectors[items].T)
             per /= (fold >= 0).sum()
         out.update({str(ids[e]): float(p) for e, p in zip(hidden, per)})
     return out
@@ -119,12 +127,8 @@ def popularity_shares(inputs, folds: int = FOLDS, seed: int = 0) -> dict[str, fl
         if not len(hidden):
             continue
         counts = np.asarray(train[rows[fold != f]][:, items].sum(axis=0)).ravel().astype(np.float64)
-        per = np.zeros(len(hidden))
-        for start in range(0, len(hidden), CHUNK):
-            truth = train[hidden[start:start + CHUNK]][:, items].toarray() > 0
-            scored = truth.any(axis=1)
-            if scored.any():  # ties broken by position, as `_gains` breaks every generator's
-                _, gains = _gains(np.broadcast_to(counts, (int(scored.sum()), len(items))), truth[scored])
-                per[np.arange(len(truth))[scored] + start] = gains.sum(axis=1)
+        # ties broken by position, as `_gains` breaks every generator's
+        per = _users_ndcg(train, hidden, items,
+                          lambda block: np.broadcast_to(counts, (len(hidden[block]), len(items))))
         out.update({str(data.user_ids[e]): float(p) for e, p in zip(hidden, per / (fold >= 0).sum())})
     return out

@@ -26,7 +26,7 @@ from coldstart.evaluate import Recommender, SplitData
 from coldstart.models.baselines import ContentKNNRecommender
 from coldstart.models.coldstart_model import load_cold_model, load_recommender_artifact
 from coldstart.models.inputs import GeneratorInputs
-from coldstart.models.neighbours import EnsembleGenerator, KNNGenerator
+from coldstart.models.neighbours import EnsembleGenerator
 from coldstart.models.vectors import VectorsRecommender, read_vectors
 from coldstart.pipeline import PipelineConfig
 from coldstart.registry import ModelSpec
@@ -142,11 +142,7 @@ def baselines_stage(data: SplitData, cfg: PipelineConfig, out: Path) -> dict[str
     generator) and a content-to-backbone regression (the towers trained with alignment alone: an MLP fitted
     with MSE to the warm vectors)."""
     inputs = GeneratorInputs.from_folders(data, out)
-    knn = KNNGenerator.fit(item_features=inputs.item_features, user_features=inputs.user_features,
-                           item_vectors=inputs.item_vectors, user_vectors=inputs.user_vectors,
-                           warm_items=data.warm_items, warm_users=inputs.warm_users,
-                           item_dims=inputs.content["text_dim"], k=cfg.knn_k, user_k=cfg.knn_user_k)
-    inputs.save(out / registry.model("knn-warm").folder, knn)
+    inputs.save(out / registry.model("knn-warm").folder, inputs.knn_warm(cfg.knn_k, cfg.knn_user_k))
     result = distill.run(distill.DistillConfig(
         **{**cfg.distill.model_dump(), "bpr": 0.0, "distill": 0.0, "align": 1.0}, split=split_dir(data),
         embeddings=out / "embeddings", backbone=out / "backbone", out=out / registry.model("regression").folder,

@@ -77,6 +77,13 @@ class GeneratorInputs:
                 "warm_users": np.asarray(self.warm_users if warm_users is None else warm_users, bool),
                 "item_counts": self.data.item_popularity(), "user_counts": self.data.train.getnnz(axis=1)}
 
+    def knn_warm(self, k: int = 5, user_k: int | None = None, **warm) -> KNNGenerator:
+        """knn-warm (`KNNGenerator.fit`): the mean vector of the k content-nearest warm items (`user_k` users),
+        every warm item a neighbour; `warm`: `fit_arrays`' masks where some warm entities are hidden."""
+        arrays = self.fit_arrays(**warm)
+        arrays.pop("item_counts"), arrays.pop("user_counts")
+        return KNNGenerator.fit(**arrays, item_dims=self.content["text_dim"], k=k, user_k=user_k)
+
     def knn_bag(self) -> EnsembleGenerator:
         """knn-bag (`KNNGenerator.bag`) over these vectors and features, neighbours among items trained twice."""
         arrays = self.fit_arrays()

@@ -53,7 +53,6 @@ import torch
 from coldstart import pseudo_cold, registry
 from coldstart.evaluate import GROUPS, SplitData
 from coldstart.metrics import batch_metrics, metric_names
-from coldstart.models.coldstart_model import load_cold_model
 from coldstart.models.inputs import GeneratorInputs
 from coldstart.models.saved import is_artifact
 from coldstart.serving.catalogue import Catalogue
@@ -247,9 +246,11 @@ def choose_served(out: Path, data: SplitData) -> dict:
     names = generators_made(out)
     if not names:
         return {}
-    evidence, per_user, per_item, reference = {}, {}, {}, None
+    evidence, per_user, per_item, models, reference = {}, {}, {}, {}, None
     for name in names:
-        catalogue = Catalogue.from_artifacts(out, ServingGenerator(out, name), encoder=None, new_slots=Slots())
+        generator = ServingGenerator(out, name)
+        models[name] = generator.model
+        catalogue = Catalogue.from_artifacts(out, generator, encoder=None, new_slots=Slots())
         item_shares: dict = {}
         _, groups = served_metrics(catalogue, data, on=AUDIT, groups=("cold", "warm"), item_shares=item_shares)
         per_item[name] = item_shares["cold"]
@@ -277,7 +278,7 @@ def choose_served(out: Path, data: SplitData) -> dict:
         figures["eligible"] = all(figures[f"{g}_val_vs_backbone"][1] >= -TOLERANCE * float(reference[g].mean())
                                   for g in ("warm", "all"))
     eligible = [n for n in names if evidence[n]["eligible"]] or names
-    pseudo = pseudo_cold_evidence(out, data, eligible)
+    pseudo = pseudo_cold_evidence(out, data, {name: models[name] for name in eligible})
     for name, entity_shares in pseudo["shares"].items():
         evidence[name]["pseudo_cold_ndcg@20"] = float(sum(entity_shares.values()))
     if pseudo["shares"]:
@@ -307,13 +308,13 @@ def choose_served(out: Path, data: SplitData) -> dict:
             "evidence": evidence}
 
 
-def pseudo_cold_evidence(out: Path, data: SplitData, names: list[str]) -> dict:
-    """{"shares": {generator: each warm entity's share of its pseudo-cold NDCG@20} for those of `names` that fit
-    without a training job, "side", "folds", "entities"; user cold-start adds popularity's shares and figure}."""
+def pseudo_cold_evidence(out: Path, data: SplitData, models: dict) -> dict:
+    """{"shares": {generator: each warm entity's share of its pseudo-cold NDCG@20} for those of `models` (name:
+    the generator its artifact holds) that fit without a training job, "side", "folds", "entities"; user
+    cold-start adds popularity's shares and figure}."""
     side = pseudo_cold.side_of(data.split.cold)
     inputs, found = None, {}
-    for name in names:
-        model = load_cold_model(Path(out) / registry.model(name).folder)[1]
+    for name, model in models.items():
         if getattr(model, "refit", None) is None:
             continue
         inputs = inputs or GeneratorInputs.from_folders(data, out)

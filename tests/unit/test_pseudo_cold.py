@@ -37,10 +37,8 @@ def inputs_for(cold: str, signal: float, seed: int = 0) -> GeneratorInputs:
                            item_text=item_text, content={"text_dim": TEXT})
 
 
-def knn(inputs: GeneratorInputs, k: int, warm_items=None, warm_users=None) -> KNNGenerator:
-    arrays = inputs.fit_arrays(warm_items, warm_users)
-    arrays.pop("user_counts")
-    return KNNGenerator.fit(**arrays, item_dims=TEXT, k=k, user_k=k)
+def knn(inputs: GeneratorInputs, k: int, **warm) -> KNNGenerator:
+    return inputs.knn_warm(k, k, **warm)
 
 
 def test_an_items_share_adds_up_to_the_folds_cold_ndcg_computed_by_hand():
