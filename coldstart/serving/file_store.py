@@ -8,7 +8,8 @@ log's tail and take only whole lines.
 
 Erasure (`writer.delete(record)`, a deletion) rewrites the log without the
 erased records: a new file written and fsynced beside it, renamed over it, the
-folder fsynced. Its first line is a header record, `{"kind": "log",
+folder fsynced (a crash after the deletion's append and before the rewrite is
+finished by whoever opens the store next). Its first line is a header record, `{"kind": "log",
 "generation": N}`, one more than the file it replaces (a log without a header is
 generation 0). Readers compare the generation, not the inode (which the system
 may give a new file again once the old is gone: after two erasures between one
@@ -75,6 +76,19 @@ class RegistrationStore:
         self.offset = 0  # bytes of the log this reader has consumed
         self.generation = 0  # which file: erasure replaces it with the next generation
         self.skipped = 0  # bad records met while reading
+        self._finish_erasures()
+
+    def _finish_erasures(self) -> None:
+        """A deletion and its erasure are two writes here (an append, then a rewrite): a crash between them leaves
+        the deleted entity's records (its text, attributes, interactions) in the log, served as deleted but still
+        held. Whoever opens the store next finishes the erasure, under the writers' lock; this reader then reads
+        the rewritten log from its start."""
+        with self.writing():
+            gone = self._erase()
+        if gone:
+            log.warning("%s: finished the erasure of %d record(s) that a deletion interrupted (by a crash) left",
+                        self.path, gone)
+        self.offset = 0
 
     @staticmethod
     def _generation(f) -> int:

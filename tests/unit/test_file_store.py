@@ -53,3 +53,19 @@ def test_a_torn_record_of_any_size_is_cut_by_the_next_writer(tmp_path):
         f.write(b"0badc0de " + b"{" + b"y" * 200_000)  # no newline: the write died
     _register(store, {"kind": "item", "id": "i2"})
     assert [r["id"] for r in RegistrationStore(tmp_path / "store").read_new()] == ["i1", "i2"]
+
+
+def test_a_deletion_whose_erasure_a_crash_cut_off_is_erased_when_the_store_opens(tmp_path):
+    """A deletion is appended, then the log is rewritten without the deleted user's records. A kill between the
+    two left the user's text in the log for good (served as deleted, but still held) until some later deletion
+    happened to rewrite the log."""
+    folder = tmp_path / "store"
+    store = RegistrationStore(folder)
+    _register(store, {"kind": "user", "id": "u1", "text": "a secret about u1"}, {"kind": "user", "id": "u2", "text": "kept"})
+    _register(store, {"kind": "deletion", "id": "user:u1:1", "target": "user", "target_id": "u1"})  # the crash: no erase
+    assert b"a secret about u1" in (folder / LOG_FILE).read_bytes()
+
+    reopened = RegistrationStore(folder)
+    assert b"a secret about u1" not in (folder / LOG_FILE).read_bytes()
+    assert [r["id"] for r in reopened.read_new()] == ["u2", "user:u1:1"]  # the reader still gets everything left
+    assert [r["id"] for r in store.read_new()] == ["u2", "user:u1:1"]  # an open reader finds the new generation
