@@ -32,8 +32,10 @@ def cache_root(path: str | None) -> Path:
     return base / "quality"
 
 
-def prepare(dataset: str, cold: str, seed: int, root: Path, encoder, embeddings: str = "embeddings") -> Path:
-    """Split, LLM vectors (embed job's format, in `embeddings`) and backbone for one seed; reused when present."""
+def prepare(dataset: str, cold: str, seed: int, root: Path, encoder, embeddings: str = "embeddings",
+            item_template: str | None = None) -> Path:
+    """Split, LLM vectors (embed job's format, in `embeddings`; items rendered by `item_template` where given)
+    and backbone for one seed; reused when present."""
     from coldstart.data import movielens
     from coldstart.data.schema import load_dataset
     from coldstart.data.split import make_split, save_split
@@ -49,7 +51,7 @@ def prepare(dataset: str, cold: str, seed: int, root: Path, encoder, embeddings:
     split = load_split(folder / "split")
     emb = folder / embeddings
     if not (emb / "embed.json").is_file():
-        templates = TextTemplates()
+        templates = TextTemplates(**({"item": item_template} if item_template else {}))
         items = item_texts(split.items, templates)
         all_users = sorted(set().union(*(set(f["user_id"]) for f in split.sets.values())))
         users = user_texts(split.users, split.train, split.items, templates, all_users)
@@ -71,6 +73,19 @@ def prepare(dataset: str, cold: str, seed: int, root: Path, encoder, embeddings:
 
         shutil.copytree(folder / "backbone-run" / "best", folder / "backbone")
     return folder
+
+
+def remembered(encode):
+    """`encode` that keeps each text's vector for the rest of the run."""
+    memo: dict[str, np.ndarray] = {}
+
+    def encode_once(texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in memo))
+        if missing:
+            memo.update(zip(missing, encode(missing)))
+        return np.stack([memo[t] for t in texts]) if texts else encode(texts)
+
+    return encode_once
 
 
 def run_models(folder: Path, seed: int, names: list[str], features: str,
@@ -106,6 +121,25 @@ def summary(results: dict[int, dict[str, dict]], names: list[str], group: str = 
     return "\n".join(lines)
 
 
+def against_first(runs: dict[str, dict[int, dict[str, dict]]], names: list[str], group: str = "cold") -> str:
+    """Each run (e.g. an item template) against the first, per model: test mean ± std over seeds, the ratio of
+    means, the paired t-test's p over seeds, the seeds it leads on, and val's ratio."""
+    from scipy.stats import ttest_rel
+
+    first = next(iter(runs.values()))
+    lines = [f"| run | model | {group} NDCG@20 mean ± std | vs the first | paired p | ahead on | val vs the first |",
+             "|---|---|---|---|---|---|---|"]
+    for run, results in runs.items():
+        seeds = sorted(results)
+        for name in names:
+            test, base = (np.array([r[s][name][group]["ndcg@20"] for s in seeds]) for r in (results, first))
+            val, base_val = (np.array([r[s][name]["val"][group]["ndcg@20"] for s in seeds]) for r in (results, first))
+            p = float(ttest_rel(test, base).pvalue) if results is not first and len(seeds) > 1 else float("nan")
+            lines.append(f"| {run} | {name} | {test.mean():.4f} ± {test.std():.4f} | {test.mean() / base.mean():.3f}x | "
+                         f"{p:.2f} | {int((test > base).sum())} of {len(seeds)} | {val.mean() / base_val.mean():.3f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     from benchmarks.quality_models import MODELS
     from coldstart.text.encoder import TextEncoder
@@ -119,6 +153,8 @@ def main() -> None:
     parser.add_argument("--encoder", default="default", help="Text encoder: 'default' (all-MiniLM-L6-v2), "
                                                               "'all-mpnet-base-v2' (make install-mpnet) or a "
                                                               "model folder; each keeps its own vectors.")
+    parser.add_argument("--item-template", nargs="+", default=[None],
+                        help="item text templates to compare (e.g. '{title} ({year})'); default: the shipped one")
     parser.add_argument("--cache")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -130,19 +166,29 @@ def main() -> None:
     from coldstart.text.encoder import EncoderConfig
 
     encoder = TextEncoder(EncoderConfig(model=args.encoder))
-    embeddings = "embeddings" if args.encoder == "default" else f"embeddings-{Path(args.encoder).name}"
+    encoder.encode = remembered(encoder.encode)  # seeds share their item texts
     everything = {}
-    for features in args.features:
-        results = {}
-        for seed in args.seeds:
-            print(f"{args.dataset} {args.cold}-cold seed {seed}, features {features}, encoder {args.encoder}",
-                  flush=True)
-            folder = prepare(args.dataset, args.cold, seed, root, encoder, embeddings)
-            results[seed] = run_models(folder, seed, args.models, features, embeddings)
-        everything[features] = results
-        for group in ("cold", "warm", "all"):
-            print(f"\n{args.dataset} {args.cold}-cold, features {features}, seeds {args.seeds}, test:\n")
-            print(summary(results, args.models, group))
+    for template in args.item_template:
+        embeddings = "embeddings" if args.encoder == "default" else f"embeddings-{Path(args.encoder).name}"
+        if template:
+            from coldstart.text.templates import TextTemplates
+
+            embeddings += f"-items-{TextTemplates(item=template).fingerprint()}"
+        for features in args.features:
+            results = {}
+            for seed in args.seeds:
+                print(f"{args.dataset} {args.cold}-cold seed {seed}, features {features}, encoder {args.encoder}"
+                      + (f", item template {template!r}" if template else ""), flush=True)
+                folder = prepare(args.dataset, args.cold, seed, root, encoder, embeddings, template)
+                results[seed] = run_models(folder, seed, args.models, features, embeddings)
+            everything[features if not template else f"{features} {template}"] = results
+            for group in ("cold", "warm", "all"):
+                print(f"\n{args.dataset} {args.cold}-cold, features {features}, seeds {args.seeds}, test"
+                      + (f", item template {template!r}" if template else "") + ":\n")
+                print(summary(results, args.models, group))
+    if len(everything) > 1:
+        print(f"\n{args.dataset} {args.cold}-cold, seeds {args.seeds}, each run against the first:\n")
+        print(against_first(everything, args.models))
     if args.json:
         artifacts.write_json(args.json, everything)
 
