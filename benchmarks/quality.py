@@ -164,6 +164,7 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("QUALITY_THREADS", "2")))
     root = cache_root(args.cache)
     from coldstart.text.encoder import EncoderConfig
+    from coldstart.text.templates import TextTemplates
 
     encoder = TextEncoder(EncoderConfig(model=args.encoder))
     encoder.encode = remembered(encoder.encode)  # seeds share their item texts
@@ -171,8 +172,6 @@ def main() -> None:
     for template in args.item_template:
         embeddings = "embeddings" if args.encoder == "default" else f"embeddings-{Path(args.encoder).name}"
         if template:
-            from coldstart.text.templates import TextTemplates
-
             embeddings += f"-items-{TextTemplates(item=template).fingerprint()}"
         for features in args.features:
             results = {}
