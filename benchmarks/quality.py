@@ -75,15 +75,22 @@ def prepare(dataset: str, cold: str, seed: int, root: Path, encoder, embeddings:
     return folder
 
 
-def remembered(encode):
-    """`encode` that keeps each text's vector for the rest of the run."""
-    memo: dict[str, np.ndarray] = {}
+def remembered(encode, cache):
+    """`encode` over the vector cache the embed job keeps (`coldstart.text.vector_cache.VectorCache`): each text
+    is looked up by its hash first, and what is encoded is kept there (empty texts are neither, as in the job),
+    so seeds, templates and later runs share their vectors."""
+    from coldstart.text.templates import text_hash
 
     def encode_once(texts: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in memo))
+        hashes = [text_hash(t) for t in texts]
+        found = cache.lookup(h for t, h in zip(texts, hashes) if t.strip())
+        missing = list(dict.fromkeys(t for t, h in zip(texts, hashes) if h not in found))
         if missing:
-            memo.update(zip(missing, encode(missing)))
-        return np.stack([memo[t] for t in texts]) if texts else encode(texts)
+            made = dict(zip(map(text_hash, missing), encode(missing)))
+            written = [text_hash(t) for t in missing if t.strip()]
+            cache.add(written, [made[h] for h in written])
+            found.update(made)
+        return np.stack([found[h] for h in hashes]) if texts else encode(texts)
 
     return encode_once
 
@@ -165,9 +172,10 @@ def main() -> None:
     root = cache_root(args.cache)
     from coldstart.text.encoder import EncoderConfig
     from coldstart.text.templates import TextTemplates
+    from coldstart.text.vector_cache import VectorCache
 
     encoder = TextEncoder(EncoderConfig(model=args.encoder))
-    encoder.encode = remembered(encoder.encode)  # seeds share their item texts
+    encoder.encode = remembered(encoder.encode, VectorCache.for_encoder(encoder.cfg))
     everything = {}
     for template in args.item_template:
         embeddings = "embeddings" if args.encoder == "default" else f"embeddings-{Path(args.encoder).name}"

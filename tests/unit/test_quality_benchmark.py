@@ -1,5 +1,5 @@
-"""The quality harness's helpers (`benchmarks/quality.py`): a text is encoded once per run, and runs compared
-over seeds are compared seed by seed."""
+"""The quality harness's helpers (`benchmarks/quality.py`): a text is encoded once (the vector cache), and
+runs compared over seeds are compared seed by seed."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from benchmarks.quality import against_first, remembered
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_each_text_is_encoded_once_and_rows_come_back_in_the_callers_order():
+def test_each_text_is_encoded_once_and_rows_come_back_in_the_callers_order(tmp_path):
+    from coldstart.text.vector_cache import VectorCache
+
     calls = []
 
     def encode(texts):
         calls.append(list(texts))
         return np.asarray([[len(t), ord(t[0])] for t in texts], np.float32)
 
-    once = remembered(encode)
+    once = remembered(encode, VectorCache(tmp_path / "vectors"))
     first = once(["bb", "a", "bb"])
     second = once(["ccc", "a", "bb"])
     assert calls == [["bb", "a"], ["ccc"]]
