@@ -66,22 +66,19 @@ def _users_ndcg(train, users: np.ndarray, items: np.ndarray, scores) -> np.ndarr
     return out
 
 
-def shares(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0) -> dict[str, float] | None:
-    """{warm entity id: its share of `model`'s pseudo-cold NDCG@20} (the module docstring), or None when the
-    model cannot be refitted (trained by a job) or there are fewer warm entities than folds.
-
-    `inputs`: the run's `coldstart.models.inputs.GeneratorInputs`; `side`: "item" or "user" (`side_of`)."""
+def placements(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0):
+    """[(a fold's warm entities (rows), their vectors as `model` refitted without them places them from their
+    content), fold by fold], or None when `model` cannot be refitted (trained by a job) or there are fewer warm
+    entities than folds. `inputs`: the run's `coldstart.models.inputs.GeneratorInputs`; `side`: "item" or "user"."""
     if getattr(model, "refit", None) is None:
         return None
-    data = inputs.data
-    warm = {"item": np.asarray(data.warm_items, bool), "user": np.asarray(inputs.warm_users, bool)}
+    warm = {"item": np.asarray(inputs.data.warm_items, bool), "user": np.asarray(inputs.warm_users, bool)}
     rows = np.flatnonzero(warm[side])
     if len(rows) < folds:
         return None
     fold = folds_of(len(rows), folds, seed)
-    train = data.train.tocsr()
-    ids = data.item_ids if side == "item" else data.user_ids
-    out: dict[str, float] = {}
+    features = inputs.item_features if side == "item" else inputs.user_features
+    out = []
     for f in range(folds):
         hidden = rows[fold == f]
         if not len(hidden):
@@ -91,10 +88,26 @@ def shares(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0)
         refitted = model.refit(**inputs.fit_arrays(**{f"warm_{side}s": kept}))
         if refitted is None:
             return None
-        features = inputs.item_features if side == "item" else inputs.user_features
         with torch.no_grad():
             placed = getattr(refitted, f"generate_{side}s")(torch.as_tensor(np.asarray(features[hidden], np.float32)))
-        placed = placed.numpy()
+        out.append((hidden, placed.numpy()))
+    return out
+
+
+def shares(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0) -> dict[str, float] | None:
+    """{warm entity id: its share of `model`'s pseudo-cold NDCG@20} (the module docstring), or None when the
+    model cannot be refitted (trained by a job) or there are fewer warm entities than folds.
+
+    `inputs`: the run's `coldstart.models.inputs.GeneratorInputs`; `side`: "item" or "user" (`side_of`)."""
+    placed_folds = placements(inputs, model, side, folds, seed)
+    if placed_folds is None:
+        return None
+    data = inputs.data
+    train = data.train.tocsr()
+    ids = data.item_ids if side == "item" else data.user_ids
+    hidden_in_all = sum(len(hidden) for hidden, _ in placed_folds)
+    out: dict[str, float] = {}
+    for hidden, placed in placed_folds:
         if side == "item":  # the users who trained on the fold rank its items
             per = np.zeros(len(hidden))
             users = np.flatnonzero(np.asarray(train[:, hidden].getnnz(axis=1)) > 0)
@@ -104,9 +117,9 @@ def shares(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0)
                 np.add.at(per, top.ravel(), gains.ravel())
             per /= max(len(users), 1) * folds
         else:  # each hidden user ranks the warm items
-            items = np.flatnonzero(warm["item"])
+            items = np.flatnonzero(np.asarray(data.warm_items, bool))
             per = _users_ndcg(train, hidden, items, lambda block: placed[block] @ inputs.item_vectors[items].T)
-            per /= (fold >= 0).sum()
+            per /= hidden_in_all
         out.update({str(ids[e]): float(p) for e, p in zip(hidden, per)})
     return out
 
