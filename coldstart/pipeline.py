@@ -30,7 +30,7 @@ from coldstart.evaluate import SplitData, evaluate
 from coldstart.models import load_recommender
 from coldstart.models.student_encoder import StudentOptions
 from coldstart.report import markdown_table, write_report
-from coldstart.serving.evidence import choose_served, served_row
+from coldstart.serving.evidence import choose_served, fit_stated_map, served_row
 from coldstart.serving.evidence import frame as served_frame
 from coldstart.serving.served_models import update_serving
 from coldstart.stages import Ledger, ModelStage, plan_stage, run_stage, run_stages
@@ -264,6 +264,7 @@ def _served(cfg: PipelineConfig, data: SplitData, ks: tuple[int, ...], results: 
         if not choice:
             return None
         update_serving(cfg.out, **choice)
+        update_serving(cfg.out, stated_map=fit_stated_map(cfg.out, data))
         name, figures = served_row(cfg.out, data, ks)
     except Exception as exc:  # noqa: BLE001 - the stages' rows stay reported; the run exits 1 with this line
         progress(f"choosing what to serve failed: {type(exc).__name__}: {exc}")

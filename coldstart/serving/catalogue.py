@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from coldstart.data.schema import find_table, read_table
+from coldstart.serving import statements
 from coldstart.serving.commands import Commands
 from coldstart.serving.served_models import serving_record
 from coldstart.serving.ranking import Queries
-from coldstart.serving.slots import Slots
+from coldstart.serving.slots import STATED_SHARE, Slots
 from coldstart.serving.state import ServingState, UserEntry
 from coldstart.serving.file_store import RegistrationStore
 
@@ -50,7 +51,7 @@ class Catalogue(ServingState):
     @classmethod
     def from_artifacts(cls, artifacts: str | Path, generator, store: RegistrationStore | None = None,
                        text_weight: float = 1.0, encoder: str | None = "auto",
-                       new_slots: Slots | None = None, stated_share: float = 0.3,
+                       new_slots: Slots | None = None, stated_share: float = STATED_SHARE,
                        follower: bool = False, encoder_precision: str = "auto",
                        encoder_runtime: str = "auto") -> "Catalogue":
         """Build from an artifacts folder and a `ServingGenerator` (which provides the cold vectors and the
@@ -95,7 +96,8 @@ class Catalogue(ServingState):
                    item_labels=labels,
                    regenerate=None if encoder is None else Regenerator(artifacts, generator, encoder, encoder_precision,
                                                                        encoder_runtime),
-                   new_slots=new_slots, stated_share=stated_share, follower=follower)
+                   new_slots=new_slots, stated_share=stated_share, follower=follower,
+                   stated_map=statements.load(artifacts, generator.name))
 
     def sync(self) -> None:
         """Apply what other replicas wrote to the store since the last call; rebuilt from the artifacts and the

@@ -60,6 +60,7 @@ from coldstart.evaluate import GROUPS, SplitData
 from coldstart.metrics import batch_metrics, metric_names
 from coldstart.models.inputs import GeneratorInputs
 from coldstart.models.saved import is_artifact
+from coldstart.serving import statements
 from coldstart.serving.catalogue import Catalogue
 from coldstart.serving.slots import Slots, interleave
 from coldstart.serving.config import GENERATOR_FOLDERS
@@ -355,6 +356,24 @@ def pseudo_cold_evidence(out: Path, data: SplitData, models: dict) -> dict:
         record["popularity_shares"] = pseudo_cold.popularity_shares(inputs)
         record["popularity_ndcg@20"] = float(sum(record["popularity_shares"].values()))
     return record
+
+
+def fit_stated_map(out: Path, data: SplitData) -> dict:
+    """Fit a stated interest's map (`coldstart.serving.statements`) for OUT/serving.json's generator on the
+    warm users as that generator places them pseudo-cold, and save it beside the artifacts; serving.json's
+    record of it: {"generator", "file", the fit's figures}, or {"generator", "none": why}."""
+    generator = ServingGenerator(out, "auto")
+    placed_folds = pseudo_cold.placements(GeneratorInputs.from_folders(data, out), generator.model, "user")
+    if placed_folds is None:
+        return {"generator": generator.name, "none": "the generator does not refit without its training job (or "
+                                                     "too few warm users): a stated interest takes the mean"}
+    users = [str(data.user_ids[row]) for hidden, _ in placed_folds for row in hidden]
+    placed = np.concatenate([vectors for _, vectors in placed_folds])
+    maps, record = statements.fit(Catalogue.from_artifacts(out, generator, encoder=None), users, placed)
+    if not maps:
+        return {"generator": generator.name, "none": "no warm user states an attribute value"}
+    statements.save(out, generator.name, maps)
+    return {"generator": generator.name, "file": statements.FILE, "columns": record}
 
 
 def served_row(out: Path, data: SplitData, ks: tuple[int, ...], generator: str = "auto"

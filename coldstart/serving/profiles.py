@@ -17,12 +17,7 @@ def users_taste(state, labels: tuple[str, ...]) -> np.ndarray | None:
     test on each of four user-cold seeds (benchmarks/RESULTS.md, stated interest)."""
     key = tuple(sorted(labels))
     if key not in state.tastes:
-        if state.warm_rows is None:  # (user row of each training interaction, its item position, users' vectors)
-            warm = [u for u in state.users.values() if u.warm and len(u.seen)]
-            rows = np.repeat(np.arange(len(warm)), [len(u.seen) for u in warm])
-            seen = np.concatenate([u.seen for u in warm]) if warm else np.zeros(0, np.int64)
-            state.warm_rows = rows, seen, np.stack([u.vector for u in warm]) if warm else None
-        rows, seen, vectors = state.warm_rows
+        rows, seen, vectors = warm_interactions(state)
         carries = np.zeros(len(state.item_ids), bool)
         carries[list(set().union(*(state.labelled.get(label, set()) for label in labels)))] = True
         totals = np.bincount(rows, minlength=0 if vectors is None else len(vectors))
@@ -31,6 +26,36 @@ def users_taste(state, labels: tuple[str, ...]) -> np.ndarray | None:
         state.tastes[key] = None if not weights.sum() else \
             (weights @ vectors / weights.sum()).astype(np.float32)
     return state.tastes[key]
+
+
+def warm_interactions(state) -> tuple:
+    """(the warm user row of each training interaction, its item position, the warm users' vectors), made once
+    per state."""
+    if state.warm_rows is None:
+        warm = [u for u in state.users.values() if u.warm and len(u.seen)]
+        rows = np.repeat(np.arange(len(warm)), [len(u.seen) for u in warm])
+        seen = np.concatenate([u.seen for u in warm]) if warm else np.zeros(0, np.int64)
+        state.warm_rows = rows, seen, np.stack([u.vector for u in warm]) if warm else None
+    return state.warm_rows
+
+
+def design(generated: np.ndarray, taste: np.ndarray) -> np.ndarray:
+    """The row of a stated interest's map (`coldstart.serving.statements`): [unit generated vector | unit
+    taste | 1]."""
+    unit = [np.asarray(v, np.float64) / max(float(np.linalg.norm(v)), 1e-12) for v in (generated, taste)]
+    return np.concatenate([*unit, [1.0]])
+
+
+def column_of(label: str) -> str:
+    """The attribute column of a value as `state.labelled` names it ("genres: Drama" -> "genres")."""
+    return label.split(":", 1)[0]
+
+
+def for_labels(maps: dict[str, np.ndarray] | None, labels: tuple[str, ...]) -> np.ndarray | None:
+    """The map that places a user who named `labels`: their column's, when they all come from one column
+    that has a map; None otherwise (the mean of the generated vector and the taste)."""
+    columns = {column_of(label) for label in labels}
+    return maps.get(columns.pop()) if maps and len(columns) == 1 else None
 
 
 def spread_ratio(item_vectors: np.ndarray, item_text: np.ndarray | None, user_vectors: list[np.ndarray],
@@ -72,18 +97,25 @@ def with_named(state, text: str, liked: list[str], text_vector):
 def profile_query(state, content_vector: np.ndarray | None, liked: np.ndarray,
                   stated: tuple[str, ...] = ()) -> np.ndarray:
     """A new user's vector: the mean of what they give, each part on a warm user's typical norm: the
-    generated vector, the mean of liked items' vectors, the taste of users who favour what they named."""
+    generated vector, the mean of liked items' vectors, the taste of users who favour what they named. With a
+    stated interest's map (`state.stated_map`, `coldstart.serving.statements`), the generated vector and the
+    taste are one part, the map's placement of the two."""
     parts = []
-    if content_vector is not None:
+    taste = users_taste(state, stated) if stated else None
+    placed = content_vector is not None  # a vector placed in the collaborative space comes first, as it is
+    weights = for_labels(state.stated_map, stated) if taste is not None else None
+    if content_vector is not None and weights is not None:
+        parts.append((design(content_vector, taste) @ weights * state.user_norm).astype(np.float32))
+        taste = None
+    elif content_vector is not None:
         parts.append(np.asarray(content_vector, np.float32))
     if len(liked):
         parts.append(state.index.vectors(liked).mean(axis=0))
-    taste = users_taste(state, stated) if stated else None
     if taste is not None:
         parts.append(taste)
     if not parts:
         raise Invalid("profile", "nothing to recommend from: give attributes, text or liked items")
-    if len(parts) == 1 and content_vector is not None:
+    if len(parts) == 1 and placed:
         return parts[0]
     # Users' and items' vectors differ in scale: put each part on the typical warm user's norm first.
     scaled = [p / max(float(np.linalg.norm(p)), 1e-12) * state.user_norm for p in parts]

@@ -34,7 +34,7 @@ from coldstart.serving.errors import NotFound
 from coldstart.serving.index import ItemIndex
 from coldstart.serving.profiles import profile_query, spread_ratio, with_named
 from coldstart.serving import records
-from coldstart.serving.slots import Slots
+from coldstart.serving.slots import STATED_SHARE, Slots
 from coldstart.serving.titles import LabelMatcher, TitleMatcher
 from coldstart.serving.warmup import fold_in, positive_target, typical_strength
 
@@ -81,8 +81,12 @@ class ServingState:
     # value the user's text names ("Mostly horror films for me"), ranked among themselves by the collaborative
     # score; the user's vector also takes the taste of users who favour those items (`profiles.users_taste`).
     # Matching the text's vector to items' texts instead ranked text look-alikes first and cost held-out
-    # accuracy; larger shares honour the statement more and predict less (RESULTS, stated interest).
-    stated_share: float = 0.3
+    # accuracy (RESULTS, stated interest). The default: `slots.STATED_SHARE`.
+    stated_share: float = STATED_SHARE
+    # Where a stated interest places a new user: per attribute column, the map the pipeline learnt on warm
+    # users from (generated vector, taste) to the collaborative space (`coldstart.serving.statements`); None
+    # or a column without one: the mean of the two.
+    stated_map: dict[str, np.ndarray] | None = None
     # A follower (the ingress's copy, for requests by user_id) makes nothing again: a registration of another
     # space is left, quietly, to the ranker, which the ingress asks for any user it does not know.
     follower: bool = False

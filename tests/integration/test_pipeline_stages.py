@@ -121,6 +121,9 @@ def test_every_default_stage_runs_on_a_users_own_split(pipeline_run):
     assert len(served) == 1 and metrics[served[0]] == serving["served"]["test"]
     assert serving["served"]["val"]["all"]["users"] > 0
     assert serving["encoder"] in ("student", "teacher")
+    # a stated interest's map: fitted for the served generator where it refits without its job, else the mean
+    stated = serving["stated_map"]
+    assert stated["generator"] == serving["generator"] and ("columns" in stated) != ("none" in stated)
     assert 0 < serving["encoder_cosine"] <= 1 and 0 < serving["encoder_probe_cosine"] <= 1
     # transfer's generator knows the items its source taught by name and year: a registration of one gets what
     # the source taught, as the split's own cold items did (tests/unit/test_transfer_serving.py)

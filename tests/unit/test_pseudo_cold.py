@@ -139,29 +139,39 @@ def test_on_a_large_catalogue_a_sample_of_the_warm_entities_is_hidden(monkeypatc
     assert len(pseudo_cold.shares(users, knn(users, 3), "user")) == len(pseudo_cold.popularity_shares(users)) == 30
 
 
-@pytest.mark.timeout(180)
-def test_on_a_user_cold_split_the_default_is_the_pseudo_cold_winner_with_popularity_beside_it(tmp_path):
-    """Serving's choice on a user-cold run (the backbone, baselines and ensemble stages as the pipeline runs them):
-    the default is the refittable generator that placed hidden warm users best, and serving.json records
-    popularity's figure and its interval against the default."""
+@pytest.fixture(scope="module")
+def user_cold_run(tmp_path_factory):
+    """A user-cold run's folder (the backbone, baselines and ensemble stages as the pipeline runs them), its
+    data, and serving's choice over it, recorded in its serving.json."""
     from coldstart import registry
     from coldstart.pipeline import PipelineConfig
     from coldstart.serving.evidence import choose_served
+    from coldstart.serving.served_models import update_serving
     from coldstart.stages import run_stages
     from coldstart.testing.serving_folder import run_folder
     from trainers.stages import stages as train_stages
     from trainers.testing import in_process
 
-    data = run_folder(tmp_path, "users", seed=1, n_users=90, n_items=70)
+    out = tmp_path_factory.mktemp("user-cold")
+    data = run_folder(out, "users", seed=1, n_users=90, n_items=70)
     small = {"epochs": 10, "batch_size": 256, "hidden": 16, "dim": 8}
     options = {spec.name: {k: v for k, v in small.items() if k in spec.options_class().model_fields}
                for spec in registry.MODELS.values() if spec.options}
-    cfg = PipelineConfig(split=tmp_path / "split", out=tmp_path, scale={"num_workers": 1}, **options)
+    cfg = PipelineConfig(split=out / "split", out=out, scale={"num_workers": 1}, **options)
     table = train_stages()
-    with in_process(tmp_path / "runs"):
+    with in_process(out / "runs"):
         run_stages([table[s] for s in ("backbone", "baselines", "ensemble")], 1,
-                   lambda stage, planned: stage.run(data, cfg, tmp_path))
-    choice = choose_served(tmp_path, data)
+                   lambda stage, planned: stage.run(data, cfg, out))
+    choice = choose_served(out, data)
+    update_serving(out, **choice)
+    return out, data, choice
+
+
+@pytest.mark.timeout(180)
+def test_on_a_user_cold_split_the_default_is_the_pseudo_cold_winner_with_popularity_beside_it(user_cold_run):
+    """Serving's choice on a user-cold run: the default is the refittable generator that placed hidden warm
+    users best, and serving.json records popularity's figure and its interval against the default."""
+    _, data, choice = user_cold_run
     pseudo = {n: e["pseudo_cold_ndcg@20"] for n, e in choice["evidence"].items() if "pseudo_cold_ndcg@20" in e}
     assert {"knn-warm", "knn-bag", "knn-residual"} <= set(pseudo) and "regression" not in pseudo
     assert choice["default"] == max(pseudo, key=pseudo.get)
@@ -170,3 +180,29 @@ def test_on_a_user_cold_split_the_default_is_the_pseudo_cold_winner_with_popular
     low, high = record["popularity_vs_default"]
     assert low <= record["popularity_ndcg@20"] - pseudo[choice["default"]] <= high
     assert not any(k.endswith("shares") for k in record)
+
+
+@pytest.mark.timeout(180)
+def test_a_run_fits_the_served_generators_stated_interest_map_and_serving_loads_it(user_cold_run):
+    """The map of `coldstart.serving.statements` is fitted on the served generator's pseudo-cold placements of
+    the warm users, kept beside the artifacts per column, and held by the catalogue the ranker builds."""
+    from coldstart.serving import statements
+    from coldstart.serving.catalogue import Catalogue
+    from coldstart.serving.evidence import fit_stated_map
+    from coldstart.serving.served_models import ServingGenerator
+
+    out, data, choice = user_cold_run
+    generator = ServingGenerator(out, "auto")
+    assert generator.name == choice["generator"]
+    record = fit_stated_map(out, data)
+    assert record["generator"] == generator.name
+    if getattr(generator.model, "refit", None) is None:  # trained by a job: no pseudo-cold placements
+        assert "none" in record and statements.load(out, generator.name) is None
+        return
+    assert "genres" in record["columns"] and record["columns"]["genres"]["statements"] > 0
+    maps = statements.load(out, generator.name)
+    assert set(maps) == set(record["columns"])
+    dim = generator.arrays["user_vectors"].shape[1]  # [generated | taste | 1] -> the collaborative space
+    assert maps["genres"].shape == (2 * dim + 1, dim)
+    catalogue = Catalogue.from_artifacts(out, generator, encoder=None)
+    assert set(catalogue.stated_map) == set(maps)
