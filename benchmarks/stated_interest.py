@@ -8,7 +8,7 @@ catalogue as a whole. A few texts a real person might write follow, with their
 top titles. The app is the real HTTP API (`coldstart.serving.routes`) over the
 artifacts, in one uvicorn process.
 
-    python -m benchmarks.stated_interest --artifacts out/demo [--text-weight 1.0] [--stated-share 0.3]
+    python -m benchmarks.stated_interest --artifacts out/demo [--text-weight 1.0] [--stated-share 0.7]
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from coldstart.serving.slots import STATED_SHARE
 
 FREE_TEXTS = ("slow science fiction, nothing with zombies",
               "funny animated films I can watch with my kids",
@@ -38,7 +40,7 @@ def genre_table(artifacts: Path, column: str = "genres") -> pd.DataFrame:
     return pd.DataFrame({"item_id": items["item_id"], "genres": genres, "title": items.get("title")})
 
 
-def start_app(artifacts: Path, store: Path, text_weight: float, stated_share: float = 0.3) -> tuple[str, object]:
+def start_app(artifacts: Path, store: Path, text_weight: float, stated_share: float = STATED_SHARE) -> tuple[str, object]:
     """The HTTP API over the artifacts in this process (a thread); returns its URL and the server."""
     import uvicorn
 
@@ -102,8 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", type=Path, required=True)
     parser.add_argument("--text-weight", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--stated-share", type=float, default=0.3,
-                        help="share of the slots for items of a genre the text names (the endpoint's default 0.3)")
+    parser.add_argument("--stated-share", type=float, default=STATED_SHARE,
+                        help="share of the slots for items of a genre the text names (default: the endpoint's)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--skip", nargs="*", default=["unknown"],
                         help="Genre values that are no genre (MovieLens marks an item without one 'unknown').")

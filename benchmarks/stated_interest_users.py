@@ -25,7 +25,7 @@ A stated genre comes from the user's own held-out history, so these figures are
 not comparable with the protocol's user cold-start table, which has attributes
 only (RESULTS marks them apart).
 
-    python -m benchmarks.stated_interest_users --artifacts OUT [--stated-share 0 0.3] [--stated lift|most] [--on test]
+    python -m benchmarks.stated_interest_users --artifacts OUT [--stated-share 0.3 0.7] [--stated lift|most] [--on test]
 
 `--bound` measures instead how far any list that knows only the stated genre
 could go on the same users (`benchmarks/stated_genre_bound.py`): the share of
@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.stated_genre_bound import print_bound
+from coldstart.serving.slots import STATED_SHARE
 
 K = 20
 # How people say it: the first is the benchmark's original; none of them is in the tests.
@@ -110,7 +111,7 @@ def ndcg(ranked: list[str], held: set[str], k: int = K) -> float:
 
 
 def measure(artifacts: Path, users: list[dict], text_weight: float, store: Path,
-            stated_share: float = 0.3, by: str = "lift") -> dict[str, list[float]]:
+            stated_share: float = STATED_SHARE, by: str = "lift") -> dict[str, list[float]]:
     """{profile kind: NDCG@20 per user} for one text weight, through the in-process request path; a stated
     genre's rows are each user's mean over `PHRASINGS`."""
     from coldstart.serving.bodies import MAX_K, RecommendRequest
@@ -183,7 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", type=Path, required=True)
     parser.add_argument("--text-weight", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--stated-share", type=float, nargs="+", default=[0.3],
+    parser.add_argument("--stated-share", type=float, nargs="+", default=[STATED_SHARE],
                         help="shares of the slots for items of a named genre (0: the text matched to items' texts)")
     parser.add_argument("--stated", default="lift", choices=["lift", "most"],
                         help="the genre a user states: most out of proportion (lift) or most watched (most)")

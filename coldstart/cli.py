@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from coldstart import registry
+from coldstart.serving.slots import STATED_SHARE
 from coldstart.commands.common import OVERRIDES, friendly_errors, print_fields, progress
 from coldstart.commands.data import data_app
 from coldstart.commands.train import add_model_commands
@@ -220,7 +221,7 @@ def serve_cmd(
     docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json behind keys too (always on without keys).")] = False,
     rate_limit: Annotated[float, typer.Option(help="Requests a second per caller and ingress replica; over it, 429. 0: none.")] = 1000.0,
     text_weight: Annotated[float, typer.Option(help="Weight of a new user's own words (free text matched to items' text) against the collaborative score; 0 ignores them.")] = 1.0,
-    stated_share: Annotated[float, typer.Option(help="Share of a list's first 10 slots for items carrying an attribute value a new user's text names (\"Mostly horror films for me\"), ranked by the collaborative score (the user's vector then also leans to what users who favour them watch); 0 keeps no slots.")] = 0.3,
+    stated_share: Annotated[float, typer.Option(help="Share of a list's first 10 slots for items carrying an attribute value a new user's text names (\"Mostly horror films for me\"), ranked by the collaborative score (the user's vector then also leans to what users who favour them watch); 0 keeps no slots.")] = STATED_SHARE,
     num_cpus: Annotated[Optional[int], typer.Option(help="Logical CPUs of the local Ray cluster (default max(4, cores)).")] = None,
     proxy: Annotated[str, typer.Option(help="HTTP in front of the app on a local cluster: haproxy (Serve's HAProxy ingress, straight to an ingress replica) or ray (Serve's proxy actor, one hop more). A joined cluster keeps its own.")] = "haproxy",
     smoke: Annotated[bool, typer.Option(help="Answer one request of each kind, print them, and stop.")] = False,

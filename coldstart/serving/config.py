@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from coldstart.registry import GENERATOR_FOLDERS
+from coldstart.serving.slots import STATED_SHARE
 from coldstart.serving.stores import STORE_ENV, StoreSpec, open_store, store_location
 
 
@@ -52,7 +53,7 @@ class ServeConfig(BaseModel):
     text_weight: float = Field(1.0, ge=0, description="Weight of what a new user says they like (a profile's free "
                                                       "text, matched to items' text) against the collaborative "
                                                       "score, in units of the two scores' spreads; 0 ignores it.")
-    stated_share: float = Field(0.3, ge=0, le=1, description="Share of a list's first 10 slots for items that carry an "
+    stated_share: float = Field(STATED_SHARE, ge=0, le=1, description="Share of a list's first 10 slots for items that carry an "
                                 "attribute value a user's text names (\"Mostly horror films for me\"), ranked by "
                                 "the collaborative score (the user's vector then also leans to what users who "
                                 "favour them watch); 0 keeps no slots.")

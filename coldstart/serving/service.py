@@ -24,6 +24,7 @@ from coldstart.serving.served_models import ServingEncoder, ServingGenerator
 from coldstart.serving.routing import VARIANT_HEADER
 from coldstart.serving.bodies import (Deleted, Health, ItemInfo, NewInteraction, NewItem, NewUser, Recommendation,
                                        RecommendRequest, Recorded, Registered)
+from coldstart.serving.slots import STATED_SHARE
 from coldstart.serving.stores import open_store
 
 
@@ -176,7 +177,7 @@ class RecommendService:
 
 
 def local_service(artifacts, store, *, generator: str = "auto", encoder: str = "auto",
-                  text_weight: float = 1.0, stated_share: float = 0.3,
+                  text_weight: float = 1.0, stated_share: float = STATED_SHARE,
                   variant: str | None = None, encoder_precision: str = "auto",
                   encoder_runtime: str = "auto") -> RecommendService:
     """The whole request path in this process over an artifacts folder and a registration store (a folder, a
