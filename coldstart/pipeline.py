@@ -264,7 +264,14 @@ def _served(cfg: PipelineConfig, data: SplitData, ks: tuple[int, ...], results: 
         if not choice:
             return None
         update_serving(cfg.out, **choice)
-        update_serving(cfg.out, stated_map=fit_stated_map(cfg.out, data))
+        try:
+            stated = fit_stated_map(cfg.out, data)
+        except Exception as exc:  # noqa: BLE001 - a new user's stated interest then takes the mean; serving goes on
+            stated = {"generator": choice["generator"], "none": f"fitting failed: {type(exc).__name__}: {exc}"}
+        update_serving(cfg.out, stated_map=stated)
+        progress(f"a stated interest's map for {stated['generator']}: " + (stated.get("none") or ", ".join(
+            f"{column} ({fit['statements']} statements, strength {fit['alpha']:g})"
+            for column, fit in stated["columns"].items())))
         name, figures = served_row(cfg.out, data, ks)
     except Exception as exc:  # noqa: BLE001 - the stages' rows stay reported; the run exits 1 with this line
         progress(f"choosing what to serve failed: {type(exc).__name__}: {exc}")

@@ -363,7 +363,9 @@ def fit_stated_map(out: Path, data: SplitData) -> dict:
     warm users as that generator places them pseudo-cold, and save it beside the artifacts; serving.json's
     record of it: {"generator", "file", the fit's figures}, or {"generator", "none": why}."""
     generator = ServingGenerator(out, "auto")
-    placed_folds = pseudo_cold.placements(GeneratorInputs.from_folders(data, out), generator.model, "user")
+    statements.save(out, generator.name, {})  # a map of an earlier run never outlives this one's fit
+    placed_folds = None if getattr(generator.model, "refit", None) is None else \
+        pseudo_cold.placements(GeneratorInputs.from_folders(data, out), generator.model, "user")
     if placed_folds is None:
         return {"generator": generator.name, "none": "the generator does not refit without its training job (or "
                                                      "too few warm users): a stated interest takes the mean"}

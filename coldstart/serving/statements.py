@@ -13,11 +13,11 @@ user would reach it:
   training interactions (its lift), each carried by two told items or more. People say either.
 
 The strength is chosen by cross-validation over the warm users (their statements kept in one fold), on the
-NDCG@20 of the half of their items they did not tell. The
-pipeline fits it for the served generator when that generator refits without a training job
-(`fit_served`); serving loads it (`load`) and places a stated interest with it
-(`coldstart.serving.profiles.profile_query`); without one it keeps the mean. Measured on four user-cold
-splits' val and test (benchmarks/RESULTS.md, stated interest).
+NDCG@20 of the half of their items they did not tell. One map per attribute column: naming a genre and naming a
+decade say different things. The pipeline fits it for the served generator when that generator refits without
+a training job (`coldstart.serving.evidence.fit_stated_map`); serving loads it (`load`) and places a stated
+interest with it (`coldstart.serving.profiles.profile_query`); without one it keeps the mean. On six user-cold
+splits a stated genre's held-out NDCG rose on every one (benchmarks/RESULTS.md, stated interest).
 """
 
 from __future__ import annotations
@@ -134,14 +134,17 @@ def _held_out_ndcg(x, y, fold, alpha, item_vectors, items, told_of, held_of, chu
 
 
 def save(out: Path, generator: str, maps: dict[str, np.ndarray]) -> None:
-    """Keep `maps` (column -> weights) as `generator`'s in OUT/`FILE`, beside the other generators' (written
-    whole, then moved into place)."""
+    """Keep `maps` (column -> weights) as `generator`'s in OUT/`FILE`, in place of any it had, beside the other
+    generators' (written whole, then moved into place); no maps: `generator` has none from now on."""
     path = Path(out) / FILE
     kept = {}
     if path.exists():
         with np.load(path) as saved:
             kept = {name: saved[name] for name in saved.files if not name.startswith(generator + SEP)}
     kept.update({f"{generator}{SEP}{column}": np.asarray(w, np.float32) for column, w in maps.items()})
+    if not kept:
+        path.unlink(missing_ok=True)
+        return
     temporary = path.with_name(f".{FILE}.tmp.npz")
     np.savez(temporary, **kept)
     temporary.replace(path)

@@ -106,3 +106,7 @@ def test_maps_are_kept_per_generator_and_column(tmp_path):
     assert set(again) == {"genres"} and (again["genres"] == 3.0).all()
     assert statements.load(tmp_path, "vae") is None
     assert [p.name for p in tmp_path.iterdir()] == [statements.FILE]
+    statements.save(tmp_path, "knn-bag", {})  # fitted again and found nothing: no map of the last fit stays
+    assert statements.load(tmp_path, "knn-bag") is None and set(statements.load(tmp_path, "knn-residual")) == {"genres"}
+    statements.save(tmp_path, "knn-residual", {})
+    assert not any(tmp_path.iterdir())
