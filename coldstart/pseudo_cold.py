@@ -44,7 +44,7 @@ def folds_of(count: int, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
     return fold
 
 
-def _gains(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ndcg_gains(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the top K columns of each row of `scores`, each one's NDCG gain for its row's `truth`)."""
     top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
     hits = np.take_along_axis(truth, top, axis=1)
@@ -61,7 +61,7 @@ def _users_ndcg(train, users: np.ndarray, items: np.ndarray, scores) -> np.ndarr
         truth = train[users[block]][:, items].toarray() > 0
         scored = truth.any(axis=1)
         if scored.any():
-            _, gains = _gains(np.asarray(scores(block))[scored], truth[scored])
+            _, gains = ndcg_gains(np.asarray(scores(block))[scored], truth[scored])
             out[np.arange(len(truth))[scored] + start] = gains.sum(axis=1)
     return out
 
@@ -113,7 +113,7 @@ def shares(inputs, model, side: str = "item", folds: int = FOLDS, seed: int = 0)
             users = np.flatnonzero(np.asarray(train[:, hidden].getnnz(axis=1)) > 0)
             for start in range(0, len(users), CHUNK):
                 chunk = users[start:start + CHUNK]
-                top, gains = _gains(inputs.user_vectors[chunk] @ placed.T, train[chunk][:, hidden].toarray() > 0)
+                top, gains = ndcg_gains(inputs.user_vectors[chunk] @ placed.T, train[chunk][:, hidden].toarray() > 0)
                 np.add.at(per, top.ravel(), gains.ravel())
             per /= max(len(users), 1) * folds
         else:  # each hidden user ranks the warm items
@@ -140,7 +140,7 @@ def popularity_shares(inputs, folds: int = FOLDS, seed: int = 0) -> dict[str, fl
         if not len(hidden):
             continue
         counts = np.asarray(train[rows[fold != f]][:, items].sum(axis=0)).ravel().astype(np.float64)
-        # ties broken by position, as `_gains` breaks every generator's
+        # ties broken by position, as `ndcg_gains` breaks every generator's
         per = _users_ndcg(train, hidden, items,
                           lambda block: np.broadcast_to(counts, (len(hidden[block]), len(items))))
         out.update({str(data.user_ids[e]): float(p) for e, p in zip(hidden, per / (fold >= 0).sum())})
