@@ -18,14 +18,21 @@ def users_taste(state, labels: tuple[str, ...]) -> np.ndarray | None:
     key = tuple(sorted(labels))
     if key not in state.tastes:
         rows, seen, vectors = warm_interactions(state)
-        carries = np.zeros(len(state.item_ids), bool)
-        carries[list(set().union(*(state.labelled.get(label, set()) for label in labels)))] = True
+        carries = carriers(state, labels)
         totals = np.bincount(rows, minlength=0 if vectors is None else len(vectors))
         shares = np.bincount(rows, weights=carries[seen], minlength=len(totals)) / np.maximum(totals, 1)
         weights = np.maximum(shares - carries[seen].mean(), 0.0) ** 2 if len(seen) else shares
         state.tastes[key] = None if not weights.sum() else \
             (weights @ vectors / weights.sum()).astype(np.float32)
     return state.tastes[key]
+
+
+def carriers(state, labels: tuple[str, ...]) -> np.ndarray:
+    """Which items (by position) carry any of `labels`: a mask; `mask[seen].mean()` over the training
+    interactions is those items' share of them."""
+    carries = np.zeros(len(state.item_ids), bool)
+    carries[list(set().union(*(state.labelled.get(label, set()) for label in labels)))] = True
+    return carries
 
 
 def warm_interactions(state) -> tuple:

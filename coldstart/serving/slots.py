@@ -21,10 +21,10 @@ import numpy as np
 
 PERIOD = 20  # slots a pattern covers; longer lists repeat it
 # A stated interest's share of a list's first 10 slots (`coldstart.serving.ranking.STATED_HEAD`): 7 of them
-# honour what a new user said (genre precision@10 0.73-0.74 on four user-cold splits). Since a stated
+# honour what a new user said (genre precision@10 0.73-0.74 on six user-cold splits). Since a stated
 # interest's map places the user (`coldstart.serving.statements`) the most-watched genre stated predicts
-# 1.124x popularity at 0.7 and 1.121x at 0.3 (benchmarks/RESULTS.md, stated interest), so the list can say
-# what the user asked for at no cost to what it predicts; 0.3 left precision at 0.37.
+# 1.118x popularity at 0.7 and 1.119x at 0.3 (six splits' mean; benchmarks/RESULTS.md, stated interest), so
+# the list can say what the user asked for at no cost to what it predicts; 0.3 left precision at 0.37.
 STATED_SHARE = 0.7
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from coldstart.pseudo_cold import ndcg_gains
-from coldstart.serving.profiles import column_of, design, users_taste, warm_interactions
+from coldstart.serving.profiles import carriers, column_of, design, users_taste, warm_interactions
 
 FILE = "stated_map.npz"  # in the artifacts folder: one map per generator it was fitted for
 ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)  # ridge strengths cross-validated
@@ -67,8 +67,8 @@ def fit(state, users: list[str], placed: np.ndarray, seed: int = SEED) -> tuple[
     warm items, their told items left out, each statement's placement ranking them (squared error in the
     vector space preferred ten times the strength, which ranked worse)."""
     _, seen_all, _ = warm_interactions(state)
-    shares = {label: float(np.isin(seen_all, list(positions)).mean()) if len(seen_all) else 0.0
-              for label, positions in state.labelled.items()}
+    shares = {label: float(carriers(state, (label,))[seen_all].mean()) if len(seen_all) else 0.0
+              for label in state.labelled}
     rng = np.random.default_rng(seed)
     rows: dict[str, list] = {}  # column -> [(x, y, user, told, held)]
     for i, (user, generated) in enumerate(zip(users, placed)):
